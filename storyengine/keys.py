@@ -1,0 +1,80 @@
+"""Every Redis key Storywire uses, made by one helper under one prefix.
+
+    {p}:article:{id}             hash   the article, its status and the decisions about it
+    {p}:article-ref:{digest}     string id of the article with that source + canonical URL
+    {p}:queued                   zset   accepted, not yet processed ids -> accepted time
+    {p}:fingerprint:{hex}        string canonical article with that exact normalised text
+    {p}:band:{i}:{hex}           set    canonical articles whose MinHash band i hashes to hex
+    {p}:story:{id}               hash   headline, representative, times, counts, centroid
+    {p}:story:{id}:sources       hash   outlet -> number of its articles in the story
+    {p}:story:{id}:articles      zset   every article in the story (copies too) -> published time
+    {p}:stories:recent           zset   story -> newest published time
+    {p}:stories:size             zset   story -> article count (ties broken by recency)
+    {p}:term:{feature}           zset   story -> newest published time, for stories that term indexes
+    {p}:df                       string document frequency per hashed term (BITFIELD u32 counters)
+    {p}:df:docs                  string number of documents counted in {p}:df
+    {p}:assign-lock              string the story-assignment lock (see storyengine.pipeline)
+"""
+from __future__ import annotations
+
+import hashlib
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def _k(self, *parts: object) -> str:
+        return ":".join((self.prefix, *map(str, parts)))
+
+    def article(self, article_id: str) -> str:
+        return self._k("article", article_id)
+
+    def article_ref(self, source: str, canonical_url: str) -> str:
+        digest = hashlib.blake2b(f"{source}\x00{canonical_url}".encode("utf-8"), digest_size=16).hexdigest()
+        return self._k("article-ref", digest)
+
+    @property
+    def queued(self) -> str:
+        return self._k("queued")
+
+    def fingerprint(self, fp: str) -> str:
+        return self._k("fingerprint", fp)
+
+    def band(self, index: int, digest: str) -> str:
+        return self._k("band", index, digest)
+
+    def story(self, story_id: str) -> str:
+        return self._k("story", story_id)
+
+    def story_sources(self, story_id: str) -> str:
+        return self._k("story", story_id, "sources")
+
+    def story_articles(self, story_id: str) -> str:
+        return self._k("story", story_id, "articles")
+
+    @property
+    def stories_recent(self) -> str:
+        return self._k("stories", "recent")
+
+    @property
+    def stories_size(self) -> str:
+        return self._k("stories", "size")
+
+    def term(self, feature: int) -> str:
+        return self._k("term", feature)
+
+    @property
+    def df(self) -> str:
+        return self._k("df")
+
+    @property
+    def df_docs(self) -> str:
+        return self._k("df", "docs")
+
+    @property
+    def assign_lock(self) -> str:
+        return self._k("assign-lock")
+
+    def all_pattern(self) -> str:
+        return self._k("*")

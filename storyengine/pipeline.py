@@ -1,0 +1,323 @@
+"""Processing one article: normalise → fingerprint → MinHash → LSH candidates →
+verify → duplicate or not → TF-IDF → candidate stories → join or open a story.
+
+Concurrency. Everything that is pure computation (text, shingles, MinHash,
+term counts) runs outside any lock. The decision itself (is it a copy of an
+article we hold, which story does it join) reads shared state and then writes
+it, so it runs under one Redis lock with a timeout (``{p}:assign-lock``):
+two copies of one event arriving together are decided one after the other,
+and the second sees the story the first opened. The decision's writes go out
+in one MULTI/EXEC transaction that WATCHes the lock key: if the lock expired
+and another worker took it, the transaction aborts and the task retries, so a
+slow worker can never write a decision made on stale reads. The article's
+status is set to ``processed`` in that same transaction, and the first read
+under the lock checks it, so a retried or redelivered task changes nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import redis
+
+from . import signatures
+from .errors import InvalidArticle, NotFound, StoreUnavailable
+from .settings import Settings
+from .store import RedisStore, decode_hash, iso
+from .stories import StoryScore, StoryState, choose_story, rank_stories, updated_centroid
+from .text import content_terms, words
+from .vectors import SparseVector, TermStats, Vectorizer, tfidf
+
+LOCK_TIMEOUT_SECONDS = 30.0
+LOCK_WAIT_SECONDS = 60.0
+
+
+class AssignmentConflict(StoreUnavailable):
+    """The assignment lock was lost before the decision was written; retry."""
+
+
+@dataclass
+class Features:
+    """Everything computed from an article's text, before any shared state is read."""
+    published: float
+    fingerprint: str
+    signature: np.ndarray
+    shingles: int
+    bands: list[str]
+    term_indices: np.ndarray
+    term_counts: np.ndarray
+    term_names: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    article_id: str
+    story_id: str
+    duplicate_of: str | None
+    opened_story: bool
+    already_processed: bool = False
+
+
+def story_id_for(article_id: str) -> str:
+    # Derived from the founding article, so a retried task re-creates the same id.
+    return "st_" + hashlib.blake2b(article_id.encode("utf-8"), digest_size=8).hexdigest()
+
+
+class Processor:
+    """Processes articles by id against a :class:`RedisStore`. One per worker process."""
+
+    def __init__(self, store: RedisStore, settings: Settings | None = None) -> None:
+        self.store = store
+        self.settings = settings or store.settings
+        self.keys = store.keys
+        self.redis = store.redis
+        self.vectorizer = Vectorizer(self.settings.hash_features)
+        self.layout = signatures.BandLayout.for_threshold(self.settings.lsh_threshold, self.settings.num_perm)
+        self.stats = TermStats(self.settings.hash_features)
+
+    # ------------------------------------------------------------------ pure part
+    def featurise(self, record: dict) -> Features:
+        s = self.settings
+        title = record.get("title", "")
+        body = record.get("body", "")
+        tokens = words(body)
+        if len(tokens) < s.shingle_size:
+            tokens = words(f"{title}\n{body}")
+        if not tokens:
+            raise InvalidArticle("the article has no words in its title or body")
+        shingles = signatures.shingle_hashes(tokens, s.shingle_size)
+        signature = signatures.minhash(shingles, s.num_perm)
+        terms = content_terms(title, body, s.title_weight) or tokens
+        indices, counts = self.vectorizer.term_counts(terms)
+        names = {self.vectorizer.feature_of(t): t for t in set(terms)}
+        try:
+            published = float(record["published_ts"])
+        except (KeyError, ValueError):
+            raise InvalidArticle("the article has no valid published time") from None
+        return Features(published, signatures.exact_fingerprint(tokens), signature, len(shingles),
+                        self.layout.band_hashes(signature), indices, counts, names)
+
+    # ------------------------------------------------------------------ the flow
+    def process(self, article_id: str) -> Outcome:
+        try:
+            record = self.store.load_article(article_id)
+            if record is None:
+                raise NotFound(f"no article with id {article_id!r}")
+            if record.get("status") == "processed":
+                return self._already(article_id, record)
+            features = self.featurise(record)
+            lock = self.redis.lock(self.keys.assign_lock, timeout=LOCK_TIMEOUT_SECONDS,
+                                   blocking_timeout=LOCK_WAIT_SECONDS)
+            if not lock.acquire():
+                raise AssignmentConflict("timed out waiting for the assignment lock")
+            try:
+                return self._decide(article_id, record, features)
+            finally:
+                try:
+                    lock.release()
+                except redis.exceptions.LockError:
+                    pass  # expired: the WATCH in the commit already protected the writes
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def _already(self, article_id: str, record: dict) -> Outcome:
+        return Outcome(article_id, record.get("story", ""), record.get("duplicate_of") or None,
+                       opened_story=False, already_processed=True)
+
+    def _decide(self, article_id: str, record: dict, f: Features) -> Outcome:
+        k = self.keys
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(k.article(article_id), "status")
+            pipe.get(k.fingerprint(f.fingerprint))
+            for i, band in enumerate(f.bands):
+                pipe.smembers(k.band(i, band))
+            status, exact_owner, *band_members = pipe.execute()
+        if status == b"processed":
+            return self._already(article_id, self.store.load_article(article_id) or {})
+        if status is None:
+            raise NotFound(f"article {article_id!r} disappeared while processing")
+
+        exact_owner = exact_owner.decode() if exact_owner else None
+        candidates = {m.decode() for members in band_members for m in members}
+        if exact_owner:
+            candidates.add(exact_owner)
+        candidates.discard(article_id)
+        duplicate_report, match = self._verify_duplicates(f, sorted(candidates), exact_owner)
+        if match is not None:
+            return self._commit_duplicate(article_id, record, f, match, duplicate_report)
+        return self._assign_story(article_id, record, f, duplicate_report)
+
+    # ------------------------------------------------------------------ duplicates
+    def _verify_duplicates(self, f: Features, candidates: list[str], exact_owner: str | None):
+        s = self.settings
+        fields = ("sig", "shingles", "published_ts", "story")
+        with self.redis.pipeline(transaction=False) as pipe:
+            for c in candidates:
+                pipe.hmget(self.keys.article(c), fields)
+            rows = pipe.execute()
+        checked = []
+        for c, (sig, shingles, published, story) in zip(candidates, rows):
+            if sig is None or story is None:
+                continue
+            other = signatures.signature_from_bytes(sig)
+            j = signatures.jaccard(f.signature, other)
+            n_other = int(shingles)
+            cont = signatures.containment(j, f.shingles, n_other)
+            exact = c == exact_owner
+            verified = exact or j >= s.duplicate_jaccard or (
+                cont >= s.duplicate_containment and min(f.shingles, n_other) >= s.containment_min_shingles)
+            checked.append({"article": c, "story": story.decode(), "published": float(published),
+                            "jaccard": round(j, 4), "containment": round(cont, 4), "exact": exact,
+                            "duplicate": verified})
+        checked.sort(key=lambda r: (-r["exact"], -max(r["jaccard"], r["containment"]), r["article"]))
+        verified = [r for r in checked if r["duplicate"]]
+        match = verified[0] if verified else None
+        report = {
+            "candidates": [{k: r[k] for k in ("article", "jaccard", "containment", "exact", "duplicate")}
+                           for r in checked[:10]],
+            "matched": match["article"] if match else None,
+            "rule": (f"duplicate when exact, Jaccard >= {s.duplicate_jaccard}, or containment >= "
+                     f"{s.duplicate_containment} with at least {s.containment_min_shingles} shingles"),
+        }
+        return report, match
+
+    def _commit_duplicate(self, article_id, record, f: Features, match: dict, dup_report: dict) -> Outcome:
+        k = self.keys
+        story_id = match["story"]
+        story_raw = self.redis.hmget(k.story(story_id), ("first_seen", "last_updated", "article_count"))
+        first_seen = min(float(story_raw[0] or f.published), f.published)
+        last_updated = max(float(story_raw[1] or f.published), f.published)
+        article_count = int(story_raw[2] or 0) + 1
+        decision = {"duplicate": dup_report,
+                    "story": {"action": "followed_canonical", "story": story_id,
+                              "reason": f"a copy shares the story of its canonical article {match['article']}"}}
+        similarity = max(match["jaccard"], match["containment"])
+
+        def writes(pipe):
+            self._write_article(pipe, article_id, story_id, match["article"], similarity, decision, f)
+            self._write_story_membership(pipe, story_id, article_id, record["source"], f.published,
+                                         first_seen, last_updated, article_count)
+        self._commit(writes)
+        return Outcome(article_id, story_id, match["article"], opened_story=False)
+
+    # ------------------------------------------------------------------ stories
+    def _refresh_stats(self) -> None:
+        now = time.monotonic()
+        if now - self.stats.loaded_at >= self.settings.stats_refresh_seconds:
+            counts, docs = self.store.read_term_stats()
+            self.stats.load(counts, docs, now)
+
+    def _assign_story(self, article_id, record, f: Features, dup_report: dict) -> Outcome:
+        s, k = self.settings, self.keys
+        self._refresh_stats()
+        vector = tfidf(f.term_indices, f.term_counts, self.stats)
+        window_start = f.published - s.story_window_hours * 3600.0
+        lookup = vector.heaviest(s.lookup_terms)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for feature in lookup:
+                pipe.zrangebyscore(k.term(int(feature)), window_start, "+inf")
+            found = pipe.execute()
+        candidate_ids = sorted({m.decode() for members in found for m in members})
+        story_fields = ("centroid", "first_seen", "last_updated", "originals", "article_count",
+                        "rep_vec", "term_names", "headline", "representative")
+        with self.redis.pipeline(transaction=False) as pipe:
+            for sid in candidate_ids:
+                pipe.hmget(k.story(sid), story_fields)
+            rows = {sid: dict(zip(story_fields, r)) for sid, r in zip(candidate_ids, pipe.execute()) if r[0]}
+        states = [StoryState(sid, SparseVector.from_bytes(r["centroid"]), float(r["first_seen"]),
+                             float(r["last_updated"]), int(r["originals"])) for sid, r in rows.items()]
+        scores = rank_stories(vector, f.published, states, s)
+        chosen = choose_story(scores, s)
+        story_report = {"candidates": [sc.as_dict() for sc in scores[:5]], "threshold": s.story_threshold}
+
+        if chosen is None:
+            story_id = story_id_for(article_id)
+            centroid = vector
+            story = {"first_seen": f.published, "last_updated": f.published, "article_count": 1, "originals": 1,
+                     "headline": record["title"], "representative": article_id, "rep_vec": vector, "names": {}}
+            story_report.update(action="opened", story=story_id)
+            similarity = 1.0
+        else:
+            story_id = chosen.story_id
+            r = rows[story_id]
+            state = next(st for st in states if st.story_id == story_id)
+            centroid = updated_centroid(state.centroid, vector, s)
+            story = {"first_seen": min(state.first_seen, f.published),
+                     "last_updated": max(state.last_updated, f.published),
+                     "article_count": int(r["article_count"]) + 1, "originals": state.originals + 1,
+                     "headline": r["headline"].decode(), "representative": r["representative"].decode(),
+                     "rep_vec": SparseVector.from_bytes(r["rep_vec"]),
+                     "names": {int(a): b for a, b in json.loads(r["term_names"] or "{}").items()}}
+            # The representative is whichever of the current one and the newcomer
+            # is closer to the updated centroid: the headline follows what the
+            # story is about as a whole, not its first or latest article.
+            if vector.cosine(centroid) > story["rep_vec"].cosine(centroid) + 1e-9:
+                story.update(headline=record["title"], representative=article_id, rep_vec=vector)
+            story_report.update(action="joined", story=story_id)
+            similarity = chosen.score
+        names = dict(story["names"])
+        names.update(f.term_names)
+        heaviest = [int(x) for x in centroid.heaviest(s.index_terms)]
+        names = {feature: names[feature] for feature in heaviest if feature in names}
+        top_terms = [names[feature] for feature in heaviest if feature in names][: s.top_terms]
+        decision = {"duplicate": dup_report, "story": story_report}
+
+        def writes(pipe):
+            self._write_article(pipe, article_id, story_id, None, similarity, decision, f)
+            self._write_story_membership(pipe, story_id, article_id, record["source"], f.published,
+                                         story["first_seen"], story["last_updated"], story["article_count"])
+            pipe.hset(k.story(story_id), mapping={
+                "id": story_id, "headline": story["headline"], "representative": story["representative"],
+                "originals": story["originals"], "centroid": centroid.to_bytes(),
+                "rep_vec": story["rep_vec"].top(64).to_bytes(), "term_names": json.dumps(names),
+                "top_terms": json.dumps(top_terms)})
+            for feature in heaviest:
+                pipe.zadd(k.term(feature), {story_id: story["last_updated"]})
+            # This article is now a canonical copy: findable by fingerprint and band.
+            pipe.set(k.fingerprint(f.fingerprint), article_id, nx=True)
+            for i, band in enumerate(f.bands):
+                pipe.sadd(k.band(i, band), article_id)
+            if len(f.term_indices):
+                counters = pipe.bitfield(k.df)
+                for feature in f.term_indices:
+                    counters.incrby("u32", f"#{int(feature)}", 1)
+                counters.execute()  # queued in the transaction
+            pipe.incr(k.df_docs)
+        self._commit(writes)
+        self.stats.observe(f.term_indices)
+        return Outcome(article_id, story_id, None, opened_story=chosen is None)
+
+    # ------------------------------------------------------------------ writes
+    def _write_article(self, pipe, article_id, story_id, duplicate_of, similarity, decision, f: Features):
+        k = self.keys
+        pipe.hset(k.article(article_id), mapping={
+            "status": "processed", "story": story_id, "duplicate_of": duplicate_of or "",
+            "similarity": round(float(similarity), 4), "decision": json.dumps(decision),
+            "sig": signatures.signature_to_bytes(f.signature), "shingles": f.shingles,
+            "processed_at": iso(time.time())})
+        pipe.zrem(k.queued, article_id)
+
+    def _write_story_membership(self, pipe, story_id, article_id, source, published, first_seen, last_updated,
+                                article_count):
+        k = self.keys
+        pipe.hset(k.story(story_id), mapping={
+            "first_seen": first_seen, "last_updated": last_updated, "article_count": article_count})
+        pipe.zadd(k.story_articles(story_id), {article_id: published})
+        pipe.hincrby(k.story_sources(story_id), source, 1)
+        pipe.zadd(k.stories_recent, {story_id: last_updated})
+        # Size first, recency as the tie-break: last_updated (< 1e10 s) fits under the count.
+        pipe.zadd(k.stories_size, {story_id: article_count * 1e10 + last_updated})
+
+    def _commit(self, writes) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(self.keys.assign_lock)
+                pipe.multi()
+                writes(pipe)
+                pipe.execute()
+            except redis.WatchError:
+                raise AssignmentConflict("the assignment lock expired before the decision was written") from None
+

@@ -1,0 +1,88 @@
+"""The engine's tunable parameters, in one frozen dataclass.
+
+Nothing here reads the environment at import time: the service and the workers
+build a ``Settings`` from their own configuration with :func:`Settings.from_env`,
+and tests and the evaluation build one directly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- Redis layout
+    key_prefix: str = "sw"
+
+    # --- duplicates (MinHash over word shingles, LSH for candidates)
+    shingle_size: int = 5
+    num_perm: int = 128
+    # LSH is tuned to catch pairs at this Jaccard; verification decides.
+    lsh_threshold: float = 0.4
+    # A candidate is a duplicate when its estimated Jaccard reaches this ...
+    duplicate_jaccard: float = 0.7
+    # ... or when the smaller text is this much contained in the larger one
+    # (a truncated reprint), provided the smaller text has enough shingles
+    # for the estimate to mean something.
+    duplicate_containment: float = 0.8
+    containment_min_shingles: int = 20
+
+    # --- stories (TF-IDF cosine against story centroids in a time window)
+    hash_features: int = 1 << 18
+    title_weight: int = 2
+    story_threshold: float = 0.3
+    # Gaussian time decay on the distance to a story's newest article, in hours.
+    time_sigma_hours: float = 72.0
+    # Stories whose newest article is older than this are never candidates.
+    story_window_hours: float = 72.0
+    # How many of an article's heaviest terms look up candidate stories.
+    lookup_terms: int = 20
+    # How many of a story's heaviest centroid terms index it.
+    index_terms: int = 30
+    # How many centroid terms a story keeps (the rest is noise).
+    centroid_terms: int = 400
+    top_terms: int = 10
+    # How often a worker re-reads the stream's term statistics from Redis.
+    stats_refresh_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "key_prefix":
+                if not value or not all(c.isalnum() or c in "-_." for c in value):
+                    problems.append("key_prefix must be letters, digits, '-', '_' or '.'")
+            elif isinstance(value, (int, float)) and value <= 0:
+                problems.append(f"{f.name} must be positive, got {value!r}")
+        for name in ("lsh_threshold", "duplicate_jaccard", "duplicate_containment", "story_threshold"):
+            if not 0 < getattr(self, name) <= 1:
+                problems.append(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, prefix: str = "STORYWIRE_") -> "Settings":
+        """Build settings from ``STORYWIRE_<FIELD>`` variables (for example
+        ``STORYWIRE_STORY_THRESHOLD=0.35``). A value that does not parse is a
+        :class:`ConfigError` naming the variable, never a silent default."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            name = prefix + f.name.upper()
+            raw = environ.get(name)
+            if raw is None or raw == "":
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = kind(raw) if kind is not str else raw
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}; fix or unset it") from None
+        return cls(**values)
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)

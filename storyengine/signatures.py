@@ -1,0 +1,108 @@
+"""Exact fingerprints, word-shingle MinHash signatures and their LSH bands.
+
+datasketch does what it is good at here: the MinHash permutations and the
+choice of bands and rows for a Jaccard threshold. The bands are stored by
+:mod:`storyengine.store` in a pipelined layout (one round trip per article)
+instead of datasketch's own Redis storage (about 30 per insert-and-query).
+"""
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from datasketch import MinHash, MinHashLSH
+
+_SCHEME = "affine32"
+# Odd 64-bit multipliers that mix the k token hashes of a shingle, position-aware.
+_MIXERS = np.array([
+    0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5,
+    0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9,
+], dtype=np.uint64)
+
+
+def exact_fingerprint(tokens: list[str]) -> str:
+    """A hash of the normalised text: equal for copies that differ only in
+    case, whitespace, punctuation or typography."""
+    return hashlib.blake2b(" ".join(tokens).encode("utf-8"), digest_size=12).hexdigest()
+
+
+def shingle_hashes(tokens: list[str], k: int) -> np.ndarray:
+    """The distinct 32-bit hashes of the text's k-word shingles (one shingle
+    of all words when the text is shorter than k)."""
+    if not tokens:
+        return np.empty(0, dtype=np.uint32)
+    if k > len(_MIXERS):
+        raise ValueError(f"shingle size at most {len(_MIXERS)}")
+    token_hashes = np.fromiter((zlib.crc32(t.encode("utf-8")) for t in tokens), dtype=np.uint64, count=len(tokens))
+    k = min(k, len(tokens))
+    n = len(tokens) - k + 1
+    mixed = np.zeros(n, dtype=np.uint64)
+    for j in range(k):  # wrapping uint64 arithmetic is the point here
+        mixed += token_hashes[j:j + n] * _MIXERS[j]
+    folded = (mixed >> np.uint64(32)) ^ (mixed & np.uint64(0xFFFFFFFF))
+    return np.unique(folded.astype(np.uint32))
+
+
+def _identity(value):
+    return int(value)
+
+
+@lru_cache(maxsize=4)
+def _template(num_perm: int) -> MinHash:
+    # Generating permutations costs more than hashing an article; share them.
+    return MinHash(num_perm=num_perm, scheme=_SCHEME, hashfunc=_identity)
+
+
+def minhash(hashes: np.ndarray, num_perm: int) -> np.ndarray:
+    """The MinHash signature (uint32[num_perm]) of a set of shingle hashes."""
+    template = _template(num_perm)
+    m = MinHash(num_perm=num_perm, scheme=_SCHEME, hashfunc=_identity, permutations=template.permutations)
+    m.update_batch(hashes)
+    return m.hashvalues.astype(np.uint32)
+
+
+def signature_to_bytes(signature: np.ndarray) -> bytes:
+    return signature.astype("<u4").tobytes()
+
+
+def signature_from_bytes(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, dtype="<u4")
+
+
+@dataclass(frozen=True)
+class BandLayout:
+    bands: int
+    rows: int
+
+    @classmethod
+    def for_threshold(cls, threshold: float, num_perm: int) -> "BandLayout":
+        """datasketch's choice of (bands, rows) minimising false positives
+        and negatives around ``threshold``."""
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        return cls(bands=lsh.b, rows=lsh.r)
+
+    def band_hashes(self, signature: np.ndarray) -> list[str]:
+        """One short hex digest per band; two signatures sharing any band are candidates."""
+        raw = signature.astype("<u4")
+        return [
+            hashlib.blake2b(raw[i * self.rows:(i + 1) * self.rows].tobytes(), digest_size=8).hexdigest()
+            for i in range(self.bands)
+        ]
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.count_nonzero(a == b)) / len(a)
+
+
+def containment(jaccard_estimate: float, size_a: int, size_b: int) -> float:
+    """Estimated share of the smaller shingle set found in the larger one.
+
+    From |A∩B| = J (|A| + |B|) / (1 + J): a reprint truncated to half the
+    original has Jaccard 0.5 but containment 1.0."""
+    if min(size_a, size_b) == 0:
+        return 0.0
+    overlap = jaccard_estimate * (size_a + size_b) / (1.0 + jaccard_estimate)
+    return min(1.0, overlap / min(size_a, size_b))

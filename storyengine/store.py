@@ -1,0 +1,284 @@
+"""The Redis store: articles, duplicates, stories and term statistics.
+
+Every key comes from :class:`storyengine.keys.Keys`. Reads are pipelined so a
+request or a processing step costs one round trip per stage. How each write
+stays correct when several processes race is said where the write is made.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import redis
+
+from .errors import NotFound, StoreUnavailable
+from .keys import Keys
+from .settings import Settings
+
+# Accepting an article is one atomic script, so two clients posting the same
+# article at once get the same id and exactly one of them stores and enqueues it.
+_ACCEPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end
+local existing = redis.call('GET', KEYS[2])
+if existing then return {0, existing} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+return {1, ARGV[1]}
+"""
+
+# Undo an accept whose enqueue failed: only while the article is still queued,
+# so a worker that already picked it up is never undercut.
+_FORGET = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+redis.call('DEL', KEYS[1])
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+ARTICLE_PUBLIC_FIELDS = (
+    "id", "source", "url", "title", "language", "published_at", "received_at", "status",
+    "story", "duplicate_of", "similarity", "decision", "error", "processed_at",
+)
+STORY_FIELDS = ("id", "headline", "representative", "first_seen", "last_updated", "article_count",
+                "originals", "top_terms")
+
+
+def _s(value) -> str | None:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+_BINARY_FIELDS = frozenset({"sig", "centroid", "rep_vec"})
+
+
+def decode_hash(raw: dict) -> dict:
+    """Field names and text values as str; binary fields (signatures, vectors) left as bytes."""
+    out = {}
+    for k, v in raw.items():
+        name = _s(k)
+        out[name] = v if name in _BINARY_FIELDS else _s(v)
+    return out
+
+
+def iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict]
+    next_after: tuple[float, str] | None
+
+
+def connect(url: str, **kwargs) -> redis.Redis:
+    """A client with timeouts, so a dead Redis is an error rather than a hang."""
+    options = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, "health_check_interval": 30}
+    options.update(kwargs)
+    return redis.Redis.from_url(url, **options)
+
+
+class RedisStore:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self._accept = client.register_script(_ACCEPT)
+        self._forget = client.register_script(_FORGET)
+
+    # ------------------------------------------------------------------ health
+    def ping(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    # ------------------------------------------------------------------ accept
+    def accept_articles(self, records: list[dict]) -> list[tuple[str, bool]]:
+        """Store new articles as queued, in one round trip. Returns (id, created)
+        per record; created is False when the article (same id, or same source
+        and canonical URL) was already accepted, and then nothing was written."""
+        k = self.keys
+        now = time.time()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for record in records:
+                fields = dict(record, status="queued", received_at=iso(now))
+                flat = [x for pair in fields.items() for x in pair]
+                self._accept(keys=[k.article(record["id"]), k.article_ref(record["source"], record["canonical_url"]),
+                                   k.queued], args=[record["id"], now, *flat], client=pipe)
+            results = pipe.execute()
+        return [(_s(article_id), bool(created)) for created, article_id in results]
+
+    def forget_queued(self, record: dict) -> bool:
+        k = self.keys
+        return bool(self._forget(keys=[k.article(record["id"]), k.article_ref(record["source"], record["canonical_url"]),
+                                       k.queued], args=[record["id"]]))
+
+    # ------------------------------------------------------------------ articles
+    def get_article(self, article_id: str) -> dict:
+        raw = self.redis.hmget(self.keys.article(article_id), ARTICLE_PUBLIC_FIELDS)
+        if raw[0] is None:
+            raise NotFound(f"no article with id {article_id!r}")
+        return self._article_view(dict(zip(ARTICLE_PUBLIC_FIELDS, raw)))
+
+    def load_article(self, article_id: str) -> dict | None:
+        """Everything stored for an article, for processing."""
+        raw = self.redis.hgetall(self.keys.article(article_id))
+        return decode_hash(raw) if raw else None
+
+    def mark_failed(self, article_id: str, reason: str) -> None:
+        k = self.keys
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(k.article(article_id), mapping={"status": "failed", "error": reason[:500]})
+            pipe.zrem(k.queued, article_id)
+            pipe.execute()
+
+    @staticmethod
+    def _article_view(raw: dict) -> dict:
+        view = {name: _s(value) for name, value in raw.items() if value is not None}
+        if "decision" in view:
+            view["decision"] = json.loads(view["decision"])
+        if "similarity" in view:
+            view["similarity"] = float(view["similarity"])
+        return view
+
+    # ------------------------------------------------------------------ term statistics
+    def read_term_stats(self) -> tuple[np.ndarray, int]:
+        """The stream's document frequencies: BITFIELD u32 counters are big-endian."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.df)
+            pipe.get(self.keys.df_docs)
+            raw, docs = pipe.execute()
+        raw = raw or b""
+        counts = np.frombuffer(raw[: len(raw) // 4 * 4], dtype=">u4").astype(np.float64)
+        return counts, int(docs or 0)
+
+    # ------------------------------------------------------------------ stories (reads)
+    def get_story(self, story_id: str, max_articles: int = 500) -> dict:
+        k = self.keys
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(k.story(story_id), STORY_FIELDS)
+            pipe.hgetall(k.story_sources(story_id))
+            pipe.zrange(k.story_articles(story_id), 0, max_articles - 1)
+            story_raw, sources, member_ids = pipe.execute()
+        if story_raw[0] is None:
+            raise NotFound(f"no story with id {story_id!r}")
+        story = self._story_view(dict(zip(STORY_FIELDS, story_raw)), sources)
+        fields = ("id", "source", "url", "title", "published_at", "duplicate_of", "similarity")
+        with self.redis.pipeline(transaction=False) as pipe:
+            for member in member_ids:
+                pipe.hmget(k.article(_s(member)), fields)
+            rows = [self._article_view(dict(zip(fields, r))) for r in pipe.execute()]
+        story["articles"] = fold_duplicates(rows)
+        return story
+
+    def list_stories(self, sort: str, limit: int, since: float | None = None, until: float | None = None,
+                     min_sources: int = 1, after: tuple[float, str] | None = None) -> Page:
+        """Stories newest first (``recent``) or largest first (``size``), keyset-paginated
+        by (score, id). Filters that the index cannot answer are applied to
+        fetched chunks, which are read in one pipelined round trip each."""
+        k = self.keys
+        index = k.stories_recent if sort == "recent" else k.stories_size
+        high = "+inf"
+        low = "-inf"
+        if sort == "recent":
+            if until is not None:
+                high = until
+            if since is not None:
+                low = since
+        if after is not None:
+            high = after[0] if high == "+inf" else min(float(high), after[0])
+        items: list[dict] = []
+        chunk = max(limit * 2, 20)
+        offset = 0
+        last: tuple[float, str] | None = None
+        while len(items) < limit:
+            page = self.redis.zrevrangebyscore(index, high, low, start=offset, num=chunk, withscores=True)
+            if not page:
+                last = None
+                break
+            offset += len(page)
+            page = [(_s(m), s) for m, s in page]
+            if after is not None:
+                page = [(m, s) for m, s in page if s < after[0] or (s == after[0] and m < after[1])]
+            with self.redis.pipeline(transaction=False) as pipe:
+                for member, _ in page:
+                    pipe.hmget(k.story(member), STORY_FIELDS)
+                    pipe.hgetall(k.story_sources(member))
+                fetched = pipe.execute()
+            for i, (member, score) in enumerate(page):
+                story_raw, sources = fetched[2 * i], fetched[2 * i + 1]
+                if story_raw[0] is None:
+                    continue  # removed between the two reads
+                story = self._story_view(dict(zip(STORY_FIELDS, story_raw)), sources)
+                last = (score, member)
+                if story["source_count"] < min_sources:
+                    continue
+                if since is not None and story["last_updated_ts"] < since:
+                    continue
+                if until is not None and story["last_updated_ts"] > until:
+                    continue
+                items.append(story)
+                if len(items) == limit:
+                    break
+            if len(page) < chunk and len(items) < limit:
+                last = None
+                break
+        for story in items:
+            story.pop("last_updated_ts")
+        return Page(items=items, next_after=last if len(items) == limit else None)
+
+    @staticmethod
+    def _story_view(raw: dict, sources: dict) -> dict:
+        s = {name: _s(value) for name, value in raw.items()}
+        source_counts = sorted(((_s(k), int(v)) for k, v in sources.items()), key=lambda kv: (-kv[1], kv[0]))
+        last_ts = float(s["last_updated"])
+        return {
+            "id": s["id"],
+            "headline": s["headline"],
+            "representative_article": s["representative"],
+            "article_count": int(s["article_count"]),
+            "original_count": int(s["originals"]),
+            "source_count": len(source_counts),
+            "sources": [name for name, _ in source_counts],
+            "first_seen": iso(float(s["first_seen"])),
+            "last_updated": iso(last_ts),
+            "last_updated_ts": last_ts,
+            "top_terms": json.loads(s["top_terms"] or "[]"),
+        }
+
+    # ------------------------------------------------------------------ maintenance
+    def clear(self) -> int:
+        """Delete every key under this store's prefix (tests and evaluation runs)."""
+        deleted = 0
+        for batch in _chunks(self.redis.scan_iter(match=self.keys.all_pattern(), count=1000), 500):
+            deleted += self.redis.delete(*batch)
+        return deleted
+
+
+def fold_duplicates(rows: list[dict]) -> list[dict]:
+    """Originals in published order, each with its copies under ``duplicates``."""
+    originals = [dict(r, duplicates=[]) for r in rows if not r.get("duplicate_of")]
+    by_id = {r["id"]: r for r in originals}
+    for row in rows:
+        parent = by_id.get(row.get("duplicate_of") or "")
+        if parent is not None:
+            parent["duplicates"].append(row)
+        elif row.get("duplicate_of"):
+            originals.append(dict(row, duplicates=[]))  # canonical outside this page
+    originals.sort(key=lambda r: (r.get("published_at") or "", r["id"]))
+    return originals
+
+
+def _chunks(items: Iterable, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,91 @@
+"""Text handling: HTML to text, normalisation, tokens, canonical URLs.
+
+Two token streams come out of one article:
+- ``dedup_tokens``: every word of the body, case- and typography-folded, in order.
+  Copies are compared on these, so a changed headline cannot hide a reprint.
+- ``content_terms``: the words that say what an article is about (stopwords and
+  numbers dropped), headline weighted, for TF-IDF.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from selectolax.lexbor import LexborHTMLParser as HTMLParser
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+# A body is treated as HTML only when it holds something tag-shaped; plain text
+# with a stray "<" goes through untouched.
+_TAG = re.compile(r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9]*[^<>]*>|<!--")
+_NON_CONTENT_TAGS = ["script", "style", "noscript", "template", "iframe", "svg", "head"]
+_BLOCK_TAGS = ("p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article", "blockquote")
+
+# Typographic variants that reprints introduce: curly quotes, dashes, ellipses.
+_TYPOGRAPHY = str.maketrans({
+    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
+    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"',
+    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-", "\u2212": "-",
+    "\u2026": "...", "\u00a0": " ",
+})
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_STOPWORDS = frozenset(ENGLISH_STOP_WORDS) | {"said", "says", "new", "year", "years", "just", "like", "told", "according", "including", "reuters", "ap", "update", "breaking"}
+_TRACKING_PARAMS = frozenset({"fbclid", "gclid", "mc_cid", "mc_eid", "cmpid", "ocid"})
+
+
+def looks_like_html(text: str) -> bool:
+    return _TAG.search(text) is not None
+
+
+def html_to_text(html: str) -> str:
+    """Reduce an HTML fragment or page to its readable text with a real parser:
+    scripts, styles and the like are dropped, block elements become line breaks."""
+    tree = HTMLParser(html)
+    tree.strip_tags(_NON_CONTENT_TAGS)
+    for tag in _BLOCK_TAGS:
+        for node in tree.css(tag):
+            node.insert_before("\n")
+    root = tree.body or tree.root
+    if root is None:
+        return ""
+    text = root.text(separator="", deep=True)
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def clean_text(text: str) -> str:
+    """Plain text as stored: HTML reduced, control characters removed, trimmed."""
+    if looks_like_html(text):
+        text = html_to_text(text)
+    return _CONTROL.sub(" ", text).strip()
+
+
+def fold(text: str) -> str:
+    """Case, Unicode compatibility forms and typography folded away."""
+    return unicodedata.normalize("NFKC", text).translate(_TYPOGRAPHY).casefold()
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(fold(text))
+
+
+def content_terms(title: str, body: str, title_weight: int) -> list[str]:
+    """Terms for TF-IDF: headline words count ``title_weight`` times."""
+    def keep(ws):
+        return [w for w in ws if len(w) > 1 and w not in _STOPWORDS and not w.isdigit()]
+    return keep(words(title)) * title_weight + keep(words(body))
+
+
+def canonical_url(url: str) -> str:
+    """The URL two copies of one page share: lower-case scheme and host, no
+    fragment, no default port, no tracking parameters, no trailing slash."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if parts.port and not ((scheme == "http" and parts.port == 80) or (scheme == "https" and parts.port == 443)):
+        host = f"{host}:{parts.port}"
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+             if not (k.lower().startswith("utm_") or k.lower() in _TRACKING_PARAMS)]
+    path = parts.path.rstrip("/") or "/"
+    return urlunsplit((scheme, host, path, urlencode(sorted(query)), ""))

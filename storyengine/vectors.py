@@ -1,0 +1,129 @@
+"""TF-IDF vectors with IDF taken from the stream itself.
+
+scikit-learn's ``HashingVectorizer`` turns terms into counts over a fixed
+hashed feature space, so no vocabulary has to be fitted in advance and every
+worker maps a term to the same feature. Document frequencies live in Redis
+(see :class:`storyengine.store.RedisStore`); each worker keeps a local copy
+(:class:`TermStats`) refreshed on a schedule, so an article is only ever
+weighed against articles that arrived before it (and itself).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.utils import murmurhash3_32
+
+
+def _pre_tokenised(doc):
+    return doc
+
+
+class Vectorizer:
+    def __init__(self, n_features: int) -> None:
+        self.n_features = n_features
+        self._hashing = HashingVectorizer(
+            n_features=n_features, analyzer=_pre_tokenised, alternate_sign=False, norm=None)
+
+    def term_counts(self, terms: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(feature indices sorted, raw counts) for one document's terms."""
+        row = self._hashing.transform([terms])
+        row.sort_indices()
+        return row.indices.astype(np.int64), row.data.astype(np.float64)
+
+    def feature_of(self, term: str) -> int:
+        # The same hash HashingVectorizer applies, so names can be put back on features.
+        return abs(murmurhash3_32(term, seed=0)) % self.n_features
+
+
+class TermStats:
+    """A worker-local copy of the stream's document frequencies."""
+
+    def __init__(self, n_features: int) -> None:
+        self.df = np.zeros(n_features, dtype=np.float64)
+        self.docs = 0
+        self.loaded_at = -math.inf
+
+    def load(self, df_counts: np.ndarray, docs: int, now: float) -> None:
+        n = min(len(df_counts), len(self.df))
+        self.df[:] = 0
+        self.df[:n] = df_counts[:n]
+        self.docs = docs
+        self.loaded_at = now
+
+    def observe(self, indices: np.ndarray) -> None:
+        """Count one more document locally (Redis is updated in the same commit)."""
+        self.df[indices] += 1
+        self.docs += 1
+
+    def idf(self, indices: np.ndarray, include_self: bool = True) -> np.ndarray:
+        """Smoothed IDF as scikit-learn's TfidfTransformer computes it; the
+        document being weighed counts as seen (it has arrived)."""
+        extra = 1 if include_self else 0
+        return np.log((1.0 + self.docs + extra) / (1.0 + self.df[indices] + extra)) + 1.0
+
+
+@dataclass
+class SparseVector:
+    """A sparse vector: sorted feature indices and their weights."""
+    indices: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "SparseVector":
+        return cls(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
+
+    def norm(self) -> float:
+        return float(np.sqrt(np.dot(self.values, self.values)))
+
+    def normalised(self) -> "SparseVector":
+        n = self.norm()
+        return SparseVector(self.indices, self.values / n) if n > 0 else self
+
+    def dot(self, other: "SparseVector") -> float:
+        _, i, j = np.intersect1d(self.indices, other.indices, assume_unique=True, return_indices=True)
+        return float(np.dot(self.values[i], other.values[j]))
+
+    def cosine(self, other: "SparseVector") -> float:
+        denominator = self.norm() * other.norm()
+        return self.dot(other) / denominator if denominator > 0 else 0.0
+
+    def add(self, other: "SparseVector") -> "SparseVector":
+        indices = np.union1d(self.indices, other.indices)
+        values = np.zeros(len(indices), dtype=np.float64)
+        values[np.searchsorted(indices, self.indices)] += self.values
+        values[np.searchsorted(indices, other.indices)] += other.values
+        return SparseVector(indices, values)
+
+    def top(self, k: int) -> "SparseVector":
+        if len(self.indices) <= k:
+            return self
+        keep = np.sort(np.argpartition(-self.values, k - 1)[:k])
+        return SparseVector(self.indices[keep], self.values[keep])
+
+    def heaviest(self, k: int) -> np.ndarray:
+        """Indices of the k heaviest features, heaviest first."""
+        order = np.argsort(-self.values, kind="stable")[:k]
+        return self.indices[order]
+
+    def to_bytes(self) -> bytes:
+        return self.indices.astype("<u4").tobytes() + self.values.astype("<f4").tobytes()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> "SparseVector":
+        if not raw:
+            return cls.empty()
+        n = len(raw) // 8
+        indices = np.frombuffer(raw, dtype="<u4", count=n).astype(np.int64)
+        values = np.frombuffer(raw, dtype="<f4", count=n, offset=4 * n).astype(np.float64)
+        return cls(indices, values)
+
+
+def tfidf(indices: np.ndarray, counts: np.ndarray, stats: TermStats) -> SparseVector:
+    """Sublinear TF times stream IDF, L2-normalised."""
+    if len(indices) == 0:
+        return SparseVector.empty()
+    weights = (1.0 + np.log(counts)) * stats.idf(indices)
+    return SparseVector(indices, weights).normalised()
