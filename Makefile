@@ -1,0 +1,26 @@
+# Storywire. `make run` starts the service, `make test` runs the tests.
+# Each target bootstraps .venv from requirements.txt (pinned) on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test eval clean
+.DEFAULT_GOAL := run
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) scripts/run.py
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# make eval [STREAM=path.jsonl] [OUT=pred.jsonl] [API=http://127.0.0.1:8000]
+eval: $(VENV)/.installed
+	$(PY) scripts/evaluate.py $(if $(STREAM),--stream $(STREAM)) $(if $(OUT),--out $(OUT)) $(if $(API),--api $(API))
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

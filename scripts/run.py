@@ -1,0 +1,101 @@
+"""Start Storywire: Redis (unless REDIS_URL is set), the API, a worker and Flower.
+
+    python scripts/run.py                 # everything, in the foreground; Ctrl-C stops it all
+    python scripts/run.py --role api      # one role only (what a container runs)
+
+Environment: REDIS_URL, CELERY_BROKER_URL, API_HOST (127.0.0.1), API_PORT (8000),
+FLOWER_PORT (5555), WORKER_CONCURRENCY (1), API_WORKERS (2), STORYWIRE_DATA_DIR
+(var/, where the embedded Redis keeps its append-only file).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from storyengine.embedded_redis import EmbeddedRedis  # noqa: E402
+
+ROLES = ("api", "worker", "flower")
+
+
+def role_command(role: str, env: dict[str, str]) -> list[str]:
+    """The command for one role. The Dockerfile, `make run` and the tests all start roles through this."""
+    py = sys.executable
+    if role == "api":
+        return [py, "-m", "gunicorn", "--bind", f"{env.get('API_HOST', '127.0.0.1')}:{env.get('API_PORT', '8000')}",
+                "--workers", env.get("API_WORKERS", "2"), "--access-logfile", "-", "--graceful-timeout", "10",
+                "service:create_app()"]
+    if role == "worker":
+        return [py, "-m", "celery", "-A", "workers.main", "worker", "--queues", "storywire",
+                "--concurrency", env.get("WORKER_CONCURRENCY", "1"), "--loglevel", env.get("LOG_LEVEL", "INFO"),
+                "--events", "--without-gossip", "--without-mingle", "--hostname", "storywire@%h"]
+    if role == "flower":
+        return [py, "-m", "celery", "-A", "workers.main", "flower", "--address=" + env.get("FLOWER_HOST", "127.0.0.1"),
+                "--port=" + env.get("FLOWER_PORT", "5555")]
+    raise SystemExit(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--role", choices=ROLES, help="run only this role, in the foreground")
+    args = parser.parse_args(argv)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+
+    if args.role:
+        os.chdir(ROOT)
+        os.execvpe(sys.executable, role_command(args.role, env), env)
+
+    redis_server = None
+    if not env.get("REDIS_URL"):
+        data_dir = Path(env.get("STORYWIRE_DATA_DIR", ROOT / "var")) / "redis"
+        redis_server = EmbeddedRedis(data_dir).start()
+        env["REDIS_URL"] = redis_server.url
+        print(f"redis   {redis_server.url}  (embedded; data in {data_dir})", flush=True)
+    else:
+        print(f"redis   {env['REDIS_URL']}  (from REDIS_URL)", flush=True)
+
+    processes = {role: subprocess.Popen(role_command(role, env), cwd=ROOT, env=env) for role in ROLES}
+    api = f"http://{env.get('API_HOST', '127.0.0.1')}:{env.get('API_PORT', '8000')}"
+    print(f"api     {api}  (try {api}/v1/stories)", flush=True)
+    print(f"flower  http://{env.get('FLOWER_HOST', '127.0.0.1')}:{env.get('FLOWER_PORT', '5555')}", flush=True)
+    print("worker  1 Celery worker on queue 'storywire'; Ctrl-C stops everything", flush=True)
+
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    status = 0
+    while not stopping:
+        for role, proc in processes.items():
+            if proc.poll() is not None:
+                print(f"{role} exited with {proc.returncode}; stopping the rest", file=sys.stderr, flush=True)
+                status = proc.returncode or 1
+                stopping = True
+        time.sleep(0.5)
+    for proc in processes.values():
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in processes.values():
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if redis_server:
+        redis_server.stop()
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,26 @@
+"""Storywire's HTTP API: a thin Flask layer over the engine's store and the work queue."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from flask import Flask
+
+from .config import load_config
+from .errors import register_error_handlers
+from .runtime import Runtime
+
+
+def create_app(config: Mapping | None = None) -> Flask:
+    """Build the app. ``config`` overrides the defaults and the environment
+    (tests pass their own Redis URL here)."""
+    app = Flask(__name__)
+    app.config.update(load_config(config))
+    app.json.sort_keys = False
+    app.extensions["storywire"] = Runtime.from_config(app.config)
+    register_error_handlers(app)
+
+    from . import articles, health, stories
+    app.register_blueprint(articles.bp)
+    app.register_blueprint(stories.bp)
+    app.register_blueprint(health.bp)
+    return app

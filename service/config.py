@@ -1,0 +1,43 @@
+"""Service configuration: defaults, overridden by the environment or a test's mapping."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from storyengine.errors import ConfigError
+from storyengine.settings import Settings
+
+DEFAULTS = {
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "CELERY_BROKER_URL": "",            # empty: the same server as REDIS_URL
+    "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,   # bytes in one request body
+    "MAX_BATCH_ARTICLES": 500,
+    "MAX_BODY_CHARS": 200_000,          # characters in one article's body
+    "MAX_STORY_ARTICLES": 500,          # articles listed in GET /v1/stories/{id}
+    "MAX_PAGE_SIZE": 100,
+    "DEFAULT_PAGE_SIZE": 20,
+    "FUTURE_TOLERANCE_SECONDS": 86400,  # published_at may be at most this far ahead of now
+}
+_INTS = {k for k, v in DEFAULTS.items() if isinstance(v, int)}
+
+
+def load_config(overrides: Mapping | None = None, environ: Mapping[str, str] | None = None) -> dict:
+    """DEFAULTS, then ``environ`` (``os.environ`` unless given), then ``overrides``."""
+    env = os.environ if environ is None else environ
+    config = dict(DEFAULTS)
+    for name in DEFAULTS:
+        raw = env.get(name)
+        if raw:
+            if name in _INTS:
+                try:
+                    config[name] = int(raw)
+                except ValueError:
+                    raise ConfigError(f"{name}={raw!r} is not an integer; fix or unset it") from None
+                if config[name] <= 0:
+                    raise ConfigError(f"{name} must be positive, got {raw!r}")
+            else:
+                config[name] = raw
+    config["ENGINE_SETTINGS"] = Settings.from_env(env)
+    if overrides:
+        config.update(overrides)
+    return config

@@ -1,0 +1,110 @@
+"""One JSON error envelope for every error the API returns.
+
+    {"error": {"status": 422, "code": "invalid_article",
+               "message": "what went wrong and what to do",
+               "details": [{"field": "title", "problem": "..."}]}}
+"""
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Flask, jsonify
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from storyengine.errors import InvalidArticle, InvalidCursor, NotFound, StoreUnavailable
+
+log = logging.getLogger("storywire.api")
+
+RETRY_AFTER_SECONDS = 5
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: list | None = None,
+                 headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.details = details or []
+        self.headers = headers or {}
+
+
+def envelope(status: int, code: str, message: str, details: list | None = None) -> dict:
+    body = {"status": status, "code": code, "message": message}
+    if details:
+        body["details"] = details
+    return {"error": body}
+
+
+def error_response(error: ApiError):
+    response = jsonify(envelope(error.status, error.code, error.message, error.details))
+    response.status_code = error.status
+    response.headers.update(error.headers)
+    return response
+
+
+def validation_details(exc: ValidationError, prefix: str = "") -> list[dict]:
+    details = []
+    for e in exc.errors(include_url=False, include_input=False):
+        path = ".".join(str(p) for p in e["loc"])
+        details.append({"field": f"{prefix}{path}" if path else prefix.rstrip(".") or "body",
+                        "problem": e["msg"]})
+    return details
+
+
+def invalid_article(exc: ValidationError | InvalidArticle, prefix: str = "") -> ApiError:
+    if isinstance(exc, ValidationError):
+        details = validation_details(exc, prefix)
+    else:
+        details = [{"field": prefix.rstrip(".") or "body", "problem": str(exc)}]
+    fields = ", ".join(d["field"] for d in details)
+    return ApiError(422, "invalid_article", f"The article is not valid ({fields}); fix the listed fields and "
+                    "send it again. Required: source, url, title; optional: body, published_at, id, language.",
+                    details)
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ApiError, error_response)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc):
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return error_response(ApiError(413, "body_too_large",
+                                       f"The request body exceeds {limit} bytes; send fewer or smaller articles."))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        messages = {
+            404: "No such resource; see the API's routes in the README.",
+            405: f"{exc.code} method not allowed on this route; see the README for the allowed methods.",
+        }
+        code = (exc.name or "error").lower().replace(" ", "_")
+        response = error_response(ApiError(exc.code or 500, code, messages.get(exc.code, exc.description or code)))
+        if exc.code == 405 and exc.response is None:
+            allowed = getattr(exc, "valid_methods", None)
+            if allowed:
+                response.headers["Allow"] = ", ".join(allowed)
+        return response
+
+    @app.errorhandler(NotFound)
+    def not_found(exc):
+        return error_response(ApiError(404, "not_found", f"{exc}; check the id."))
+
+    @app.errorhandler(InvalidCursor)
+    def bad_cursor(exc):
+        return error_response(ApiError(400, "invalid_cursor", f"{exc}. Use next_cursor exactly as a previous "
+                                       "page returned it, or leave cursor out to start from the first page."))
+
+    @app.errorhandler(StoreUnavailable)
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
+    def unavailable(exc):
+        log.warning("store unavailable: %s", exc)
+        return error_response(ApiError(503, "unavailable", "The store is unavailable; retry after a few seconds.",
+                                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
+
+    @app.errorhandler(Exception)
+    def internal(exc):
+        log.exception("unhandled error")
+        return error_response(ApiError(500, "internal_error", "Something went wrong on our side; "
+                                       "retry later, and report it if it persists."))

@@ -1,0 +1,38 @@
+"""GET /healthz (the process is up) and GET /readyz (Redis and the broker answer)."""
+from __future__ import annotations
+
+from flask import Blueprint
+
+from storyengine.errors import StoreUnavailable
+
+from .errors import ApiError
+from .runtime import runtime
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz():
+    rt = runtime()
+    checks = {}
+    try:
+        rt.store.ping()
+        checks["redis"] = "ok"
+    except StoreUnavailable as exc:
+        checks["redis"] = f"unreachable: {exc}"
+    try:
+        with rt.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        checks["broker"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        checks["broker"] = f"unreachable: {exc}"
+    if all(v == "ok" for v in checks.values()):
+        return {"status": "ready", "checks": checks}
+    raise ApiError(503, "not_ready", "A dependency is unreachable: " + "; ".join(
+        f"{k} {v}" for k, v in checks.items() if v != "ok") + ". Retry after a few seconds.",
+        headers={"Retry-After": "5"})

@@ -1,0 +1,36 @@
+"""What a request needs at hand: the store and a way to enqueue, built once per app."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+from flask import current_app
+
+from storyengine.store import RedisStore, connect
+from workers import names
+
+
+@dataclass
+class Runtime:
+    store: RedisStore
+    celery: Celery
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Runtime":
+        store = RedisStore(connect(config["REDIS_URL"]), config["ENGINE_SETTINGS"])
+        broker = config["CELERY_BROKER_URL"] or config["REDIS_URL"]
+        # A client only: it sends tasks by name and never imports the task code.
+        celery = Celery("storywire-api", broker=broker, set_as_current=False)
+        celery.conf.update(task_default_queue=names.QUEUE, broker_connection_retry=False,
+                           broker_connection_max_retries=0,
+                           broker_transport_options={"max_retries": 1, "interval_start": 0,
+                                                     "interval_step": 0.2, "interval_max": 0.5},
+                           task_send_sent_event=True)
+        return cls(store, celery)
+
+    def enqueue_process(self, article_id: str) -> None:
+        self.celery.send_task(names.PROCESS_ARTICLE, args=[article_id], queue=names.QUEUE, retry=False)
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["storywire"]

@@ -1,0 +1,117 @@
+"""Request schemas: what the API accepts, validated by pydantic."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from storyengine.articles import CLIENT_ID
+
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def parse_timestamp(value: str, name: str) -> datetime:
+    """ISO 8601 with a time; a missing offset means UTC."""
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name} must be an ISO 8601 date-time such as 2026-03-02T11:27:47Z") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    if parsed.year < 1900:
+        raise ValueError(f"{name} must be after 1900")
+    return parsed.astimezone(timezone.utc)
+
+
+class ArticleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+
+    source: str = Field(min_length=1, max_length=200, description="The outlet, e.g. 'reuters.com'")
+    url: str = Field(min_length=1, max_length=2048, description="The article's http(s) URL")
+    title: str = Field(min_length=1, max_length=1000)
+    body: str = Field(default="", description="Plain text or HTML")
+    published_at: str | None = Field(default=None, max_length=64, description="ISO 8601; default now")
+    id: str | None = Field(default=None, max_length=128, description="The client's own id")
+    language: str | None = Field(default=None, max_length=20)
+
+    @field_validator("source", "title")
+    @classmethod
+    def _no_control(cls, value: str, info: ValidationInfo) -> str:
+        if _CONTROL.search(value):
+            raise ValueError(f"{info.field_name} must not contain control characters")
+        return value
+
+    @field_validator("body")
+    @classmethod
+    def _body_size(cls, value: str, info: ValidationInfo) -> str:
+        limit = (info.context or {}).get("max_body_chars", 200_000)
+        if len(value) > limit:
+            raise ValueError(f"body has {len(value)} characters; at most {limit} are accepted")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or _CONTROL.search(value) or " " in value:
+            raise ValueError("url must be an absolute http:// or https:// URL without spaces")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError("url has an invalid port") from None
+        return value
+
+    @field_validator("published_at")
+    @classmethod
+    def _published(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        parsed = parse_timestamp(value, "published_at")
+        tolerance = (info.context or {}).get("future_tolerance_seconds", 86400)
+        if parsed > datetime.now(timezone.utc) + timedelta(seconds=tolerance):
+            raise ValueError("published_at is in the future; send the time the article was published")
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _client_id(cls, value: str | None) -> str | None:
+        if value is not None and not CLIENT_ID.match(value):
+            raise ValueError("id must be 1-128 letters, digits or . _ ~ : - starting with a letter or digit")
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        if value is not None and not _LANGUAGE.match(value):
+            raise ValueError("language must be a BCP 47 tag such as 'en' or 'pt-BR'")
+        return value
+
+    def published_datetime(self) -> datetime:
+        return parse_timestamp(self.published_at, "published_at") if self.published_at else datetime.now(timezone.utc)
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    articles: list[dict] = Field(min_length=1)
+
+
+class StoriesQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sort: Literal["recent", "size"] = "recent"
+    since: str | None = None
+    until: str | None = None
+    min_sources: int = Field(default=1, ge=1, le=10_000)
+    limit: int | None = Field(default=None, ge=1)
+    cursor: str | None = Field(default=None, max_length=512)
+
+    @field_validator("since", "until")
+    @classmethod
+    def _time(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            parse_timestamp(value, info.field_name)
+        return value

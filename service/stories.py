@@ -1,0 +1,74 @@
+"""GET /v1/stories and GET /v1/stories/{id}."""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+
+from flask import Blueprint, current_app, request
+from pydantic import ValidationError
+
+from storyengine.errors import InvalidCursor, NotFound
+
+from .errors import ApiError, validation_details
+from .runtime import runtime
+from .schemas import StoriesQuery, parse_timestamp
+
+bp = Blueprint("stories", __name__, url_prefix="/v1/stories")
+_STORY_ID = re.compile(r"^st_[0-9a-f]{16}$")
+
+
+def encode_cursor(sort: str, after: tuple[float, str]) -> str:
+    raw = json.dumps({"o": sort, "s": after[0], "i": after[1]}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str) -> tuple[float, str]:
+    """A cursor is base64url JSON {o: sort, s: score, i: story id}. Anything else,
+    or a cursor from the other ordering, is refused."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        score, story_id = float(data["s"]), data["i"]
+        if data["o"] != sort:
+            raise InvalidCursor(f"this cursor pages sort={data['o']}, not sort={sort}")
+        if not isinstance(story_id, str) or not _STORY_ID.match(story_id) or score != score:
+            raise ValueError
+    except InvalidCursor:
+        raise
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidCursor("the cursor is not one this API issued") from None
+    return score, story_id
+
+
+@bp.get("")
+def list_stories():
+    try:
+        query = StoriesQuery.model_validate(request.args.to_dict(flat=True))
+    except ValidationError as exc:
+        details = validation_details(exc)
+        raise ApiError(400, "invalid_query", "Invalid query parameters (" + ", ".join(d["field"] for d in details)
+                       + "). Allowed: sort=recent|size, since, until (ISO 8601), min_sources>=1, "
+                       f"limit=1..{current_app.config['MAX_PAGE_SIZE']}, cursor.", details) from None
+    if len(request.args.getlist("limit")) > 1 or any(len(v) > 1 for v in request.args.listvalues()):
+        raise ApiError(400, "invalid_query", "Give each query parameter at most once.")
+    limit = query.limit or current_app.config["DEFAULT_PAGE_SIZE"]
+    if limit > current_app.config["MAX_PAGE_SIZE"]:
+        raise ApiError(400, "invalid_query", f"limit must be between 1 and {current_app.config['MAX_PAGE_SIZE']}.",
+                       [{"field": "limit", "problem": "too large"}])
+    since = parse_timestamp(query.since, "since").timestamp() if query.since else None
+    until = parse_timestamp(query.until, "until").timestamp() if query.until else None
+    if since is not None and until is not None and since > until:
+        raise ApiError(400, "invalid_query", "since must not be later than until.")
+    after = decode_cursor(query.cursor, query.sort) if query.cursor else None
+    page = runtime().store.list_stories(query.sort, limit, since=since, until=until,
+                                        min_sources=query.min_sources, after=after)
+    return {"stories": page.items,
+            "next_cursor": encode_cursor(query.sort, page.next_after) if page.next_after else None}
+
+
+@bp.get("/<story_id>")
+def get_story(story_id: str):
+    if not _STORY_ID.match(story_id):
+        raise NotFound(f"no story with id {story_id!r}")
+    return runtime().store.get_story(story_id, current_app.config["MAX_STORY_ARTICLES"])

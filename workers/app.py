@@ -1,0 +1,26 @@
+"""The Celery app factory."""
+from __future__ import annotations
+
+from celery import Celery
+
+from . import names
+from .config import WorkerConfig
+
+
+def create_celery(config: WorkerConfig | None = None) -> Celery:
+    config = config or WorkerConfig.from_env()
+    app = Celery("storywire", broker=config.broker, include=["workers.tasks"])
+    app.conf.update(
+        task_default_queue=names.QUEUE,
+        task_ignore_result=True,          # state lives in the store, not in a result backend
+        task_acks_late=True,              # tasks are idempotent (see storyengine.pipeline)
+        task_reject_on_worker_lost=True,  # a killed worker's task goes back to the queue
+        worker_prefetch_multiplier=4,
+        broker_transport_options={"visibility_timeout": config.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=True,     # Flower shows task states
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+    )
+    app.conf.storywire = config
+    return app

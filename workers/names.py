@@ -1,0 +1,4 @@
+"""Task names and queues, importable without Celery so the service can enqueue by name."""
+
+PROCESS_ARTICLE = "storywire.process_article"
+QUEUE = "storywire"

@@ -1,0 +1,61 @@
+"""Tasks: load by id, call the engine, handle retries. The logic lives in storyengine."""
+from __future__ import annotations
+
+import logging
+import os
+
+from celery import shared_task
+
+from storyengine.errors import InvalidArticle, NotFound, StoreUnavailable
+from storyengine.pipeline import Processor
+from storyengine.store import RedisStore, connect
+
+from . import names
+
+log = logging.getLogger("storywire.worker")
+
+_processors: dict[tuple[int, int], Processor] = {}
+
+
+def processor_for(app) -> Processor:
+    """One Processor per worker process (after the fork), so each keeps its own
+    Redis connections and term statistics."""
+    key = (os.getpid(), id(app))
+    if key not in _processors:
+        config = app.conf.storywire
+        _processors[key] = Processor(RedisStore(connect(config.redis_url), config.settings))
+    return _processors[key]
+
+
+def backoff(retries: int) -> float:
+    return min(60.0, 0.5 * 2 ** retries)
+
+
+@shared_task(name=names.PROCESS_ARTICLE, bind=True, acks_late=True)
+def process_article(self, article_id: str) -> dict:
+    processor = processor_for(self.app)
+    try:
+        outcome = processor.process(article_id)
+    except InvalidArticle as exc:
+        # Permanent: retrying cannot help. Say why on the article itself.
+        processor.store.mark_failed(article_id, str(exc))
+        log.warning("article failed", extra={"article_id": article_id, "reason": str(exc)})
+        return {"article": article_id, "status": "failed"}
+    except NotFound:
+        log.warning("article not found; nothing to do", extra={"article_id": article_id})
+        return {"article": article_id, "status": "missing"}
+    except StoreUnavailable as exc:
+        if self.request.retries >= self.app.conf.storywire.max_retries:
+            try:
+                processor.store.mark_failed(article_id, f"gave up after {self.request.retries} retries: {exc}")
+            except Exception:  # noqa: BLE001 - Redis may still be down; the article stays queued
+                log.exception("could not mark article failed", extra={"article_id": article_id})
+            raise
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries))
+    except Exception:
+        # A bug, not the article's fault and not transient: record it so the
+        # article does not sit in "queued" forever, and let Celery log it.
+        processor.store.mark_failed(article_id, "internal error while processing; see the worker log")
+        raise
+    return {"article": article_id, "story": outcome.story_id, "duplicate_of": outcome.duplicate_of,
+            "opened_story": outcome.opened_story, "already_processed": outcome.already_processed}
