@@ -29,7 +29,7 @@ from .settings import Settings
 from .store import RedisStore, decode_hash, iso
 from .stories import StoryScore, StoryState, choose_story, rank_stories, updated_centroid
 from .text import content_terms, words
-from .vectors import SparseVector, TermStats, Vectorizer, tfidf
+from .vectors import SparseVector, Vectorizer, tfidf
 
 LOCK_TIMEOUT_SECONDS = 30.0
 LOCK_WAIT_SECONDS = 60.0
@@ -67,7 +67,8 @@ def story_id_for(article_id: str) -> str:
 
 
 class Processor:
-    """Processes articles by id against a :class:`RedisStore`. One per worker process."""
+    """Processes articles by id against a :class:`RedisStore`. One per worker
+    process (not shared between threads: it remembers the lock it holds)."""
 
     def __init__(self, store: RedisStore, settings: Settings | None = None) -> None:
         self.store = store
@@ -76,7 +77,7 @@ class Processor:
         self.redis = store.redis
         self.vectorizer = Vectorizer(self.settings.hash_features)
         self.layout = signatures.BandLayout.for_threshold(self.settings.lsh_threshold, self.settings.num_perm)
-        self.stats = TermStats(self.settings.hash_features)
+        self._lock_token: bytes | None = None  # set while this processor holds the assignment lock
 
     # ------------------------------------------------------------------ pure part
     def featurise(self, record: dict) -> Features:
@@ -113,9 +114,11 @@ class Processor:
                                    blocking_timeout=LOCK_WAIT_SECONDS)
             if not lock.acquire():
                 raise AssignmentConflict("timed out waiting for the assignment lock")
+            self._lock_token = lock.local.token
             try:
                 return self._decide(article_id, record, features)
             finally:
+                self._lock_token = None
                 try:
                     lock.release()
                 except redis.exceptions.LockError:
@@ -132,9 +135,13 @@ class Processor:
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(k.article(article_id), "status")
             pipe.get(k.fingerprint(f.fingerprint))
+            # The stream's document frequencies of this article's terms, and the
+            # number of documents counted (read now, used if it is not a copy).
+            pipe.execute_command("BITFIELD_RO", k.df, *[x for i in f.term_indices for x in ("GET", "u32", f"#{i}")])
+            pipe.get(k.df_docs)
             for i, band in enumerate(f.bands):
                 pipe.smembers(k.band(i, band))
-            status, exact_owner, *band_members = pipe.execute()
+            status, exact_owner, df, docs, *band_members = pipe.execute()
         if status == b"processed":
             return self._already(article_id, self.store.load_article(article_id) or {})
         if status is None:
@@ -147,21 +154,24 @@ class Processor:
         candidates.discard(article_id)
         duplicate_report, match = self._verify_duplicates(f, sorted(candidates), exact_owner)
         if match is not None:
+            if f.published < match["published"]:
+                return self._promote_earlier_copy(article_id, record, f, match, duplicate_report)
             return self._commit_duplicate(article_id, record, f, match, duplicate_report)
-        return self._assign_story(article_id, record, f, duplicate_report)
+        return self._assign_story(article_id, record, f, duplicate_report,
+                                  np.asarray(df, dtype=np.float64), int(docs or 0))
 
     # ------------------------------------------------------------------ duplicates
     def _verify_duplicates(self, f: Features, candidates: list[str], exact_owner: str | None):
         s = self.settings
-        fields = ("sig", "shingles", "published_ts", "story")
+        fields = ("sig", "shingles", "published_ts", "story", "duplicate_of")
         with self.redis.pipeline(transaction=False) as pipe:
             for c in candidates:
                 pipe.hmget(self.keys.article(c), fields)
             rows = pipe.execute()
         checked = []
-        for c, (sig, shingles, published, story) in zip(candidates, rows):
-            if sig is None or story is None:
-                continue
+        for c, (sig, shingles, published, story, duplicate_of) in zip(candidates, rows):
+            if sig is None or story is None or duplicate_of:
+                continue  # not processed yet, or no longer a canonical copy
             other = signatures.signature_from_bytes(sig)
             j = signatures.jaccard(f.signature, other)
             n_other = int(shingles)
@@ -185,35 +195,78 @@ class Processor:
         return report, match
 
     def _commit_duplicate(self, article_id, record, f: Features, match: dict, dup_report: dict) -> Outcome:
-        k = self.keys
         story_id = match["story"]
-        story_raw = self.redis.hmget(k.story(story_id), ("first_seen", "last_updated", "article_count"))
-        first_seen = min(float(story_raw[0] or f.published), f.published)
-        last_updated = max(float(story_raw[1] or f.published), f.published)
-        article_count = int(story_raw[2] or 0) + 1
         decision = {"duplicate": dup_report,
                     "story": {"action": "followed_canonical", "story": story_id,
                               "reason": f"a copy shares the story of its canonical article {match['article']}"}}
         similarity = max(match["jaccard"], match["containment"])
+        membership = self._membership_update(story_id, f.published)
 
         def writes(pipe):
             self._write_article(pipe, article_id, story_id, match["article"], similarity, decision, f)
-            self._write_story_membership(pipe, story_id, article_id, record["source"], f.published,
-                                         first_seen, last_updated, article_count)
+            self._write_story_membership(pipe, story_id, article_id, record["source"], f.published, *membership)
         self._commit(writes)
         return Outcome(article_id, story_id, match["article"], opened_story=False)
 
-    # ------------------------------------------------------------------ stories
-    def _refresh_stats(self) -> None:
-        now = time.monotonic()
-        if now - self.stats.loaded_at >= self.settings.stats_refresh_seconds:
-            counts, docs = self.store.read_term_stats()
-            self.stats.load(counts, docs, now)
+    def _promote_earlier_copy(self, article_id, record, f: Features, match: dict, dup_report: dict) -> Outcome:
+        """A copy published before the canonical one arrived after it (workers
+        run in parallel, feeds lag): it becomes the canonical article, and the
+        old canonical and its copies now point to it. The story keeps its
+        centroid: the texts are copies, so nothing new is learnt about it."""
+        k = self.keys
+        old = match["article"]
+        story_id = match["story"]
+        old_sig = self.redis.hget(k.article(old), "sig")
+        old_fingerprint = self.redis.hget(k.article(old), "fingerprint")
+        members = [m.decode() for m in self.redis.zrange(k.story_articles(story_id), 0, -1)]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for m in members:
+                pipe.hget(k.article(m), "duplicate_of")
+            copies = [m for m, d in zip(members, pipe.execute()) if d and d.decode() == old]
+        representative = self.redis.hget(k.story(story_id), "representative")
+        similarity = max(match["jaccard"], match["containment"])
+        decision = {"duplicate": dict(dup_report, matched=None, promoted_over=old),
+                    "story": {"action": "followed_copy", "story": story_id,
+                              "reason": f"published before {old}, its copy, so it is now the canonical article"}}
+        membership = self._membership_update(story_id, f.published)
 
-    def _assign_story(self, article_id, record, f: Features, dup_report: dict) -> Outcome:
+        def writes(pipe):
+            self._write_article(pipe, article_id, story_id, None, 1.0, decision, f)
+            self._write_story_membership(pipe, story_id, article_id, record["source"], f.published, *membership)
+            pipe.hset(k.article(old), mapping={"duplicate_of": article_id, "similarity": similarity})
+            for copy in copies:
+                pipe.hset(k.article(copy), "duplicate_of", article_id)
+            if representative and representative.decode() == old:
+                pipe.hset(k.story(story_id), mapping={"representative": article_id, "headline": record["title"]})
+            if old_sig:
+                for i, band in enumerate(self.layout.band_hashes(signatures.signature_from_bytes(old_sig))):
+                    pipe.srem(k.band(i, band), old)
+            if old_fingerprint:
+                pipe.set(k.fingerprint(old_fingerprint.decode()), article_id)
+            self._index_canonical(pipe, article_id, f)
+        self._commit(writes)
+        return Outcome(article_id, story_id, None, opened_story=False)
+
+    def _membership_update(self, story_id: str, published: float) -> tuple[float, float, int]:
+        """(first_seen, last_updated, article_count) once an article published at
+        ``published`` joins. Read under the assignment lock, so no one else
+        changes them before the commit."""
+        raw = self.redis.hmget(self.keys.story(story_id), ("first_seen", "last_updated", "article_count"))
+        return (min(float(raw[0] or published), published), max(float(raw[1] or published), published),
+                int(raw[2] or 0) + 1)
+
+    def _index_canonical(self, pipe, article_id: str, f: Features) -> None:
+        """Make a canonical article findable by its exact fingerprint and its LSH bands."""
+        k = self.keys
+        pipe.set(k.fingerprint(f.fingerprint), article_id)
+        for i, band in enumerate(f.bands):
+            pipe.sadd(k.band(i, band), article_id)
+
+    # ------------------------------------------------------------------ stories
+    def _assign_story(self, article_id, record, f: Features, dup_report: dict, df: np.ndarray,
+                      docs: int) -> Outcome:
         s, k = self.settings, self.keys
-        self._refresh_stats()
-        vector = tfidf(f.term_indices, f.term_counts, self.stats)
+        vector = tfidf(f.term_indices, f.term_counts, df, docs)
         window_start = f.published - s.story_window_hours * 3600.0
         lookup = vector.heaviest(s.lookup_terms)
         with self.redis.pipeline(transaction=False) as pipe:
@@ -276,10 +329,7 @@ class Processor:
                 "top_terms": json.dumps(top_terms)})
             for feature in heaviest:
                 pipe.zadd(k.term(feature), {story_id: story["last_updated"]})
-            # This article is now a canonical copy: findable by fingerprint and band.
-            pipe.set(k.fingerprint(f.fingerprint), article_id, nx=True)
-            for i, band in enumerate(f.bands):
-                pipe.sadd(k.band(i, band), article_id)
+            self._index_canonical(pipe, article_id, f)
             if len(f.term_indices):
                 counters = pipe.bitfield(k.df)
                 for feature in f.term_indices:
@@ -287,7 +337,6 @@ class Processor:
                 counters.execute()  # queued in the transaction
             pipe.incr(k.df_docs)
         self._commit(writes)
-        self.stats.observe(f.term_indices)
         return Outcome(article_id, story_id, None, opened_story=chosen is None)
 
     # ------------------------------------------------------------------ writes
@@ -297,6 +346,7 @@ class Processor:
             "status": "processed", "story": story_id, "duplicate_of": duplicate_of or "",
             "similarity": round(float(similarity), 4), "decision": json.dumps(decision),
             "sig": signatures.signature_to_bytes(f.signature), "shingles": f.shingles,
+            "fingerprint": f.fingerprint,
             "processed_at": iso(time.time())})
         pipe.zrem(k.queued, article_id)
 
@@ -312,9 +362,14 @@ class Processor:
         pipe.zadd(k.stories_size, {story_id: article_count * 1e10 + last_updated})
 
     def _commit(self, writes) -> None:
+        """Write a decision only if we still hold the lock it was made under: the
+        lock value must still be our token, and WATCH aborts the transaction
+        if it changes between that check and EXEC."""
         with self.redis.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(self.keys.assign_lock)
+                if self._lock_token is None or pipe.get(self.keys.assign_lock) != self._lock_token:
+                    raise AssignmentConflict("the assignment lock expired before the decision was written")
                 pipe.multi()
                 writes(pipe)
                 pipe.execute()

@@ -47,8 +47,6 @@ class Settings:
     # How many centroid terms a story keeps (the rest is noise).
     centroid_terms: int = 400
     top_terms: int = 10
-    # How often a worker re-reads the stream's term statistics from Redis.
-    stats_refresh_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         problems = []

@@ -138,23 +138,13 @@ class RedisStore:
 
     @staticmethod
     def _article_view(raw: dict) -> dict:
-        view = {name: _s(value) for name, value in raw.items() if value is not None}
-        if "decision" in view:
+        """Every requested field present; empty or missing ones are null."""
+        view = {name: (_s(value) or None) for name, value in raw.items()}
+        if view.get("decision"):
             view["decision"] = json.loads(view["decision"])
-        if "similarity" in view:
+        if view.get("similarity") is not None:
             view["similarity"] = float(view["similarity"])
         return view
-
-    # ------------------------------------------------------------------ term statistics
-    def read_term_stats(self) -> tuple[np.ndarray, int]:
-        """The stream's document frequencies: BITFIELD u32 counters are big-endian."""
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.keys.df)
-            pipe.get(self.keys.df_docs)
-            raw, docs = pipe.execute()
-        raw = raw or b""
-        counts = np.frombuffer(raw[: len(raw) // 4 * 4], dtype=">u4").astype(np.float64)
-        return counts, int(docs or 0)
 
     # ------------------------------------------------------------------ stories (reads)
     def get_story(self, story_id: str, max_articles: int = 500) -> dict:

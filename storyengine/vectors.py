@@ -2,14 +2,13 @@
 
 scikit-learn's ``HashingVectorizer`` turns terms into counts over a fixed
 hashed feature space, so no vocabulary has to be fitted in advance and every
-worker maps a term to the same feature. Document frequencies live in Redis
-(see :class:`storyengine.store.RedisStore`); each worker keeps a local copy
-(:class:`TermStats`) refreshed on a schedule, so an article is only ever
-weighed against articles that arrived before it (and itself).
+worker maps a term to the same feature. Document frequencies live in Redis as
+one string of u32 counters (``BITFIELD``); a worker reads exactly the counters
+of the article's own terms, under the assignment lock, so an article is only
+ever weighed against the articles that were processed before it (and itself).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,31 +37,11 @@ class Vectorizer:
         return abs(murmurhash3_32(term, seed=0)) % self.n_features
 
 
-class TermStats:
-    """A worker-local copy of the stream's document frequencies."""
-
-    def __init__(self, n_features: int) -> None:
-        self.df = np.zeros(n_features, dtype=np.float64)
-        self.docs = 0
-        self.loaded_at = -math.inf
-
-    def load(self, df_counts: np.ndarray, docs: int, now: float) -> None:
-        n = min(len(df_counts), len(self.df))
-        self.df[:] = 0
-        self.df[:n] = df_counts[:n]
-        self.docs = docs
-        self.loaded_at = now
-
-    def observe(self, indices: np.ndarray) -> None:
-        """Count one more document locally (Redis is updated in the same commit)."""
-        self.df[indices] += 1
-        self.docs += 1
-
-    def idf(self, indices: np.ndarray, include_self: bool = True) -> np.ndarray:
-        """Smoothed IDF as scikit-learn's TfidfTransformer computes it; the
-        document being weighed counts as seen (it has arrived)."""
-        extra = 1 if include_self else 0
-        return np.log((1.0 + self.docs + extra) / (1.0 + self.df[indices] + extra)) + 1.0
+def idf(df: np.ndarray, docs: int) -> np.ndarray:
+    """Smoothed IDF as scikit-learn's TfidfTransformer computes it, from the
+    stream's counts so far; the document being weighed counts as seen (it has
+    arrived), so its own terms are never "unseen"."""
+    return np.log((2.0 + docs) / (2.0 + df)) + 1.0
 
 
 @dataclass
@@ -121,9 +100,10 @@ class SparseVector:
         return cls(indices, values)
 
 
-def tfidf(indices: np.ndarray, counts: np.ndarray, stats: TermStats) -> SparseVector:
-    """Sublinear TF times stream IDF, L2-normalised."""
+def tfidf(indices: np.ndarray, counts: np.ndarray, df: np.ndarray, docs: int) -> SparseVector:
+    """Sublinear TF times stream IDF, L2-normalised. ``df`` holds the document
+    frequency of each of ``indices``."""
     if len(indices) == 0:
         return SparseVector.empty()
-    weights = (1.0 + np.log(counts)) * stats.idf(indices)
+    weights = (1.0 + np.log(counts)) * idf(df, docs)
     return SparseVector(indices, weights).normalised()

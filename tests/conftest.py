@@ -81,13 +81,15 @@ def client(app):
 def worker_env(redis_base_url):
     url = f"{redis_base_url}/{E2E_DB}"
     env = dict(os.environ, REDIS_URL=url, CELERY_BROKER_URL=url, STORYWIRE_KEY_PREFIX="sw-e2e",
-               PYTHONPATH=str(ROOT), WORKER_CONCURRENCY="2", LOG_LEVEL="INFO")
+               PYTHONPATH=str(ROOT), WORKER_CONCURRENCY="1", LOG_LEVEL="INFO")
     return env
 
 
 @pytest.fixture(scope="session")
 def celery_worker(worker_env, tmp_path_factory):
-    """One real `celery worker` process, started with the same command `make run` uses."""
+    """One real `celery worker` process, started with the same command `make run` uses.
+    One process, so articles are decided in the order they were posted (the
+    race between several workers is tested on its own)."""
     sys.path.insert(0, str(ROOT))
     from scripts.run import role_command
     log = tmp_path_factory.mktemp("worker") / "worker.log"

@@ -1,0 +1,98 @@
+"""End to end: articles posted over HTTP, processed by a real Celery worker
+process against a real Redis, stories and duplicate links read back over HTTP."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "two_events.jsonl"
+
+
+def load_articles() -> list[dict]:
+    rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def wait_processed(client, ids, timeout=60.0) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    pending = set(ids)
+    seen: dict[str, dict] = {}
+    while pending:
+        for article_id in sorted(pending):
+            answer = client.get(f"/v1/articles/{article_id}").get_json()
+            if answer["status"] != "queued":
+                seen[article_id] = answer
+                pending.discard(article_id)
+        if pending:
+            assert time.monotonic() < deadline, f"not processed in {timeout}s: {sorted(pending)}"
+            time.sleep(0.1)
+    return seen
+
+
+def test_two_events_with_reprints_become_two_stories(e2e_app):
+    client = e2e_app.test_client()
+    rows = load_articles()
+    gold = {r["id"]: r.pop("gold") for r in rows}  # never sent
+    for row in rows:
+        answer = client.post("/v1/articles", json=row)
+        assert answer.status_code == 202, answer.get_json()
+    articles = wait_processed(client, [r["id"] for r in rows])
+    assert {a["status"] for a in articles.values()} == {"processed"}
+
+    # Duplicate links: each reprint names its canonical copy, originals name none.
+    for article_id, g in gold.items():
+        assert articles[article_id].get("duplicate_of") == g["duplicate_of"], article_id
+        decision = articles[article_id]["decision"]
+        assert "duplicate" in decision and "story" in decision
+
+    # Stories: one per event, each reprint in its canonical's story.
+    by_gold: dict[str, set] = {}
+    for article_id, g in gold.items():
+        by_gold.setdefault(g["story"], set()).add(articles[article_id]["story"])
+    assert all(len(stories) == 1 for stories in by_gold.values()), by_gold
+    story_ids = {next(iter(s)) for s in by_gold.values()}
+    assert len(story_ids) == 2
+
+    listing = client.get("/v1/stories").get_json()
+    assert {s["id"] for s in listing["stories"]} == story_ids
+    for summary in listing["stories"]:
+        assert summary["article_count"] == 5
+        assert summary["source_count"] == 5  # four outlets and the reprinting one
+        assert summary["top_terms"]
+        story = client.get(f"/v1/stories/{summary['id']}").get_json()
+        assert len(story["articles"]) == 4  # the reprint is folded under its canonical
+        folded = [a for a in story["articles"] if a["duplicates"]]
+        assert len(folded) == 1 and len(folded[0]["duplicates"]) == 1
+        assert folded[0]["duplicates"][0]["duplicate_of"] == folded[0]["id"]
+
+
+def test_posting_again_processes_nothing_twice(e2e_app):
+    client = e2e_app.test_client()
+    rows = load_articles()[:3]
+    for row in rows:
+        row.pop("gold")
+        assert client.post("/v1/articles", json=row).status_code == 202
+    wait_processed(client, [r["id"] for r in rows])
+    before = client.get("/v1/stories").get_json()
+    for row in rows:
+        again = client.post("/v1/articles", json=row)
+        assert again.status_code == 200 and again.get_json()["created"] is False
+        assert again.get_json()["id"] == row["id"]
+    time.sleep(1.0)  # any (wrongly) enqueued task would have run by now
+    after = client.get("/v1/stories").get_json()
+    assert after == before
+
+
+def test_failed_article_says_why(e2e_app):
+    client = e2e_app.test_client()
+    # Passes the schema (a title is present) but has no words to work with.
+    answer = client.post("/v1/articles", json={"source": "x", "url": "https://x.example/1", "title": "!!! ???"})
+    assert answer.status_code == 202
+    article = wait_processed(client, [answer.get_json()["id"]])[answer.get_json()["id"]]
+    assert article["status"] == "failed"
+    assert "no words" in article["error"]
