@@ -1,0 +1,183 @@
+"""Health and readiness, a dead Redis or broker, and the app-wide 404/405 answers."""
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from service import create_app
+from tests.conftest import keys_under
+
+ACTION_WORDS = ("send", "fix", "use", "retry", "check", "see", "split", "give", "encode", "leave", "must", "allowed")
+QUICK_SECONDS = 8.0
+
+ARTICLE = {"source": "example-news.com", "url": "https://example-news.com/a", "title": "Harbour reopens",
+           "body": "The harbour authority reopened the northern pier on Monday."}
+
+
+def assert_error(resp, status: int, code: str | None = None) -> dict:
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    assert resp.mimetype == "application/json"
+    body = resp.get_json()
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    err = body["error"]
+    assert set(err) <= {"status", "code", "message", "details"}
+    assert err["status"] == status
+    assert isinstance(err["code"], str) and err["code"]
+    if code is not None:
+        assert err["code"] == code
+    assert isinstance(err["message"], str) and len(err["message"]) > 15
+    assert any(w in err["message"].lower() for w in ACTION_WORDS), err["message"]
+    return err
+
+
+def assert_retry_after(resp) -> None:
+    assert int(resp.headers["Retry-After"]) > 0
+
+
+@pytest.fixture
+def closed_port():
+    """A port bound but never listening: connections to it are refused, and nobody else can take it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+@pytest.fixture
+def dead_app(closed_port, settings):
+    url = f"redis://127.0.0.1:{closed_port}/0"
+    return create_app({"REDIS_URL": url, "CELERY_BROKER_URL": url, "ENGINE_SETTINGS": settings, "TESTING": True})
+
+
+@pytest.fixture
+def dead_broker_app(closed_port, redis_url, settings):
+    """Redis answers, the broker does not."""
+    return create_app({"REDIS_URL": redis_url, "CELERY_BROKER_URL": f"redis://127.0.0.1:{closed_port}/0",
+                       "ENGINE_SETTINGS": settings, "TESTING": True})
+
+
+def timed(call):
+    start = time.monotonic()
+    resp = call()
+    return resp, time.monotonic() - start
+
+
+# ============================================================ health
+def test_healthz(client):
+    resp = client.get("/healthz")
+    assert resp.status_code == 200
+    assert resp.get_json() == {"status": "ok"}
+
+
+def test_healthz_answers_without_redis(dead_app):
+    assert dead_app.test_client().get("/healthz").status_code == 200
+
+
+def test_readyz(client):
+    resp = client.get("/readyz")
+    assert resp.status_code == 200
+    assert resp.get_json() == {"status": "ready", "checks": {"redis": "ok", "broker": "ok"}}
+
+
+def test_readyz_with_dead_redis_and_broker(dead_app):
+    resp, elapsed = timed(lambda: dead_app.test_client().get("/readyz"))
+    assert elapsed < QUICK_SECONDS
+    err = assert_error(resp, 503, "not_ready")
+    assert_retry_after(resp)
+    assert "redis" in err["message"] and "broker" in err["message"]
+
+
+def test_readyz_with_only_the_broker_dead(dead_broker_app):
+    resp, elapsed = timed(lambda: dead_broker_app.test_client().get("/readyz"))
+    assert elapsed < QUICK_SECONDS
+    err = assert_error(resp, 503, "not_ready")
+    assert_retry_after(resp)
+    assert "broker" in err["message"] and "redis unreachable" not in err["message"]
+
+
+# ============================================================ a dead store
+def test_post_article_with_dead_redis(dead_app):
+    resp, elapsed = timed(lambda: dead_app.test_client().post("/v1/articles", json=ARTICLE))
+    assert elapsed < QUICK_SECONDS
+    assert_error(resp, 503, "unavailable")
+    assert_retry_after(resp)
+
+
+def test_post_batch_with_dead_redis(dead_app):
+    resp, elapsed = timed(lambda: dead_app.test_client().post("/v1/articles/batch", json={"articles": [ARTICLE]}))
+    assert elapsed < QUICK_SECONDS
+    assert_error(resp, 503, "unavailable")
+    assert_retry_after(resp)
+
+
+@pytest.mark.parametrize("path", ["/v1/articles/a_00000000000000000000", "/v1/stories",
+                                  "/v1/stories/st_0123456789abcdef"])
+def test_reads_with_dead_redis(dead_app, path):
+    resp, elapsed = timed(lambda: dead_app.test_client().get(path))
+    assert elapsed < QUICK_SECONDS
+    assert_error(resp, 503, "unavailable")
+    assert_retry_after(resp)
+
+
+def test_invalid_article_with_dead_redis_is_still_a_422(dead_app):
+    resp = dead_app.test_client().post("/v1/articles", json={"source": "x"})
+    assert_error(resp, 422, "invalid_article")
+
+
+def test_post_article_with_dead_broker_stores_nothing(dead_broker_app, redis_client, settings):
+    resp, elapsed = timed(lambda: dead_broker_app.test_client().post("/v1/articles", json=ARTICLE))
+    assert elapsed < QUICK_SECONDS
+    assert_error(resp, 503, "queue_unavailable")
+    assert_retry_after(resp)
+    assert keys_under(redis_client, settings.key_prefix) == []
+
+
+def test_post_batch_with_dead_broker_stores_nothing(dead_broker_app, redis_client, settings):
+    articles = [dict(ARTICLE, url=f"https://example-news.com/{i}") for i in range(3)]
+    resp = dead_broker_app.test_client().post("/v1/articles/batch", json={"articles": articles})
+    assert_error(resp, 503, "queue_unavailable")
+    assert keys_under(redis_client, settings.key_prefix) == []
+
+
+def test_retry_after_the_broker_returns_accepts_the_article(dead_broker_app, client, redis_client, settings):
+    assert dead_broker_app.test_client().post("/v1/articles", json=ARTICLE).status_code == 503
+    resp = client.post("/v1/articles", json=ARTICLE)
+    assert resp.status_code == 202
+    assert resp.get_json()["created"] is True
+
+
+# ============================================================ routes
+@pytest.mark.parametrize("path", ["/", "/v1", "/v2/articles", "/v1/story", "/readyz/extra", "/v1/articles/a/b"])
+def test_unknown_route(client, path):
+    err = assert_error(client.get(path), 404, "not_found")
+    assert "README" in err["message"]
+
+
+def test_unknown_route_post(client, redis_client, settings):
+    assert_error(client.post("/v1/article", json=ARTICLE), 404, "not_found")
+    assert keys_under(redis_client, settings.key_prefix) == []
+
+
+@pytest.mark.parametrize("method,path,allowed", [
+    ("get", "/v1/articles", {"POST"}),
+    ("get", "/v1/articles/batch", None),  # /batch also matches GET /v1/articles/<id>: an unknown id
+    ("put", "/v1/articles/a_1", {"GET"}),
+    ("delete", "/v1/articles/a_1", {"GET"}),
+    ("post", "/v1/stories", {"GET"}),
+    ("delete", "/v1/stories/st_0123456789abcdef", {"GET"}),
+    ("post", "/healthz", {"GET"}),
+    ("put", "/readyz", {"GET"}),
+    ("patch", "/v1/articles/batch", {"POST"}),
+])
+def test_wrong_method(client, redis_client, settings, method, path, allowed):
+    resp = getattr(client, method)(path, json=ARTICLE)
+    if allowed is None:
+        assert_error(resp, 404, "not_found")
+        return
+    err = assert_error(resp, 405, "method_not_allowed")
+    assert "method" in err["message"]
+    listed = {m.strip() for m in resp.headers["Allow"].split(",")}
+    assert allowed <= listed
+    assert keys_under(redis_client, settings.key_prefix) == []
