@@ -94,8 +94,11 @@ def post_batch():
         accepted = _accept([record for _, record in valid])
         for (index, _), (article_id, created) in zip(valid, accepted):
             results[index] = dict(_accepted(article_id, created), index=index)
-    n_ok = len(valid)
-    return {"accepted": n_ok, "rejected": len(results) - n_ok, "results": results}, (202 if n_ok else 422)
+    if not valid:
+        details = [d for r in results for d in r["error"]["details"]]
+        raise ApiError(422, "invalid_batch", "No article in the batch is valid; fix the listed fields and send "
+                       "the batch again.", details)
+    return {"accepted": len(valid), "rejected": len(results) - len(valid), "results": results}, 202
 
 
 @bp.get("/<article_id>")

@@ -37,6 +37,11 @@ def load_config(overrides: Mapping | None = None, environ: Mapping[str, str] | N
                     raise ConfigError(f"{name} must be positive, got {raw!r}")
             else:
                 config[name] = raw
+    if not env.get("DEFAULT_PAGE_SIZE"):
+        config["DEFAULT_PAGE_SIZE"] = min(config["DEFAULT_PAGE_SIZE"], config["MAX_PAGE_SIZE"])
+    if config["DEFAULT_PAGE_SIZE"] > config["MAX_PAGE_SIZE"]:
+        raise ConfigError(f"DEFAULT_PAGE_SIZE ({config['DEFAULT_PAGE_SIZE']}) must not exceed MAX_PAGE_SIZE "
+                          f"({config['MAX_PAGE_SIZE']})")
     config["ENGINE_SETTINGS"] = Settings.from_env(env)
     if overrides:
         config.update(overrides)

@@ -25,3 +25,5 @@ def json_body():
     except json.JSONDecodeError as exc:
         raise ApiError(400, "malformed_json", f"The body is not valid JSON ({exc.msg} at line {exc.lineno} "
                        f"column {exc.colno}); fix it and send again.") from None
+    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+        raise ApiError(400, "malformed_json", f"The body is not acceptable JSON ({exc}); fix it and send again.") from None

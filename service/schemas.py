@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -12,6 +12,7 @@ from storyengine.articles import CLIENT_ID
 
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_WHITESPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 def parse_timestamp(value: str, name: str) -> datetime:
@@ -22,9 +23,13 @@ def parse_timestamp(value: str, name: str) -> datetime:
         raise ValueError(f"{name} must be an ISO 8601 date-time such as 2026-03-02T11:27:47Z") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
+    try:
+        parsed = parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{name} is out of range; send a date-time between 1900 and now") from None
     if parsed.year < 1900:
         raise ValueError(f"{name} must be after 1900")
-    return parsed.astimezone(timezone.utc)
+    return parsed
 
 
 class ArticleIn(BaseModel):
@@ -57,8 +62,8 @@ class ArticleIn(BaseModel):
     @classmethod
     def _url(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname or _CONTROL.search(value) or " " in value:
-            raise ValueError("url must be an absolute http:// or https:// URL without spaces")
+        if parts.scheme not in ("http", "https") or not parts.hostname or _WHITESPACE_OR_CONTROL.search(value):
+            raise ValueError("url must be an absolute http:// or https:// URL without spaces or control characters")
         try:
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError:
@@ -96,7 +101,8 @@ class ArticleIn(BaseModel):
 
 class BatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    articles: list[dict] = Field(min_length=1)
+    # Items are validated one by one, so a bad item fails alone.
+    articles: list[Any] = Field(min_length=1)
 
 
 class StoriesQuery(BaseModel):

@@ -36,7 +36,7 @@ def decode_cursor(cursor: str, sort: str) -> tuple[float, str]:
             raise ValueError
     except InvalidCursor:
         raise
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, KeyError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor("the cursor is not one this API issued") from None
     return score, story_id
 

@@ -191,6 +191,7 @@ class RedisStore:
                 last = None
                 break
             offset += len(page)
+            exhausted = len(page) < chunk  # judged before the cursor filter drops rows
             page = [(_s(m), s) for m, s in page]
             if after is not None:
                 page = [(m, s) for m, s in page if s < after[0] or (s == after[0] and m < after[1])]
@@ -214,7 +215,7 @@ class RedisStore:
                 items.append(story)
                 if len(items) == limit:
                     break
-            if len(page) < chunk and len(items) < limit:
+            if exhausted and len(items) < limit:
                 last = None
                 break
         for story in items:
