@@ -50,7 +50,7 @@ def list_stories():
         raise ApiError(400, "invalid_query", "Invalid query parameters (" + ", ".join(d["field"] for d in details)
                        + "). Allowed: sort=recent|size, since, until (ISO 8601), min_sources>=1, "
                        f"limit=1..{current_app.config['MAX_PAGE_SIZE']}, cursor.", details) from None
-    if len(request.args.getlist("limit")) > 1 or any(len(v) > 1 for v in request.args.listvalues()):
+    if any(len(values) > 1 for values in request.args.listvalues()):
         raise ApiError(400, "invalid_query", "Give each query parameter at most once.")
     limit = query.limit or current_app.config["DEFAULT_PAGE_SIZE"]
     if limit > current_app.config["MAX_PAGE_SIZE"]:

@@ -216,14 +216,16 @@ class Processor:
         k = self.keys
         old = match["article"]
         story_id = match["story"]
-        old_sig = self.redis.hget(k.article(old), "sig")
-        old_fingerprint = self.redis.hget(k.article(old), "fingerprint")
-        members = [m.decode() for m in self.redis.zrange(k.story_articles(story_id), 0, -1)]
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(k.article(old), ("sig", "fingerprint"))
+            pipe.hget(k.story(story_id), "representative")
+            pipe.zrange(k.story_articles(story_id), 0, -1)
+            (old_sig, old_fingerprint), representative, members = pipe.execute()
+        members = [m.decode() for m in members]
         with self.redis.pipeline(transaction=False) as pipe:
             for m in members:
                 pipe.hget(k.article(m), "duplicate_of")
             copies = [m for m, d in zip(members, pipe.execute()) if d and d.decode() == old]
-        representative = self.redis.hget(k.story(story_id), "representative")
         similarity = max(match["jaccard"], match["containment"])
         decision = {"duplicate": dict(dup_report, matched=None, promoted_over=old),
                     "story": {"action": "followed_copy", "story": story_id,
