@@ -16,8 +16,8 @@ import pytest
 from service import create_app
 from storyengine.articles import new_article_record
 from storyengine.pipeline import Processor
+from tests.service.envelope import ACTION_WORDS, assert_error  # noqa: F401
 
-ACTION_WORDS = ("send", "fix", "use", "retry", "check", "see", "split", "give", "encode", "leave", "must", "allowed")
 
 TOPICS = {
     "volcano": ("Volcano erupts near Iceland fishing village",
@@ -58,21 +58,6 @@ LAYOUT = {
 RECENT_ORDER = ["football", "vaccine", "election", "volcano", "satellite", "wildfire"]
 SIZE_ORDER = ["volcano", "election", "football", "vaccine", "satellite", "wildfire"]
 
-
-def assert_error(resp, status: int, code: str | None = None) -> dict:
-    assert resp.status_code == status, resp.get_data(as_text=True)
-    assert resp.mimetype == "application/json"
-    body = resp.get_json()
-    assert isinstance(body, dict) and set(body) == {"error"}, body
-    err = body["error"]
-    assert set(err) <= {"status", "code", "message", "details"}
-    assert err["status"] == status
-    assert isinstance(err["code"], str) and err["code"]
-    if code is not None:
-        assert err["code"] == code
-    assert isinstance(err["message"], str) and len(err["message"]) > 15
-    assert any(w in err["message"].lower() for w in ACTION_WORDS), err["message"]
-    return err
 
 
 def iso(dt: datetime) -> str:
