@@ -249,13 +249,13 @@ class Processor:
         self._commit(writes)
         return Outcome(article_id, story_id, None, opened_story=False)
 
-    def _membership_update(self, story_id: str, published: float) -> tuple[float, float, int]:
-        """(first_seen, last_updated, article_count) once an article published at
-        ``published`` joins. Read under the assignment lock, so no one else
-        changes them before the commit."""
-        raw = self.redis.hmget(self.keys.story(story_id), ("first_seen", "last_updated", "article_count"))
+    def _membership_update(self, story_id: str, published: float) -> tuple[float, float, int, list[int]]:
+        """(first_seen, last_updated, article_count, indexed terms) once an article
+        published at ``published`` joins. Read under the assignment lock, so no
+        one else changes them before the commit."""
+        raw = self.redis.hmget(self.keys.story(story_id), ("first_seen", "last_updated", "article_count", "indexed"))
         return (min(float(raw[0] or published), published), max(float(raw[1] or published), published),
-                int(raw[2] or 0) + 1)
+                int(raw[2] or 0) + 1, json.loads(raw[3] or "[]"))
 
     def _index_canonical(self, pipe, article_id: str, f: Features) -> None:
         """Make a canonical article findable by its exact fingerprint and its LSH bands."""
@@ -323,14 +323,13 @@ class Processor:
         def writes(pipe):
             self._write_article(pipe, article_id, story_id, None, similarity, decision, f)
             self._write_story_membership(pipe, story_id, article_id, record["source"], f.published,
-                                         story["first_seen"], story["last_updated"], story["article_count"])
+                                         story["first_seen"], story["last_updated"], story["article_count"],
+                                         heaviest)
             pipe.hset(k.story(story_id), mapping={
                 "id": story_id, "headline": story["headline"], "representative": story["representative"],
                 "originals": story["originals"], "centroid": centroid.to_bytes(),
                 "rep_vec": story["rep_vec"].top(64).to_bytes(), "term_names": json.dumps(names),
                 "top_terms": json.dumps(top_terms)})
-            for feature in heaviest:
-                pipe.zadd(k.term(feature), {story_id: story["last_updated"]})
             self._index_canonical(pipe, article_id, f)
             if len(f.term_indices):
                 counters = pipe.bitfield(k.df)
@@ -353,15 +352,19 @@ class Processor:
         pipe.zrem(k.queued, article_id)
 
     def _write_story_membership(self, pipe, story_id, article_id, source, published, first_seen, last_updated,
-                                article_count):
+                                article_count, indexed_terms):
         k = self.keys
         pipe.hset(k.story(story_id), mapping={
-            "first_seen": first_seen, "last_updated": last_updated, "article_count": article_count})
+            "first_seen": first_seen, "last_updated": last_updated, "article_count": article_count,
+            "indexed": json.dumps(indexed_terms)})
         pipe.zadd(k.story_articles(story_id), {article_id: published})
         pipe.hincrby(k.story_sources(story_id), source, 1)
         pipe.zadd(k.stories_recent, {story_id: last_updated})
         # Size first, recency as the tie-break: last_updated (< 1e10 s) fits under the count.
         pipe.zadd(k.stories_size, {story_id: article_count * 1e10 + last_updated})
+        # The term index finds stories by their newest article, whichever joined last.
+        for feature in indexed_terms:
+            pipe.zadd(k.term(feature), {story_id: last_updated})
 
     def _commit(self, writes) -> None:
         """Write a decision only if we still hold the lock it was made under: the

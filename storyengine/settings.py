@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 
 from .errors import ConfigError
 
+MAX_SHINGLE_SIZE = 8  # storyengine.signatures mixes at most this many word hashes
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -60,6 +62,8 @@ class Settings:
         for name in ("lsh_threshold", "duplicate_jaccard", "duplicate_containment", "story_threshold"):
             if not 0 < getattr(self, name) <= 1:
                 problems.append(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
+        if self.shingle_size > MAX_SHINGLE_SIZE:
+            problems.append(f"shingle_size must be at most {MAX_SHINGLE_SIZE}, got {self.shingle_size!r}")
         if problems:
             raise ConfigError("; ".join(problems))
 

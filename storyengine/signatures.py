@@ -17,7 +17,7 @@ from datasketch import MinHash, MinHashLSH
 
 _SCHEME = "affine32"
 # Odd 64-bit multipliers that mix the k token hashes of a shingle, position-aware.
-_MIXERS = np.array([
+_MIXERS = np.array([  # one per word of a shingle: settings.MAX_SHINGLE_SIZE of them
     0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5,
     0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9,
 ], dtype=np.uint64)

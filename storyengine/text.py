@@ -17,7 +17,14 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 # A body is treated as HTML only when it holds something tag-shaped; plain text
 # with a stray "<" goes through untouched.
-_TAG = re.compile(r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9]*[^<>]*>|<!--")
+_HTML_ELEMENTS = (
+    "a|abbr|article|aside|audio|b|blockquote|body|br|button|caption|center|code|dd|div|dl|dt|em|figcaption|"
+    "figure|font|footer|form|h[1-6]|head|header|hr|html|i|iframe|img|input|label|li|link|main|meta|nav|"
+    "noscript|ol|option|p|picture|pre|s|script|section|select|small|source|span|strong|style|sub|sup|svg|"
+    "table|tbody|td|template|textarea|tfoot|th|thead|time|title|tr|u|ul|video")
+# HTML only when a real element, a comment or a doctype appears: wire text such
+# as "Apple Inc <AAPL.O>" or "x<y and y>z" stays plain text.
+_TAG = re.compile(rf"<\s*/?\s*(?:{_HTML_ELEMENTS})(?:\s[^<>]*)?/?\s*>|<!--|<!doctype", re.IGNORECASE)
 _NON_CONTENT_TAGS = ["script", "style", "noscript", "template", "iframe", "svg", "head"]
 _BLOCK_TAGS = ("p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article", "blockquote")
 
@@ -83,6 +90,8 @@ def canonical_url(url: str) -> str:
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal keeps its brackets
     if parts.port and not ((scheme == "http" and parts.port == 80) or (scheme == "https" and parts.port == 443)):
         host = f"{host}:{parts.port}"
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)

@@ -259,11 +259,6 @@ def test_an_article_a_month_after_a_story_does_not_join_it(store, processor, red
         other.clear()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: pipeline._commit_duplicate moves a story's last_updated forward but not the scores of "
-    "its {p}:term:<feature> index entries, and _assign_story looks candidates up by those scores "
-    "(>= published - window), so a story kept alive by a late reprint is inside the window "
-    "stories.rank_stories applies yet is never found as a candidate"))
 def test_a_story_kept_current_by_a_reprint_is_still_found_inside_the_window(store, processor):
     courier = submit(store, processor, COURIER)
     reprint = submit(store, processor, dict(REPRINT, hours=100))  # a syndicated copy four days later

@@ -96,10 +96,6 @@ def test_replace_returns_a_validated_copy():
         base.replace(story_threshold=5.0)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: Settings accepts shingle_size > 8 (e.g. STORYWIRE_SHINGLE_SIZE=10), but "
-    "signatures.shingle_hashes only has 8 mixers and raises ValueError for every article with "
-    "that many words, so a bad setting surfaces as a processing failure instead of a ConfigError"))
 def test_shingle_size_the_engine_cannot_hash_is_a_config_error():
     try:
         Settings.from_env({"STORYWIRE_SHINGLE_SIZE": "10"})
