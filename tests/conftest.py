@@ -64,6 +64,23 @@ def keys_under(client: redis.Redis, prefix: str) -> list[bytes]:
     return sorted(client.scan_iter(match=f"{prefix}:*", count=1000))
 
 
+def snapshot(client: redis.Redis, prefix: str) -> dict:
+    """Every key under the prefix with its value, compared by content (DUMP's
+    byte order of a hash is not stable, so it cannot be compared)."""
+    out = {}
+    for key in keys_under(client, prefix):
+        kind = client.type(key)
+        if kind == b"hash":
+            out[key] = client.hgetall(key)
+        elif kind == b"zset":
+            out[key] = client.zrange(key, 0, -1, withscores=True)
+        elif kind == b"set":
+            out[key] = client.smembers(key)
+        else:
+            out[key] = client.get(key)
+    return out
+
+
 @pytest.fixture
 def app(redis_url, settings):
     from service import create_app

@@ -13,7 +13,7 @@ from storyengine.pipeline import Processor
 from storyengine.settings import Settings
 from storyengine.store import RedisStore
 from storyengine.vectors import Vectorizer
-from tests.conftest import keys_under
+from tests.conftest import keys_under, snapshot
 
 T0 = datetime(2024, 3, 5, 8, 0, tzinfo=timezone.utc)
 
@@ -114,23 +114,6 @@ def df_counts(store: RedisStore, terms: list[str]) -> dict[str, int]:
 
 def df_docs(store: RedisStore) -> int:
     return int(store.redis.get(store.keys.df_docs) or 0)
-
-
-def snapshot(client, prefix: str) -> dict:
-    """Every key under the prefix with its value, compared by content (DUMP's
-    byte order of a hash is not stable, so it cannot be compared)."""
-    out = {}
-    for key in keys_under(client, prefix):
-        kind = client.type(key)
-        if kind == b"hash":
-            out[key] = client.hgetall(key)
-        elif kind == b"zset":
-            out[key] = client.zrange(key, 0, -1, withscores=True)
-        elif kind == b"set":
-            out[key] = client.smembers(key)
-        else:
-            out[key] = client.get(key)
-    return out
 
 
 # ---------------------------------------------------------------- duplicates

@@ -11,7 +11,7 @@ from storyengine.articles import new_article_record
 from storyengine.errors import NotFound
 from storyengine.pipeline import Processor
 from storyengine.store import RedisStore
-from tests.conftest import keys_under
+from tests.conftest import keys_under, snapshot
 
 WHEN = datetime(2024, 3, 5, 8, 30, tzinfo=timezone.utc)
 T0 = WHEN.timestamp()
@@ -41,23 +41,6 @@ def put_story(store: RedisStore, story_id: str, last_updated: float, article_cou
     store.redis.hset(k.story_sources(story_id), mapping=sources)
     store.redis.zadd(k.stories_recent, {story_id: last_updated})
     store.redis.zadd(k.stories_size, {story_id: article_count * 1e10 + last_updated})
-
-
-def snapshot(client, prefix: str) -> dict:
-    """Every key under the prefix with its value, compared by content (DUMP's
-    byte order of a hash is not stable, so it cannot be compared)."""
-    out = {}
-    for key in keys_under(client, prefix):
-        kind = client.type(key)
-        if kind == b"hash":
-            out[key] = client.hgetall(key)
-        elif kind == b"zset":
-            out[key] = client.zrange(key, 0, -1, withscores=True)
-        elif kind == b"set":
-            out[key] = client.smembers(key)
-        else:
-            out[key] = client.get(key)
-    return out
 
 
 def all_pages(store: RedisStore, limit: int, **filters) -> list[list[str]]:
