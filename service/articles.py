@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, current_app, request, url_for
+from flask import Blueprint, current_app, url_for
 from pydantic import ValidationError
 
 from storyengine.articles import CLIENT_ID, new_article_record

@@ -26,8 +26,8 @@ import redis
 from . import signatures
 from .errors import InvalidArticle, NotFound, StoreUnavailable
 from .settings import Settings
-from .store import RedisStore, decode_hash, iso
-from .stories import StoryScore, StoryState, choose_story, rank_stories, updated_centroid
+from .store import RedisStore, iso
+from .stories import StoryState, choose_story, rank_stories, updated_centroid
 from .text import content_terms, words
 from .vectors import SparseVector, Vectorizer, tfidf
 

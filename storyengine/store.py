@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-import numpy as np
 import redis
 
 from .errors import NotFound, StoreUnavailable

@@ -13,7 +13,7 @@ from storyengine.pipeline import Processor
 from storyengine.settings import Settings
 from storyengine.store import RedisStore
 from storyengine.vectors import Vectorizer
-from tests.conftest import keys_under, snapshot
+from tests.conftest import snapshot
 
 T0 = datetime(2024, 3, 5, 8, 0, tzinfo=timezone.utc)
 
