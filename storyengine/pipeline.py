@@ -66,6 +66,16 @@ def story_id_for(article_id: str) -> str:
     return "st_" + hashlib.blake2b(article_id.encode("utf-8"), digest_size=8).hexdigest()
 
 
+_MEMBERSHIP_FIELDS = ("first_seen", "last_updated", "article_count", "indexed")
+
+
+def _membership_update(raw: list, published: float) -> tuple[float, float, int, list[int]]:
+    """(first_seen, last_updated, article_count, indexed terms) of a story, from
+    its ``_MEMBERSHIP_FIELDS``, once an article published at ``published`` joins."""
+    return (min(float(raw[0] or published), published), max(float(raw[1] or published), published),
+            int(raw[2] or 0) + 1, json.loads(raw[3] or "[]"))
+
+
 class Processor:
     """Processes articles by id against a :class:`RedisStore`. One per worker
     process (not shared between threads: it remembers the lock it holds)."""
@@ -200,7 +210,8 @@ class Processor:
                     "story": {"action": "followed_canonical", "story": story_id,
                               "reason": f"a copy shares the story of its canonical article {match['article']}"}}
         similarity = max(match["jaccard"], match["containment"])
-        membership = self._membership_update(story_id, f.published)
+        # Read under the assignment lock, so no one else changes these before the commit.
+        membership = _membership_update(self.redis.hmget(self.keys.story(story_id), _MEMBERSHIP_FIELDS), f.published)
 
         def writes(pipe):
             self._write_article(pipe, article_id, story_id, match["article"], similarity, decision, f)
@@ -218,9 +229,11 @@ class Processor:
         story_id = match["story"]
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(k.article(old), ("sig", "fingerprint"))
-            pipe.hget(k.story(story_id), "representative")
+            pipe.hmget(k.story(story_id), _MEMBERSHIP_FIELDS + ("representative",))
             pipe.zrange(k.story_articles(story_id), 0, -1)
-            (old_sig, old_fingerprint), representative, members = pipe.execute()
+            (old_sig, old_fingerprint), story_raw, members = pipe.execute()
+        membership = _membership_update(story_raw, f.published)
+        representative = story_raw[-1]
         members = [m.decode() for m in members]
         with self.redis.pipeline(transaction=False) as pipe:
             for m in members:
@@ -230,7 +243,6 @@ class Processor:
         decision = {"duplicate": dict(dup_report, matched=None, promoted_over=old),
                     "story": {"action": "followed_copy", "story": story_id,
                               "reason": f"published before {old}, its copy, so it is now the canonical article"}}
-        membership = self._membership_update(story_id, f.published)
 
         def writes(pipe):
             self._write_article(pipe, article_id, story_id, None, 1.0, decision, f)
@@ -248,14 +260,6 @@ class Processor:
             self._index_canonical(pipe, article_id, f)
         self._commit(writes)
         return Outcome(article_id, story_id, None, opened_story=False)
-
-    def _membership_update(self, story_id: str, published: float) -> tuple[float, float, int, list[int]]:
-        """(first_seen, last_updated, article_count, indexed terms) once an article
-        published at ``published`` joins. Read under the assignment lock, so no
-        one else changes them before the commit."""
-        raw = self.redis.hmget(self.keys.story(story_id), ("first_seen", "last_updated", "article_count", "indexed"))
-        return (min(float(raw[0] or published), published), max(float(raw[1] or published), published),
-                int(raw[2] or 0) + 1, json.loads(raw[3] or "[]"))
 
     def _index_canonical(self, pipe, article_id: str, f: Features) -> None:
         """Make a canonical article findable by its exact fingerprint and its LSH bands."""

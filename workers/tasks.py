@@ -18,8 +18,8 @@ _processors: dict[tuple[int, int], Processor] = {}
 
 
 def processor_for(app) -> Processor:
-    """One Processor per worker process (after the fork), so each keeps its own
-    Redis connections and term statistics."""
+    """One Processor per worker process (after the fork), so each has its own
+    Redis connections and remembers only the lock it holds itself."""
     key = (os.getpid(), id(app))
     if key not in _processors:
         config = app.conf.storywire
