@@ -1,14 +1,16 @@
 """Processing one article: normalise → fingerprint → MinHash → LSH candidates →
-verify → duplicate or not → TF-IDF → candidate stories → join or open a story.
+TF-IDF → candidate stories (average link) → verify duplicate candidates (LSH,
+fingerprint, the best stories' newest canonical articles) → follow the
+canonical if it is a copy, else join the best story or open a new one.
 
 Concurrency. Everything that is pure computation (text, shingles, MinHash,
 term counts) runs outside any lock. The decision itself (is it a copy of an
 article we hold, which story does it join) reads shared state and then writes
-it, so it runs under one Redis lock with a timeout (``{p}:assign-lock``):
-two copies of one event arriving together are decided one after the other,
-and the second sees the story the first opened. The decision's writes go out
-in one MULTI/EXEC transaction that WATCHes the lock key: if the lock expired
-and another worker took it, the transaction aborts and the task retries, so a
+it, so it runs under the assignment lock (:mod:`storyengine.locking`): two
+copies of one event arriving together are decided one after the other, and
+the second sees the story the first opened. The decision's writes go out in
+one MULTI/EXEC transaction that WATCHes the lock key: if the lock expired and
+another worker took it, the transaction aborts and the task retries, so a
 slow worker can never write a decision made on stale reads. The article's
 status is set to ``processed`` in that same transaction, and the first read
 under the lock checks it, so a retried or redelivered task changes nothing.
@@ -25,19 +27,13 @@ import redis
 
 from . import signatures
 from .errors import InvalidArticle, NotFound, StoreUnavailable
+from .locking import AssignmentConflict, AssignmentLock  # noqa: F401 - AssignmentConflict is part of this API
 from .settings import Settings
 from .store import RedisStore, iso
-from .stories import StoryState, choose_story, rank_stories, updated_centroid
-from .text import content_terms, words
+from .stories import (Bucket, StoryState, bucket_field, bucket_index, buckets_near, choose_story, rank_stories,
+                      updated_centroid)
+from .text import ENTITY_PREFIX, content_terms, words
 from .vectors import SparseVector, Vectorizer, tfidf
-
-LOCK_TIMEOUT_SECONDS = 30.0
-LOCK_WAIT_SECONDS = 60.0
-
-
-class AssignmentConflict(StoreUnavailable):
-    """The assignment lock was lost before the decision was written; retry."""
-
 
 @dataclass
 class Features:
@@ -45,7 +41,7 @@ class Features:
     published: float
     fingerprint: str
     signature: np.ndarray
-    shingles: int
+    shingle_set: np.ndarray
     bands: list[str]
     term_indices: np.ndarray
     term_counts: np.ndarray
@@ -61,12 +57,27 @@ class Outcome:
     already_processed: bool = False
 
 
+# A containment counts only if an accidental overlap that large is this unlikely.
+CHANCE_LIMIT = 1e-6
+
+
 def story_id_for(article_id: str) -> str:
     # Derived from the founding article, so a retried task re-creates the same id.
     return "st_" + hashlib.blake2b(article_id.encode("utf-8"), digest_size=8).hexdigest()
 
 
 _MEMBERSHIP_FIELDS = ("first_seen", "last_updated", "article_count", "indexed")
+
+
+def readable_terms(terms: list[str], limit: int) -> list[str]:
+    """A story's top terms for people: entity features shown as the word
+    they count, each word once."""
+    out: list[str] = []
+    for term in terms:
+        word = term[len(ENTITY_PREFIX):] if term.startswith(ENTITY_PREFIX) else term
+        if word not in out:
+            out.append(word)
+    return out[:limit]
 
 
 def _membership_update(raw: list, published: float) -> tuple[float, float, int, list[int]]:
@@ -87,28 +98,29 @@ class Processor:
         self.redis = store.redis
         self.vectorizer = Vectorizer(self.settings.hash_features)
         self.layout = signatures.BandLayout.for_threshold(self.settings.lsh_threshold, self.settings.num_perm)
-        self._lock_token: bytes | None = None  # set while this processor holds the assignment lock
+        self._lock: AssignmentLock | None = None  # set while this processor holds the assignment lock
 
     # ------------------------------------------------------------------ pure part
     def featurise(self, record: dict) -> Features:
         s = self.settings
         title = record.get("title", "")
         body = record.get("body", "")
-        tokens = words(body)
-        if len(tokens) < s.shingle_size:
-            tokens = words(f"{title}\n{body}")
+        # Copies are compared on headline and body together: a changed headline
+        # costs a long article a few shingles out of hundreds, and a short item
+        # (headline and a snippet) is mostly its headline.
+        tokens = words(f"{title}\n{body}")
         if not tokens:
             raise InvalidArticle("the article has no words in its title or body")
         shingles = signatures.shingle_hashes(tokens, s.shingle_size)
         signature = signatures.minhash(shingles, s.num_perm)
-        terms = content_terms(title, body, s.title_weight) or tokens
+        terms = content_terms(title, body, s.title_weight, s.entity_weight) or tokens
         indices, counts = self.vectorizer.term_counts(terms)
         names = {self.vectorizer.feature_of(t): t for t in set(terms)}
         try:
             published = float(record["published_ts"])
         except (KeyError, ValueError):
             raise InvalidArticle("the article has no valid published time") from None
-        return Features(published, signatures.exact_fingerprint(tokens), signature, len(shingles),
+        return Features(published, signatures.exact_fingerprint(tokens), signature, signatures.shingle_set(shingles),
                         self.layout.band_hashes(signature), indices, counts, names)
 
     # ------------------------------------------------------------------ the flow
@@ -120,19 +132,12 @@ class Processor:
             if record.get("status") == "processed":
                 return self._already(article_id, record)
             features = self.featurise(record)
-            lock = self.redis.lock(self.keys.assign_lock, timeout=LOCK_TIMEOUT_SECONDS,
-                                   blocking_timeout=LOCK_WAIT_SECONDS)
-            if not lock.acquire():
-                raise AssignmentConflict("timed out waiting for the assignment lock")
-            self._lock_token = lock.local.token
-            try:
-                return self._decide(article_id, record, features)
-            finally:
-                self._lock_token = None
+            with AssignmentLock(self.redis, self.keys.assign_lock) as lock:
+                self._lock = lock
                 try:
-                    lock.release()
-                except redis.exceptions.LockError:
-                    pass  # expired: the WATCH in the commit already protected the writes
+                    return self._decide(article_id, record, features)
+                finally:
+                    self._lock = None
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
 
@@ -141,7 +146,7 @@ class Processor:
                        opened_story=False, already_processed=True)
 
     def _decide(self, article_id: str, record: dict, f: Features) -> Outcome:
-        k = self.keys
+        k, s = self.keys, self.settings
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(k.article(article_id), "status")
             pipe.get(k.fingerprint(f.fingerprint))
@@ -157,50 +162,92 @@ class Processor:
         if status is None:
             raise NotFound(f"article {article_id!r} disappeared while processing")
 
+        vector = tfidf(f.term_indices, f.term_counts, np.asarray(df, dtype=np.float64), int(docs or 0))
+        stories = self._candidate_stories(vector, f)
+        scores = rank_stories(vector, f.published, [st for st, _ in stories.values()], s)
+
+        # Duplicate candidates: LSH finds copies of about the same length; the
+        # newest canonical articles of the best-matching stories find short
+        # copies of long texts (and long ones of short texts), which LSH cannot.
+        sources: dict[str, str] = {}
+        for c in sorted({m.decode() for members in band_members for m in members}):
+            sources.setdefault(c, "lsh")
+        for score in scores[:3]:
+            for c in stories[score.story_id][1]["canonicals"][-s.story_duplicate_candidates:]:
+                sources.setdefault(c, "story")
         exact_owner = exact_owner.decode() if exact_owner else None
-        candidates = {m.decode() for members in band_members for m in members}
         if exact_owner:
-            candidates.add(exact_owner)
-        candidates.discard(article_id)
-        duplicate_report, match = self._verify_duplicates(f, sorted(candidates), exact_owner)
+            sources[exact_owner] = "exact"
+        sources.pop(article_id, None)
+        duplicate_report, match = self._verify_duplicates(f, sources, exact_owner)
         if match is not None:
             if f.published < match["published"]:
                 return self._promote_earlier_copy(article_id, record, f, match, duplicate_report)
             return self._commit_duplicate(article_id, record, f, match, duplicate_report)
-        return self._assign_story(article_id, record, f, duplicate_report,
-                                  np.asarray(df, dtype=np.float64), int(docs or 0))
+        return self._assign_story(article_id, record, f, vector, stories, scores, duplicate_report)
+
+    _STORY_FIELDS = ("centroid", "first_seen", "last_updated", "originals", "article_count", "rep_vec",
+                     "term_names", "headline", "representative", "canonicals", "indexed")
+
+    def _candidate_stories(self, vector: SparseVector, f: Features) -> dict[str, tuple[StoryState, dict]]:
+        """Stories that share one of the article's heaviest terms and were
+        updated inside the window, with the buckets the window can reach."""
+        s, k = self.settings, self.keys
+        window_start = f.published - s.story_window_hours * 3600.0
+        with self.redis.pipeline(transaction=False) as pipe:
+            for feature in vector.heaviest(s.lookup_terms):
+                pipe.zrangebyscore(k.term(int(feature)), window_start, "+inf")
+            found = pipe.execute()
+        candidate_ids = sorted({m.decode() for members in found for m in members})
+        near = buckets_near(f.published, s)
+        fields = self._STORY_FIELDS + tuple(bucket_field(i) for i in near)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for sid in candidate_ids:
+                pipe.hmget(k.story(sid), fields)
+            rows = pipe.execute()
+        stories = {}
+        for sid, raw in zip(candidate_ids, rows):
+            if raw[0] is None:
+                continue
+            r = dict(zip(self._STORY_FIELDS, raw))
+            r["canonicals"] = json.loads(r["canonicals"] or "[]")
+            buckets = {i: Bucket.from_bytes(b) for i, b in zip(near, raw[len(self._STORY_FIELDS):]) if b}
+            state = StoryState(sid, float(r["first_seen"]), float(r["last_updated"]), int(r["originals"]), buckets)
+            stories[sid] = (state, r)
+        return stories
 
     # ------------------------------------------------------------------ duplicates
-    def _verify_duplicates(self, f: Features, candidates: list[str], exact_owner: str | None):
+    def _verify_duplicates(self, f: Features, sources: dict[str, str], exact_owner: str | None):
         s = self.settings
-        fields = ("sig", "shingles", "published_ts", "story", "duplicate_of")
+        candidates = sorted(sources)
+        fields = ("shingle_set", "published_ts", "story", "duplicate_of")
         with self.redis.pipeline(transaction=False) as pipe:
             for c in candidates:
                 pipe.hmget(self.keys.article(c), fields)
             rows = pipe.execute()
         checked = []
-        for c, (sig, shingles, published, story, duplicate_of) in zip(candidates, rows):
-            if sig is None or story is None or duplicate_of:
+        for c, (shingle_set, published, story, duplicate_of) in zip(candidates, rows):
+            if shingle_set is None or story is None or duplicate_of:
                 continue  # not processed yet, or no longer a canonical copy
-            other = signatures.signature_from_bytes(sig)
-            j = signatures.jaccard(f.signature, other)
-            n_other = int(shingles)
-            cont = signatures.containment(j, f.shingles, n_other)
+            other = signatures.shingle_set_from_bytes(shingle_set)
+            containment, jaccard, chance = signatures.overlap(f.shingle_set, other)
             exact = c == exact_owner
-            verified = exact or j >= s.duplicate_jaccard or (
-                cont >= s.duplicate_containment and min(f.shingles, n_other) >= s.containment_min_shingles)
-            checked.append({"article": c, "story": story.decode(), "published": float(published),
-                            "jaccard": round(j, 4), "containment": round(cont, 4), "exact": exact,
-                            "duplicate": verified})
-        checked.sort(key=lambda r: (-r["exact"], -max(r["jaccard"], r["containment"]), r["article"]))
+            verified = exact or (containment >= s.duplicate_containment and chance < CHANCE_LIMIT
+                                 and min(len(f.shingle_set), len(other)) >= s.containment_min_shingles)
+            checked.append({"article": c, "found_by": sources[c], "story": story.decode(),
+                            "published": float(published), "containment": round(containment, 4),
+                            "jaccard": round(jaccard, 4), "exact": exact, "duplicate": verified})
+        checked.sort(key=lambda r: (-r["exact"], -r["containment"], r["published"], r["article"]))
         verified = [r for r in checked if r["duplicate"]]
         match = verified[0] if verified else None
         report = {
-            "candidates": [{k: r[k] for k in ("article", "jaccard", "containment", "exact", "duplicate")}
+            "candidates": [{k: r[k] for k in ("article", "found_by", "containment", "jaccard", "exact", "duplicate")}
                            for r in checked[:10]],
+            "compared": len(checked),
             "matched": match["article"] if match else None,
-            "rule": (f"duplicate when exact, Jaccard >= {s.duplicate_jaccard}, or containment >= "
-                     f"{s.duplicate_containment} with at least {s.containment_min_shingles} shingles"),
+            "rule": (f"a copy when the texts are identical, or when at least {s.duplicate_containment:.0%} of "
+                     f"the smaller text's {s.shingle_size}-word shingles are in the other "
+                     f"(and it has at least {s.containment_min_shingles})"),
         }
         return report, match
 
@@ -209,12 +256,16 @@ class Processor:
         decision = {"duplicate": dup_report,
                     "story": {"action": "followed_canonical", "story": story_id,
                               "reason": f"a copy shares the story of its canonical article {match['article']}"}}
-        similarity = max(match["jaccard"], match["containment"])
         # Read under the assignment lock, so no one else changes these before the commit.
-        membership = _membership_update(self.redis.hmget(self.keys.story(story_id), _MEMBERSHIP_FIELDS), f.published)
+        raw = self.redis.hmget(self.keys.story(story_id), _MEMBERSHIP_FIELDS)
+        membership = _membership_update(raw, f.published)
+        if abs(f.published - match["published"]) > self.settings.story_window_hours * 3600.0:
+            # A reprint long after the original is still its copy, but it does
+            # not make an old story current again (its times stay as they were).
+            membership = (float(raw[0]), float(raw[1])) + membership[2:]
 
         def writes(pipe):
-            self._write_article(pipe, article_id, story_id, match["article"], similarity, decision, f)
+            self._write_article(pipe, article_id, story_id, match["article"], match["containment"], decision, f)
             self._write_story_membership(pipe, story_id, article_id, record["source"], f.published, *membership)
         self._commit(writes)
         return Outcome(article_id, story_id, match["article"], opened_story=False)
@@ -223,23 +274,23 @@ class Processor:
         """A copy published before the canonical one arrived after it (workers
         run in parallel, feeds lag): it becomes the canonical article, and the
         old canonical and its copies now point to it. The story keeps its
-        centroid: the texts are copies, so nothing new is learnt about it."""
+        vectors: the texts are copies, so nothing new is learnt about it."""
         k = self.keys
         old = match["article"]
         story_id = match["story"]
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(k.article(old), ("sig", "fingerprint"))
-            pipe.hmget(k.story(story_id), _MEMBERSHIP_FIELDS + ("representative",))
+            pipe.hmget(k.story(story_id), _MEMBERSHIP_FIELDS + ("representative", "canonicals"))
             pipe.zrange(k.story_articles(story_id), 0, -1)
             (old_sig, old_fingerprint), story_raw, members = pipe.execute()
         membership = _membership_update(story_raw, f.published)
-        representative = story_raw[-1]
+        representative = story_raw[-2]
+        canonicals = [article_id if c == old else c for c in json.loads(story_raw[-1] or "[]")]
         members = [m.decode() for m in members]
         with self.redis.pipeline(transaction=False) as pipe:
             for m in members:
                 pipe.hget(k.article(m), "duplicate_of")
             copies = [m for m, d in zip(members, pipe.execute()) if d and d.decode() == old]
-        similarity = max(match["jaccard"], match["containment"])
         decision = {"duplicate": dict(dup_report, matched=None, promoted_over=old),
                     "story": {"action": "followed_copy", "story": story_id,
                               "reason": f"published before {old}, its copy, so it is now the canonical article"}}
@@ -247,7 +298,9 @@ class Processor:
         def writes(pipe):
             self._write_article(pipe, article_id, story_id, None, 1.0, decision, f)
             self._write_story_membership(pipe, story_id, article_id, record["source"], f.published, *membership)
-            pipe.hset(k.article(old), mapping={"duplicate_of": article_id, "similarity": similarity})
+            pipe.hset(k.story(story_id), "canonicals", json.dumps(canonicals))
+            pipe.hset(k.article(old), mapping={"duplicate_of": article_id, "similarity": match["containment"]})
+            pipe.hdel(k.article(old), "sig", "shingle_set")  # only canonical articles are compared
             for copy in copies:
                 pipe.hset(k.article(copy), "duplicate_of", article_id)
             if representative and representative.decode() == old:
@@ -269,47 +322,36 @@ class Processor:
             pipe.sadd(k.band(i, band), article_id)
 
     # ------------------------------------------------------------------ stories
-    def _assign_story(self, article_id, record, f: Features, dup_report: dict, df: np.ndarray,
-                      docs: int) -> Outcome:
+    def _assign_story(self, article_id, record, f: Features, vector: SparseVector,
+                      stories: dict[str, tuple[StoryState, dict]], scores: list, dup_report: dict) -> Outcome:
         s, k = self.settings, self.keys
-        vector = tfidf(f.term_indices, f.term_counts, df, docs)
-        window_start = f.published - s.story_window_hours * 3600.0
-        lookup = vector.heaviest(s.lookup_terms)
-        with self.redis.pipeline(transaction=False) as pipe:
-            for feature in lookup:
-                pipe.zrangebyscore(k.term(int(feature)), window_start, "+inf")
-            found = pipe.execute()
-        candidate_ids = sorted({m.decode() for members in found for m in members})
-        story_fields = ("centroid", "first_seen", "last_updated", "originals", "article_count",
-                        "rep_vec", "term_names", "headline", "representative")
-        with self.redis.pipeline(transaction=False) as pipe:
-            for sid in candidate_ids:
-                pipe.hmget(k.story(sid), story_fields)
-            rows = {sid: dict(zip(story_fields, r)) for sid, r in zip(candidate_ids, pipe.execute()) if r[0]}
-        states = [StoryState(sid, SparseVector.from_bytes(r["centroid"]), float(r["first_seen"]),
-                             float(r["last_updated"]), int(r["originals"])) for sid, r in rows.items()]
-        scores = rank_stories(vector, f.published, states, s)
         chosen = choose_story(scores, s)
-        story_report = {"candidates": [sc.as_dict() for sc in scores[:5]], "threshold": s.story_threshold}
-
+        story_report = {"candidates": [sc.as_dict() for sc in scores[:5]], "threshold": s.story_threshold,
+                        "method": (f"mean cosine to the story's members, each weighed by a Gaussian time kernel "
+                                   f"(sigma {s.time_sigma_hours:g} h, window {s.story_window_hours:g} h)")}
+        day = bucket_index(f.published, s)
         if chosen is None:
             story_id = story_id_for(article_id)
             centroid = vector
+            bucket = Bucket.of(vector, f.published)
             story = {"first_seen": f.published, "last_updated": f.published, "article_count": 1, "originals": 1,
-                     "headline": record["title"], "representative": article_id, "rep_vec": vector, "names": {}}
+                     "headline": record["title"], "representative": article_id, "rep_vec": vector, "names": {},
+                     "canonicals": []}
             story_report.update(action="opened", story=story_id)
             similarity = 1.0
         else:
             story_id = chosen.story_id
-            r = rows[story_id]
-            state = next(st for st in states if st.story_id == story_id)
-            centroid = updated_centroid(state.centroid, vector, s)
+            state, r = stories[story_id]
+            centroid = updated_centroid(SparseVector.from_bytes(r["centroid"]), vector, s)
+            current = state.buckets.get(day)
+            bucket = current.add(vector, f.published, s.bucket_terms) if current else Bucket.of(vector, f.published)
             story = {"first_seen": min(state.first_seen, f.published),
                      "last_updated": max(state.last_updated, f.published),
                      "article_count": int(r["article_count"]) + 1, "originals": state.originals + 1,
                      "headline": r["headline"].decode(), "representative": r["representative"].decode(),
                      "rep_vec": SparseVector.from_bytes(r["rep_vec"]),
-                     "names": {int(a): b for a, b in json.loads(r["term_names"] or "{}").items()}}
+                     "names": {int(a): b for a, b in json.loads(r["term_names"] or "{}").items()},
+                     "canonicals": r["canonicals"]}
             # The representative is whichever of the current one and the newcomer
             # is closer to the updated centroid: the headline follows what the
             # story is about as a whole, not its first or latest article.
@@ -317,14 +359,19 @@ class Processor:
                 story.update(headline=record["title"], representative=article_id, rep_vec=vector)
             story_report.update(action="joined", story=story_id)
             similarity = chosen.score
+        canonicals = (story["canonicals"] + [article_id])[-s.story_duplicate_candidates:]
         names = dict(story["names"])
         names.update(f.term_names)
         heaviest = [int(x) for x in centroid.heaviest(s.index_terms)]
+        # Terms that no longer index the story stop pointing at it.
+        dropped = set(json.loads(stories[story_id][1]["indexed"] or "[]")) - set(heaviest) if chosen else set()
         names = {feature: names[feature] for feature in heaviest if feature in names}
-        top_terms = [names[feature] for feature in heaviest if feature in names][: s.top_terms]
+        top_terms = readable_terms([names[feature] for feature in heaviest if feature in names], s.top_terms)
         decision = {"duplicate": dup_report, "story": story_report}
 
         def writes(pipe):
+            for feature in dropped:
+                pipe.zrem(k.term(feature), story_id)
             self._write_article(pipe, article_id, story_id, None, similarity, decision, f)
             self._write_story_membership(pipe, story_id, article_id, record["source"], f.published,
                                          story["first_seen"], story["last_updated"], story["article_count"],
@@ -333,7 +380,8 @@ class Processor:
                 "id": story_id, "headline": story["headline"], "representative": story["representative"],
                 "originals": story["originals"], "centroid": centroid.to_bytes(),
                 "rep_vec": story["rep_vec"].top(64).to_bytes(), "term_names": json.dumps(names),
-                "top_terms": json.dumps(top_terms)})
+                "top_terms": json.dumps(top_terms), "canonicals": json.dumps(canonicals),
+                bucket_field(day): bucket.to_bytes()})
             self._index_canonical(pipe, article_id, f)
             if len(f.term_indices):
                 counters = pipe.bitfield(k.df)
@@ -347,12 +395,13 @@ class Processor:
     # ------------------------------------------------------------------ writes
     def _write_article(self, pipe, article_id, story_id, duplicate_of, similarity, decision, f: Features):
         k = self.keys
-        pipe.hset(k.article(article_id), mapping={
-            "status": "processed", "story": story_id, "duplicate_of": duplicate_of or "",
-            "similarity": round(float(similarity), 4), "decision": json.dumps(decision),
-            "sig": signatures.signature_to_bytes(f.signature), "shingles": f.shingles,
-            "fingerprint": f.fingerprint,
-            "processed_at": iso(time.time())})
+        fields = {"status": "processed", "story": story_id, "duplicate_of": duplicate_of or "",
+                  "similarity": round(float(similarity), 4), "decision": json.dumps(decision),
+                  "fingerprint": f.fingerprint, "processed_at": iso(time.time())}
+        if not duplicate_of:  # only canonical articles are ever compared with newcomers
+            fields.update(sig=signatures.signature_to_bytes(f.signature),
+                          shingle_set=signatures.shingle_set_to_bytes(f.shingle_set))
+        pipe.hset(k.article(article_id), mapping=fields)
         pipe.zrem(k.queued, article_id)
 
     def _write_story_membership(self, pipe, story_id, article_id, source, published, first_seen, last_updated,
@@ -371,17 +420,7 @@ class Processor:
             pipe.zadd(k.term(feature), {story_id: last_updated})
 
     def _commit(self, writes) -> None:
-        """Write a decision only if we still hold the lock it was made under: the
-        lock value must still be our token, and WATCH aborts the transaction
-        if it changes between that check and EXEC."""
-        with self.redis.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(self.keys.assign_lock)
-                if self._lock_token is None or pipe.get(self.keys.assign_lock) != self._lock_token:
-                    raise AssignmentConflict("the assignment lock expired before the decision was written")
-                pipe.multi()
-                writes(pipe)
-                pipe.execute()
-            except redis.WatchError:
-                raise AssignmentConflict("the assignment lock expired before the decision was written") from None
-
+        """Write a decision only if we still hold the lock it was made under."""
+        if self._lock is None:
+            raise AssignmentConflict("no assignment lock held")
+        self._lock.commit(writes)

@@ -26,22 +26,38 @@ class Settings:
     num_perm: int = 128
     # LSH is tuned to catch pairs at this Jaccard; verification decides.
     lsh_threshold: float = 0.4
-    # A candidate is a duplicate when its estimated Jaccard reaches this ...
-    duplicate_jaccard: float = 0.7
-    # ... or when the smaller text is this much contained in the larger one
-    # (a truncated reprint), provided the smaller text has enough shingles
-    # for the estimate to mean something.
+    # A candidate is a duplicate when this share of the smaller text's
+    # shingles (headline and body) is found in the larger one: a truncated
+    # reprint, added boilerplate or a changed headline keep it high; a
+    # different outlet's own write-up stays far below it.
     duplicate_containment: float = 0.8
-    containment_min_shingles: int = 20
+    # Texts with fewer shingles than this are copies only when identical.
+    containment_min_shingles: int = 3
+    # Besides LSH, the newest canonical articles of the best-matching stories
+    # are checked for containment (a short copy of a long text has a low
+    # Jaccard, so LSH alone misses it).
+    story_duplicate_candidates: int = 64
 
-    # --- stories (TF-IDF cosine against story centroids in a time window)
+    # --- stories (TF-IDF, online average link with a time kernel)
     hash_features: int = 1 << 18
     title_weight: int = 2
-    story_threshold: float = 0.3
-    # Gaussian time decay on the distance to a story's newest article, in hours.
-    time_sigma_hours: float = 72.0
-    # Stories whose newest article is older than this are never candidates.
-    story_window_hours: float = 72.0
+    # Capitalised words inside a sentence (names, places, organisations)
+    # count this many extra times, as their own features.
+    entity_weight: int = 2
+    # An article joins the story whose members are, on average, most similar
+    # to it (cosine weighed by the time kernel), if that reaches this.
+    story_threshold: float = 0.16
+    # Gaussian time kernel between an article and each story member, in hours.
+    time_sigma_hours: float = 36.0
+    # Members further apart than this never count; stories whose newest
+    # article is older than this are never candidates.
+    story_window_hours: float = 96.0
+    # Members are summed per time bucket of this many hours, keeping this
+    # many of each bucket's heaviest terms.
+    bucket_hours: float = 24.0
+    bucket_terms: int = 500
+    # The repair pass merges two stories whose average link reaches this.
+    merge_threshold: float = 0.2
     # How many of an article's heaviest terms look up candidate stories.
     lookup_terms: int = 20
     # How many of a story's heaviest centroid terms index it.
@@ -59,7 +75,7 @@ class Settings:
                     problems.append("key_prefix must be letters, digits, '-', '_' or '.'")
             elif isinstance(value, (int, float)) and value <= 0:
                 problems.append(f"{f.name} must be positive, got {value!r}")
-        for name in ("lsh_threshold", "duplicate_jaccard", "duplicate_containment", "story_threshold"):
+        for name in ("lsh_threshold", "duplicate_containment", "story_threshold", "merge_threshold"):
             if not 0 < getattr(self, name) <= 1:
                 problems.append(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
         if self.shingle_size > MAX_SHINGLE_SIZE:

@@ -13,7 +13,7 @@ from typing import Iterable
 
 import redis
 
-from .errors import NotFound, StoreUnavailable
+from .errors import NotFound, StoreUnavailable, StoryMoved
 from .keys import Keys
 from .settings import Settings
 
@@ -44,14 +44,14 @@ ARTICLE_PUBLIC_FIELDS = (
     "story", "duplicate_of", "similarity", "decision", "error", "processed_at",
 )
 STORY_FIELDS = ("id", "headline", "representative", "first_seen", "last_updated", "article_count",
-                "originals", "top_terms")
+                "originals", "top_terms", "merged_from")
 
 
 def _s(value) -> str | None:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-_BINARY_FIELDS = frozenset({"sig", "centroid", "rep_vec"})
+_BINARY_FIELDS = frozenset({"sig", "shingle_set", "centroid", "rep_vec"})
 
 
 def decode_hash(raw: dict) -> dict:
@@ -147,14 +147,20 @@ class RedisStore:
 
     # ------------------------------------------------------------------ stories (reads)
     def get_story(self, story_id: str, max_articles: int = 500) -> dict:
+        """A story with its articles, duplicates folded. A story that the
+        repair pass merged away raises :class:`StoryMoved` naming where its
+        articles live now (following any chain of merges)."""
         k = self.keys
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(k.story(story_id), STORY_FIELDS)
+            pipe.hmget(k.story(story_id), STORY_FIELDS + ("merged_into",))
             pipe.hgetall(k.story_sources(story_id))
             pipe.zrange(k.story_articles(story_id), 0, max_articles - 1)
             story_raw, sources, member_ids = pipe.execute()
         if story_raw[0] is None:
             raise NotFound(f"no story with id {story_id!r}")
+        if story_raw[-1] is not None:
+            raise StoryMoved(story_id, self.resolve_story(_s(story_raw[-1])))
+        story_raw = story_raw[:-1]
         story = self._story_view(dict(zip(STORY_FIELDS, story_raw)), sources)
         fields = ("id", "source", "url", "title", "published_at", "duplicate_of", "similarity")
         with self.redis.pipeline(transaction=False) as pipe:
@@ -163,6 +169,15 @@ class RedisStore:
             rows = [self._article_view(dict(zip(fields, r))) for r in pipe.execute()]
         story["articles"] = fold_duplicates(rows)
         return story
+
+    def resolve_story(self, story_id: str, max_hops: int = 32) -> str:
+        """Where a story's articles are now: itself, or the end of its chain of merges."""
+        for _ in range(max_hops):
+            target = self.redis.hget(self.keys.story(story_id), "merged_into")
+            if target is None:
+                return story_id
+            story_id = _s(target)
+        return story_id
 
     def list_stories(self, sort: str, limit: int, since: float | None = None, until: float | None = None,
                      min_sources: int = 1, after: tuple[float, str] | None = None) -> Page:
@@ -238,6 +253,7 @@ class RedisStore:
             "last_updated": iso(last_ts),
             "last_updated_ts": last_ts,
             "top_terms": json.loads(s["top_terms"] or "[]"),
+            "merged_from": json.loads(s["merged_from"] or "[]"),
         }
 
     # ------------------------------------------------------------------ maintenance

@@ -3,53 +3,139 @@
 Pure functions over vectors and times; :mod:`storyengine.pipeline` feeds them
 what it read from Redis and writes back what they decide.
 
-An article is compared with each candidate story's *centroid* (the sum of its
-original articles' unit TF-IDF vectors), not with single articles, so one
-article that bridges two events cannot chain them together: to join, it must
-resemble what a story is about as a whole. The cosine is damped by a Gaussian
-in the time between the article and the story's span (Miranda et al. 2018 use
-the same shape), and stories whose newest article left the window are never
-candidates, so events months apart never merge.
+An article joins the story with the highest *average link*: the mean cosine
+between the article and the story's members, each weighed by a Gaussian
+kernel on the time between them (Miranda et al. 2018 use the same shape,
+sigma 3 days; we default to 36 hours). Only members inside the window count,
+in the sum and in the mean, so a story that keeps being covered for weeks
+stays one story, while events months apart never merge.
+
+Average link, not a centroid, is the guard against chaining: one article
+that bridges two events resembles a few members of each, and the mean over
+all of a story's members stays low. Offline, average-link clustering is the
+classic method for this task; this is its online, one-pass form.
+
+Members are not stored one by one: each story keeps, per time bucket
+(``bucket_hours``), the sum of its members' unit vectors, how many there are
+and the sum of their times. The mean cosine against a bucket is then one dot
+product, and the kernel is applied at the bucket's mean time.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 
 from .settings import Settings
 from .vectors import SparseVector
 
 HOUR = 3600.0
+_BUCKET_HEADER = struct.Struct("<Id")  # member count, sum of member times
+
+
+@dataclass
+class Bucket:
+    """The members of one story published in one time bucket."""
+    vector: SparseVector  # sum of the members' unit TF-IDF vectors
+    count: int
+    time_sum: float
+
+    @property
+    def mean_time(self) -> float:
+        return self.time_sum / self.count
+
+    def add(self, vector: SparseVector, published: float, max_terms: int) -> "Bucket":
+        return Bucket(self.vector.add(vector).top(max_terms), self.count + 1, self.time_sum + published)
+
+    def merge(self, other: "Bucket", max_terms: int) -> "Bucket":
+        return Bucket(self.vector.add(other.vector).top(max_terms), self.count + other.count,
+                      self.time_sum + other.time_sum)
+
+    def to_bytes(self) -> bytes:
+        return _BUCKET_HEADER.pack(self.count, self.time_sum) + self.vector.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "Bucket":
+        count, time_sum = _BUCKET_HEADER.unpack_from(raw)
+        return cls(SparseVector.from_bytes(raw[_BUCKET_HEADER.size:]), count, time_sum)
+
+    @classmethod
+    def of(cls, vector: SparseVector, published: float) -> "Bucket":
+        return cls(vector, 1, published)
+
+
+def bucket_index(published: float, settings: Settings) -> int:
+    return int(published // (settings.bucket_hours * HOUR))
+
+
+def bucket_field(index: int) -> str:
+    return f"b:{index}"
+
+
+def buckets_near(published: float, settings: Settings) -> list[int]:
+    """The buckets that can hold members inside the window around ``published``."""
+    window = settings.story_window_hours * HOUR
+    return list(range(bucket_index(published - window, settings), bucket_index(published + window, settings) + 1))
+
+
+def kernel(gap_seconds: float, settings: Settings) -> float:
+    """Gaussian time kernel; 0 outside the window."""
+    if abs(gap_seconds) > settings.story_window_hours * HOUR:
+        return 0.0
+    hours = gap_seconds / HOUR
+    return math.exp(-(hours * hours) / (2.0 * settings.time_sigma_hours ** 2))
 
 
 @dataclass
 class StoryState:
     """What assignment needs to know of a candidate story."""
     story_id: str
-    centroid: SparseVector
     first_seen: float
     last_updated: float
     originals: int
+    buckets: dict[int, Bucket] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class StoryScore:
     story_id: str
-    similarity: float
-    time_factor: float
-    score: float
+    score: float     # time-weighted mean cosine against the members in the window
+    members: int     # how many members that mean is over
 
     def as_dict(self) -> dict:
-        return {"story": self.story_id, "similarity": round(self.similarity, 4),
-                "time_factor": round(self.time_factor, 4), "score": round(self.score, 4)}
+        return {"story": self.story_id, "score": round(self.score, 4), "members_compared": self.members}
 
 
-def time_factor(published: float, first_seen: float, last_updated: float, sigma_hours: float) -> float:
-    """1 inside the story's span, falling off as a Gaussian outside it."""
-    if first_seen <= published <= last_updated:
-        return 1.0
-    gap_hours = min(abs(published - first_seen), abs(published - last_updated)) / HOUR
-    return math.exp(-(gap_hours ** 2) / (2.0 * sigma_hours ** 2))
+def average_link(vector: SparseVector, published: float, buckets: dict[int, Bucket],
+                 settings: Settings) -> tuple[float, int]:
+    """(mean kernel-weighted cosine, members counted) between one unit vector
+    and a story's buckets."""
+    total = 0.0
+    members = 0
+    for bucket in buckets.values():
+        weight = kernel(published - bucket.mean_time, settings)
+        if weight == 0.0 or bucket.count == 0:
+            continue
+        total += weight * vector.dot(bucket.vector)
+        members += bucket.count
+    return (total / members if members else 0.0), members
+
+
+def story_link(a: dict[int, Bucket], b: dict[int, Bucket], settings: Settings) -> float:
+    """Average link between two stories: the mean kernel-weighted cosine over
+    all pairs of their members (bucket by bucket). The repair pass merges
+    stories whose link reaches ``merge_threshold``."""
+    total = 0.0
+    count_a = sum(x.count for x in a.values())
+    count_b = sum(x.count for x in b.values())
+    if not count_a or not count_b:
+        return 0.0
+    for x in a.values():
+        for y in b.values():
+            weight = kernel(x.mean_time - y.mean_time, settings)
+            if weight:
+                total += weight * x.vector.dot(y.vector)
+    return total / (count_a * count_b)
 
 
 def in_window(published: float, story: StoryState, window_hours: float) -> bool:
@@ -64,9 +150,8 @@ def rank_stories(vector: SparseVector, published: float, candidates: list[StoryS
     for story in candidates:
         if not in_window(published, story, settings.story_window_hours):
             continue
-        similarity = vector.cosine(story.centroid)
-        factor = time_factor(published, story.first_seen, story.last_updated, settings.time_sigma_hours)
-        scores.append(StoryScore(story.story_id, similarity, factor, similarity * factor))
+        score, members = average_link(vector, published, story.buckets, settings)
+        scores.append(StoryScore(story.story_id, score, members))
     scores.sort(key=lambda s: (-s.score, s.story_id))
     return scores
 
@@ -79,5 +164,6 @@ def choose_story(scores: list[StoryScore], settings: Settings) -> StoryScore | N
 
 
 def updated_centroid(centroid: SparseVector, vector: SparseVector, settings: Settings) -> SparseVector:
-    """Add an article's unit vector; keep the heaviest terms so a centroid stays small."""
+    """Add an article's unit vector; keep the heaviest terms so a centroid stays small.
+    The centroid names and indexes a story; assignment uses the buckets."""
     return centroid.add(vector).top(settings.centroid_terms)

@@ -1,4 +1,4 @@
-"""Exact fingerprints, shingles, MinHash estimates, containment and LSH bands."""
+"""Exact fingerprints, shingles, MinHash estimates, shingle sets (containment) and LSH bands."""
 from __future__ import annotations
 
 import random
@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from storyengine import signatures as S
+from storyengine.pipeline import CHANCE_LIMIT
+from storyengine.settings import Settings
 from storyengine.text import words
 
 NUM_PERM = 128
@@ -127,35 +129,103 @@ def test_minhash_of_unrelated_texts_is_near_zero():
     assert S.jaccard(S.minhash(ha, NUM_PERM), S.minhash(hb, NUM_PERM)) < 0.05
 
 
-# ---------------------------------------------------------------- containment
-def test_containment_of_a_truncated_copy_is_near_one_while_jaccard_is_near_half():
+# ---------------------------------------------------------------- shingle sets and overlap
+def sset(tokens: list[str]) -> np.ndarray:
+    return S.shingle_set(S.shingle_hashes(tokens, 5))
+
+
+def test_shingle_set_is_sorted_distinct_uint16_of_the_low_bits():
+    hashes = S.shingle_hashes(words(STORY), 5)
+    shingles = S.shingle_set(hashes)
+    assert shingles.dtype == np.uint16
+    assert np.all(np.diff(shingles.astype(np.int64)) > 0)
+    assert set(shingles.tolist()) == {int(h) & 0xFFFF for h in hashes}
+    # A few hundred shingles folded to 16 bits: (almost) no collisions.
+    assert len(shingles) >= len(hashes) - 2
+    assert len(S.shingle_set(np.empty(0, dtype=np.uint32))) == 0
+
+
+def test_overlap_of_a_truncated_copy_has_containment_one_while_jaccard_is_near_half():
     tokens = vocabulary_text(7, 400)
-    half = tokens[:200]
-    ha, hh = S.shingle_hashes(tokens, 5), S.shingle_hashes(half, 5)
-    assert true_jaccard(ha, hh) == pytest.approx(0.5, abs=0.02)
-    j = S.jaccard(S.minhash(ha, NUM_PERM), S.minhash(hh, NUM_PERM))
-    assert j == pytest.approx(0.5, abs=0.1)
-    assert S.containment(j, len(ha), len(hh)) >= 0.9
+    whole, half = sset(tokens), sset(tokens[:200])
+    containment, jaccard, chance = S.overlap(whole, half)
+    assert containment == pytest.approx(1.0, abs=0.01)
+    assert jaccard == pytest.approx(0.5, abs=0.02)
+    assert chance < 1e-100
     # Argument order does not matter: it is the smaller set's share.
-    assert S.containment(j, len(hh), len(ha)) == S.containment(j, len(ha), len(hh))
+    assert S.overlap(half, whole) == (containment, jaccard, chance)
 
 
-def test_containment_formula_exact_values():
-    # |A|=100, |B|=50, B inside A: J = 50/100 = 0.5, overlap = 0.5*150/1.5 = 50 -> 1.0
-    assert S.containment(0.5, 100, 50) == pytest.approx(1.0)
-    # |A|=|B|=100 sharing 50: J = 50/150 = 1/3, overlap = (1/3)*200/(4/3) = 50 -> 0.5
-    assert S.containment(1 / 3, 100, 100) == pytest.approx(0.5)
-    assert S.containment(0.0, 100, 100) == 0.0
-    assert S.containment(0.9, 0, 100) == 0.0
-    # Never above 1, even for an over-estimated Jaccard.
-    assert S.containment(0.9, 1000, 10) == 1.0
+def test_overlap_of_a_real_article_and_its_first_paragraph():
+    tokens = words(STORY)
+    lead = tokens[:40]
+    containment, jaccard, _ = S.overlap(sset(tokens), sset(lead))
+    assert containment == 1.0
+    assert jaccard == pytest.approx(len(sset(lead)) / len(sset(tokens)))
+    assert jaccard < 0.4  # below the LSH threshold: LSH alone would not find this copy
 
 
-def test_containment_of_unrelated_texts_stays_low():
-    ha = S.shingle_hashes(vocabulary_text(3, 300), 5)
-    hb = S.shingle_hashes(vocabulary_text(4, 150), 5)
-    j = S.jaccard(S.minhash(ha, NUM_PERM), S.minhash(hb, NUM_PERM))
-    assert S.containment(j, len(ha), len(hb)) < 0.15
+def test_overlap_exact_values_on_small_sets():
+    a = np.array([1, 2, 3, 4], dtype=np.uint16)
+    b = np.array([3, 4, 5, 6, 7, 8], dtype=np.uint16)
+    # Two in common: 2/4 of the smaller set (less the 6/65536 a value would
+    # match by chance), 2/8 of the union.
+    rate = 6 / 65536
+    containment, jaccard, chance = S.overlap(a, b)
+    assert containment == pytest.approx((0.5 - rate) / (1 - rate)) and jaccard == 0.25
+    assert chance == pytest.approx(6 * rate ** 2, rel=0.01)  # at least 2 of 4 values by accident
+    assert S.overlap(a, a)[:2] == pytest.approx((1.0, 1.0), abs=1e-4)
+    assert S.overlap(a, np.array([9], dtype=np.uint16)) == (0.0, 0.0, 1.0)
+
+
+def test_overlap_of_unrelated_texts_is_low():
+    containment, jaccard, _ = S.overlap(sset(vocabulary_text(3, 300)), sset(vocabulary_text(4, 150)))
+    assert containment < 0.05 and jaccard < 0.02
+
+
+def test_overlap_with_an_empty_set_is_zero():
+    empty = np.empty(0, dtype=np.uint16)
+    full = sset(words(STORY))
+    assert S.overlap(empty, full) == (0.0, 0.0, 1.0)
+    assert S.overlap(full, empty) == (0.0, 0.0, 1.0)
+    assert S.overlap(empty, empty) == (0.0, 0.0, 1.0)
+
+
+def test_shingle_set_bytes_round_trip_two_bytes_little_endian():
+    shingles = sset(words(STORY))
+    raw = S.shingle_set_to_bytes(shingles)
+    assert len(raw) == 2 * len(shingles)
+    assert raw[:2] == int(shingles[0]).to_bytes(2, "little")
+    back = S.shingle_set_from_bytes(raw)
+    assert back.dtype == np.uint16
+    assert np.array_equal(back, shingles)
+    assert S.overlap(back, shingles)[:2] == pytest.approx((1.0, 1.0), abs=0.01)
+    assert len(S.shingle_set_from_bytes(S.shingle_set_to_bytes(np.empty(0, dtype=np.uint16)))) == 0
+
+
+def test_short_unrelated_items_are_not_copies_of_a_very_long_article():
+    settings = Settings()
+    rng = random.Random(5)
+    vocab = [f"w{i}x" for i in range(20000)]
+    huge = sset([rng.choice(vocab) for _ in range(200_000 // 7)])
+    false_copies = 0
+    for _ in range(300):
+        item = sset([rng.choice(vocab) for _ in range(8)])  # four shingles
+        containment, _, chance = S.overlap(huge, item)
+        if containment >= settings.duplicate_containment and chance < CHANCE_LIMIT and \
+                min(len(huge), len(item)) >= settings.containment_min_shingles:
+            false_copies += 1
+    assert false_copies == 0
+
+
+def test_a_real_short_copy_of_a_very_long_article_is_still_a_copy():
+    rng = random.Random(6)
+    vocab = [f"w{i}x" for i in range(20000)]
+    text = [rng.choice(vocab) for _ in range(200_000 // 7)]
+    huge = sset(text)
+    copy = sset(text[5000:5040])  # forty words from the middle
+    containment, _, chance = S.overlap(huge, copy)
+    assert containment == pytest.approx(1.0) and chance < CHANCE_LIMIT
 
 
 # ---------------------------------------------------------------- LSH bands

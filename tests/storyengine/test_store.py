@@ -199,7 +199,7 @@ def test_list_stories_page_shape(store):
     assert page.items == [{
         "id": "st_x", "headline": "Headline of st_x", "representative_article": "st_x-rep",
         "article_count": 3, "original_count": 3, "source_count": 2, "sources": ["outlet-a", "outlet-b"],
-        "first_seen": "2024-03-05T07:30:00Z", "last_updated": "2024-03-05T08:30:00Z", "top_terms": ["term"],
+        "first_seen": "2024-03-05T07:30:00Z", "last_updated": "2024-03-05T08:30:00Z", "top_terms": ["term"], "merged_from": [],
     }]
 
 

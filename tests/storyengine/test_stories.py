@@ -1,4 +1,5 @@
-"""Story assignment: time factor, the window, ranking and the threshold."""
+"""Story assignment: time buckets, the time kernel, average link, the window,
+ranking and the threshold."""
 from __future__ import annotations
 
 import math
@@ -7,12 +8,13 @@ import numpy as np
 import pytest
 
 from storyengine.settings import Settings
-from storyengine.stories import (HOUR, StoryScore, StoryState, choose_story, in_window, rank_stories, time_factor,
+from storyengine.stories import (HOUR, Bucket, StoryScore, StoryState, average_link, bucket_field, bucket_index,
+                                 buckets_near, choose_story, in_window, kernel, rank_stories, story_link,
                                  updated_centroid)
 from storyengine.vectors import SparseVector
 
 DAY = 24 * HOUR
-T0 = 1_700_000_000.0
+T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 
 
 def sv(pairs: dict[int, float]) -> SparseVector:
@@ -21,92 +23,237 @@ def sv(pairs: dict[int, float]) -> SparseVector:
                         np.array([v for _, v in items], dtype=np.float64)).normalised()
 
 
-def story(story_id: str, centroid: SparseVector, first: float, last: float) -> StoryState:
-    return StoryState(story_id, centroid, first_seen=first, last_updated=last, originals=1)
+def members(*items: tuple[SparseVector, float], settings: Settings | None = None) -> dict[int, Bucket]:
+    """Story buckets built the way the pipeline builds them: each member added
+    to the bucket of its published time."""
+    settings = settings or Settings()
+    buckets: dict[int, Bucket] = {}
+    for vector, published in items:
+        day = bucket_index(published, settings)
+        current = buckets.get(day)
+        buckets[day] = (current.add(vector, published, settings.bucket_terms) if current
+                        else Bucket.of(vector, published))
+    return buckets
 
 
-# ---------------------------------------------------------------- time factor
-@pytest.mark.parametrize("published", [T0, T0 + 5 * HOUR, T0 + 10 * HOUR])
-def test_time_factor_is_one_inside_the_span(published):
-    assert time_factor(published, T0, T0 + 10 * HOUR, sigma_hours=72) == 1.0
+def story(story_id: str, first: float, last: float, buckets: dict[int, Bucket] | None = None) -> StoryState:
+    return StoryState(story_id, first_seen=first, last_updated=last, originals=1, buckets=buckets or {})
 
 
-def test_time_factor_is_gaussian_in_the_gap_to_the_nearest_end():
-    sigma = 72.0
-    # One sigma after the newest article: exp(-1/2).
-    assert time_factor(T0 + 10 * HOUR + 72 * HOUR, T0, T0 + 10 * HOUR, sigma) == pytest.approx(math.exp(-0.5))
-    # Two sigmas before the first article: exp(-2).
-    assert time_factor(T0 - 144 * HOUR, T0, T0 + 10 * HOUR, sigma) == pytest.approx(math.exp(-2))
-    # Six hours out with sigma 3 hours is also two sigmas.
-    assert time_factor(T0 + 6 * HOUR, T0, T0, 3.0) == pytest.approx(math.exp(-2))
+# ---------------------------------------------------------------- buckets
+def test_bucket_bytes_round_trip():
+    bucket = Bucket.of(sv({3: 1.0, 70_000: 2.0}), T0).add(sv({3: 1.0, 9: 1.0}), T0 + 2 * HOUR, max_terms=500)
+    raw = bucket.to_bytes()
+    back = Bucket.from_bytes(raw)
+    assert back.count == 2
+    assert back.time_sum == 2 * T0 + 2 * HOUR  # a double: seconds survive exactly
+    assert back.mean_time == T0 + HOUR
+    assert back.vector.indices.tolist() == [3, 9, 70_000]
+    assert back.vector.values == pytest.approx(bucket.vector.values, rel=1e-6)  # stored as float32
+    assert Bucket.from_bytes(back.to_bytes()).to_bytes() == back.to_bytes()
 
 
-def test_time_factor_decays_monotonically_and_faster_for_smaller_sigma():
-    gaps = [1, 12, 24, 72, 240]
-    factors = [time_factor(T0 + g * HOUR, T0, T0, 72.0) for g in gaps]
-    assert factors == sorted(factors, reverse=True)
-    assert all(0 < f < 1 for f in factors)
-    assert time_factor(T0 + 24 * HOUR, T0, T0, 12.0) < time_factor(T0 + 24 * HOUR, T0, T0, 72.0)
+def test_bucket_add_sums_unit_vectors_counts_and_times_and_keeps_the_heaviest_terms():
+    a, b = sv({1: 1.0, 2: 1.0}), sv({2: 1.0, 3: 1.0})
+    bucket = Bucket.of(a, T0).add(b, T0 + 4 * HOUR, max_terms=500)
+    assert bucket.count == 2 and bucket.mean_time == T0 + 2 * HOUR
+    assert dict(zip(bucket.vector.indices.tolist(), bucket.vector.values)) == pytest.approx(
+        {1: math.sqrt(0.5), 2: 2 * math.sqrt(0.5), 3: math.sqrt(0.5)})
+    trimmed = Bucket.of(a, T0).add(b, T0, max_terms=1)
+    assert trimmed.vector.indices.tolist() == [2]
+    assert trimmed.count == 2
+
+
+def test_bucket_merge_adds_both_buckets():
+    x = Bucket.of(sv({1: 1.0}), T0).add(sv({2: 1.0}), T0 + HOUR, 500)
+    y = Bucket.of(sv({1: 1.0}), T0 + 5 * HOUR)
+    merged = x.merge(y, 500)
+    assert merged.count == 3
+    assert merged.time_sum == 3 * T0 + 6 * HOUR
+    assert dict(zip(merged.vector.indices.tolist(), merged.vector.values)) == pytest.approx({1: 2.0, 2: 1.0})
+
+
+def test_bucket_index_field_and_the_buckets_the_window_reaches():
+    settings = Settings(bucket_hours=24.0, story_window_hours=96.0)
+    day = bucket_index(T0, settings)
+    assert day == int(T0 // DAY)
+    assert bucket_index(T0 + DAY, settings) == day + 1
+    assert bucket_field(day) == f"b:{day}"
+    near = buckets_near(T0, settings)
+    assert near == list(range(day - 4, day + 5))  # four days either side, and the day itself
+    assert bucket_index(T0 - 96 * HOUR, settings) == near[0]
+    assert bucket_index(T0 + 96 * HOUR, settings) == near[-1]
+
+
+# ---------------------------------------------------------------- kernel
+def test_kernel_is_one_at_no_gap_and_symmetric():
+    settings = Settings()
+    assert kernel(0.0, settings) == 1.0
+    assert kernel(-30 * HOUR, settings) == kernel(30 * HOUR, settings)
+
+
+def test_kernel_is_gaussian_in_the_gap_and_decreasing():
+    settings = Settings(time_sigma_hours=36.0, story_window_hours=96.0)
+    # One sigma: exp(-1/2); two sigmas: exp(-2).
+    assert kernel(36 * HOUR, settings) == pytest.approx(math.exp(-0.5))
+    assert kernel(72 * HOUR, settings) == pytest.approx(math.exp(-2))
+    gaps = [0, 1, 6, 12, 24, 48, 72, 96]
+    weights = [kernel(g * HOUR, settings) for g in gaps]
+    assert all(a > b for a, b in zip(weights, weights[1:]))
+    assert all(w > 0 for w in weights)
+    # A narrower sigma falls off faster.
+    assert kernel(24 * HOUR, settings.replace(time_sigma_hours=12.0)) < kernel(24 * HOUR, settings)
+
+
+def test_kernel_is_zero_beyond_the_window():
+    settings = Settings(time_sigma_hours=36.0, story_window_hours=96.0)
+    assert kernel(96 * HOUR, settings) == pytest.approx(math.exp(-(96 ** 2) / (2 * 36 ** 2)))  # the edge counts
+    assert kernel(96 * HOUR + 1, settings) == 0.0
+    assert kernel(-(96 * HOUR + 1), settings) == 0.0
+    assert kernel(30 * DAY, settings) == 0.0
+
+
+# ---------------------------------------------------------------- average link
+def test_average_link_is_the_mean_member_cosine_when_all_members_are_at_the_same_time():
+    settings = Settings()
+    vector = sv({1: 1.0, 2: 2.0, 3: 0.5})
+    story_members = [sv({1: 1.0, 2: 1.0}), sv({2: 1.0, 4: 3.0}), sv({5: 1.0}), sv({1: 2.0, 3: 1.0, 6: 1.0})]
+    buckets = members(*((m, T0) for m in story_members))
+    score, counted = average_link(vector, T0, buckets, settings)
+    assert counted == 4
+    assert score == pytest.approx(np.mean([vector.cosine(m) for m in story_members]))
+
+
+def test_average_link_weighs_each_bucket_by_the_kernel_at_its_mean_time():
+    settings = Settings()
+    vector = sv({1: 1.0, 2: 1.0})
+    same, near = sv({1: 1.0, 2: 1.0}), sv({1: 1.0})
+    buckets = members((same, T0), (near, T0 - DAY), (near, T0 - DAY))
+    score, counted = average_link(vector, T0, buckets, settings)
+    assert counted == 3
+    expected = (1.0 + 2 * kernel(DAY, settings) * vector.cosine(near)) / 3
+    assert score == pytest.approx(expected)
+
+
+def test_average_link_of_a_story_whose_members_are_all_far_in_time_is_zero():
+    settings = Settings()
+    vector = sv({1: 1.0, 2: 1.0})
+    old = members((vector, T0 - 10 * DAY), (vector, T0 - 9 * DAY))
+    assert average_link(vector, T0, old, settings) == (0.0, 0)
+    assert average_link(vector, T0, {}, settings) == (0.0, 0)
+
+
+def test_average_link_counts_only_members_inside_the_window_in_the_mean():
+    settings = Settings()
+    vector = sv({1: 1.0, 2: 1.0})
+    # One identical member now, five unrelated ones long before: the old ones
+    # neither add to the sum nor dilute the mean.
+    buckets = members((vector, T0), *((sv({9: 1.0}), T0 - 20 * DAY) for _ in range(5)))
+    score, counted = average_link(vector, T0, buckets, settings)
+    assert counted == 1
+    assert score == pytest.approx(1.0)
+
+
+def test_average_link_resists_chaining_where_a_centroid_would_not():
+    settings = Settings()
+    fire, bank = sv({1: 1.0, 2: 1.0, 3: 1.0}), sv({7: 1.0, 8: 1.0, 9: 1.0})
+    bridge = sv({1: 1.0, 2: 1.0, 3: 1.0, 7: 1.0, 8: 1.0, 9: 1.0})
+    # A fire story of four articles with one bridging article among them.
+    buckets = members(*((fire, T0) for _ in range(4)), (bridge, T0))
+    score, _ = average_link(bank, T0, buckets, settings)
+    assert score == pytest.approx(bank.cosine(bridge) / 5)
+    assert score < settings.story_threshold < bank.cosine(bridge)
+
+
+# ---------------------------------------------------------------- story link
+def test_story_link_is_symmetric_and_zero_for_disjoint_vocabularies():
+    settings = Settings()
+    a = members((sv({1: 1.0, 2: 1.0}), T0), (sv({1: 1.0, 3: 1.0}), T0 + DAY))
+    b = members((sv({1: 1.0, 4: 1.0}), T0 + 2 * HOUR), (sv({2: 1.0}), T0 - DAY), (sv({5: 1.0}), T0))
+    link = story_link(a, b, settings)
+    assert 0 < link < 1
+    assert story_link(b, a, settings) == pytest.approx(link)
+    disjoint = members((sv({100: 1.0, 101: 1.0}), T0), (sv({102: 1.0}), T0 + HOUR))
+    assert story_link(a, disjoint, settings) == 0.0
+    assert story_link(disjoint, a, settings) == 0.0
+    assert story_link(a, {}, settings) == 0.0
+
+
+def test_story_link_is_the_mean_pairwise_kernel_weighted_cosine():
+    settings = Settings()
+    x1, x2, y1 = sv({1: 1.0, 2: 1.0}), sv({1: 1.0}), sv({1: 1.0, 3: 1.0})
+    a = members((x1, T0), (x2, T0))
+    b = members((y1, T0 + 12 * HOUR))
+    expected = kernel(12 * HOUR, settings) * (x1.cosine(y1) + x2.cosine(y1)) / 2
+    assert story_link(a, b, settings) == pytest.approx(expected)
+    # The same stories a month apart do not link.
+    far = members((y1, T0 + 30 * DAY))
+    assert story_link(a, far, settings) == 0.0
 
 
 # ---------------------------------------------------------------- window
 def test_in_window_edges():
-    s = story("s", sv({1: 1.0}), T0, T0 + DAY)
-    window = 72.0
-    assert in_window(T0 + DAY + 72 * HOUR, s, window)            # exactly at the edge
-    assert not in_window(T0 + DAY + 72 * HOUR + 1, s, window)     # one second past it
-    assert in_window(T0 - 72 * HOUR, s, window)                   # before the story, at the edge
-    assert not in_window(T0 - 72 * HOUR - 1, s, window)
+    s = story("s", T0, T0 + DAY)
+    window = 96.0
+    assert in_window(T0 + DAY + 96 * HOUR, s, window)            # exactly at the edge
+    assert not in_window(T0 + DAY + 96 * HOUR + 1, s, window)     # one second past it
+    assert in_window(T0 - 96 * HOUR, s, window)                   # before the story, at the edge
+    assert not in_window(T0 - 96 * HOUR - 1, s, window)
 
 
 def test_rank_stories_excludes_stories_outside_the_window_however_similar():
     settings = Settings()
     vector = sv({1: 1.0, 2: 1.0})
-    recent = story("recent", sv({1: 1.0, 2: 0.2}), T0 - DAY, T0 - DAY)
-    old = story("old", sv({1: 1.0, 2: 1.0}), T0 - 30 * DAY, T0 - 20 * DAY)  # identical centroid
-    future = story("future", sv({1: 1.0, 2: 1.0}), T0 + 10 * DAY, T0 + 11 * DAY)
+    recent = story("recent", T0 - DAY, T0 - DAY, members((sv({1: 1.0, 2: 0.2}), T0 - DAY)))
+    # Identical members, but the story's span is far from the article. (The buckets
+    # are put where the kernel would still count them: the window alone excludes.)
+    old = story("old", T0 - 30 * DAY, T0 - 20 * DAY, members((vector, T0)))
+    future = story("future", T0 + 10 * DAY, T0 + 11 * DAY, members((vector, T0)))
     scores = rank_stories(vector, T0, [old, recent, future], settings)
     assert [s.story_id for s in scores] == ["recent"]
 
 
-def test_rank_stories_orders_by_similarity_times_time_factor():
-    settings = Settings(time_sigma_hours=24.0, story_window_hours=200.0)
+def test_rank_stories_orders_by_average_link():
+    settings = Settings()
     vector = sv({1: 1.0, 2: 1.0})
-    # Same centroid, one inside its span, one 48 hours (two sigmas) past its end.
-    close = story("b-close", sv({1: 1.0, 2: 1.0}), T0 - HOUR, T0 + HOUR)
-    stale = story("a-stale", sv({1: 1.0, 2: 1.0}), T0 - 60 * HOUR, T0 - 48 * HOUR)
-    weaker = story("c-weaker", sv({1: 1.0, 3: 1.0}), T0, T0)
-    scores = rank_stories(vector, T0, [stale, weaker, close], settings)
-    assert [s.story_id for s in scores] == ["b-close", "c-weaker", "a-stale"]
+    close = story("b-close", T0 - HOUR, T0 + HOUR, members((vector, T0 - HOUR), (vector, T0 + HOUR)))
+    # The same text two sigmas (72 hours) before the article.
+    stale = story("a-stale", T0 - 72 * HOUR, T0 - 72 * HOUR, members((vector, T0 - 72 * HOUR)))
+    weaker = story("c-weaker", T0, T0, members((sv({1: 1.0, 3: 1.0}), T0)))
+    mixed = story("d-mixed", T0, T0, members((vector, T0), (sv({9: 1.0}), T0), (sv({8: 1.0}), T0)))
+    scores = rank_stories(vector, T0, [stale, weaker, mixed, close], settings)
+    assert [s.story_id for s in scores] == ["b-close", "c-weaker", "d-mixed", "a-stale"]
     by_id = {s.story_id: s for s in scores}
+    # Both members fall in one bucket (T0 is 22:13 UTC) whose mean time is T0: kernel 1.
     assert by_id["b-close"].score == pytest.approx(1.0)
-    assert by_id["c-weaker"].similarity == pytest.approx(0.5)
-    assert by_id["a-stale"].time_factor == pytest.approx(math.exp(-2))
+    assert by_id["b-close"].members == 2
+    assert by_id["c-weaker"].score == pytest.approx(0.5)
+    assert by_id["d-mixed"].score == pytest.approx(1 / 3) and by_id["d-mixed"].members == 3
     assert by_id["a-stale"].score == pytest.approx(math.exp(-2))
 
 
 def test_rank_stories_breaks_score_ties_by_story_id():
     settings = Settings()
     vector = sv({1: 1.0})
-    scores = rank_stories(vector, T0, [story("zeta", sv({1: 1.0}), T0, T0), story("alpha", sv({1: 1.0}), T0, T0)],
-                          settings)
+    same = members((vector, T0))
+    scores = rank_stories(vector, T0, [story("zeta", T0, T0, same), story("alpha", T0, T0, same)], settings)
     assert [s.story_id for s in scores] == ["alpha", "zeta"]
 
 
 # ---------------------------------------------------------------- threshold
 def test_choose_story_applies_the_threshold_to_the_best_score():
     settings = Settings(story_threshold=0.3)
-    best = StoryScore("s1", similarity=0.5, time_factor=0.6, score=0.3)
-    assert choose_story([best, StoryScore("s2", 0.2, 1.0, 0.2)], settings) is best  # >= threshold joins
-    below = StoryScore("s1", similarity=0.5, time_factor=0.5, score=0.29)
+    best = StoryScore("s1", score=0.3, members=4)
+    assert choose_story([best, StoryScore("s2", 0.2, 1)], settings) is best  # >= threshold joins
+    below = StoryScore("s1", score=0.29, members=4)
     assert choose_story([below], settings) is None
     assert choose_story([], settings) is None
     assert choose_story([below], settings.replace(story_threshold=0.25)) is below
 
 
 def test_story_score_as_dict_rounds_for_the_decision():
-    s = StoryScore("st_1", similarity=0.123456, time_factor=0.99999, score=0.1234549)
-    assert s.as_dict() == {"story": "st_1", "similarity": 0.1235, "time_factor": 1.0, "score": 0.1235}
+    s = StoryScore("st_1", score=0.1234549, members=7)
+    assert s.as_dict() == {"story": "st_1", "score": 0.1235, "members_compared": 7}
 
 
 # ---------------------------------------------------------------- centroid

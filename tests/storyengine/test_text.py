@@ -1,10 +1,10 @@
-"""Text handling: HTML to text, folding, tokens, content terms, canonical URLs."""
+"""Text handling: HTML to text, folding, tokens, entities, content terms, canonical URLs."""
 from __future__ import annotations
 
 import pytest
 
-from storyengine.text import (canonical_url, clean_text, content_terms, fold, html_to_text, looks_like_html,
-                              words)
+from storyengine.text import (ENTITY_PREFIX, canonical_url, clean_text, content_terms, entities, fold, html_to_text,
+                              looks_like_html, words)
 
 PAGE = """<!doctype html>
 <html>
@@ -96,6 +96,73 @@ def test_content_terms_title_weight_three_repeats_title_terms_three_times():
 def test_content_terms_keep_alphanumeric_words_but_not_pure_numbers():
     assert content_terms("", "Covid19 cases 1500 in 2021, G7 summit", title_weight=2) == [
         "covid19", "cases", "g7", "summit"]
+
+
+# ---------------------------------------------------------------- entities
+def test_entities_skip_the_capitalised_first_word_of_every_sentence():
+    text = ("Rescuers reached the village on foot. Officials in Velmora said roads were closed! "
+            "Would help come? Volunteers from Arlen arrived at dawn.\nWater levels fell overnight")
+    assert entities(text) == ["velmora", "arlen"]
+
+
+def test_entities_find_names_of_people_places_and_organisations_mid_sentence():
+    text = ("Fire chief Elena Vasquez said twelve workers from Marrow Chemicals were taken to Halden General "
+            "Hospital. The blaze was watched from across the Kessel River.")
+    assert entities(text) == ["elena", "vasquez", "marrow", "chemicals", "halden", "general", "hospital",
+                              "kessel", "river"]
+
+
+def test_entities_skip_stopwords_single_letters_digits_and_lowercase_words():
+    text = "Residents said The Council and A Team met at 9 on Tuesday, after An outage in Ostbury."
+    # "The", "A" and "An" are stopwords, however they are written; "9" is no word.
+    assert entities(text) == ["council", "team", "ostbury"]  # weekdays name no one
+
+
+def test_entities_skip_the_first_word_of_a_quotation_and_of_a_short_exclamation():
+    text = '"We are ready," said Anna Kowalski of the Red Cross. Really! Berlin agreed, and so did Rome.'
+    # "We" opens the quoted sentence; "Berlin" opens a sentence after "Really!".
+    assert entities(text) == ["anna", "kowalski", "red", "cross", "rome"]
+
+
+def test_entities_in_a_headline_are_the_capitalised_words_after_its_first():
+    assert entities("Fire at Marrow Chemicals plant in Port Halden forces evacuation") == [
+        "marrow", "chemicals", "port", "halden"]
+    assert entities("Ostbury Rovers sack manager Declan Moyes after cup exit") == [
+        "rovers", "declan", "moyes"]
+
+
+def test_entities_are_folded():
+    assert entities("Crowds cheered in Z\u00fcrich and STRASSE Stra\u00dfe.") == ["z\u00fcrich", "strasse", "strasse"]
+    assert entities("") == []
+    assert entities("all lowercase text here. nothing to see") == []
+
+
+def test_entities_of_a_possessive_name_do_not_depend_on_the_apostrophe():
+    straight = entities("Officials said Vasquez's crew worked through the night.")
+    curly = entities("Officials said Vasquez\u2019s crew worked through the night.")
+    assert straight == curly
+    assert straight == entities("Officials said Vasquez and the crew worked through the night.") == ["vasquez"]
+
+
+def test_content_terms_append_entities_as_prefixed_features_entity_weight_times():
+    title, body = "Floods hit Velmora", "Rescuers in Velmora met Anna Kowalski. Rain fell again."
+    plain = content_terms(title, body, title_weight=2)
+    assert plain == ["floods", "hit", "velmora"] * 2 + ["rescuers", "velmora", "met", "anna", "kowalski", "rain",
+                                                        "fell"]
+    assert content_terms(title, body, title_weight=2, entity_weight=0) == plain
+    weighted = content_terms(title, body, title_weight=2, entity_weight=2)
+    assert weighted[:len(plain)] == plain
+    # The headline's entities (after its first word) come first, then the body's, each list twice.
+    names = ["velmora", "velmora", "anna", "kowalski"]
+    assert weighted[len(plain):] == [ENTITY_PREFIX + n for n in names] * 2
+    assert weighted.count("e:velmora") == 4
+    assert ENTITY_PREFIX == "e:"
+
+
+def test_content_terms_first_word_of_the_body_is_not_an_entity_even_after_the_headline():
+    # The headline ends its own sentence, so the body's first word still opens one.
+    terms = content_terms("Harbour strike", "Dockers in Kilbride walk out.", title_weight=1, entity_weight=1)
+    assert [t for t in terms if t.startswith(ENTITY_PREFIX)] == ["e:kilbride"]
 
 
 # ---------------------------------------------------------------- canonical URLs
