@@ -1,11 +1,12 @@
-"""Start Storywire: Redis (unless REDIS_URL is set), the API, a worker and Flower.
+"""Start Storywire: Redis (unless REDIS_URL is set), the API, a worker, beat and Flower.
 
     python scripts/run.py                 # everything, in the foreground; Ctrl-C stops it all
     python scripts/run.py --role api      # one role only (what a container runs)
 
 Environment: REDIS_URL, CELERY_BROKER_URL, API_HOST (127.0.0.1), API_PORT (8000),
 FLOWER_PORT (5555), WORKER_CONCURRENCY (1), API_WORKERS (2), STORYWIRE_DATA_DIR
-(var/, where the embedded Redis keeps its append-only file).
+(var/, where the embedded Redis keeps its append-only file and beat its schedule),
+STORYWIRE_REPAIR_INTERVAL (60 seconds between repair passes).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from storyengine.embedded_redis import EmbeddedRedis  # noqa: E402
 
-ROLES = ("api", "worker", "flower")
+ROLES = ("api", "worker", "beat", "flower")
 
 
 def role_command(role: str, env: dict[str, str]) -> list[str]:
@@ -36,6 +37,13 @@ def role_command(role: str, env: dict[str, str]) -> list[str]:
         return [py, "-m", "celery", "-A", "workers.main", "worker", "--queues", "storywire",
                 "--concurrency", env.get("WORKER_CONCURRENCY", "1"), "--loglevel", env.get("LOG_LEVEL", "INFO"),
                 "--events", "--without-gossip", "--without-mingle", "--hostname", "storywire@%h"]
+    if role == "beat":
+        # Beat only schedules: it sends the repair task every STORYWIRE_REPAIR_INTERVAL
+        # seconds and a worker runs it. Run exactly one beat per deployment.
+        schedule = Path(env.get("STORYWIRE_DATA_DIR", ROOT / "var")) / "celerybeat-schedule"
+        schedule.parent.mkdir(parents=True, exist_ok=True)
+        return [py, "-m", "celery", "-A", "workers.main", "beat", "--schedule", str(schedule),
+                "--loglevel", env.get("LOG_LEVEL", "INFO")]
     if role == "flower":
         return [py, "-m", "celery", "-A", "workers.main", "flower", "--address=" + env.get("FLOWER_HOST", "127.0.0.1"),
                 "--port=" + env.get("FLOWER_PORT", "5555")]
@@ -67,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"api     {api}  (try {api}/v1/stories)", flush=True)
     print(f"flower  http://{env.get('FLOWER_HOST', '127.0.0.1')}:{env.get('FLOWER_PORT', '5555')}", flush=True)
     print("worker  1 Celery worker on queue 'storywire'; Ctrl-C stops everything", flush=True)
+    print(f"beat    repair pass every {env.get('STORYWIRE_REPAIR_INTERVAL', '60')} s", flush=True)
 
     stopping = False
 

@@ -6,10 +6,10 @@ import binascii
 import json
 import re
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, request, url_for
 from pydantic import ValidationError
 
-from storyengine.errors import InvalidCursor, NotFound
+from storyengine.errors import InvalidCursor, NotFound, StoryMoved
 
 from .errors import ApiError, validation_details
 from .runtime import runtime
@@ -71,4 +71,12 @@ def list_stories():
 def get_story(story_id: str):
     if not _STORY_ID.match(story_id):
         raise NotFound(f"no story with id {story_id!r}")
-    return runtime().store.get_story(story_id, current_app.config["MAX_STORY_ARTICLES"])
+    try:
+        return runtime().store.get_story(story_id, current_app.config["MAX_STORY_ARTICLES"])
+    except StoryMoved as moved:
+        # The repair pass merged this story into another: the old id keeps
+        # working for anyone who stored it, as a permanent redirect.
+        location = url_for("stories.get_story", story_id=moved.story_id)
+        body = {"story": moved.old_id, "merged_into": moved.story_id, "location": location,
+                "message": f"This story was merged into {moved.story_id}; follow the Location header."}
+        return body, 301, {"Location": location}

@@ -21,6 +21,15 @@ def create_celery(config: WorkerConfig | None = None) -> Celery:
         worker_send_task_events=True,     # Flower shows task states
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
+        beat_schedule={
+            "repair-stories": {
+                "task": names.REPAIR_STORIES,
+                "schedule": float(config.repair_interval),
+                # A run that could not start before the next one is due is dropped,
+                # so stopped workers do not come back to a pile of repair runs.
+                "options": {"queue": names.QUEUE, "expires": float(config.repair_interval)},
+            },
+        },
     )
     app.conf.storywire = config
     return app

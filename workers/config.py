@@ -17,6 +17,8 @@ class WorkerConfig:
     # redelivered when its worker really died (acks_late).
     visibility_timeout: int = 3600
     max_retries: int = 8
+    # Celery beat runs the repair pass (merge stories that converged) this often.
+    repair_interval: int = 60
     settings: Settings = field(default_factory=Settings)
 
     @property
@@ -32,10 +34,13 @@ class WorkerConfig:
         if env.get("CELERY_BROKER_URL"):
             values["broker_url"] = env["CELERY_BROKER_URL"]
         for name, var in (("visibility_timeout", "STORYWIRE_VISIBILITY_TIMEOUT"),
-                          ("max_retries", "STORYWIRE_MAX_RETRIES")):
+                          ("max_retries", "STORYWIRE_MAX_RETRIES"),
+                          ("repair_interval", "STORYWIRE_REPAIR_INTERVAL")):
             if env.get(var):
                 try:
                     values[name] = int(env[var])
                 except ValueError:
                     raise ConfigError(f"{var}={env[var]!r} is not an integer") from None
+        if values.get("repair_interval", 1) < 1:
+            raise ConfigError("STORYWIRE_REPAIR_INTERVAL must be at least 1 (seconds)")
         return cls(**values)

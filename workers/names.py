@@ -1,4 +1,5 @@
 """Task names and queues, importable without Celery so the service can enqueue by name."""
 
 PROCESS_ARTICLE = "storywire.process_article"
+REPAIR_STORIES = "storywire.repair_stories"
 QUEUE = "storywire"

@@ -8,6 +8,7 @@ from celery import shared_task
 
 from storyengine.errors import InvalidArticle, NotFound, StoreUnavailable
 from storyengine.pipeline import Processor
+from storyengine.repair import Repairer
 from storyengine.store import RedisStore, connect
 
 from . import names
@@ -59,3 +60,20 @@ def process_article(self, article_id: str) -> dict:
         raise
     return {"article": article_id, "story": outcome.story_id, "duplicate_of": outcome.duplicate_of,
             "opened_story": outcome.opened_story, "already_processed": outcome.already_processed}
+
+
+@shared_task(name=names.REPAIR_STORIES, bind=True, acks_late=True)
+def repair_stories(self) -> dict:
+    """Merge stories that converged (see storyengine.repair). Safe to run
+    twice or on two workers at once: it works under the assignment lock, and
+    a second run finds nothing left to merge. If Redis is away, this run is
+    skipped; beat starts the next one on schedule."""
+    store = processor_for(self.app).store
+    try:
+        report = Repairer(store).run()
+    except StoreUnavailable as exc:
+        log.warning("repair pass skipped: %s", exc)
+        return {"status": "skipped", "reason": str(exc)}
+    if report.merges:
+        log.info("repair pass merged %d stories", len(report.merges), extra={"merges": report.as_dict()["merges"]})
+    return dict(report.as_dict(), status="done")

@@ -1,0 +1,209 @@
+"""The repair pass: merge stories that converged.
+
+Online assignment decides each article once, with what it knew then. Two
+stories can open for one event (its first articles had little in common)
+and later fill in until they clearly are one. The pass, run periodically
+(a Celery beat task in the service, every few hundred articles in the
+evaluation), compares every story updated inside the window with the others
+that share an index term, and merges a pair when their average link (the
+mean time-weighted cosine over all pairs of members, the same measure an
+article is assigned by) reaches ``merge_threshold``.
+
+A merge keeps the older story (earlier ``first_seen``) and turns the other
+into a redirect: its hash keeps only ``merged_into``, so the API answers its
+id with the new home, and its articles now name the surviving story. The
+pass takes the assignment lock and writes each merge in one transaction
+that checks the lock (see :mod:`storyengine.locking`), so it never
+interleaves with an article being assigned.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import redis
+
+from .errors import StoreUnavailable
+from .locking import AssignmentLock
+from .pipeline import readable_terms
+from .settings import Settings
+from .store import RedisStore, iso
+from .stories import Bucket, story_link
+from .vectors import SparseVector
+
+_MAX_MERGES_PER_RUN = 200
+_BUCKET = "b:"
+
+
+@dataclass
+class _Story:
+    story_id: str
+    raw: dict
+    buckets: dict[int, Bucket]
+    indexed: list[int]
+
+    @property
+    def first_seen(self) -> float:
+        return float(self.raw["first_seen"])
+
+    @property
+    def last_updated(self) -> float:
+        return float(self.raw["last_updated"])
+
+
+@dataclass
+class Merge:
+    kept: str
+    merged: str
+    link: float
+
+    def as_dict(self) -> dict:
+        return {"kept": self.kept, "merged": self.merged, "link": round(self.link, 4)}
+
+
+@dataclass
+class RepairReport:
+    stories_checked: int = 0
+    pairs_compared: int = 0
+    merges: list[Merge] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"stories_checked": self.stories_checked, "pairs_compared": self.pairs_compared,
+                "merges": [m.as_dict() for m in self.merges]}
+
+
+class Repairer:
+    def __init__(self, store: RedisStore, settings: Settings | None = None) -> None:
+        self.store = store
+        self.settings = settings or store.settings
+        self.keys = store.keys
+        self.redis = store.redis
+
+    def run(self) -> RepairReport:
+        try:
+            with AssignmentLock(self.redis, self.keys.assign_lock) as lock:
+                return self._run(lock)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    # ------------------------------------------------------------------ reads
+    def _recent_stories(self) -> dict[str, _Story]:
+        """Stories whose newest article is inside the window of the stream's
+        own clock (the newest published time seen), not the wall clock."""
+        k, s = self.keys, self.settings
+        newest = self.redis.zrevrange(k.stories_recent, 0, 0, withscores=True)
+        if not newest:
+            return {}
+        since = newest[0][1] - s.story_window_hours * 3600.0
+        ids = [m.decode() for m in self.redis.zrangebyscore(k.stories_recent, since, "+inf")]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for sid in ids:
+                pipe.hgetall(k.story(sid))
+            rows = pipe.execute()
+        return {sid: self._story(sid, raw) for sid, raw in zip(ids, rows) if raw and b"merged_into" not in raw}
+
+    @staticmethod
+    def _story(sid: str, raw: dict) -> _Story:
+        fields = {key.decode(): value for key, value in raw.items()}
+        buckets = {int(name[len(_BUCKET):]): Bucket.from_bytes(value)
+                   for name, value in fields.items() if name.startswith(_BUCKET)}
+        return _Story(sid, fields, buckets, json.loads(fields.get("indexed") or b"[]"))
+
+    # ------------------------------------------------------------------ the pass
+    def _run(self, lock: AssignmentLock) -> RepairReport:
+        s = self.settings
+        report = RepairReport()
+        stories = self._recent_stories()
+        report.stories_checked = len(stories)
+        by_term: dict[int, set[str]] = {}
+        for st in stories.values():
+            for feature in st.indexed:
+                by_term.setdefault(feature, set()).add(st.story_id)
+        links: list[tuple[float, str, str]] = []
+        seen = set()
+        for st in stories.values():
+            partners = set().union(*(by_term.get(f, set()) for f in st.indexed)) if st.indexed else set()
+            for other in partners:
+                pair = tuple(sorted((st.story_id, other)))
+                if other == st.story_id or pair in seen:
+                    continue
+                seen.add(pair)
+                report.pairs_compared += 1
+                link = story_link(st.buckets, stories[other].buckets, s)
+                if link >= s.merge_threshold:
+                    links.append((link, *pair))
+        # Best pair first; a story merged away this run is not merged again
+        # (its survivor is compared afresh on the next run).
+        links.sort(key=lambda x: (-x[0], x[1], x[2]))
+        touched: set[str] = set()
+        for link, a, b in links:
+            if a in touched or b in touched or len(report.merges) >= _MAX_MERGES_PER_RUN:
+                continue
+            kept, merged = sorted((stories[a], stories[b]), key=lambda st: (st.first_seen, st.story_id))
+            self._merge(lock, kept, merged, link)
+            touched.update((a, b))
+            report.merges.append(Merge(kept.story_id, merged.story_id, link))
+        return report
+
+    # ------------------------------------------------------------------ a merge
+    def _merge(self, lock: AssignmentLock, kept: _Story, merged: _Story, link: float) -> None:
+        s, k = self.settings, self.keys
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrange(k.story_articles(merged.story_id), 0, -1, withscores=True)
+            pipe.hgetall(k.story_sources(merged.story_id))
+            members, sources = pipe.execute()
+        a, b = kept.raw, merged.raw
+        centroid = SparseVector.from_bytes(a.get("centroid")).add(
+            SparseVector.from_bytes(b.get("centroid"))).top(s.centroid_terms)
+        buckets = dict(kept.buckets)
+        for index, bucket in merged.buckets.items():
+            buckets[index] = buckets[index].merge(bucket, s.bucket_terms) if index in buckets else bucket
+        names = {int(x): y for x, y in json.loads(b.get("term_names") or b"{}").items()}
+        names.update({int(x): y for x, y in json.loads(a.get("term_names") or b"{}").items()})
+        heaviest = [int(x) for x in centroid.heaviest(s.index_terms)]
+        names = {f: names[f] for f in heaviest if f in names}
+        top_terms = readable_terms([names[f] for f in heaviest if f in names], s.top_terms)
+        # The representative stays the one closer to the merged centroid.
+        rep_a, rep_b = SparseVector.from_bytes(a.get("rep_vec")), SparseVector.from_bytes(b.get("rep_vec"))
+        rep_from = merged.raw if rep_b.cosine(centroid) > rep_a.cosine(centroid) + 1e-9 else kept.raw
+        first_seen = min(kept.first_seen, merged.first_seen)
+        last_updated = max(kept.last_updated, merged.last_updated)
+        article_count = int(a["article_count"]) + int(b["article_count"])
+        originals = int(a["originals"]) + int(b["originals"])
+        canonicals = (json.loads(a.get("canonicals") or b"[]")
+                      + json.loads(b.get("canonicals") or b"[]"))[-s.story_duplicate_candidates:]
+        # Ids that redirected to the merged story now redirect (through it) here too.
+        merged_from = (json.loads(a.get("merged_from") or b"[]") + json.loads(b.get("merged_from") or b"[]")
+                       + [merged.story_id])
+
+        def writes(pipe):
+            kid, mid = kept.story_id, merged.story_id
+            pipe.hset(k.story(kid), mapping={
+                "first_seen": first_seen, "last_updated": last_updated, "article_count": article_count,
+                "originals": originals, "centroid": centroid.to_bytes(), "term_names": json.dumps(names),
+                "top_terms": json.dumps(top_terms), "indexed": json.dumps(heaviest),
+                "canonicals": json.dumps(canonicals), "merged_from": json.dumps(merged_from),
+                "headline": rep_from["headline"], "representative": rep_from["representative"],
+                "rep_vec": rep_from["rep_vec"],
+                **{f"{_BUCKET}{i}": bucket.to_bytes() for i, bucket in buckets.items()}})
+            for member, published in members:
+                pipe.zadd(k.story_articles(kid), {member: published})
+                pipe.hset(k.article(member.decode()), "story", kid)
+            for source, count in sources.items():
+                pipe.hincrby(k.story_sources(kid), source, int(count))
+            pipe.zadd(k.stories_recent, {kid: last_updated})
+            pipe.zadd(k.stories_size, {kid: article_count * 1e10 + last_updated})
+            for feature in merged.indexed:
+                pipe.zrem(k.term(feature), mid)
+            for feature in set(kept.indexed) - set(heaviest):  # terms that no longer index the kept story
+                pipe.zrem(k.term(feature), kid)
+            for feature in heaviest:
+                pipe.zadd(k.term(feature), {kid: last_updated})
+            # The merged story becomes a redirect to its new home.
+            pipe.delete(k.story(mid), k.story_articles(mid), k.story_sources(mid))
+            pipe.hset(k.story(mid), mapping={"id": mid, "merged_into": kid, "merged_at": iso(time.time()),
+                                             "merge_link": round(link, 4)})
+            pipe.zrem(k.stories_recent, mid)
+            pipe.zrem(k.stories_size, mid)
+        lock.commit(writes)
