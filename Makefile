@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test eval clean
+.PHONY: run test eval tune stream clean
 .DEFAULT_GOAL := run
 
 $(VENV)/.installed: requirements.txt
@@ -21,6 +21,14 @@ test: $(VENV)/.installed
 # make eval [STREAM=path.jsonl] [OUT=pred.jsonl] [API=http://127.0.0.1:8000]
 eval: $(VENV)/.installed
 	$(PY) scripts/evaluate.py $(if $(STREAM),--stream $(STREAM)) $(if $(OUT),--out $(OUT)) $(if $(API),--api $(API))
+
+# make tune [STREAM=labelled.jsonl] [OUT=results.json]: tune on half the stories, report on the rest
+tune: $(VENV)/.installed
+	$(PY) scripts/tune.py $(if $(STREAM),--stream $(STREAM)) $(if $(OUT),--out $(OUT))
+
+# make stream COPIES=8 OUT=/tmp/dev-10k.jsonl: a longer labelled stream made from STREAM (default dev)
+stream: $(VENV)/.installed
+	$(PY) scripts/replicate_stream.py --copies $(or $(COPIES),8) --out $(or $(OUT),var/dev-x$(or $(COPIES),8).jsonl) $(if $(STREAM),--stream $(STREAM))
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

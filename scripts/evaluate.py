@@ -1,16 +1,21 @@
 """Run a labelled stream through Storywire and score it.
 
-    python scripts/evaluate.py [--stream PATH] [--out PRED.jsonl] [--api URL]
+    python scripts/evaluate.py [--stream PATH] [--out PRED.jsonl] [--api URL] [--split tune|held-out]
 
 Engine mode (the default) feeds the stream, in order, through the same engine
 code the workers run, against a real Redis: ``REDIS_URL`` if set, otherwise a
 private server started for the run. ``--api`` posts the stream to a running
 service instead and reads the answers back over HTTP. Either way the ``gold``
 field is removed before anything is sent, and it is only used for scoring.
+
+``--split`` keeps only half of the stream's stories, split by topic (see
+:func:`storyengine.evaluation.split_of`): ``tune`` is the half settings are
+tuned on, ``held-out`` the half they are reported on (scripts/tune.py).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -29,6 +34,7 @@ from storyengine import evaluation  # noqa: E402
 from storyengine.articles import new_article_record  # noqa: E402
 from storyengine.embedded_redis import EmbeddedRedis  # noqa: E402
 from storyengine.pipeline import Processor  # noqa: E402
+from storyengine.repair import Repairer  # noqa: E402
 from storyengine.settings import Settings  # noqa: E402
 from storyengine.store import RedisStore, connect  # noqa: E402
 
@@ -58,11 +64,18 @@ class Progress:
                   file=sys.stderr, flush=True)
 
 
-def run_engine(rows: list[dict], redis_url: str, settings: Settings) -> list[dict]:
+# The service runs the repair pass on a timer (Celery beat); a replay runs it
+# every this many articles, and once at the end.
+REPAIR_EVERY = 200
+
+
+def run_engine(rows: list[dict], redis_url: str, settings: Settings, repair_every: int = REPAIR_EVERY,
+               label: str = "engine") -> list[dict]:
     store = RedisStore(connect(redis_url), settings)
     store.clear()
     processor = Processor(store)
-    progress = Progress(len(rows), "engine")
+    repairer = Repairer(store)
+    progress = Progress(len(rows), label)
     try:
         for n, row in enumerate(rows, 1):
             article = without_gold(row)
@@ -72,7 +85,10 @@ def run_engine(rows: list[dict], redis_url: str, settings: Settings) -> list[dic
                 client_id=article.get("id"), language=article.get("language"))
             [(article_id, _)] = store.accept_articles([record])
             processor.process(article_id)
+            if repair_every and n % repair_every == 0:
+                repairer.run()
             progress.update(n)
+        repairer.run()
         return [prediction(store.get_article(row["id"])) for row in rows]
     finally:
         store.clear()
@@ -115,6 +131,26 @@ def run_api(rows: list[dict], api: str, token: str | None, timeout: float) -> li
     return predictions
 
 
+def eval_settings(**changes) -> Settings:
+    """Settings from STORYWIRE_* variables, under a throwaway key prefix."""
+    return Settings.from_env().replace(key_prefix=f"sw-eval-{uuid.uuid4().hex[:8]}", **changes)
+
+
+@contextlib.contextmanager
+def engine_redis():
+    """REDIS_URL if set, else a private Redis for the run."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    with tempfile.TemporaryDirectory(prefix="storywire-eval-") as tmp, EmbeddedRedis(tmp, appendonly=False) as server:
+        yield server.url
+
+
+def gray_pairs(stream: Path, meta: Path | None = None) -> list:
+    meta_path = meta or stream.with_suffix("").with_suffix(".meta.json")
+    return json.loads(meta_path.read_text())["gray_pairs"] if meta_path.exists() else []
+
+
 def prediction(article: dict) -> dict:
     return {"id": article["id"], "story": article.get("story"), "duplicate_of": article.get("duplicate_of") or None}
 
@@ -127,23 +163,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api", help="post to a running service at this base URL instead of the engine")
     parser.add_argument("--token", default=os.environ.get("STORYWIRE_API_KEY"), help="API key for --api")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for processing (--api)")
+    parser.add_argument("--split", choices=("tune", "held-out"), help="only this half of the stories, by topic")
+    parser.add_argument("--snippet-words", type=int,
+                        help="keep only the first N words of each body (a feed of headlines and snippets)")
+    parser.add_argument("--repair-every", type=int, default=REPAIR_EVERY,
+                        help="run the repair pass every N articles (engine mode; 0: only at the end)")
     args = parser.parse_args(argv)
 
     if not args.stream.exists():
         parser.error(f"{args.stream} does not exist; pass --stream PATH to a JSON lines file")
     rows = read_stream(args.stream)
+    if args.split:
+        if not all("gold" in r for r in rows):
+            parser.error("--split needs a labelled stream (every line with a gold field)")
+        rows = evaluation.split(rows, args.split)
+    if args.snippet_words is not None:
+        if args.snippet_words < 0:
+            parser.error("--snippet-words must be 0 or more")
+        rows = [dict(r, body=" ".join(r.get("body", "").split()[:args.snippet_words])) for r in rows]
     started = time.monotonic()
     if args.api:
         predictions = run_api(rows, args.api, args.token, args.timeout)
     else:
-        settings = Settings.from_env().replace(key_prefix=f"sw-eval-{uuid.uuid4().hex[:8]}")
-        redis_url = os.environ.get("REDIS_URL")
-        if redis_url:
-            predictions = run_engine(rows, redis_url, settings)
-        else:
-            with tempfile.TemporaryDirectory(prefix="storywire-eval-") as tmp, \
-                    EmbeddedRedis(tmp, appendonly=False) as server:
-                predictions = run_engine(rows, server.url, settings)
+        with engine_redis() as redis_url:
+            predictions = run_engine(rows, redis_url, eval_settings(), args.repair_every)
     elapsed = time.monotonic() - started
 
     if args.out:
@@ -152,9 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 fh.write(json.dumps(p) + "\n")
     print(f"{len(rows)} articles in {elapsed:.1f}s ({len(rows) / elapsed:.0f} articles/s)")
     if all("gold" in r for r in rows):
-        meta_path = args.meta or args.stream.with_suffix("").with_suffix(".meta.json")
-        gray = json.loads(meta_path.read_text())["gray_pairs"] if meta_path.exists() else []
-        scores = evaluation.score(predictions, rows, gray)
+        scores = evaluation.score(predictions, rows, gray_pairs(args.stream, args.meta))
         width = max(map(len, scores))
         for name, value in scores.items():
             print(f"{name:<{width}}  {value:.4f}" if isinstance(value, float) else f"{name:<{width}}  {value}")

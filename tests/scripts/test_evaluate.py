@@ -44,16 +44,30 @@ def test_gold_is_never_sent():
 
 
 @pytest.mark.skipif(not DEV.exists(), reason=f"{DEV} not found: clone the project next to ../shared")
-def test_dev_stream_meets_the_first_quality_bar(tmp_path):
+def test_dev_stream_meets_the_quality_targets(tmp_path):
+    """The targets of issue 3, on the whole dev stream, every CI run."""
     out = tmp_path / "pred.jsonl"
     result = run_evaluate("--stream", str(DEV), "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     scores = scores_from(result.stdout)
-    assert scores["bcubed_f1"] >= 0.85, result.stdout
-    assert scores["duplicate_f1"] >= 0.97, result.stdout
+    assert scores["bcubed_f1"] >= 0.93, result.stdout
+    assert scores["bcubed_precision"] >= 0.90 and scores["bcubed_recall"] >= 0.90, result.stdout
+    assert scores["duplicate_f1"] >= 0.99, result.stdout
+    assert scores["duplicate_precision"] >= 0.995, result.stdout
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 1335
     assert set(lines[0]) == {"id", "story", "duplicate_of"}
+
+
+@pytest.mark.skipif(not DEV.exists(), reason=f"{DEV} not found: clone the project next to ../shared")
+def test_held_out_half_of_the_dev_stream_stays_above_the_baselines():
+    """The stories the settings were not tuned on (split by topic): well above
+    the offline baseline (0.870), duplicates as good as on the whole stream."""
+    result = run_evaluate("--stream", str(DEV), "--split", "held-out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = scores_from(result.stdout)
+    assert scores["bcubed_f1"] >= 0.90, result.stdout
+    assert scores["duplicate_f1"] >= 0.99, result.stdout
 
 
 def test_api_mode_runs_a_stream_through_a_running_service(worker_env, celery_worker, e2e_app, tmp_path):
