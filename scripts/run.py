@@ -6,7 +6,9 @@
 Environment: REDIS_URL, CELERY_BROKER_URL, API_HOST (127.0.0.1), API_PORT (8000),
 FLOWER_PORT (5555), WORKER_CONCURRENCY (1), API_WORKERS (2), STORYWIRE_DATA_DIR
 (var/, where the embedded Redis keeps its append-only file and beat its schedule),
-STORYWIRE_REPAIR_INTERVAL (60 seconds between repair passes).
+STORYWIRE_REPAIR_INTERVAL (60 seconds between repair passes), STORYWIRE_API_KEY
+(API keys; writes need one when set), FLOWER_BASIC_AUTH (user:password; required
+when Flower listens beyond localhost).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -24,6 +27,16 @@ sys.path.insert(0, str(ROOT))
 from storyengine.embedded_redis import EmbeddedRedis  # noqa: E402
 
 ROLES = ("api", "worker", "beat", "flower")
+
+
+def redact_url(url: str) -> str:
+    """A URL fit to print: any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
 
 
 def role_command(role: str, env: dict[str, str]) -> list[str]:
@@ -45,6 +58,12 @@ def role_command(role: str, env: dict[str, str]) -> list[str]:
         return [py, "-m", "celery", "-A", "workers.main", "beat", "--schedule", str(schedule),
                 "--loglevel", env.get("LOG_LEVEL", "INFO")]
     if role == "flower":
+        host = env.get("FLOWER_HOST", "127.0.0.1")
+        if host not in ("127.0.0.1", "localhost", "::1") and not env.get("FLOWER_BASIC_AUTH"):
+            raise SystemExit(f"Flower would listen on {host} without a password: set FLOWER_BASIC_AUTH=user:password "
+                             "(Flower reads it from the environment), or keep FLOWER_HOST=127.0.0.1")
+        # FLOWER_BASIC_AUTH stays in the environment, where Flower reads it, and
+        # off the command line, where any local user could see it in ps.
         return [py, "-m", "celery", "-A", "workers.main", "flower", "--address=" + env.get("FLOWER_HOST", "127.0.0.1"),
                 "--port=" + env.get("FLOWER_PORT", "5555")]
     raise SystemExit(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
@@ -68,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         env["REDIS_URL"] = redis_server.url
         print(f"redis   {redis_server.url}  (embedded; data in {data_dir})", flush=True)
     else:
-        print(f"redis   {env['REDIS_URL']}  (from REDIS_URL)", flush=True)
+        print(f"redis   {redact_url(env['REDIS_URL'])}  (from REDIS_URL)", flush=True)
 
     processes = {role: subprocess.Popen(role_command(role, env), cwd=ROOT, env=env) for role in ROLES}
     api = f"http://{env.get('API_HOST', '127.0.0.1')}:{env.get('API_PORT', '8000')}"

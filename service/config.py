@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from storyengine.errors import ConfigError
 from storyengine.settings import Settings
 
+from .auth import parse_keys
+
 DEFAULTS = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "CELERY_BROKER_URL": "",            # empty: the same server as REDIS_URL
@@ -17,6 +19,8 @@ DEFAULTS = {
     "MAX_PAGE_SIZE": 100,
     "DEFAULT_PAGE_SIZE": 20,
     "FUTURE_TOLERANCE_SECONDS": 86400,  # published_at may be at most this far ahead of now
+    "STORYWIRE_API_KEY": "",            # one key, or several comma-separated; empty: writes are open
+    "STORYWIRE_PUBLIC_READS": "true",   # false: GETs under /v1 need a key too
 }
 _INTS = {k for k, v in DEFAULTS.items() if isinstance(v, int)}
 
@@ -45,4 +49,14 @@ def load_config(overrides: Mapping | None = None, environ: Mapping[str, str] | N
     config["ENGINE_SETTINGS"] = Settings.from_env(env)
     if overrides:
         config.update(overrides)
+    public = str(config["STORYWIRE_PUBLIC_READS"]).strip().lower()
+    if public not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError("STORYWIRE_PUBLIC_READS must be true or false")
+    config["PUBLIC_READS"] = public in ("true", "1", "yes")
+    config["API_KEYS"] = parse_keys(config["STORYWIRE_API_KEY"] or "")
+    if any(len(k) < 16 for k in config["API_KEYS"]):
+        raise ConfigError("STORYWIRE_API_KEY: every key must be at least 16 characters "
+                          "(for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    if not config["PUBLIC_READS"] and not config["API_KEYS"]:
+        raise ConfigError("STORYWIRE_PUBLIC_READS=false needs STORYWIRE_API_KEY to be set")
     return config

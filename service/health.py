@@ -1,6 +1,8 @@
 """GET /healthz (the process is up) and GET /readyz (Redis and the broker answer)."""
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint
 
 from storyengine.errors import StoreUnavailable
@@ -9,6 +11,7 @@ from .errors import ApiError
 from .runtime import runtime
 
 bp = Blueprint("health", __name__)
+log = logging.getLogger("storywire.api")
 
 
 @bp.get("/healthz")
@@ -24,13 +27,17 @@ def readyz():
         rt.store.ping()
         checks["redis"] = "ok"
     except StoreUnavailable as exc:
-        checks["redis"] = f"unreachable: {exc}"
+        # The detail goes to the log, not to an unauthenticated caller: it can
+        # name hosts, and a broker URL can carry a password.
+        log.warning("readiness: redis unreachable: %s", exc)
+        checks["redis"] = "unreachable"
     try:
         with rt.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         checks["broker"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
-        checks["broker"] = f"unreachable: {exc}"
+        log.warning("readiness: broker unreachable: %s", type(exc).__name__)
+        checks["broker"] = "unreachable"
     if all(v == "ok" for v in checks.values()):
         return {"status": "ready", "checks": checks}
     raise ApiError(503, "not_ready", "A dependency is unreachable: " + "; ".join(
