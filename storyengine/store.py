@@ -39,6 +39,16 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
 
+# Marking an article failed never overwrites a success: a redelivered task can
+# fail after another delivery of it already processed the article.
+_MARK_FAILED = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'processed' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
 ARTICLE_PUBLIC_FIELDS = (
     "id", "source", "url", "title", "language", "published_at", "received_at", "status",
     "story", "duplicate_of", "similarity", "decision", "error", "processed_at",
@@ -87,6 +97,7 @@ class RedisStore:
         self.keys = Keys(settings.key_prefix)
         self._accept = client.register_script(_ACCEPT)
         self._forget = client.register_script(_FORGET)
+        self._mark_failed = client.register_script(_MARK_FAILED)
 
     # ------------------------------------------------------------------ health
     def ping(self) -> bool:
@@ -128,12 +139,11 @@ class RedisStore:
         raw = self.redis.hgetall(self.keys.article(article_id))
         return decode_hash(raw) if raw else None
 
-    def mark_failed(self, article_id: str, reason: str) -> None:
+    def mark_failed(self, article_id: str, reason: str) -> bool:
+        """Record why an article could not be processed. Does nothing (and says
+        so) if it was processed meanwhile or does not exist."""
         k = self.keys
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(k.article(article_id), mapping={"status": "failed", "error": reason[:500]})
-            pipe.zrem(k.queued, article_id)
-            pipe.execute()
+        return bool(self._mark_failed(keys=[k.article(article_id), k.queued], args=[article_id, reason[:500]]))
 
     @staticmethod
     def _article_view(raw: dict) -> dict:

@@ -159,6 +159,20 @@ def test_mark_failed_records_the_reason_and_dequeues(store):
     assert store.redis.zcard(store.keys.queued) == 0
 
 
+def test_mark_failed_never_overwrites_a_processed_article(store):
+    """A redelivered task that fails after another delivery succeeded."""
+    store.accept_articles([record()])
+    Processor(store).process("art-1")
+    before = store.get_article("art-1")
+    assert store.mark_failed("art-1", "late failure") is False
+    assert store.get_article("art-1") == before
+
+
+def test_mark_failed_of_an_unknown_article_writes_nothing(store, redis_client, settings):
+    assert store.mark_failed("nobody", "reason") is False
+    assert keys_under(redis_client, settings.key_prefix) == []
+
+
 def test_clear_deletes_only_this_prefix(store, redis_client, settings):
     store.accept_articles([record()])
     # A prefix that merely starts with ours is someone else's.
