@@ -49,6 +49,15 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 
+# Claim articles that have waited in the queue too long (their task was lost:
+# a broker that lost data, retries given up while Redis was away) so they
+# can be sent again; their wait starts afresh, so one claim sends each once.
+_CLAIM_STALE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
+return ids
+"""
+
 ARTICLE_PUBLIC_FIELDS = (
     "id", "source", "url", "title", "language", "published_at", "received_at", "status",
     "story", "duplicate_of", "similarity", "decision", "error", "processed_at",
@@ -98,6 +107,7 @@ class RedisStore:
         self._accept = client.register_script(_ACCEPT)
         self._forget = client.register_script(_FORGET)
         self._mark_failed = client.register_script(_MARK_FAILED)
+        self._claim_stale = client.register_script(_CLAIM_STALE)
 
     # ------------------------------------------------------------------ health
     def ping(self) -> bool:
@@ -144,6 +154,13 @@ class RedisStore:
         so) if it was processed meanwhile or does not exist."""
         k = self.keys
         return bool(self._mark_failed(keys=[k.article(article_id), k.queued], args=[article_id, reason[:500]]))
+
+    def claim_stale_queued(self, older_than_seconds: float, limit: int = 1000) -> list[str]:
+        """Ids queued for longer than ``older_than_seconds``; each is claimed
+        (its wait restarts now), so it is handed out once per period."""
+        now = time.time()
+        ids = self._claim_stale(keys=[self.keys.queued], args=[now - older_than_seconds, now, limit])
+        return [_s(i) for i in ids]
 
     @staticmethod
     def _article_view(raw: dict) -> dict:

@@ -29,6 +29,11 @@ def create_celery(config: WorkerConfig | None = None) -> Celery:
                 # so stopped workers do not come back to a pile of repair runs.
                 "options": {"queue": names.QUEUE, "expires": float(config.repair_interval)},
             },
+            "requeue-stale": {
+                "task": names.REQUEUE_STALE,
+                "schedule": float(config.repair_interval),
+                "options": {"queue": names.QUEUE, "expires": float(config.repair_interval)},
+            },
         },
     )
     app.conf.storywire = config

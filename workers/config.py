@@ -19,6 +19,9 @@ class WorkerConfig:
     max_retries: int = 8
     # Celery beat runs the repair pass (merge stories that converged) this often.
     repair_interval: int = 60
+    # Articles still queued after this many seconds are sent again (their task
+    # was lost); checked every repair_interval. Processing is idempotent.
+    requeue_after: int = 300
     settings: Settings = field(default_factory=Settings)
 
     @property
@@ -35,7 +38,8 @@ class WorkerConfig:
             values["broker_url"] = env["CELERY_BROKER_URL"]
         for name, var in (("visibility_timeout", "STORYWIRE_VISIBILITY_TIMEOUT"),
                           ("max_retries", "STORYWIRE_MAX_RETRIES"),
-                          ("repair_interval", "STORYWIRE_REPAIR_INTERVAL")):
+                          ("repair_interval", "STORYWIRE_REPAIR_INTERVAL"),
+                          ("requeue_after", "STORYWIRE_REQUEUE_AFTER")):
             if env.get(var):
                 try:
                     values[name] = int(env[var])
@@ -43,4 +47,6 @@ class WorkerConfig:
                     raise ConfigError(f"{var}={env[var]!r} is not an integer") from None
         if values.get("repair_interval", 1) < 1:
             raise ConfigError("STORYWIRE_REPAIR_INTERVAL must be at least 1 (seconds)")
+        if values.get("requeue_after", 1) < 1:
+            raise ConfigError("STORYWIRE_REQUEUE_AFTER must be at least 1 (seconds)")
         return cls(**values)

@@ -2,4 +2,5 @@
 
 PROCESS_ARTICLE = "storywire.process_article"
 REPAIR_STORIES = "storywire.repair_stories"
+REQUEUE_STALE = "storywire.requeue_stale"
 QUEUE = "storywire"

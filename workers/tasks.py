@@ -47,11 +47,11 @@ def process_article(self, article_id: str) -> dict:
         return {"article": article_id, "status": "missing"}
     except StoreUnavailable as exc:
         if self.request.retries >= self.app.conf.storywire.max_retries:
-            try:
-                processor.store.mark_failed(article_id, f"gave up after {self.request.retries} retries: {exc}")
-            except Exception:  # noqa: BLE001 - Redis may still be down; the article stays queued
-                log.exception("could not mark article failed", extra={"article_id": article_id})
-            raise
+            # Transient by nature, so never "failed": the article stays queued
+            # and the requeue pass (requeue_stale) sends it again later.
+            log.warning("giving up for now; the requeue pass will send it again",
+                        extra={"article_id": article_id, "reason": str(exc)})
+            return {"article": article_id, "status": "queued"}
         raise self.retry(exc=exc, countdown=backoff(self.request.retries))
     except Exception:
         # A bug, not the article's fault and not transient: record it so the
@@ -77,3 +77,22 @@ def repair_stories(self) -> dict:
     if report.merges:
         log.info("repair pass merged %d stories", len(report.merges), extra={"merges": report.as_dict()["merges"]})
     return dict(report.as_dict(), status="done")
+
+
+@shared_task(name=names.REQUEUE_STALE, bind=True, acks_late=True)
+def requeue_stale(self) -> dict:
+    """Send again every article queued for longer than requeue_after seconds.
+    A task can be lost (a broker that lost data, retries given up while Redis
+    was away); the article itself never is, since it waits in the queued set
+    until processed, and processing twice changes nothing."""
+    store = processor_for(self.app).store
+    try:
+        ids = store.claim_stale_queued(self.app.conf.storywire.requeue_after)
+    except Exception as exc:  # noqa: BLE001 - Redis away: the next run tries again
+        log.warning("requeue pass skipped: %s", exc)
+        return {"status": "skipped"}
+    for article_id in ids:
+        process_article.apply_async(args=[article_id], queue=names.QUEUE)
+    if ids:
+        log.info("requeued %d stale articles", len(ids))
+    return {"status": "done", "requeued": len(ids)}

@@ -3,6 +3,7 @@ articles, and listing stories with keyset pagination and filters."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -171,6 +172,21 @@ def test_mark_failed_never_overwrites_a_processed_article(store):
 def test_mark_failed_of_an_unknown_article_writes_nothing(store, redis_client, settings):
     assert store.mark_failed("nobody", "reason") is False
     assert keys_under(redis_client, settings.key_prefix) == []
+
+
+def test_claim_stale_queued_hands_out_old_articles_once(store):
+    assert store.accept_articles([record("old"), record("fresh", url="https://harbour.example/news/other")]) == \
+        [("old", True), ("fresh", True)]
+    store.redis.zadd(store.keys.queued, {"old": time.time() - 1000})
+    assert store.claim_stale_queued(300) == ["old"]
+    assert store.claim_stale_queued(300) == []  # its wait restarted
+    assert store.redis.zscore(store.keys.queued, "old") > time.time() - 5
+
+
+def test_claim_stale_queued_ignores_processed_articles(store):
+    store.accept_articles([record()])
+    Processor(store).process("art-1")
+    assert store.claim_stale_queued(0) == []
 
 
 def test_clear_deletes_only_this_prefix(store, redis_client, settings):
