@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -30,13 +30,17 @@ ROLES = ("api", "worker", "beat", "flower")
 
 
 def redact_url(url: str) -> str:
-    """A URL fit to print: any password replaced by ***."""
+    """A URL fit to print: a password, in the authority or in the query
+    string (redis-py reads both), replaced by ***."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and not any(k.lower() == "password" for k, _ in query):
+        return url  # untouched, exactly as given
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    query = [(k, "***" if k.lower() == "password" else v) for k, v in query]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
 
 
 def role_command(role: str, env: dict[str, str]) -> list[str]:
@@ -59,7 +63,11 @@ def role_command(role: str, env: dict[str, str]) -> list[str]:
                 "--loglevel", env.get("LOG_LEVEL", "INFO")]
     if role == "flower":
         host = env.get("FLOWER_HOST", "127.0.0.1")
-        if host not in ("127.0.0.1", "localhost", "::1") and not env.get("FLOWER_BASIC_AUTH"):
+        auth = env.get("FLOWER_BASIC_AUTH", "")
+        if auth and not all(u.strip() and p.strip() for u, _, p in (e.partition(":") for e in auth.split(","))):
+            raise SystemExit("FLOWER_BASIC_AUTH must be user:password (comma-separated for several), "
+                             "each with a user name and a non-empty password")
+        if host not in ("127.0.0.1", "localhost", "::1") and not auth:
             raise SystemExit(f"Flower would listen on {host} without a password: set FLOWER_BASIC_AUTH=user:password "
                              "(Flower reads it from the environment), or keep FLOWER_HOST=127.0.0.1")
         # FLOWER_BASIC_AUTH stays in the environment, where Flower reads it, and

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 from storyengine.errors import ConfigError
@@ -23,6 +24,8 @@ DEFAULTS = {
     "STORYWIRE_PUBLIC_READS": "true",   # false: GETs under /v1 need a key too
 }
 _INTS = {k for k, v in DEFAULTS.items() if isinstance(v, int)}
+# An API key: what RFC 6750 allows in a bearer token (ASCII), at least 16 characters.
+_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]{16,}=*$")
 
 
 def load_config(overrides: Mapping | None = None, environ: Mapping[str, str] | None = None) -> dict:
@@ -53,10 +56,16 @@ def load_config(overrides: Mapping | None = None, environ: Mapping[str, str] | N
     if public not in ("true", "false", "1", "0", "yes", "no"):
         raise ConfigError("STORYWIRE_PUBLIC_READS must be true or false")
     config["PUBLIC_READS"] = public in ("true", "1", "yes")
-    config["API_KEYS"] = parse_keys(config["STORYWIRE_API_KEY"] or "")
-    if any(len(k) < 16 for k in config["API_KEYS"]):
-        raise ConfigError("STORYWIRE_API_KEY: every key must be at least 16 characters "
-                          "(for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    raw_keys = config["STORYWIRE_API_KEY"] or ""
+    config["API_KEYS"] = parse_keys(raw_keys)
+    how = "(for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    if raw_keys and not config["API_KEYS"]:
+        # Set, but blank or only commas: almost surely a mistake, and it would leave writes open.
+        raise ConfigError(f"STORYWIRE_API_KEY is set but holds no key; set one of at least 16 characters {how}, "
+                          "or unset it to leave writes open")
+    if any(not _TOKEN.match(k.decode("utf-8", "replace")) for k in config["API_KEYS"]):
+        raise ConfigError("STORYWIRE_API_KEY: every key must be at least 16 characters, each a letter, digit or "
+                          f"one of - . _ ~ + / = (what an HTTP bearer token may hold) {how}")
     if not config["PUBLIC_READS"] and not config["API_KEYS"]:
         raise ConfigError("STORYWIRE_PUBLIC_READS=false needs STORYWIRE_API_KEY to be set")
     return config

@@ -25,6 +25,7 @@ _HTML_ELEMENTS = (
 # HTML only when a real element, a comment or a doctype appears: wire text such
 # as "Apple Inc <AAPL.O>" or "x<y and y>z" stays plain text.
 _TAG = re.compile(rf"<\s*/?\s*(?:{_HTML_ELEMENTS})(?:\s[^<>]*)?/?\s*>|<!--|<!doctype", re.IGNORECASE)
+_MAX_HTML_PASSES = 4
 _NON_CONTENT_TAGS = ["script", "style", "noscript", "template", "iframe", "svg", "head"]
 _BLOCK_TAGS = ("p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article", "blockquote")
 
@@ -62,10 +63,20 @@ def html_to_text(html: str) -> str:
 
 
 def clean_text(text: str) -> str:
-    """Plain text as stored: HTML reduced, control characters removed, trimmed."""
-    if looks_like_html(text):
-        text = html_to_text(text)
-    return _CONTROL.sub(" ", text).strip()
+    """Plain text as stored: control characters removed, HTML reduced to its
+    text, trimmed. Control characters go first, so none can hide a tag from
+    the HTML check ("<script\\x00>"). The reduction repeats while the result
+    still holds markup: the text of a <textarea> or <xmp>, or escaped markup
+    (&lt;script&gt;) that a parser decodes, is itself markup."""
+    text = _CONTROL.sub(" ", text)
+    for _ in range(_MAX_HTML_PASSES):
+        if not looks_like_html(text):
+            break
+        text = _CONTROL.sub(" ", html_to_text(text))
+    else:
+        if looks_like_html(text):
+            text = _TAG.sub(" ", text)  # still markup after every pass: drop what is left of the tags
+    return text.strip()
 
 
 def fold(text: str) -> str:
