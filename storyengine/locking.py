@@ -14,7 +14,10 @@ import redis
 
 from .errors import StoreUnavailable
 
-LOCK_TIMEOUT_SECONDS = 30.0
+# A decision holds the lock for milliseconds; the timeout only matters when
+# its holder died (killed, or Redis went away mid-decision), and then it is how
+# long every other worker waits before deciding again.
+LOCK_TIMEOUT_SECONDS = 10.0
 LOCK_WAIT_SECONDS = 60.0
 
 

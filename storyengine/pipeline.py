@@ -177,13 +177,22 @@ class Processor:
                 sources.setdefault(c, "story")
         exact_owner = exact_owner.decode() if exact_owner else None
         if exact_owner:
+            # The text's owner may have become a copy since (an earlier copy took
+            # over); identical text is then a copy of whatever it is a copy of.
+            canonical = self.redis.hget(k.article(exact_owner), "duplicate_of")
+            exact_owner = canonical.decode() if canonical else exact_owner
             sources[exact_owner] = "exact"
         sources.pop(article_id, None)
-        duplicate_report, match = self._verify_duplicates(f, sources, exact_owner)
-        if match is not None:
-            if f.published < match["published"]:
-                return self._promote_earlier_copy(article_id, record, f, match, duplicate_report)
-            return self._commit_duplicate(article_id, record, f, match, duplicate_report)
+        duplicate_report, verified = self._verify_duplicates(f, sources, exact_owner)
+        if verified:
+            earliest = min(verified, key=lambda r: (r["published"], r["article"]))
+            if f.published < earliest["published"]:
+                # Earlier than every canonical copy it matches: it takes over
+                # from all of them that share the story of the best match.
+                best = verified[0]
+                later = [r for r in verified if r["story"] == best["story"]]
+                return self._promote_earlier_copy(article_id, record, f, later, duplicate_report)
+            return self._commit_duplicate(article_id, record, f, earliest, duplicate_report)
         return self._assign_story(article_id, record, f, vector, stories, scores, duplicate_report)
 
     _STORY_FIELDS = ("centroid", "first_seen", "last_updated", "originals", "article_count", "rep_vec",
@@ -239,7 +248,7 @@ class Processor:
                             "jaccard": round(jaccard, 4), "exact": exact, "duplicate": verified})
         checked.sort(key=lambda r: (-r["exact"], -r["containment"], r["published"], r["article"]))
         verified = [r for r in checked if r["duplicate"]]
-        match = verified[0] if verified else None
+        match = min(verified, key=lambda r: (r["published"], r["article"])) if verified else None
         report = {
             "candidates": [{k: r[k] for k in ("article", "found_by", "containment", "jaccard", "exact", "duplicate")}
                            for r in checked[:10]],
@@ -247,9 +256,10 @@ class Processor:
             "matched": match["article"] if match else None,
             "rule": (f"a copy when the texts are identical, or when at least {s.duplicate_containment:.0%} of "
                      f"the smaller text's {s.shingle_size}-word shingles are in the other "
-                     f"(and it has at least {s.containment_min_shingles})"),
+                     f"(and it has at least {s.containment_min_shingles}); the canonical article is the "
+                     "earliest published copy"),
         }
-        return report, match
+        return report, verified
 
     def _commit_duplicate(self, article_id, record, f: Features, match: dict, dup_report: dict) -> Outcome:
         story_id = match["story"]
@@ -270,46 +280,67 @@ class Processor:
         self._commit(writes)
         return Outcome(article_id, story_id, match["article"], opened_story=False)
 
-    def _promote_earlier_copy(self, article_id, record, f: Features, match: dict, dup_report: dict) -> Outcome:
-        """A copy published before the canonical one arrived after it (workers
-        run in parallel, feeds lag): it becomes the canonical article, and the
-        old canonical and its copies now point to it. The story keeps its
-        vectors: the texts are copies, so nothing new is learnt about it."""
+    def _promote_earlier_copy(self, article_id, record, f: Features, olds: list[dict], dup_report: dict) -> Outcome:
+        """A copy published before the canonical one(s) arrived after them
+        (workers run in parallel, feeds lag): it becomes the canonical article,
+        and each old canonical and its copies now point to it. The story keeps
+        its vectors: the texts are copies, so nothing new is learnt about it."""
         k = self.keys
-        old = match["article"]
-        story_id = match["story"]
+        story_id = olds[0]["story"]
+        old_ids = [o["article"] for o in olds]
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(k.article(old), ("sig", "fingerprint"))
+            for old in old_ids:
+                pipe.hmget(k.article(old), ("sig", "fingerprint", "title", "body"))
             pipe.hmget(k.story(story_id), _MEMBERSHIP_FIELDS + ("representative", "canonicals"))
             pipe.zrange(k.story_articles(story_id), 0, -1)
-            (old_sig, old_fingerprint), story_raw, members = pipe.execute()
+            *old_rows, story_raw, members = pipe.execute()
+        # The term statistics count each canonical text once. The newcomer takes
+        # the first old canonical's place in them; any further ones, now copies
+        # too, are taken out again (their terms recomputed from their text).
+        uncounted = [self.vectorizer.term_counts(
+            content_terms((row[2] or b"").decode(), (row[3] or b"").decode(), self.settings.title_weight,
+                          self.settings.entity_weight))[0] for row in old_rows[1:]]
         membership = _membership_update(story_raw, f.published)
         representative = story_raw[-2]
-        canonicals = [article_id if c == old else c for c in json.loads(story_raw[-1] or "[]")]
+        canonicals = [c for c in json.loads(story_raw[-1] or "[]") if c not in old_ids] + [article_id]
         members = [m.decode() for m in members]
         with self.redis.pipeline(transaction=False) as pipe:
             for m in members:
-                pipe.hget(k.article(m), "duplicate_of")
-            copies = [m for m, d in zip(members, pipe.execute()) if d and d.decode() == old]
-        decision = {"duplicate": dict(dup_report, matched=None, promoted_over=old),
+                pipe.hmget(k.article(m), ("duplicate_of", "fingerprint"))
+            copies = [(m, fp) for m, (d, fp) in zip(members, pipe.execute()) if d and d.decode() in old_ids]
+        decision = {"duplicate": dict(dup_report, matched=None, promoted_over=old_ids),
                     "story": {"action": "followed_copy", "story": story_id,
-                              "reason": f"published before {old}, its copy, so it is now the canonical article"}}
+                              "reason": f"published before {', '.join(old_ids)}, its copies, so it is now the "
+                                        "canonical article"}}
 
         def writes(pipe):
             self._write_article(pipe, article_id, story_id, None, 1.0, decision, f)
             self._write_story_membership(pipe, story_id, article_id, record["source"], f.published, *membership)
-            pipe.hset(k.story(story_id), "canonicals", json.dumps(canonicals))
-            pipe.hset(k.article(old), mapping={"duplicate_of": article_id, "similarity": match["containment"]})
-            pipe.hdel(k.article(old), "sig", "shingle_set")  # only canonical articles are compared
-            for copy in copies:
+            pipe.hset(k.story(story_id), "canonicals", json.dumps(canonicals[-self.settings.story_duplicate_candidates:]))
+            for old, (old_sig, old_fingerprint, _, _) in zip(olds, old_rows):
+                pipe.hset(k.article(old["article"]), mapping={"duplicate_of": article_id,
+                                                              "similarity": old["containment"]})
+                pipe.hdel(k.article(old["article"]), "sig", "shingle_set")  # only canonical articles are compared
+                if old_sig:
+                    for i, band in enumerate(self.layout.band_hashes(signatures.signature_from_bytes(old_sig))):
+                        pipe.srem(k.band(i, band), old["article"])
+                if old_fingerprint:
+                    pipe.set(k.fingerprint(old_fingerprint.decode()), article_id)
+            for copy, fingerprint in copies:
                 pipe.hset(k.article(copy), "duplicate_of", article_id)
-            if representative and representative.decode() == old:
+                if fingerprint:  # a copy that was canonical once still owns its text's key: re-point it
+                    pipe.set(k.fingerprint(fingerprint.decode()), article_id, xx=True)
+            for features in uncounted:
+                if len(features):
+                    counters = pipe.bitfield(k.df).overflow("SAT")
+                    for feature in features:
+                        counters.incrby("u32", f"#{int(feature)}", -1)
+                    counters.execute()  # queued in the transaction
+            if uncounted:
+                pipe.decrby(k.df_docs, len(uncounted))
+                pipe.hincrby(k.story(story_id), "originals", -len(uncounted))
+            if representative and representative.decode() in old_ids:
                 pipe.hset(k.story(story_id), mapping={"representative": article_id, "headline": record["title"]})
-            if old_sig:
-                for i, band in enumerate(self.layout.band_hashes(signatures.signature_from_bytes(old_sig))):
-                    pipe.srem(k.band(i, band), old)
-            if old_fingerprint:
-                pipe.set(k.fingerprint(old_fingerprint.decode()), article_id)
             self._index_canonical(pipe, article_id, f)
         self._commit(writes)
         return Outcome(article_id, story_id, None, opened_story=False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from celery import shared_task
 
@@ -34,30 +35,47 @@ def backoff(retries: int) -> float:
 
 @shared_task(name=names.PROCESS_ARTICLE, bind=True, acks_late=True)
 def process_article(self, article_id: str) -> dict:
+    """Decide one article. Idempotent (see storyengine.pipeline), so a
+    redelivered or requeued task changes nothing.
+
+    A transient store error is retried here, in the task, with backoff, not
+    with ``self.retry``: the broker is usually the very Redis that is away,
+    so a retry could not be published and Celery would drop the message. The
+    message stays unacknowledged (acks_late) until the article is decided; if
+    the retries run out, the article stays queued and the requeue pass sends
+    it again later."""
     processor = processor_for(self.app)
-    try:
-        outcome = processor.process(article_id)
-    except InvalidArticle as exc:
-        # Permanent: retrying cannot help. Say why on the article itself.
-        processor.store.mark_failed(article_id, str(exc))
-        log.warning("article failed", extra={"article_id": article_id, "reason": str(exc)})
-        return {"article": article_id, "status": "failed"}
-    except NotFound:
-        log.warning("article not found; nothing to do", extra={"article_id": article_id})
-        return {"article": article_id, "status": "missing"}
-    except StoreUnavailable as exc:
-        if self.request.retries >= self.app.conf.storywire.max_retries:
-            # Transient by nature, so never "failed": the article stays queued
-            # and the requeue pass (requeue_stale) sends it again later.
-            log.warning("giving up for now; the requeue pass will send it again",
-                        extra={"article_id": article_id, "reason": str(exc)})
-            return {"article": article_id, "status": "queued"}
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries))
-    except Exception:
-        # A bug, not the article's fault and not transient: record it so the
-        # article does not sit in "queued" forever, and let Celery log it.
-        processor.store.mark_failed(article_id, "internal error while processing; see the worker log")
-        raise
+    config = self.app.conf.storywire
+    attempt = 0
+    while True:
+        try:
+            outcome = processor.process(article_id)
+            break
+        except InvalidArticle as exc:
+            # Permanent: retrying cannot help. Say why on the article itself.
+            processor.store.mark_failed(article_id, str(exc))
+            log.warning("article failed", extra={"article_id": article_id, "reason": str(exc)})
+            return {"article": article_id, "status": "failed"}
+        except NotFound:
+            log.warning("article not found; nothing to do", extra={"article_id": article_id})
+            return {"article": article_id, "status": "missing"}
+        except StoreUnavailable as exc:
+            if attempt >= config.max_retries:
+                # Transient by nature, so never "failed": the article stays queued
+                # and the requeue pass (requeue_stale) sends it again later.
+                log.warning("giving up for now; the requeue pass will send it again",
+                            extra={"article_id": article_id, "reason": str(exc)})
+                return {"article": article_id, "status": "queued"}
+            delay = backoff(attempt)
+            log.warning("store unavailable (%s); retry %d of %d in %.1f s", exc, attempt + 1, config.max_retries,
+                        delay, extra={"article_id": article_id})
+            attempt += 1
+            time.sleep(delay)
+        except Exception:
+            # A bug, not the article's fault and not transient: record it so the
+            # article does not sit in "queued" forever, and let Celery log it.
+            processor.store.mark_failed(article_id, "internal error while processing; see the worker log")
+            raise
     return {"article": article_id, "story": outcome.story_id, "duplicate_of": outcome.duplicate_of,
             "opened_story": outcome.opened_story, "already_processed": outcome.already_processed}
 
