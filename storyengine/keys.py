@@ -1,11 +1,14 @@
 """Every Redis key Storywire uses, made by one helper under one prefix.
 
-    {p}:article:{id}             hash   the article, its status and the decisions about it
+    {p}:article:{id}             hash   the article, its status and the decisions about it; a
+                                        canonical article also keeps its shingle set and MinHash
     {p}:article-ref:{digest}     string id of the article with that source + canonical URL
-    {p}:queued                   zset   accepted, not yet processed ids -> accepted time
+    {p}:queued                   zset   accepted, not yet processed ids -> accepted (or requeued) time
     {p}:fingerprint:{hex}        string canonical article with that exact normalised text
     {p}:band:{i}:{hex}           set    canonical articles whose MinHash band i hashes to hex
-    {p}:story:{id}               hash   headline, representative, times, counts, centroid
+    {p}:story:{id}               hash   headline, representative, times, counts, centroid, member
+                                        buckets (b:{n}: summed vectors per time bucket), newest
+                                        canonical articles; after a merge only {id, merged_into}
     {p}:story:{id}:sources       hash   outlet -> number of its articles in the story
     {p}:story:{id}:articles      zset   every article in the story (copies too) -> published time
     {p}:stories:recent           zset   story -> newest published time
