@@ -42,9 +42,43 @@ DEFAULT_STREAM = ROOT.parent / "shared" / "eval" / "dev.jsonl"
 INPUT_FIELDS = ("id", "source", "url", "title", "body", "published_at", "language")
 
 
+REQUIRED_FIELDS = ("id", "source", "url", "title", "published_at")
+
+
 def read_stream(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """The stream's articles, in order. A line that is not a JSON object
+    with the required fields stops the run with its line number,
+    before anything is processed."""
+    rows, problems = [], []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    problems.append(f"line {number}: not JSON ({exc.msg})")
+                    continue
+                if not isinstance(row, dict):
+                    problems.append(f"line {number}: not a JSON object")
+                    continue
+                missing = [f for f in REQUIRED_FIELDS if not isinstance(row.get(f), str) or not row[f].strip()]
+                if missing:
+                    problems.append(f"line {number}: missing or empty {', '.join(missing)}")
+                    continue
+                rows.append(row)
+    except UnicodeDecodeError:
+        raise SystemExit(f"{path} is not UTF-8 text; a stream is JSON lines in UTF-8") from None
+    except OSError as exc:
+        raise SystemExit(f"cannot read {path}: {exc.strerror}") from None
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise SystemExit(f"{path} is not a valid stream ({shown}). Each line must be one JSON object with "
+                         f"{', '.join(REQUIRED_FIELDS)} (and optionally body, language, gold).")
+    if not rows:
+        raise SystemExit(f"{path} holds no articles; a stream is one JSON object per line")
+    return rows
 
 
 def without_gold(row: dict) -> dict:

@@ -98,3 +98,25 @@ def test_api_mode_runs_a_stream_through_a_running_service(worker_env, celery_wor
     finally:
         api.terminate()
         api.wait(timeout=20)
+
+
+@pytest.mark.parametrize("content, expected", [
+    ('{"id": "a", "source": "s", "url": "https://x.example/a", "title": "t", "published_at": "2026-03-02T11:27:47Z"}\n'
+     '{not json}\n', "line 2: not JSON"),
+    ('[1, 2]\n', "line 1: not a JSON object"),
+    ('{"id": "a", "source": "s", "title": "t"}\n', "line 1: missing or empty url, published_at"),
+    ('\n\n', "holds no articles"),
+])
+def test_a_malformed_stream_file_stops_with_the_line_that_is_wrong(tmp_path, content, expected):
+    stream = tmp_path / "bad.jsonl"
+    stream.write_text(content, encoding="utf-8")
+    result = run_evaluate("--stream", str(stream))
+    assert result.returncode == 1 and expected in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_stream_file_that_is_not_utf8_is_refused(tmp_path):
+    stream = tmp_path / "latin1.jsonl"
+    stream.write_bytes('{"title": "caf\u00e9"}\n'.encode("latin-1"))
+    result = run_evaluate("--stream", str(stream))
+    assert result.returncode == 1 and "not UTF-8" in result.stderr and "Traceback" not in result.stderr
