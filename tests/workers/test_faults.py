@@ -362,7 +362,10 @@ def kill_pool_child_mid_task(worker: Role, store: RedisStore, ids: list[str], at
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=5)
         try:
-            wait_until(lambda: "WorkerLostError" in worker.log_text(), 2, "WorkerLostError reported")
+            # Billiard reports a lost job within milliseconds; waiting longer only
+            # lets the batch drain before the next try.
+            wait_until(lambda: "WorkerLostError" in worker.log_text(), 0.5, "WorkerLostError reported",
+                       interval=0.02)
             return attempt
         except AssertionError:
             continue  # the child was between tasks: kill the next one
