@@ -19,6 +19,7 @@ import pytest
 from scripts import evaluate, replicate_stream, tune
 from storyengine.evaluation import replicate, split, split_of, topic_of
 from storyengine.text import _STOPWORDS, content_terms, words
+from tests.scripts.test_evaluate import scores_from
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
@@ -60,18 +61,6 @@ def write_stream(path: Path, rows: list[dict], gray: list | None = None) -> Path
     if gray is not None:
         path.with_suffix("").with_suffix(".meta.json").write_text(json.dumps({"gray_pairs": gray}))
     return path
-
-
-def scores_from(stdout: str) -> dict[str, float]:
-    scores = {}
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            try:
-                scores[parts[0]] = float(parts[1])
-            except ValueError:
-                pass
-    return scores
 
 
 # ============================================================ replicate
