@@ -101,6 +101,8 @@ class Progress:
 # The service runs the repair pass on a timer (Celery beat); a replay runs it
 # every this many articles, and once at the end.
 REPAIR_EVERY = 200
+# Articles decided per call, as a worker takes them from one batch post.
+BATCH = 100
 
 
 def run_engine(rows: list[dict], redis_url: str, settings: Settings, repair_every: int = REPAIR_EVERY,
@@ -111,17 +113,24 @@ def run_engine(rows: list[dict], redis_url: str, settings: Settings, repair_ever
     repairer = Repairer(store)
     progress = Progress(len(rows), label)
     try:
-        for n, row in enumerate(rows, 1):
-            article = without_gold(row)
-            record = new_article_record(
-                source=article["source"], url=article["url"], title=article["title"], body=article.get("body", ""),
-                published_at=datetime.fromisoformat(article["published_at"].replace("Z", "+00:00")),
-                client_id=article.get("id"), language=article.get("language"))
-            [(article_id, _)] = store.accept_articles([record])
-            processor.process(article_id)
-            if repair_every and n % repair_every == 0:
+        # As a worker does: accept a batch, then decide it in one go (the
+        # engine decides a batch exactly as it would one article at a time).
+        batch = max(1, min(BATCH, repair_every or BATCH))
+        for start in range(0, len(rows), batch):
+            records = []
+            for row in rows[start:start + batch]:
+                article = without_gold(row)
+                records.append(new_article_record(
+                    source=article["source"], url=article["url"], title=article["title"],
+                    body=article.get("body", ""),
+                    published_at=datetime.fromisoformat(article["published_at"].replace("Z", "+00:00")),
+                    client_id=article.get("id"), language=article.get("language")))
+            ids = [article_id for article_id, _ in store.accept_articles(records)]
+            processor.process_many(ids)
+            done = start + len(ids)
+            if repair_every and done // repair_every > start // repair_every:
                 repairer.run()
-            progress.update(n)
+            progress.update(done)
         repairer.run()
         return [prediction(store.get_article(row["id"])) for row in rows]
     finally:

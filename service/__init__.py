@@ -5,7 +5,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import auth
+from . import auth, timing
 from .config import load_config
 from .errors import register_error_handlers
 from .runtime import Runtime
@@ -19,6 +19,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["storywire"] = Runtime.from_config(app.config)
     register_error_handlers(app)
+    timing.install(app)
     auth.install(app)
 
     from . import articles, health, stories

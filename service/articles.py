@@ -40,17 +40,13 @@ def _accept(records: list[dict]) -> list[tuple[str, bool]]:
     again, so an article is never left stored without a task to process it."""
     rt = runtime()
     results = rt.store.accept_articles(records)
-    enqueued: set[str] = set()
+    created = [record for record, (_, new) in zip(records, results) if new]
     try:
-        for record, (article_id, created) in zip(records, results):
-            if created:
-                rt.enqueue_process(article_id)
-                enqueued.add(article_id)
+        rt.enqueue_process([record["id"] for record in created])
     except Exception as exc:  # kombu raises several types when the broker is down
         log.warning("enqueue failed: %s", exc)
-        for record, (article_id, created) in zip(records, results):
-            if created and article_id not in enqueued:
-                rt.store.forget_queued(record)
+        for record in created:
+            rt.store.forget_queued(record)
         raise ApiError(503, "queue_unavailable", "The work queue is unavailable; articles not yet queued were "
                        "not stored. Retry after a few seconds: sending the same articles again is safe, those "
                        "already queued answer with their existing ids.",

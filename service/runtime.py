@@ -9,6 +9,8 @@ from flask import current_app
 from storyengine.store import RedisStore, connect
 from workers import names
 
+from .timing import CountingConnection
+
 
 @dataclass
 class Runtime:
@@ -17,7 +19,10 @@ class Runtime:
 
     @classmethod
     def from_config(cls, config: dict) -> "Runtime":
-        store = RedisStore(connect(config["REDIS_URL"]), config["ENGINE_SETTINGS"])
+        url = config["REDIS_URL"]
+        # Plain TCP connections count their round trips for Server-Timing (TLS and sockets keep their own class).
+        counting = {"connection_class": CountingConnection} if url.startswith("redis://") else {}
+        store = RedisStore(connect(url, **counting), config["ENGINE_SETTINGS"])
         broker = config["CELERY_BROKER_URL"] or config["REDIS_URL"]
         # A client only: it sends tasks by name and never imports the task code.
         celery = Celery("storywire-api", broker=broker, set_as_current=False)
@@ -28,8 +33,12 @@ class Runtime:
                            task_send_sent_event=True)
         return cls(store, celery)
 
-    def enqueue_process(self, article_id: str) -> None:
-        self.celery.send_task(names.PROCESS_ARTICLE, args=[article_id], queue=names.QUEUE, retry=False)
+    def enqueue_process(self, article_ids: list[str]) -> None:
+        """One task per post: a single article, or the articles of a batch together."""
+        if len(article_ids) == 1:
+            self.celery.send_task(names.PROCESS_ARTICLE, args=[article_ids[0]], queue=names.QUEUE, retry=False)
+        elif article_ids:
+            self.celery.send_task(names.PROCESS_ARTICLES, args=[article_ids], queue=names.QUEUE, retry=False)
 
 
 def runtime() -> Runtime:

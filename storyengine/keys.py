@@ -5,7 +5,8 @@
     {p}:article-ref:{digest}     string id of the article with that source + canonical URL
     {p}:queued                   zset   accepted, not yet processed ids -> accepted (or requeued) time
     {p}:fingerprint:{hex}        string canonical article with that exact normalised text
-    {p}:band:{i}:{hex}           set    canonical articles whose MinHash band i hashes to hex
+    {p}:band:{i}:{bucket}        hash   LSH band i: 4-byte slot of the band's hash -> the newest
+                                        canonical articles in it (space-separated, at most 3)
     {p}:story:{id}               hash   headline, representative, times, counts, centroid, member
                                         buckets (b:{n}: summed vectors per time bucket), newest
                                         canonical articles; after a merge only {id, merged_into}
@@ -16,6 +17,7 @@
     {p}:term:{feature}           zset   story -> newest published time, for stories that term indexes
     {p}:df                       string document frequency per hashed term (BITFIELD u32 counters)
     {p}:df:docs                  string number of documents counted in {p}:df
+    {p}:df:version               string bumped by every write to {p}:df (workers cache it)
     {p}:assign-lock              string the story-assignment lock (see storyengine.pipeline)
 """
 from __future__ import annotations
@@ -44,8 +46,8 @@ class Keys:
     def fingerprint(self, fp: str) -> str:
         return self._k("fingerprint", fp)
 
-    def band(self, index: int, digest: str) -> str:
-        return self._k("band", index, digest)
+    def band(self, index: int, bucket: int) -> str:
+        return self._k("band", index, bucket)
 
     def story(self, story_id: str) -> str:
         return self._k("story", story_id)
@@ -70,6 +72,10 @@ class Keys:
     @property
     def df(self) -> str:
         return self._k("df")
+
+    @property
+    def df_version(self) -> str:
+        return self._k("df", "version")
 
     @property
     def df_docs(self) -> str:

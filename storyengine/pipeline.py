@@ -1,17 +1,22 @@
-"""Processing one article: normalise → fingerprint → MinHash → LSH candidates →
+"""Processing articles: normalise → fingerprint → MinHash → LSH candidates →
 TF-IDF → candidate stories (average link) → verify duplicate candidates (LSH,
 fingerprint, the best stories' newest canonical articles) → follow the
 canonical if it is a copy, else join the best story or open a new one.
+
+Articles are decided in batches (:meth:`Processor.process_many`): one lock
+hold, two read round trips and one commit for up to ``BATCH_LIMIT`` articles
+(:mod:`storyengine.batch`), deciding each exactly as it would be decided
+alone, in order.
 
 Concurrency. Everything that is pure computation (text, shingles, MinHash,
 term counts) runs outside any lock. The decision itself (is it a copy of an
 article we hold, which story does it join) reads shared state and then writes
 it, so it runs under the assignment lock (:mod:`storyengine.locking`): two
 copies of one event arriving together are decided one after the other, and
-the second sees the story the first opened. The decision's writes go out in
+the second sees the story the first opened. A batch's writes go out in
 one MULTI/EXEC transaction that WATCHes the lock key: if the lock expired and
 another worker took it, the transaction aborts and the task retries, so a
-slow worker can never write a decision made on stale reads. The article's
+slow worker can never write a decision made on stale reads. Each article's
 status is set to ``processed`` in that same transaction, and the first read
 under the lock checks it, so a retried or redelivered task changes nothing.
 """
@@ -19,19 +24,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import redis
 
 from . import signatures
+from .batch import (BAND_LOOKUP, BAND_WRITE, DF_CHANGE, INDEX_STORY, STORY_FIELDS, TERM_LOOKUP, Batch, Candidate,
+                    DocumentFrequencies, ShingleCache, Story, compress, decode, decompress, now)
 from .errors import InvalidArticle, NotFound, StoreUnavailable
 from .locking import AssignmentConflict, AssignmentLock  # noqa: F401 - AssignmentConflict is part of this API
 from .settings import Settings
-from .store import RedisStore, iso
-from .stories import (Bucket, StoryState, bucket_field, bucket_index, buckets_near, choose_story, rank_stories,
-                      updated_centroid)
+from .store import RedisStore
+from .stories import Bucket, bucket_field, bucket_index, choose_story, rank_stories, updated_centroid
 from .text import ENTITY_PREFIX, content_terms, words
 from .vectors import SparseVector, Vectorizer, tfidf
 
@@ -42,7 +47,7 @@ class Features:
     fingerprint: str
     signature: np.ndarray
     shingle_set: np.ndarray
-    bands: list[str]
+    bands: list[tuple[int, bytes]]  # (bucket, slot) per LSH band
     term_indices: np.ndarray
     term_counts: np.ndarray
     term_names: dict[int, str] = field(default_factory=dict)
@@ -55,6 +60,7 @@ class Outcome:
     duplicate_of: str | None
     opened_story: bool
     already_processed: bool = False
+    error: Exception | None = None  # InvalidArticle or NotFound: this article was not decided
 
 
 # A containment counts only if an accidental overlap that large is this unlikely.
@@ -67,6 +73,10 @@ def story_id_for(article_id: str) -> str:
 
 
 _MEMBERSHIP_FIELDS = ("first_seen", "last_updated", "article_count", "indexed")
+
+# Decisions per hold of the assignment lock: enough to spread the round trips
+# thin, few enough that a waiting worker never waits long.
+BATCH_LIMIT = 200
 
 
 def readable_terms(terms: list[str], limit: int) -> list[str]:
@@ -87,9 +97,21 @@ def _membership_update(raw: list, published: float) -> tuple[float, float, int, 
             int(raw[2] or 0) + 1, json.loads(raw[3] or "[]"))
 
 
+def compact_decision(decision: dict) -> str:
+    """A decision as stored: the parts that differ per article (the rule and
+    method texts are the settings', added back when it is read)."""
+    return json.dumps(decision, separators=(",", ":"))
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
 class Processor:
     """Processes articles by id against a :class:`RedisStore`. One per worker
-    process (not shared between threads: it remembers the lock it holds)."""
+    process (not shared between threads: it remembers the lock it holds, and
+    keeps caches of what never changes)."""
 
     def __init__(self, store: RedisStore, settings: Settings | None = None) -> None:
         self.store = store
@@ -99,6 +121,13 @@ class Processor:
         self.vectorizer = Vectorizer(self.settings.hash_features)
         self.layout = signatures.BandLayout.for_threshold(self.settings.lsh_threshold, self.settings.num_perm)
         self._lock: AssignmentLock | None = None  # set while this processor holds the assignment lock
+        self._df = DocumentFrequencies(self.settings.hash_features)
+        self._shingles = ShingleCache()
+        self._band_lookup = self.redis.register_script(BAND_LOOKUP)
+        self._band_write = self.redis.register_script(BAND_WRITE)
+        self._term_lookup = self.redis.register_script(TERM_LOOKUP)
+        self._scripts = {"band_write": self._band_write, "df_change": self.redis.register_script(DF_CHANGE),
+                         "index_story": self.redis.register_script(INDEX_STORY)}
 
     # ------------------------------------------------------------------ pure part
     def featurise(self, record: dict) -> Features:
@@ -108,12 +137,14 @@ class Processor:
         # Copies are compared on headline and body together: a changed headline
         # costs a long article a few shingles out of hundreds, and a short item
         # (headline and a snippet) is mostly its headline.
-        tokens = words(f"{title}\n{body}")
+        # Words never span a line break, so these are the words of "title\nbody".
+        title_words, body_words = words(title), words(body)
+        tokens = title_words + body_words
         if not tokens:
             raise InvalidArticle("the article has no words in its title or body")
         shingles = signatures.shingle_hashes(tokens, s.shingle_size)
         signature = signatures.minhash(shingles, s.num_perm)
-        terms = content_terms(title, body, s.title_weight, s.entity_weight) or tokens
+        terms = content_terms(title, body, s.title_weight, s.entity_weight, title_words, body_words) or tokens
         indices, counts = self.vectorizer.term_counts(terms)
         names = {self.vectorizer.feature_of(t): t for t in set(terms)}
         try:
@@ -121,130 +152,251 @@ class Processor:
         except (KeyError, ValueError):
             raise InvalidArticle("the article has no valid published time") from None
         return Features(published, signatures.exact_fingerprint(tokens), signature, signatures.shingle_set(shingles),
-                        self.layout.band_hashes(signature), indices, counts, names)
+                        self.layout.band_slots(signature), indices, counts, names)
 
     # ------------------------------------------------------------------ the flow
     def process(self, article_id: str) -> Outcome:
+        """Decide one article; raises NotFound or InvalidArticle if it cannot be."""
+        [outcome] = self.process_many([article_id])
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome
+
+    def process_many(self, article_ids: list[str]) -> list[Outcome]:
+        """Decide articles in the order given, in batches. An article that is
+        missing or invalid gets an Outcome with ``error`` set; the rest go on."""
         try:
-            record = self.store.load_article(article_id)
-            if record is None:
-                raise NotFound(f"no article with id {article_id!r}")
-            if record.get("status") == "processed":
-                return self._already(article_id, record)
-            features = self.featurise(record)
-            with AssignmentLock(self.redis, self.keys.assign_lock) as lock:
-                self._lock = lock
-                try:
-                    return self._decide(article_id, record, features)
-                finally:
-                    self._lock = None
+            ids = list(dict.fromkeys(article_ids))  # the same id twice is decided once
+            outcomes: dict[str, Outcome] = {}
+            pending = []
+            for article_id, record in zip(ids, self.store.load_articles(ids)):
+                if record is None:
+                    outcomes[article_id] = self._failed(article_id, NotFound(f"no article with id {article_id!r}"))
+                elif record.get("status") == "processed":
+                    outcomes[article_id] = self._already(article_id, record)
+                else:
+                    try:
+                        pending.append((article_id, record, self.featurise(record)))
+                    except InvalidArticle as exc:
+                        outcomes[article_id] = self._failed(article_id, exc)
+            for chunk in _chunks(pending, BATCH_LIMIT):
+                with AssignmentLock(self.redis, self.keys.assign_lock) as lock:
+                    self._lock = lock
+                    try:
+                        outcomes.update(self._decide_batch(chunk))
+                    finally:
+                        self._lock = None
+            return [outcomes[article_id] for article_id in article_ids]
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+    @staticmethod
+    def _failed(article_id: str, error: Exception) -> Outcome:
+        return Outcome(article_id, "", None, opened_story=False, error=error)
 
     def _already(self, article_id: str, record: dict) -> Outcome:
         return Outcome(article_id, record.get("story", ""), record.get("duplicate_of") or None,
                        opened_story=False, already_processed=True)
 
-    def _decide(self, article_id: str, record: dict, f: Features) -> Outcome:
-        k, s = self.keys, self.settings
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(k.article(article_id), "status")
-            pipe.get(k.fingerprint(f.fingerprint))
-            # The stream's document frequencies of this article's terms, and the
-            # number of documents counted (read now, used if it is not a copy).
-            pipe.execute_command("BITFIELD_RO", k.df, *[x for i in f.term_indices for x in ("GET", "u32", f"#{i}")])
-            pipe.get(k.df_docs)
-            for i, band in enumerate(f.bands):
-                pipe.smembers(k.band(i, band))
-            status, exact_owner, df, docs, *band_members = pipe.execute()
-        if status == b"processed":
-            return self._already(article_id, self.store.load_article(article_id) or {})
-        if status is None:
-            raise NotFound(f"article {article_id!r} disappeared while processing")
+    def _decide_batch(self, chunk: list) -> dict[str, Outcome]:
+        if not chunk:
+            return {}
+        batch = self._read_batch(chunk)
+        outcomes: dict[str, Outcome] = {}
+        for n, (article_id, record, f) in enumerate(chunk):
+            status = batch.status.get(article_id)
+            if status == b"processed":
+                outcomes[article_id] = self._already(article_id, self.store.load_article(article_id) or {})
+                continue
+            if status is None:
+                outcomes[article_id] = self._failed(
+                    article_id, NotFound(f"article {article_id!r} disappeared while processing"))
+                continue
+            outcome = self._decide(batch, article_id, record, f)
+            if isinstance(outcome, tuple):
+                # An earlier copy takes over from canonical ones: that rewrites
+                # what the batch has read, so write the batch so far, promote
+                # against the store itself, and read afresh for the rest.
+                self._commit_batch(batch)
+                outcomes[article_id] = self._promote_earlier_copy(article_id, record, f, *outcome)
+                outcomes.update(self._decide_batch(chunk[n + 1:]))
+                return outcomes
+            outcomes[article_id] = outcome
+        self._commit_batch(batch)
+        return outcomes
 
-        vector = tfidf(f.term_indices, f.term_counts, np.asarray(df, dtype=np.float64), int(docs or 0))
-        stories = self._candidate_stories(vector, f)
-        scores = rank_stories(vector, f.published, [st for st, _ in stories.values()], s)
+    # ------------------------------------------------------------------ batch reads
+    def _refresh_df(self, version) -> None:
+        k = self.keys
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(k.df)
+            pipe.get(k.df_docs)
+            pipe.get(k.df_version)
+            raw, docs, version = pipe.execute()
+        self._df.load(raw, docs, version)
+
+    def _vector(self, f: Features) -> SparseVector:
+        return tfidf(f.term_indices, f.term_counts, self._df.counts[f.term_indices].astype(np.float64), self._df.docs)
+
+    def _read_batch(self, chunk: list) -> Batch:
+        """Read what the batch will need: round trip 1 (statuses, fingerprints,
+        band slots, the term index), then 2 (candidate stories and articles)."""
+        k, s = self.keys, self.settings
+        batch = Batch(k, s, self.layout)
+        batch.start_writes()
+        window = s.story_window_hours * 3600.0
+        published = [f.published for _, _, f in chunk]
+        since = min(published) - window
+        batch.bucket_ids = list(range(bucket_index(min(published) - window, s),
+                                      bucket_index(max(published) + window, s) + 1))
+        slots = {article_id: [(k.band(i, bucket), slot) for i, (bucket, slot) in enumerate(f.bands)]
+                 for article_id, _, f in chunk}
+        slot_list = list(dict.fromkeys(x for ss in slots.values() for x in ss))
+        for attempt in range(2):
+            lookups = {}
+            for article_id, _, f in chunk:
+                lookups[article_id] = [int(x) for x in self._vector(f).heaviest(s.lookup_terms)]
+            features = sorted({x for fs in lookups.values() for x in fs})
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.get(k.df_version)
+                for article_id, _, _ in chunk:
+                    pipe.hget(k.article(article_id), "status")
+                fps = sorted({f.fingerprint for _, _, f in chunk})
+                for fp in fps:
+                    pipe.get(k.fingerprint(fp))
+                if slot_list:
+                    self._band_lookup(keys=[key for key, _ in slot_list], args=[f for _, f in slot_list], client=pipe)
+                if features:
+                    self._term_lookup(keys=[k.term(x) for x in features], args=[since], client=pipe)
+                version, *rest = pipe.execute()
+            if self._df.version is not None and int(version or 0) == self._df.version:
+                break
+            # Another process counted terms since: read the counts, then weigh again.
+            self._refresh_df(version)
+        batch.status = dict(zip((a for a, _, _ in chunk), rest[:len(chunk)]))
+        rest = rest[len(chunk):]
+        batch.fingerprints = {fp: decode(v) if v else None for fp, v in zip(fps, rest[:len(fps)])}
+        rest = rest[len(fps):]
+        if slot_list:
+            batch.band_values = {slot: decode(v) for slot, v in zip(slot_list, rest[0])}
+            rest = rest[1:]
+        if features:
+            batch.term_hits = {x: [(decode(m[i]), float(m[i + 1])) for i in range(0, len(m), 2)]
+                               for x, m in zip(features, rest[0])}
+        story_ids = set()
+        for article_id, _, f in chunk:
+            story_ids |= batch.stories_for_terms(lookups[article_id], f.published - window)
+        articles = set(batch.band_members(slot_list)) | {o for o in batch.fingerprints.values() if o}
+        self._fetch(batch, story_ids, articles)
+        return batch
+
+    def _fetch(self, batch: Batch, story_ids, article_ids) -> None:
+        """Read stories and candidate articles the batch does not hold yet, in one round trip."""
+        k = self.keys
+        story_ids = sorted(set(story_ids) - set(batch.stories))
+        article_ids = sorted(set(article_ids) - set(batch.articles))
+        if not story_ids and not article_ids:
+            return
+        bucket_fields = [bucket_field(i) for i in batch.bucket_ids]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for sid in story_ids:
+                pipe.hmget(k.story(sid), STORY_FIELDS + tuple(bucket_fields))
+            for aid in article_ids:
+                pipe.hmget(k.article(aid), ("story", "duplicate_of", "published_ts", "shingle_set"))
+            rows = pipe.execute()
+        for sid, row in zip(story_ids, rows):
+            batch.stories[sid] = Story.from_row(sid, row, batch.bucket_ids)
+        for aid, (story, duplicate_of, published, shingles) in zip(article_ids, rows[len(story_ids):]):
+            batch.articles[aid] = {
+                "story": decode(story) if story else None, "duplicate_of": decode(duplicate_of or b"") or None,
+                "published": float(published) if published else None,
+                "shingles": signatures.shingle_set_from_bytes(shingles) if shingles else None}
+
+    def _ensure_terms(self, batch: Batch, features: list[int], since: float) -> None:
+        missing = [x for x in features if x not in batch.term_hits]
+        if missing:
+            found = self._term_lookup(keys=[self.keys.term(x) for x in missing], args=[since])
+            for x, m in zip(missing, found):
+                batch.term_hits[x] = [(decode(m[i]), float(m[i + 1])) for i in range(0, len(m), 2)]
+
+    def _candidate(self, batch: Batch, article_id: str, story_id: str | None = None) -> Candidate | None:
+        """A canonical article to compare with, or None if it is not one (any longer)."""
+        info = batch.articles.get(article_id)
+        if info is None and story_id is not None:
+            cached = self._shingles.get(article_id)
+            if cached is not None:
+                # In a story's list of canonical articles: canonical, and in that story.
+                info = {"story": story_id, "duplicate_of": None, "published": cached[1], "shingles": cached[0]}
+        if info is None:
+            return None
+        if info["shingles"] is None or info["story"] is None or info["duplicate_of"] or info["published"] is None:
+            return None  # not processed yet, or no longer a canonical copy
+        return Candidate(article_id, info["story"], info["published"], info["shingles"])
+
+    # ------------------------------------------------------------------ one decision
+    def _decide(self, batch: Batch, article_id: str, record: dict, f: Features):
+        s = self.settings
+        window = s.story_window_hours * 3600.0
+        vector = self._vector(f)
+        heaviest = [int(x) for x in vector.heaviest(s.lookup_terms)]
+        self._ensure_terms(batch, heaviest, f.published - window)
+        story_ids = batch.stories_for_terms(heaviest, f.published - window)
+        self._fetch(batch, story_ids, ())
+        stories = {sid: batch.stories[sid] for sid in sorted(story_ids) if batch.stories.get(sid) is not None}
+        scores = rank_stories(vector, f.published, [st.state() for st in stories.values()], s)
 
         # Duplicate candidates: LSH finds copies of about the same length; the
         # newest canonical articles of the best-matching stories find short
         # copies of long texts (and long ones of short texts), which LSH cannot.
-        sources: dict[str, str] = {}
-        for c in sorted({m.decode() for members in band_members for m in members}):
-            sources.setdefault(c, "lsh")
+        slots = [(self.keys.band(i, bucket), slot) for i, (bucket, slot) in enumerate(f.bands)]
+        sources: dict[str, tuple[str, str | None]] = {}
+        for c in sorted(batch.band_members(slots)):
+            sources.setdefault(c, ("lsh", None))
         for score in scores[:3]:
-            for c in stories[score.story_id][1]["canonicals"][-s.story_duplicate_candidates:]:
-                sources.setdefault(c, "story")
-        exact_owner = exact_owner.decode() if exact_owner else None
+            for c in stories[score.story_id].canonicals[-s.story_duplicate_candidates:]:
+                sources.setdefault(c, ("story", score.story_id))
+        exact_owner = batch.fingerprints.get(f.fingerprint)
         if exact_owner:
             # The text's owner may have become a copy since (an earlier copy took
             # over); identical text is then a copy of whatever it is a copy of.
-            canonical = self.redis.hget(k.article(exact_owner), "duplicate_of")
-            exact_owner = canonical.decode() if canonical else exact_owner
-            sources[exact_owner] = "exact"
+            self._fetch(batch, (), [exact_owner])
+            info = batch.articles.get(exact_owner) or {}
+            exact_owner = info.get("duplicate_of") or exact_owner
+            sources[exact_owner] = ("exact", None)
         sources.pop(article_id, None)
-        duplicate_report, verified = self._verify_duplicates(f, sources, exact_owner)
+        # Candidates no one in this process has seen yet: one round trip for all of them.
+        unseen = [c for c, (_, sid) in sources.items() if c not in batch.articles
+                  and (sid is None or self._shingles.get(c) is None)]
+        self._fetch(batch, (), unseen)
+        candidates = {c: self._candidate(batch, c, sid) for c, (_, sid) in sources.items()}
+        duplicate_report, verified = self._verify_duplicates(
+            f, {c: found_by for c, (found_by, _) in sources.items()}, candidates, exact_owner)
         if verified:
             earliest = min(verified, key=lambda r: (r["published"], r["article"]))
             if f.published < earliest["published"]:
                 # Earlier than every canonical copy it matches: it takes over
                 # from all of them that share the story of the best match.
                 best = verified[0]
-                later = [r for r in verified if r["story"] == best["story"]]
-                return self._promote_earlier_copy(article_id, record, f, later, duplicate_report)
-            return self._commit_duplicate(article_id, record, f, earliest, duplicate_report)
-        return self._assign_story(article_id, record, f, vector, stories, scores, duplicate_report)
-
-    _STORY_FIELDS = ("centroid", "first_seen", "last_updated", "originals", "article_count", "rep_vec",
-                     "term_names", "headline", "representative", "canonicals", "indexed")
-
-    def _candidate_stories(self, vector: SparseVector, f: Features) -> dict[str, tuple[StoryState, dict]]:
-        """Stories that share one of the article's heaviest terms and were
-        updated inside the window, with the buckets the window can reach."""
-        s, k = self.settings, self.keys
-        window_start = f.published - s.story_window_hours * 3600.0
-        with self.redis.pipeline(transaction=False) as pipe:
-            for feature in vector.heaviest(s.lookup_terms):
-                pipe.zrangebyscore(k.term(int(feature)), window_start, "+inf")
-            found = pipe.execute()
-        candidate_ids = sorted({m.decode() for members in found for m in members})
-        near = buckets_near(f.published, s)
-        fields = self._STORY_FIELDS + tuple(bucket_field(i) for i in near)
-        with self.redis.pipeline(transaction=False) as pipe:
-            for sid in candidate_ids:
-                pipe.hmget(k.story(sid), fields)
-            rows = pipe.execute()
-        stories = {}
-        for sid, raw in zip(candidate_ids, rows):
-            if raw[0] is None:
-                continue
-            r = dict(zip(self._STORY_FIELDS, raw))
-            r["canonicals"] = json.loads(r["canonicals"] or "[]")
-            buckets = {i: Bucket.from_bytes(b) for i, b in zip(near, raw[len(self._STORY_FIELDS):]) if b}
-            state = StoryState(sid, float(r["first_seen"]), float(r["last_updated"]), int(r["originals"]), buckets)
-            stories[sid] = (state, r)
-        return stories
+                return ([r for r in verified if r["story"] == best["story"]], duplicate_report)
+            return self._commit_duplicate(batch, article_id, record, f, earliest, duplicate_report)
+        return self._assign_story(batch, article_id, record, f, vector, stories, scores, duplicate_report)
 
     # ------------------------------------------------------------------ duplicates
-    def _verify_duplicates(self, f: Features, sources: dict[str, str], exact_owner: str | None):
+    def _verify_duplicates(self, f: Features, sources: dict[str, str], candidates: dict[str, Candidate | None],
+                           exact_owner: str | None):
         s = self.settings
-        candidates = sorted(sources)
-        fields = ("shingle_set", "published_ts", "story", "duplicate_of")
-        with self.redis.pipeline(transaction=False) as pipe:
-            for c in candidates:
-                pipe.hmget(self.keys.article(c), fields)
-            rows = pipe.execute()
+        mask = signatures.ShingleMask(f.shingle_set)
         checked = []
-        for c, (shingle_set, published, story, duplicate_of) in zip(candidates, rows):
-            if shingle_set is None or story is None or duplicate_of:
-                continue  # not processed yet, or no longer a canonical copy
-            other = signatures.shingle_set_from_bytes(shingle_set)
-            containment, jaccard, chance = signatures.overlap(f.shingle_set, other)
+        for c in sorted(sources):
+            candidate = candidates.get(c)
+            if candidate is None:
+                continue
+            containment, jaccard, chance = mask.overlap(candidate.shingle_set, s.duplicate_containment)
             exact = c == exact_owner
             verified = exact or (containment >= s.duplicate_containment and chance < CHANCE_LIMIT
-                                 and min(len(f.shingle_set), len(other)) >= s.containment_min_shingles)
-            checked.append({"article": c, "found_by": sources[c], "story": story.decode(),
-                            "published": float(published), "containment": round(containment, 4),
+                                 and min(len(f.shingle_set), len(candidate.shingle_set)) >= s.containment_min_shingles)
+            checked.append({"article": c, "found_by": sources[c], "story": candidate.story,
+                            "published": candidate.published, "containment": round(containment, 4),
                             "jaccard": round(jaccard, 4), "exact": exact, "duplicate": verified})
         checked.sort(key=lambda r: (-r["exact"], -r["containment"], r["published"], r["article"]))
         verified = [r for r in checked if r["duplicate"]]
@@ -254,43 +406,136 @@ class Processor:
                            for r in checked[:10]],
             "compared": len(checked),
             "matched": match["article"] if match else None,
-            "rule": (f"a copy when the texts are identical, or when at least {s.duplicate_containment:.0%} of "
-                     f"the smaller text's {s.shingle_size}-word shingles are in the other "
-                     f"(and it has at least {s.containment_min_shingles}); the canonical article is the "
-                     "earliest published copy"),
         }
         return report, verified
 
-    def _commit_duplicate(self, article_id, record, f: Features, match: dict, dup_report: dict) -> Outcome:
+    def _article_fields(self, record: dict, f: Features, story_id: str, duplicate_of: str | None,
+                        similarity: float, decision: dict) -> dict:
+        fields = {"status": "processed", "story": story_id, "duplicate_of": duplicate_of or "",
+                  "similarity": round(float(similarity), 4), "decision": compact_decision(decision),
+                  "fingerprint": f.fingerprint, "body_z": compress(record.get("body", ""))}
+        if not duplicate_of:  # only canonical articles are ever compared with newcomers
+            fields.update(shingle_set=signatures.shingle_set_to_bytes(f.shingle_set),
+                          bands=signatures.BandLayout.slots_to_bytes(f.bands))
+        return fields
+
+    def _commit_duplicate(self, batch: Batch, article_id, record, f: Features, match: dict,
+                          dup_report: dict) -> Outcome:
         story_id = match["story"]
+        self._fetch(batch, [story_id], ())
+        story = batch.stories[story_id]
         decision = {"duplicate": dup_report,
                     "story": {"action": "followed_canonical", "story": story_id,
                               "reason": f"a copy shares the story of its canonical article {match['article']}"}}
-        # Read under the assignment lock, so no one else changes these before the commit.
-        raw = self.redis.hmget(self.keys.story(story_id), _MEMBERSHIP_FIELDS)
-        membership = _membership_update(raw, f.published)
-        if abs(f.published - match["published"]) > self.settings.story_window_hours * 3600.0:
-            # A reprint long after the original is still its copy, but it does
-            # not make an old story current again (its times stay as they were).
-            membership = (float(raw[0]), float(raw[1])) + membership[2:]
-
-        def writes(pipe):
-            self._write_article(pipe, article_id, story_id, match["article"], match["containment"], decision, f)
-            self._write_story_membership(pipe, story_id, article_id, record["source"], f.published, *membership)
-        self._commit(writes)
+        if abs(f.published - match["published"]) <= self.settings.story_window_hours * 3600.0:
+            story.first_seen = min(story.first_seen, f.published)
+            story.last_updated = max(story.last_updated, f.published)
+        # else: a reprint long after the original is still its copy, but it does
+        # not make an old story current again (its times stay as they were).
+        story.article_count += 1
+        story.touched = True
+        batch.article_writes.append((article_id, self._article_fields(record, f, story_id, match["article"],
+                                                                      match["containment"], decision),
+                                     story_id, record["source"], f.published))
+        batch.articles[article_id] = {"story": story_id, "duplicate_of": match["article"],
+                                      "published": f.published, "shingles": None}
         return Outcome(article_id, story_id, match["article"], opened_story=False)
 
+    # ------------------------------------------------------------------ stories
+    def _assign_story(self, batch: Batch, article_id, record, f: Features, vector: SparseVector,
+                      stories: dict[str, Story], scores: list, dup_report: dict) -> Outcome:
+        s = self.settings
+        chosen = choose_story(scores, s)
+        story_report = {"candidates": [sc.as_dict() for sc in scores[:5]]}
+        day = bucket_index(f.published, s)
+        if chosen is None:
+            story_id = story_id_for(article_id)
+            story = Story(story_id, f.published, f.published, 0, 0, {})
+            story.details = {"centroid": vector, "rep_vec": vector, "names": {}, "headline": record["title"],
+                             "representative": article_id}
+            batch.stories[story_id] = story
+            centroid = vector
+            story.buckets[day] = Bucket.of(vector, f.published)
+            story_report.update(action="opened", story=story_id)
+            similarity = 1.0
+        else:
+            story_id = chosen.story_id
+            story = stories[story_id]
+            details = story.load_details()
+            centroid = updated_centroid(details["centroid"], vector, s)
+            current = story.buckets.get(day)
+            story.buckets[day] = (current.add(vector, f.published, s.bucket_terms) if current
+                                  else Bucket.of(vector, f.published))
+            story.first_seen = min(story.first_seen, f.published)
+            story.last_updated = max(story.last_updated, f.published)
+            details["centroid"] = centroid
+            # The representative is whichever of the current one and the newcomer
+            # is closer to the updated centroid: the headline follows what the
+            # story is about as a whole, not its first or latest article.
+            if vector.cosine(centroid) > details["rep_vec"].cosine(centroid) + 1e-9:
+                details.update(headline=record["title"], representative=article_id, rep_vec=vector)
+            story_report.update(action="joined", story=story_id)
+            similarity = chosen.score
+        details = story.details
+        story.dirty_buckets.add(day)
+        story.article_count += 1
+        story.originals += 1
+        story.canonicals = (story.canonicals + [article_id])[-s.story_duplicate_candidates:]
+        names = dict(details["names"])
+        names.update(f.term_names)
+        heaviest = [int(x) for x in centroid.heaviest(s.index_terms)]
+        details["names"] = {feature: names[feature] for feature in heaviest if feature in names}
+        story.indexed = heaviest
+        story.touched = True
+        top_terms = readable_terms([details["names"][x] for x in heaviest if x in details["names"]], s.top_terms)
+        story.changed = {
+            "id": story_id, "headline": details["headline"], "representative": details["representative"],
+            "centroid": centroid.to_bytes(), "rep_vec": details["rep_vec"].top(64).to_bytes(),
+            "term_names": json.dumps(details["names"]), "top_terms": json.dumps(top_terms)}
+        decision = {"duplicate": dup_report, "story": story_report}
+        batch.article_writes.append((article_id, self._article_fields(record, f, story_id, None, similarity, decision),
+                                     story_id, record["source"], f.published))
+        batch.articles[article_id] = {"story": story_id, "duplicate_of": None, "published": f.published,
+                                      "shingles": f.shingle_set}
+        self._shingles.put(article_id, f.shingle_set, f.published)
+        batch.index_canonical(article_id, f.fingerprint,
+                              [(self.keys.band(i, bucket), slot) for i, (bucket, slot) in enumerate(f.bands)])
+        batch.count_terms(f.term_indices, 1)
+        self._df.counts[f.term_indices] += 1  # later articles of this batch weigh against it already
+        self._df.docs += 1
+        return Outcome(article_id, story_id, None, opened_story=chosen is None)
+
+    # ------------------------------------------------------------------ writes
+    def _commit_batch(self, batch: Batch) -> None:
+        if not batch.article_writes:
+            return
+        try:
+            self._commit(lambda pipe: batch.writes(pipe, self._scripts, now()))
+        except BaseException:
+            self._df.version = None  # the local counts ran ahead of the store: read them again
+            raise
+        if batch.docs_change or batch.df_changes is not None:
+            self._df.version += 1  # our own commit, made under the lock the version was read under
+
+    def _commit(self, writes) -> None:
+        """Write a decision only if we still hold the lock it was made under."""
+        if self._lock is None:
+            raise AssignmentConflict("no assignment lock held")
+        self._lock.commit(writes)
+
+    # ------------------------------------------------------------------ promotion
     def _promote_earlier_copy(self, article_id, record, f: Features, olds: list[dict], dup_report: dict) -> Outcome:
         """A copy published before the canonical one(s) arrived after them
         (workers run in parallel, feeds lag): it becomes the canonical article,
         and each old canonical and its copies now point to it. The story keeps
         its vectors: the texts are copies, so nothing new is learnt about it."""
-        k = self.keys
+        k, s = self.keys, self.settings
+        self._df.version = None  # term counts change below: read them afresh next batch
         story_id = olds[0]["story"]
         old_ids = [o["article"] for o in olds]
         with self.redis.pipeline(transaction=False) as pipe:
             for old in old_ids:
-                pipe.hmget(k.article(old), ("sig", "fingerprint", "title", "body"))
+                pipe.hmget(k.article(old), ("bands", "fingerprint", "title", "body_z"))
             pipe.hmget(k.story(story_id), _MEMBERSHIP_FIELDS + ("representative", "canonicals"))
             pipe.zrange(k.story_articles(story_id), 0, -1)
             *old_rows, story_raw, members = pipe.execute()
@@ -298,32 +543,54 @@ class Processor:
         # the first old canonical's place in them; any further ones, now copies
         # too, are taken out again (their terms recomputed from their text).
         uncounted = [self.vectorizer.term_counts(
-            content_terms((row[2] or b"").decode(), (row[3] or b"").decode(), self.settings.title_weight,
-                          self.settings.entity_weight))[0] for row in old_rows[1:]]
+            content_terms(decode(row[2] or b""), decompress(row[3]), s.title_weight, s.entity_weight))[0]
+            for row in old_rows[1:]]
         membership = _membership_update(story_raw, f.published)
         representative = story_raw[-2]
         canonicals = [c for c in json.loads(story_raw[-1] or "[]") if c not in old_ids] + [article_id]
         members = [m.decode() for m in members]
+        # Band slots: the old canonicals leave theirs, the newcomer joins its own.
+        old_slots = [(k.band(i, bucket), slot) for row in old_rows if row[0]
+                     for i, (bucket, slot) in enumerate(signatures.BandLayout.slots_from_bytes(row[0]))]
+        new_slots = [(k.band(i, bucket), slot) for i, (bucket, slot) in enumerate(f.bands)]
+        slot_list = list(dict.fromkeys(old_slots + new_slots))
         with self.redis.pipeline(transaction=False) as pipe:
             for m in members:
                 pipe.hmget(k.article(m), ("duplicate_of", "fingerprint"))
-            copies = [(m, fp) for m, (d, fp) in zip(members, pipe.execute()) if d and d.decode() in old_ids]
+            self._band_lookup(keys=[key for key, _ in slot_list], args=[x for _, x in slot_list], client=pipe)
+            *member_rows, slot_values = pipe.execute()
+        copies = [(m, fp) for m, (d, fp) in zip(members, member_rows) if d and d.decode() in old_ids]
+        values = {}
+        for slot, value in zip(slot_list, slot_values):
+            ids = [i for i in decode(value).split(" ") if i and i not in old_ids and i != article_id]
+            if slot in new_slots:
+                ids = (ids + [article_id])[-3:]
+            values[slot] = " ".join(ids)
         decision = {"duplicate": dict(dup_report, matched=None, promoted_over=old_ids),
                     "story": {"action": "followed_copy", "story": story_id,
                               "reason": f"published before {', '.join(old_ids)}, its copies, so it is now the "
                                         "canonical article"}}
 
         def writes(pipe):
-            self._write_article(pipe, article_id, story_id, None, 1.0, decision, f)
-            self._write_story_membership(pipe, story_id, article_id, record["source"], f.published, *membership)
-            pipe.hset(k.story(story_id), "canonicals", json.dumps(canonicals[-self.settings.story_duplicate_candidates:]))
-            for old, (old_sig, old_fingerprint, _, _) in zip(olds, old_rows):
+            fields = self._article_fields(record, f, story_id, None, 1.0, decision)
+            fields["processed_ts"] = round(now(), 6)
+            pipe.hset(k.article(article_id), mapping=fields)
+            pipe.hdel(k.article(article_id), "body")
+            pipe.zrem(k.queued, article_id)
+            first_seen, last_updated, article_count, indexed = membership
+            pipe.hset(k.story(story_id), mapping={
+                "first_seen": first_seen, "last_updated": last_updated, "article_count": article_count,
+                "canonicals": json.dumps(canonicals[-s.story_duplicate_candidates:])})
+            pipe.zadd(k.story_articles(story_id), {article_id: f.published})
+            pipe.hincrby(k.story_sources(story_id), record["source"], 1)
+            pipe.zadd(k.stories_recent, {story_id: last_updated})
+            pipe.zadd(k.stories_size, {story_id: article_count * 1e10 + last_updated})
+            for feature in indexed:
+                pipe.zadd(k.term(feature), {story_id: last_updated})
+            for old, (_, old_fingerprint, _, _) in zip(olds, old_rows):
                 pipe.hset(k.article(old["article"]), mapping={"duplicate_of": article_id,
                                                               "similarity": old["containment"]})
-                pipe.hdel(k.article(old["article"]), "sig", "shingle_set")  # only canonical articles are compared
-                if old_sig:
-                    for i, band in enumerate(self.layout.band_hashes(signatures.signature_from_bytes(old_sig))):
-                        pipe.srem(k.band(i, band), old["article"])
+                pipe.hdel(k.article(old["article"]), "bands", "shingle_set")  # only canonical articles are compared
                 if old_fingerprint:
                     pipe.set(k.fingerprint(old_fingerprint.decode()), article_id)
             for copy, fingerprint in copies:
@@ -339,119 +606,12 @@ class Processor:
             if uncounted:
                 pipe.decrby(k.df_docs, len(uncounted))
                 pipe.hincrby(k.story(story_id), "originals", -len(uncounted))
+            pipe.incr(k.df_version)
             if representative and representative.decode() in old_ids:
                 pipe.hset(k.story(story_id), mapping={"representative": article_id, "headline": record["title"]})
-            self._index_canonical(pipe, article_id, f)
+            pipe.set(k.fingerprint(f.fingerprint), article_id)
+            self._band_write(keys=[key for key, _ in values], args=[x for (_, slot), v in values.items()
+                                                                    for x in (slot, v)], client=pipe)
         self._commit(writes)
+        self._shingles.put(article_id, f.shingle_set, f.published)
         return Outcome(article_id, story_id, None, opened_story=False)
-
-    def _index_canonical(self, pipe, article_id: str, f: Features) -> None:
-        """Make a canonical article findable by its exact fingerprint and its LSH bands."""
-        k = self.keys
-        pipe.set(k.fingerprint(f.fingerprint), article_id)
-        for i, band in enumerate(f.bands):
-            pipe.sadd(k.band(i, band), article_id)
-
-    # ------------------------------------------------------------------ stories
-    def _assign_story(self, article_id, record, f: Features, vector: SparseVector,
-                      stories: dict[str, tuple[StoryState, dict]], scores: list, dup_report: dict) -> Outcome:
-        s, k = self.settings, self.keys
-        chosen = choose_story(scores, s)
-        story_report = {"candidates": [sc.as_dict() for sc in scores[:5]], "threshold": s.story_threshold,
-                        "method": (f"mean cosine to the story's members, each weighed by a Gaussian time kernel "
-                                   f"(sigma {s.time_sigma_hours:g} h, window {s.story_window_hours:g} h)")}
-        day = bucket_index(f.published, s)
-        if chosen is None:
-            story_id = story_id_for(article_id)
-            centroid = vector
-            bucket = Bucket.of(vector, f.published)
-            story = {"first_seen": f.published, "last_updated": f.published, "article_count": 1, "originals": 1,
-                     "headline": record["title"], "representative": article_id, "rep_vec": vector, "names": {},
-                     "canonicals": []}
-            story_report.update(action="opened", story=story_id)
-            similarity = 1.0
-        else:
-            story_id = chosen.story_id
-            state, r = stories[story_id]
-            centroid = updated_centroid(SparseVector.from_bytes(r["centroid"]), vector, s)
-            current = state.buckets.get(day)
-            bucket = current.add(vector, f.published, s.bucket_terms) if current else Bucket.of(vector, f.published)
-            story = {"first_seen": min(state.first_seen, f.published),
-                     "last_updated": max(state.last_updated, f.published),
-                     "article_count": int(r["article_count"]) + 1, "originals": state.originals + 1,
-                     "headline": r["headline"].decode(), "representative": r["representative"].decode(),
-                     "rep_vec": SparseVector.from_bytes(r["rep_vec"]),
-                     "names": {int(a): b for a, b in json.loads(r["term_names"] or "{}").items()},
-                     "canonicals": r["canonicals"]}
-            # The representative is whichever of the current one and the newcomer
-            # is closer to the updated centroid: the headline follows what the
-            # story is about as a whole, not its first or latest article.
-            if vector.cosine(centroid) > story["rep_vec"].cosine(centroid) + 1e-9:
-                story.update(headline=record["title"], representative=article_id, rep_vec=vector)
-            story_report.update(action="joined", story=story_id)
-            similarity = chosen.score
-        canonicals = (story["canonicals"] + [article_id])[-s.story_duplicate_candidates:]
-        names = dict(story["names"])
-        names.update(f.term_names)
-        heaviest = [int(x) for x in centroid.heaviest(s.index_terms)]
-        # Terms that no longer index the story stop pointing at it.
-        dropped = set(json.loads(stories[story_id][1]["indexed"] or "[]")) - set(heaviest) if chosen else set()
-        names = {feature: names[feature] for feature in heaviest if feature in names}
-        top_terms = readable_terms([names[feature] for feature in heaviest if feature in names], s.top_terms)
-        decision = {"duplicate": dup_report, "story": story_report}
-
-        def writes(pipe):
-            for feature in dropped:
-                pipe.zrem(k.term(feature), story_id)
-            self._write_article(pipe, article_id, story_id, None, similarity, decision, f)
-            self._write_story_membership(pipe, story_id, article_id, record["source"], f.published,
-                                         story["first_seen"], story["last_updated"], story["article_count"],
-                                         heaviest)
-            pipe.hset(k.story(story_id), mapping={
-                "id": story_id, "headline": story["headline"], "representative": story["representative"],
-                "originals": story["originals"], "centroid": centroid.to_bytes(),
-                "rep_vec": story["rep_vec"].top(64).to_bytes(), "term_names": json.dumps(names),
-                "top_terms": json.dumps(top_terms), "canonicals": json.dumps(canonicals),
-                bucket_field(day): bucket.to_bytes()})
-            self._index_canonical(pipe, article_id, f)
-            if len(f.term_indices):
-                counters = pipe.bitfield(k.df)
-                for feature in f.term_indices:
-                    counters.incrby("u32", f"#{int(feature)}", 1)
-                counters.execute()  # queued in the transaction
-            pipe.incr(k.df_docs)
-        self._commit(writes)
-        return Outcome(article_id, story_id, None, opened_story=chosen is None)
-
-    # ------------------------------------------------------------------ writes
-    def _write_article(self, pipe, article_id, story_id, duplicate_of, similarity, decision, f: Features):
-        k = self.keys
-        fields = {"status": "processed", "story": story_id, "duplicate_of": duplicate_of or "",
-                  "similarity": round(float(similarity), 4), "decision": json.dumps(decision),
-                  "fingerprint": f.fingerprint, "processed_at": iso(time.time())}
-        if not duplicate_of:  # only canonical articles are ever compared with newcomers
-            fields.update(sig=signatures.signature_to_bytes(f.signature),
-                          shingle_set=signatures.shingle_set_to_bytes(f.shingle_set))
-        pipe.hset(k.article(article_id), mapping=fields)
-        pipe.zrem(k.queued, article_id)
-
-    def _write_story_membership(self, pipe, story_id, article_id, source, published, first_seen, last_updated,
-                                article_count, indexed_terms):
-        k = self.keys
-        pipe.hset(k.story(story_id), mapping={
-            "first_seen": first_seen, "last_updated": last_updated, "article_count": article_count,
-            "indexed": json.dumps(indexed_terms)})
-        pipe.zadd(k.story_articles(story_id), {article_id: published})
-        pipe.hincrby(k.story_sources(story_id), source, 1)
-        pipe.zadd(k.stories_recent, {story_id: last_updated})
-        # Size first, recency as the tie-break: last_updated (< 1e10 s) fits under the count.
-        pipe.zadd(k.stories_size, {story_id: article_count * 1e10 + last_updated})
-        # The term index finds stories by their newest article, whichever joined last.
-        for feature in indexed_terms:
-            pipe.zadd(k.term(feature), {story_id: last_updated})
-
-    def _commit(self, writes) -> None:
-        """Write a decision only if we still hold the lock it was made under."""
-        if self._lock is None:
-            raise AssignmentConflict("no assignment lock held")
-        self._lock.commit(writes)

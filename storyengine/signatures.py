@@ -31,6 +31,14 @@ def exact_fingerprint(tokens: list[str]) -> str:
     return hashlib.blake2b(" ".join(tokens).encode("utf-8"), digest_size=12).hexdigest()
 
 
+_TOKEN_HASHES: dict[str, int] = {}  # a word's hash never changes; vocabulary repeats
+
+
+def _token_hash(token: str) -> int:
+    value = _TOKEN_HASHES[token] = zlib.crc32(token.encode("utf-8"))
+    return value
+
+
 def shingle_hashes(tokens: list[str], k: int) -> np.ndarray:
     """The distinct 32-bit hashes of the text's k-word shingles (one shingle
     of all words when the text is shorter than k)."""
@@ -38,7 +46,11 @@ def shingle_hashes(tokens: list[str], k: int) -> np.ndarray:
         return np.empty(0, dtype=np.uint32)
     if k > len(_MIXERS):
         raise ValueError(f"shingle size at most {len(_MIXERS)}")
-    token_hashes = np.fromiter((zlib.crc32(t.encode("utf-8")) for t in tokens), dtype=np.uint64, count=len(tokens))
+    cache = _TOKEN_HASHES
+    if len(cache) > 500_000:
+        cache.clear()
+    token_hashes = np.fromiter((cache[t] if t in cache else _token_hash(t) for t in tokens), dtype=np.uint64,
+                               count=len(tokens))
     k = min(k, len(tokens))
     n = len(tokens) - k + 1
     mixed = np.zeros(n, dtype=np.uint64)
@@ -48,8 +60,8 @@ def shingle_hashes(tokens: list[str], k: int) -> np.ndarray:
     return np.unique(folded.astype(np.uint32))
 
 
-def _identity(value):
-    return int(value)
+# Shingle hashes go into MinHash as they are (they are hashes already).
+_identity = int
 
 
 @lru_cache(maxsize=4)
@@ -86,6 +98,27 @@ class BandLayout:
         lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
         return cls(bands=lsh.b, rows=lsh.r)
 
+    # Band slots live in 1024 small hashes per band, so each stays in Redis's
+    # compact encoding (listpack) up to about half a million canonical articles.
+    SLOT_BUCKETS = 1024
+
+    def band_slots(self, signature: np.ndarray) -> list[tuple[int, bytes]]:
+        """(bucket, field) per band: which small hash, and which 4-byte field in it."""
+        raw = signature.astype("<u4")
+        out = []
+        for i in range(self.bands):
+            digest = hashlib.blake2b(raw[i * self.rows:(i + 1) * self.rows].tobytes(), digest_size=6).digest()
+            out.append((int.from_bytes(digest[:2], "little") % self.SLOT_BUCKETS, digest[2:]))
+        return out
+
+    @staticmethod
+    def slots_to_bytes(slots: list[tuple[int, bytes]]) -> bytes:
+        return b"".join(bucket.to_bytes(2, "little") + f for bucket, f in slots)
+
+    @staticmethod
+    def slots_from_bytes(raw: bytes) -> list[tuple[int, bytes]]:
+        return [(int.from_bytes(raw[i:i + 2], "little"), raw[i + 2:i + 6]) for i in range(0, len(raw), 6)]
+
     def band_hashes(self, signature: np.ndarray) -> list[str]:
         """One short hex digest per band; two signatures sharing any band are candidates."""
         raw = signature.astype("<u4")
@@ -117,6 +150,33 @@ class Overlap(NamedTuple):
     chance: float       # probability of at least this many common values by accident
 
 
+class ShingleMask:
+    """One text's shingle set as a 65,536-entry mask, to measure its overlap
+    with many candidates quickly (one gather each instead of a set intersection)."""
+
+    def __init__(self, shingles: np.ndarray) -> None:
+        self.shingles = shingles
+        self.mask = np.zeros(65536, dtype=bool)
+        self.mask[shingles] = True
+
+    def overlap(self, other: np.ndarray, min_containment: float = 0.0) -> Overlap:
+        """Same as :func:`overlap`; the chance is only worked out for a
+        containment of at least ``min_containment`` (1.0 below it)."""
+        a = self.shingles
+        if len(a) == 0 or len(other) == 0:
+            return Overlap(0.0, 0.0, 1.0)
+        common = int(np.count_nonzero(self.mask[other]))
+        return _overlap(len(a), len(other), common, min_containment)
+
+
+def _overlap(len_a: int, len_b: int, common: int, min_containment: float) -> Overlap:
+    small, large = (len_a, len_b) if len_a <= len_b else (len_b, len_a)
+    rate = large / 65536.0
+    containment = max(0.0, (common / small - rate) / (1.0 - rate))
+    chance = float(binom.sf(common - 1, small, rate)) if common and containment >= min_containment else 1.0
+    return Overlap(containment, common / (len_a + len_b - common), chance)
+
+
 def overlap(a: np.ndarray, b: np.ndarray) -> Overlap:
     """How much two shingle sets from :func:`shingle_set` share.
 
@@ -128,12 +188,7 @@ def overlap(a: np.ndarray, b: np.ndarray) -> Overlap:
     high containment and a negligible chance."""
     if len(a) == 0 or len(b) == 0:
         return Overlap(0.0, 0.0, 1.0)
-    common = len(np.intersect1d(a, b, assume_unique=True))
-    small, large = sorted((len(a), len(b)))
-    rate = large / 65536.0
-    containment = max(0.0, (common / small - rate) / (1.0 - rate))
-    chance = float(binom.sf(common - 1, small, rate)) if common else 1.0
-    return Overlap(containment, common / (len(a) + len(b) - common), chance)
+    return _overlap(len(a), len(b), len(np.intersect1d(a, b, assume_unique=True)), 0.0)
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -60,7 +61,7 @@ return ids
 
 ARTICLE_PUBLIC_FIELDS = (
     "id", "source", "url", "title", "language", "published_at", "received_at", "status",
-    "story", "duplicate_of", "similarity", "decision", "error", "processed_at",
+    "story", "duplicate_of", "similarity", "decision", "error", "processed_ts",
 )
 STORY_FIELDS = ("id", "headline", "representative", "first_seen", "last_updated", "article_count",
                 "originals", "top_terms", "merged_from")
@@ -70,7 +71,7 @@ def _s(value) -> str | None:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-_BINARY_FIELDS = frozenset({"sig", "shingle_set", "centroid", "rep_vec"})
+_BINARY_FIELDS = frozenset({"bands", "shingle_set", "centroid", "rep_vec", "body_z"})
 
 
 def decode_hash(raw: dict) -> dict:
@@ -125,7 +126,7 @@ class RedisStore:
         now = time.time()
         with self.redis.pipeline(transaction=False) as pipe:
             for record in records:
-                fields = dict(record, status="queued", received_at=iso(now))
+                fields = dict(record, status="queued", received_at=iso(now), received_ts=round(now, 6))
                 flat = [x for pair in fields.items() for x in pair]
                 self._accept(keys=[k.article(record["id"]), k.article_ref(record["source"], record["canonical_url"]),
                                    k.queued], args=[record["id"], now, *flat], client=pipe)
@@ -142,12 +143,52 @@ class RedisStore:
         raw = self.redis.hmget(self.keys.article(article_id), ARTICLE_PUBLIC_FIELDS)
         if raw[0] is None:
             raise NotFound(f"no article with id {article_id!r}")
-        return self._article_view(dict(zip(ARTICLE_PUBLIC_FIELDS, raw)))
+        view = self._article_view(dict(zip(ARTICLE_PUBLIC_FIELDS, raw)))
+        processed = view.pop("processed_ts")
+        view["processed_at"] = iso(float(processed)) if processed else None
+        decision = view.get("decision")
+        if decision:
+            # The rule and the method are the settings', the same for every article: not stored with each.
+            s = self.settings
+            if "duplicate" in decision:
+                decision["duplicate"]["rule"] = (
+                    f"a copy when the texts are identical, or when at least {s.duplicate_containment:.0%} of "
+                    f"the smaller text's {s.shingle_size}-word shingles are in the other "
+                    f"(and it has at least {s.containment_min_shingles}); the canonical article is the "
+                    "earliest published copy")
+            story = decision.get("story", {})
+            if story.get("action") in ("opened", "joined"):
+                story["threshold"] = s.story_threshold
+                story["method"] = (f"mean cosine to the story's members, each weighed by a Gaussian time kernel "
+                                   f"(sigma {s.time_sigma_hours:g} h, window {s.story_window_hours:g} h)")
+        return view
 
     def load_article(self, article_id: str) -> dict | None:
         """Everything stored for an article, for processing."""
-        raw = self.redis.hgetall(self.keys.article(article_id))
-        return decode_hash(raw) if raw else None
+        return self.load_articles([article_id])[0]
+
+    def load_articles(self, article_ids: list[str]) -> list[dict | None]:
+        """Everything stored for each article (None if there is none), in one round trip.
+        A processed article's body is kept compressed; it comes back as ``body``."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for article_id in article_ids:
+                pipe.hgetall(self.keys.article(article_id))
+            rows = pipe.execute()
+        out = []
+        for raw in rows:
+            record = decode_hash(raw) if raw else None
+            if record is not None and record.get("body_z") is not None:
+                record["body"] = zlib.decompress(record.pop("body_z")).decode("utf-8")
+            out.append(record)
+        return out
+
+    def processing_times(self, article_ids: list[str]) -> list[tuple[float | None, float | None]]:
+        """(received, processed) epoch seconds per article, None where not (yet) known."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for article_id in article_ids:
+                pipe.hmget(self.keys.article(article_id), ("received_ts", "processed_ts"))
+            rows = pipe.execute()
+        return [(float(r) if r else None, float(p) if p else None) for r, p in rows]
 
     def mark_failed(self, article_id: str, reason: str) -> bool:
         """Record why an article could not be processed. Does nothing (and says

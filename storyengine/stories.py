@@ -26,6 +26,8 @@ import math
 import struct
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .settings import Settings
 from .vectors import SparseVector
 
@@ -145,13 +147,42 @@ def in_window(published: float, story: StoryState, window_hours: float) -> bool:
 
 def rank_stories(vector: SparseVector, published: float, candidates: list[StoryState],
                  settings: Settings) -> list[StoryScore]:
-    """Candidate stories inside the window, best first."""
-    scores = []
-    for story in candidates:
+    """Candidate stories inside the window, best first: :func:`average_link`
+    for each, with every bucket's dot product taken in one vectorised pass."""
+    owners, weights, counts, indices, values = [], [], [], [], []
+    ranked = []
+    for position, story in enumerate(candidates):
         if not in_window(published, story, settings.story_window_hours):
             continue
-        score, members = average_link(vector, published, story.buckets, settings)
-        scores.append(StoryScore(story.story_id, score, members))
+        ranked.append(position)
+        for bucket in story.buckets.values():
+            weight = kernel(published - bucket.mean_time, settings)
+            if weight == 0.0 or bucket.count == 0:
+                continue
+            owners.append(position)
+            weights.append(weight)
+            counts.append(bucket.count)
+            indices.append(bucket.vector.indices)
+            values.append(bucket.vector.values)
+    totals = np.zeros(len(candidates))
+    members = np.zeros(len(candidates), dtype=np.int64)
+    if owners:
+        lengths = np.fromiter((len(x) for x in indices), dtype=np.int64, count=len(indices))
+        flat_indices = np.concatenate(indices)
+        # The article's weight of each bucket term: look the term up among the
+        # article's own (sorted) features; terms it lacks weigh 0.
+        at = np.searchsorted(vector.indices, flat_indices)
+        at[at == len(vector.indices)] = 0
+        mine = np.where(vector.indices[at] == flat_indices, vector.values[at], 0.0) if len(vector.indices) else \
+            np.zeros(len(flat_indices))
+        products = mine * np.concatenate(values)
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        dots = np.add.reduceat(products, starts) if len(products) else np.zeros(len(starts))
+        dots[lengths == 0] = 0.0  # reduceat gives the next value for an empty segment
+        np.add.at(totals, owners, np.asarray(weights) * dots)
+        np.add.at(members, owners, counts)
+    scores = [StoryScore(candidates[p].story_id, float(totals[p] / members[p]) if members[p] else 0.0, int(members[p]))
+              for p in ranked]
     scores.sort(key=lambda s: (-s.score, s.story_id))
     return scores
 

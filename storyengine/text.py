@@ -92,13 +92,15 @@ def _keep(ws: list[str]) -> list[str]:
     return [w for w in ws if len(w) > 1 and w not in _STOPWORDS and not w.isdigit()]
 
 
-# Sentences end at . ! ? or a line break; a word right after that is
-# capitalised by grammar, not because it names something. A full stop after
-# a title or an initial ("Mr. Smith", "U.S. Navy") ends no sentence.
-_TITLES = ("Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "Gen", "Sen", "Rep", "Gov", "Lt", "Col", "Sgt", "Prof")
-_SENTENCE_BREAK = re.compile(
-    "".join(rf"(?<!\b{t}\.)" for t in _TITLES) + r"(?<!\b[A-Z]\.)(?<=[.!?])\s+|\n+")
-_ENTITY_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+# Sentences end at . ! ? followed by white space, or at a line break; a word
+# right after that is capitalised by grammar, not because it names something.
+# A full stop right after a title or an initial ("Mr. Smith", "U.S. Navy")
+# ends no sentence.
+_TITLES = frozenset(("Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "Gen", "Sen", "Rep", "Gov", "Lt", "Col", "Sgt",
+                     "Prof"))
+# One scan gives the words and the sentence breaks in order: group 1 is a
+# word, group 2 a break (a line break, or . ! ? before white space).
+_ENTITY_SCAN = re.compile(r"([^\W\d_]+)|(\n|[.!?](?=\s))", re.UNICODE)
 # Capitalised by convention, not because they name who or where.
 _NOT_NAMES = frozenset(
     "monday tuesday wednesday thursday friday saturday sunday january february march april may june july "
@@ -113,21 +115,37 @@ def entities(text: str) -> list[str]:
     found = []
     # Typography first, so "Vasquez’s" and "Vasquez's" both give "vasquez".
     text = unicodedata.normalize("NFKC", text).translate(_TYPOGRAPHY)
-    for sentence in _SENTENCE_BREAK.split(text):
-        for i, token in enumerate(_ENTITY_WORD.findall(sentence)):
-            if i == 0 or not token[0].isupper() or len(token) < 2:
-                continue
+    sentence_start = True
+    previous, previous_end = "", -1  # the last word, and where it ends if it stands alone
+    for match in _ENTITY_SCAN.finditer(text):
+        token, brk = match.groups()
+        if brk is not None:
+            # "Mr." or "U." directly before the full stop: a title or an initial, not an ending.
+            if not (brk == "." and previous_end == match.start()
+                    and (previous in _TITLES or (len(previous) == 1 and "A" <= previous <= "Z"))):
+                sentence_start = True
+            continue
+        if not sentence_start and len(token) > 1 and token[0].isupper():
             folded = token.casefold()
             if folded not in _STOPWORDS and folded not in _NOT_NAMES:
                 found.append(folded)
+        sentence_start = False
+        start = match.start()
+        # "9600M." is no initial: the word must stand alone, as in "M. Smith".
+        alone = start == 0 or not (text[start - 1].isalnum() or text[start - 1] == "_")
+        previous, previous_end = token, (match.end() if alone else -1)
     return found
 
 
-def content_terms(title: str, body: str, title_weight: int, entity_weight: int = 0) -> list[str]:
+def content_terms(title: str, body: str, title_weight: int, entity_weight: int = 0,
+                  title_words: list[str] | None = None, body_words: list[str] | None = None) -> list[str]:
     """Terms for TF-IDF: headline words count ``title_weight`` times; each
     entity (see :func:`entities`) also counts ``entity_weight`` times as a
-    feature of its own, prefixed ``e:``."""
-    terms = _keep(words(title)) * title_weight + _keep(words(body))
+    feature of its own, prefixed ``e:``. ``title_words`` and ``body_words``
+    are :func:`words` of the two, when the caller has them already."""
+    title_words = words(title) if title_words is None else title_words
+    body_words = words(body) if body_words is None else body_words
+    terms = _keep(title_words) * title_weight + _keep(body_words)
     if entity_weight:
         names = [ENTITY_PREFIX + e for e in entities(f"{title}.\n{body}")]
         terms += names * entity_weight

@@ -21,20 +21,45 @@ def _pre_tokenised(doc):
 
 
 class Vectorizer:
+    """Terms to hashed features exactly as ``HashingVectorizer`` maps them
+    (murmurhash3, absolute value, modulo the feature count). A term's feature
+    never changes, so a process remembers the ones it has hashed: news
+    vocabulary repeats, and one dictionary look-up is cheaper than a call
+    into scikit-learn per document."""
+
+    CACHE_LIMIT = 500_000
+
     def __init__(self, n_features: int) -> None:
         self.n_features = n_features
         self._hashing = HashingVectorizer(
             n_features=n_features, analyzer=_pre_tokenised, alternate_sign=False, norm=None)
+        self._features: dict[str, int] = {}
 
-    def term_counts(self, terms: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(feature indices sorted, raw counts) for one document's terms."""
+    def reference_term_counts(self, terms: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """scikit-learn's own answer, which :meth:`term_counts` must equal."""
         row = self._hashing.transform([terms])
         row.sort_indices()
         return row.indices.astype(np.int64), row.data.astype(np.float64)
 
+    def term_counts(self, terms: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(feature indices sorted, raw counts) for one document's terms."""
+        if not terms:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        features = self._features
+        if len(features) > self.CACHE_LIMIT:
+            features.clear()
+        feature_of = self.feature_of
+        hashed = np.fromiter((features[t] if t in features else feature_of(t) for t in terms), dtype=np.int64,
+                             count=len(terms))
+        indices, counts = np.unique(hashed, return_counts=True)
+        return indices, counts.astype(np.float64)
+
     def feature_of(self, term: str) -> int:
         # The same hash HashingVectorizer applies, so names can be put back on features.
-        return abs(murmurhash3_32(term, seed=0)) % self.n_features
+        feature = self._features.get(term)
+        if feature is None:
+            feature = self._features[term] = abs(murmurhash3_32(term, seed=0)) % self.n_features
+        return feature
 
 
 def idf(df: np.ndarray, docs: int) -> np.ndarray:

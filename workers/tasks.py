@@ -35,49 +35,82 @@ def backoff(retries: int) -> float:
 
 @shared_task(name=names.PROCESS_ARTICLE, bind=True, acks_late=True)
 def process_article(self, article_id: str) -> dict:
-    """Decide one article. Idempotent (see storyengine.pipeline), so a
-    redelivered or requeued task changes nothing.
+    """Decide one article (see :func:`process_articles`)."""
+    [result] = _process(self, [article_id])
+    return result
 
-    A transient store error is retried here, in the task, with backoff, not
+
+# The worker logs a task's whole result (which articles it decided), not the
+# first 1,024 characters Celery keeps by default.
+_RESULT_LOG_CHARS = 65536
+
+
+@shared_task(name=names.PROCESS_ARTICLES, bind=True, acks_late=True, resultrepr_maxsize=_RESULT_LOG_CHARS)
+def process_articles(self, article_ids: list[str]) -> dict:
+    """Decide the articles of one batch post together: one lock hold, a few
+    round trips and one commit for all of them (storyengine.pipeline).
+    Idempotent, so a redelivered or requeued task changes nothing. The
+    result lists the ids by what happened to them."""
+    results = _process(self, list(article_ids))
+    summary: dict = {"articles": len(results), "decided": [], "already_processed": [], "failed": [], "missing": [],
+                     "queued": []}
+    for result in results:
+        if result["status"] == "processed":
+            summary["already_processed" if result["already_processed"] else "decided"].append(result["article"])
+        else:
+            summary[result["status"]].append(result["article"])
+    return summary
+
+
+def _process(task, article_ids: list[str]) -> list[dict]:
+    """A transient store error is retried here, in the task, with backoff, not
     with ``self.retry``: the broker is usually the very Redis that is away,
     so a retry could not be published and Celery would drop the message. The
-    message stays unacknowledged (acks_late) until the article is decided; if
-    the retries run out, the article stays queued and the requeue pass sends
-    it again later."""
-    processor = processor_for(self.app)
-    config = self.app.conf.storywire
+    message stays unacknowledged (acks_late) until the articles are decided;
+    if the retries run out, they stay queued and the requeue pass sends them
+    again later."""
+    processor = processor_for(task.app)
+    config = task.app.conf.storywire
     attempt = 0
     while True:
         try:
-            outcome = processor.process(article_id)
+            outcomes = processor.process_many(article_ids)
             break
-        except InvalidArticle as exc:
-            # Permanent: retrying cannot help. Say why on the article itself.
-            processor.store.mark_failed(article_id, str(exc))
-            log.warning("article failed", extra={"article_id": article_id, "reason": str(exc)})
-            return {"article": article_id, "status": "failed"}
-        except NotFound:
-            log.warning("article not found; nothing to do", extra={"article_id": article_id})
-            return {"article": article_id, "status": "missing"}
         except StoreUnavailable as exc:
             if attempt >= config.max_retries:
-                # Transient by nature, so never "failed": the article stays queued
-                # and the requeue pass (requeue_stale) sends it again later.
-                log.warning("giving up for now; the requeue pass will send it again",
-                            extra={"article_id": article_id, "reason": str(exc)})
-                return {"article": article_id, "status": "queued"}
+                # Transient by nature, so never "failed": the articles stay queued
+                # and the requeue pass (requeue_stale) sends them again later.
+                log.warning("giving up for now; the requeue pass will send them again",
+                            extra={"article_ids": article_ids, "task_id": task.request.id, "reason": str(exc)})
+                return [{"article": a, "status": "queued"} for a in article_ids]
             delay = backoff(attempt)
             log.warning("store unavailable (%s); retry %d of %d in %.1f s", exc, attempt + 1, config.max_retries,
-                        delay, extra={"article_id": article_id})
+                        delay, extra={"article_ids": article_ids, "task_id": task.request.id})
             attempt += 1
             time.sleep(delay)
         except Exception:
-            # A bug, not the article's fault and not transient: record it so the
-            # article does not sit in "queued" forever, and let Celery log it.
-            processor.store.mark_failed(article_id, "internal error while processing; see the worker log")
+            # A bug, not the articles' fault and not transient: record it so they
+            # do not sit in "queued" forever, and let Celery log it.
+            for article_id in article_ids:
+                processor.store.mark_failed(article_id, "internal error while processing; see the worker log")
             raise
-    return {"article": article_id, "story": outcome.story_id, "duplicate_of": outcome.duplicate_of,
-            "opened_story": outcome.opened_story, "already_processed": outcome.already_processed}
+    results = []
+    for outcome in outcomes:
+        if isinstance(outcome.error, InvalidArticle):
+            # Permanent: retrying cannot help. Say why on the article itself.
+            processor.store.mark_failed(outcome.article_id, str(outcome.error))
+            log.warning("article failed", extra={"article_id": outcome.article_id, "reason": str(outcome.error),
+                                                 "task_id": task.request.id})
+            results.append({"article": outcome.article_id, "status": "failed"})
+        elif isinstance(outcome.error, NotFound):
+            log.warning("article not found; nothing to do",
+                        extra={"article_id": outcome.article_id, "task_id": task.request.id})
+            results.append({"article": outcome.article_id, "status": "missing"})
+        else:
+            results.append({"article": outcome.article_id, "status": "processed", "story": outcome.story_id,
+                            "duplicate_of": outcome.duplicate_of, "opened_story": outcome.opened_story,
+                            "already_processed": outcome.already_processed})
+    return results
 
 
 @shared_task(name=names.REPAIR_STORIES, bind=True, acks_late=True)
@@ -109,8 +142,8 @@ def requeue_stale(self) -> dict:
     except Exception as exc:  # noqa: BLE001 - Redis away: the next run tries again
         log.warning("requeue pass skipped: %s", exc)
         return {"status": "skipped"}
-    for article_id in ids:
-        process_article.apply_async(args=[article_id], queue=names.QUEUE)
+    for start in range(0, len(ids), 100):
+        process_articles.apply_async(args=[ids[start:start + 100]], queue=names.QUEUE)
     if ids:
         log.info("requeued %d stale articles", len(ids))
     return {"status": "done", "requeued": len(ids)}

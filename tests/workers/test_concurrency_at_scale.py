@@ -19,6 +19,7 @@ worker + API pair has its own database and key prefix.
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import random
@@ -142,26 +143,40 @@ class Stack:
         self.stop()
 
     # ------------------------------------------------------------------ the worker's own account (its log)
-    _SUCCEEDED = re.compile(r"storywire\.process_article\[(?P<task>[^\]]+)\] succeeded in [0-9.e-]+s: "
-                            r"\{'article': '(?P<id>[^']+)'.*?'already_processed': (?P<again>True|False)")
+    _SUCCEEDED = re.compile(r"storywire\.process_articles?\[(?P<task>[^\]]+)\] succeeded in [0-9.e-]+s: "
+                            r"(?P<result>\{.*\})$", re.MULTILINE)
     _RECEIVED = re.compile(r"Task [\w.]+\[([0-9a-f-]+)\] received")
     _FINISHED = re.compile(r"Task [\w.]+\[([0-9a-f-]+)\] (?:succeeded|failed|raised)")
+
+    def _results(self, text: str) -> dict[str, tuple[list[str], list[str]]]:
+        """task id -> (articles it decided, articles it found processed already),
+        from the results the worker logged (one article, or a batch's)."""
+        out = {}
+        for m in self._SUCCEEDED.finditer(text):
+            result = ast.literal_eval(m["result"])
+            if "article" in result:
+                decided = [] if result["already_processed"] else [result["article"]]
+                out[m["task"]] = (decided, [result["article"]] if result["already_processed"] else [])
+            else:
+                out[m["task"]] = (result["decided"], result["already_processed"])
+        return out
 
     def decisions(self) -> Counter:
         """How many times each article was decided (a task that succeeded and
         found it not yet processed)."""
-        return Counter(m["id"] for m in self._SUCCEEDED.finditer(self.log()) if m["again"] == "False")
+        return Counter(a for decided, _ in self._results(self.log()).values() for a in decided)
 
     def process_tasks(self) -> Counter:
-        """How many process_article tasks ran for each article."""
-        return Counter(m["id"] for m in self._SUCCEEDED.finditer(self.log()))
+        """How many processing tasks ran for each article."""
+        return Counter(a for decided, again in self._results(self.log()).values() for a in decided + again)
 
     def delivery_order(self) -> list[str]:
         """Article ids in the order the worker received their tasks from the
-        broker (the order the API enqueued them)."""
+        broker (the order the API enqueued them; a batch's in its own order)."""
         text = self.log()
-        article_of = {m["task"]: m["id"] for m in self._SUCCEEDED.finditer(text)}
-        order = [article_of[task] for task in self._RECEIVED.findall(text) if task in article_of]
+        results = self._results(text)
+        order = [a for task in self._RECEIVED.findall(text) if task in results
+                 for a in results[task][0] + results[task][1]]
         return list(dict.fromkeys(order))
 
     def pool_processes(self) -> set[str]:
@@ -391,8 +406,8 @@ def assert_consistent(store: RedisStore, ids: list[str]) -> dict:
     band_keys = list(r.scan_iter(match=f"{k.prefix}:band:*", count=5000))
     with r.pipeline(transaction=False) as pipe:
         for key in band_keys:
-            pipe.smembers(key)
-        in_bands = {_s(m) for members in pipe.execute() for m in members}
+            pipe.hvals(key)  # slot -> space-separated canonical ids (storyengine.keys)
+        in_bands = {m for values in pipe.execute() for v in values for m in _s(v).split(" ")}
     if in_bands - canonical:
         problems.append(f"LSH bands hold non-canonical articles: {sorted(in_bands - canonical)[:5]}")
     term_keys = list(r.scan_iter(match=f"{k.prefix}:term:*", count=5000))
