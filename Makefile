@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test eval tune stream clean
+.PHONY: run test eval tune stream bench clean
 .DEFAULT_GOAL := run
 
 $(VENV)/.installed: requirements.txt
@@ -29,6 +29,10 @@ tune: $(VENV)/.installed
 # make stream COPIES=8 OUT=/tmp/dev-10k.jsonl: a longer labelled stream made from STREAM (default dev)
 stream: $(VENV)/.installed
 	$(PY) scripts/replicate_stream.py --copies $(or $(COPIES),8) --out $(or $(OUT),var/dev-x$(or $(COPIES),8).jsonl) $(if $(STREAM),--stream $(STREAM))
+
+# make bench [BENCH_OUT=figures.json] [ARGS="--articles 20000 ..."]: speed against the targets, in one run
+bench: $(VENV)/.installed
+	$(PY) scripts/bench.py $(if $(BENCH_OUT),--out $(BENCH_OUT)) $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

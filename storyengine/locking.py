@@ -30,7 +30,9 @@ class AssignmentLock:
                  wait: float = LOCK_WAIT_SECONDS) -> None:
         self.redis = client
         self.key = key
-        self._lock = client.lock(key, timeout=timeout, blocking_timeout=wait)
+        # Poll often while waiting: a batch holds the lock for tens of milliseconds, and
+        # redis-py's default (every 100 ms) would leave a waiting worker idle most of that time.
+        self._lock = client.lock(key, timeout=timeout, blocking_timeout=wait, sleep=0.002)
         self._token: bytes | None = None
 
     def __enter__(self) -> "AssignmentLock":

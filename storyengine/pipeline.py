@@ -37,7 +37,7 @@ from .locking import AssignmentConflict, AssignmentLock  # noqa: F401 - Assignme
 from .settings import Settings
 from .store import RedisStore
 from .stories import Bucket, bucket_field, bucket_index, choose_story, rank_stories, updated_centroid
-from .text import ENTITY_PREFIX, content_terms, words
+from .text import ENTITY_PREFIX, content_terms, normalise, words
 from .vectors import SparseVector, Vectorizer, tfidf
 
 @dataclass
@@ -138,15 +138,18 @@ class Processor:
         # costs a long article a few shingles out of hundreds, and a short item
         # (headline and a snippet) is mostly its headline.
         # Words never span a line break, so these are the words of "title\nbody".
-        title_words, body_words = words(title), words(body)
+        title, body = normalise(title), normalise(body)  # once, for the words and the entities
+        title_words, body_words = words(title, normalised=True), words(body, normalised=True)
         tokens = title_words + body_words
         if not tokens:
             raise InvalidArticle("the article has no words in its title or body")
         shingles = signatures.shingle_hashes(tokens, s.shingle_size)
         signature = signatures.minhash(shingles, s.num_perm)
-        terms = content_terms(title, body, s.title_weight, s.entity_weight, title_words, body_words) or tokens
+        terms = content_terms(title, body, s.title_weight, s.entity_weight, title_words, body_words,
+                              normalised=True) or tokens
         indices, counts = self.vectorizer.term_counts(terms)
-        names = {self.vectorizer.feature_of(t): t for t in set(terms)}
+        unique = list(set(terms))
+        names = dict(zip(map(self.vectorizer.feature_of, unique), unique))
         try:
             published = float(record["published_ts"])
         except (KeyError, ValueError):
@@ -254,9 +257,14 @@ class Processor:
         slot_list = list(dict.fromkeys(x for ss in slots.values() for x in ss))
         for attempt in range(2):
             lookups = {}
+            features_set: set[int] = set()
             for article_id, _, f in chunk:
-                lookups[article_id] = [int(x) for x in self._vector(f).heaviest(s.lookup_terms)]
-            features = sorted({x for fs in lookups.values() for x in fs})
+                # The batch's own articles shift the weights a little before each
+                # is decided, so look up a few more terms: fewer lookups later.
+                heaviest = [int(x) for x in self._vector(f).heaviest(s.lookup_terms + 10)]
+                lookups[article_id] = heaviest[:s.lookup_terms]
+                features_set.update(heaviest)
+            features = sorted(features_set)
             with self.redis.pipeline(transaction=False) as pipe:
                 pipe.get(k.df_version)
                 for article_id, _, _ in chunk:

@@ -31,12 +31,18 @@ def exact_fingerprint(tokens: list[str]) -> str:
     return hashlib.blake2b(" ".join(tokens).encode("utf-8"), digest_size=12).hexdigest()
 
 
-_TOKEN_HASHES: dict[str, int] = {}  # a word's hash never changes; vocabulary repeats
+class _TokenHashes(dict):
+    """A word's hash, remembered: it never changes, and vocabulary repeats
+    (looking words up with ``map`` keeps the loop in C)."""
+
+    def __missing__(self, token: str) -> int:
+        if len(self) > 500_000:
+            self.clear()
+        value = self[token] = zlib.crc32(token.encode("utf-8"))
+        return value
 
 
-def _token_hash(token: str) -> int:
-    value = _TOKEN_HASHES[token] = zlib.crc32(token.encode("utf-8"))
-    return value
+_TOKEN_HASHES = _TokenHashes()
 
 
 def shingle_hashes(tokens: list[str], k: int) -> np.ndarray:
@@ -46,11 +52,7 @@ def shingle_hashes(tokens: list[str], k: int) -> np.ndarray:
         return np.empty(0, dtype=np.uint32)
     if k > len(_MIXERS):
         raise ValueError(f"shingle size at most {len(_MIXERS)}")
-    cache = _TOKEN_HASHES
-    if len(cache) > 500_000:
-        cache.clear()
-    token_hashes = np.fromiter((cache[t] if t in cache else _token_hash(t) for t in tokens), dtype=np.uint64,
-                               count=len(tokens))
+    token_hashes = np.fromiter(map(_TOKEN_HASHES.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
     k = min(k, len(tokens))
     n = len(tokens) - k + 1
     mixed = np.zeros(n, dtype=np.uint64)

@@ -79,13 +79,19 @@ def clean_text(text: str) -> str:
     return text.strip()
 
 
+def normalise(text: str) -> str:
+    """Unicode compatibility forms and typography folded away (case kept).
+    Idempotent, so folding normalised text again changes nothing."""
+    return unicodedata.normalize("NFKC", text).translate(_TYPOGRAPHY)
+
+
 def fold(text: str) -> str:
     """Case, Unicode compatibility forms and typography folded away."""
-    return unicodedata.normalize("NFKC", text).translate(_TYPOGRAPHY).casefold()
+    return normalise(text).casefold()
 
 
-def words(text: str) -> list[str]:
-    return _WORD.findall(fold(text))
+def words(text: str, normalised: bool = False) -> list[str]:
+    return _WORD.findall(text.casefold() if normalised else fold(text))
 
 
 def _keep(ws: list[str]) -> list[str]:
@@ -98,9 +104,12 @@ def _keep(ws: list[str]) -> list[str]:
 # ends no sentence.
 _TITLES = frozenset(("Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "Gen", "Sen", "Rep", "Gov", "Lt", "Col", "Sgt",
                      "Prof"))
-# One scan gives the words and the sentence breaks in order: group 1 is a
-# word, group 2 a break (a line break, or . ! ? before white space).
-_ENTITY_SCAN = re.compile(r"([^\W\d_]+)|(\n|[.!?](?=\s))", re.UNICODE)
+# Sentence breaks: a line break, or . ! ? before white space, unless the full
+# stop follows a title or a lone initial. The pattern starts at the
+# punctuation, so the look-behinds only run there.
+_SENTENCE_BREAK = re.compile(
+    r"\n|[.!?]" + "".join(rf"(?<!\b{t}\.)" for t in sorted(_TITLES)) + r"(?<!\b[A-Z]\.)(?=\s)")
+_ENTITY_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 # Capitalised by convention, not because they name who or where.
 _NOT_NAMES = frozenset(
     "monday tuesday wednesday thursday friday saturday sunday january february march april may june july "
@@ -108,46 +117,31 @@ _NOT_NAMES = frozenset(
 ENTITY_PREFIX = "e:"
 
 
-def entities(text: str) -> list[str]:
+def entities(text: str, normalised: bool = False) -> list[str]:
     """Capitalised words that do not start a sentence: names of people,
     places and organisations, cheaply. Two outlets covering one event name
     the same ones; two similar events (two earthquakes) mostly do not."""
     found = []
     # Typography first, so "Vasquez’s" and "Vasquez's" both give "vasquez".
-    text = unicodedata.normalize("NFKC", text).translate(_TYPOGRAPHY)
-    sentence_start = True
-    previous, previous_end = "", -1  # the last word, and where it ends if it stands alone
-    for match in _ENTITY_SCAN.finditer(text):
-        token, brk = match.groups()
-        if brk is not None:
-            # "Mr." or "U." directly before the full stop: a title or an initial, not an ending.
-            if not (brk == "." and previous_end == match.start()
-                    and (previous in _TITLES or (len(previous) == 1 and "A" <= previous <= "Z"))):
-                sentence_start = True
-            continue
-        if not sentence_start and len(token) > 1 and token[0].isupper():
-            folded = token.casefold()
-            if folded not in _STOPWORDS and folded not in _NOT_NAMES:
-                found.append(folded)
-        sentence_start = False
-        start = match.start()
-        # "9600M." is no initial: the word must stand alone, as in "M. Smith".
-        alone = start == 0 or not (text[start - 1].isalnum() or text[start - 1] == "_")
-        previous, previous_end = token, (match.end() if alone else -1)
-    return found
+    text = text if normalised else normalise(text)
+    for sentence in _SENTENCE_BREAK.split(text):
+        found += [w for w in _ENTITY_WORD.findall(sentence)[1:] if len(w) > 1 and w[0].isupper()]
+    return [w for w in map(str.casefold, found) if w not in _STOPWORDS and w not in _NOT_NAMES]
 
 
 def content_terms(title: str, body: str, title_weight: int, entity_weight: int = 0,
-                  title_words: list[str] | None = None, body_words: list[str] | None = None) -> list[str]:
+                  title_words: list[str] | None = None, body_words: list[str] | None = None,
+                  normalised: bool = False) -> list[str]:
     """Terms for TF-IDF: headline words count ``title_weight`` times; each
     entity (see :func:`entities`) also counts ``entity_weight`` times as a
     feature of its own, prefixed ``e:``. ``title_words`` and ``body_words``
-    are :func:`words` of the two, when the caller has them already."""
+    are :func:`words` of the two, when the caller has them already;
+    ``normalised`` says the title and body went through :func:`normalise`."""
     title_words = words(title) if title_words is None else title_words
     body_words = words(body) if body_words is None else body_words
     terms = _keep(title_words) * title_weight + _keep(body_words)
     if entity_weight:
-        names = [ENTITY_PREFIX + e for e in entities(f"{title}.\n{body}")]
+        names = [ENTITY_PREFIX + e for e in entities(f"{title}.\n{body}", normalised)]
         terms += names * entity_weight
     return terms
 

@@ -27,13 +27,11 @@ class Vectorizer:
     vocabulary repeats, and one dictionary look-up is cheaper than a call
     into scikit-learn per document."""
 
-    CACHE_LIMIT = 500_000
-
     def __init__(self, n_features: int) -> None:
         self.n_features = n_features
         self._hashing = HashingVectorizer(
             n_features=n_features, analyzer=_pre_tokenised, alternate_sign=False, norm=None)
-        self._features: dict[str, int] = {}
+        self._features = _Features(n_features)
 
     def reference_term_counts(self, terms: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """scikit-learn's own answer, which :meth:`term_counts` must equal."""
@@ -45,21 +43,29 @@ class Vectorizer:
         """(feature indices sorted, raw counts) for one document's terms."""
         if not terms:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-        features = self._features
-        if len(features) > self.CACHE_LIMIT:
-            features.clear()
-        feature_of = self.feature_of
-        hashed = np.fromiter((features[t] if t in features else feature_of(t) for t in terms), dtype=np.int64,
-                             count=len(terms))
+        hashed = np.fromiter(map(self._features.__getitem__, terms), dtype=np.int64, count=len(terms))
         indices, counts = np.unique(hashed, return_counts=True)
         return indices, counts.astype(np.float64)
 
     def feature_of(self, term: str) -> int:
         # The same hash HashingVectorizer applies, so names can be put back on features.
-        feature = self._features.get(term)
-        if feature is None:
-            feature = self._features[term] = abs(murmurhash3_32(term, seed=0)) % self.n_features
-        return feature
+        return self._features[term]
+
+
+class _Features(dict):
+    """term -> feature, remembered (looked up with ``map``, the loop stays in C)."""
+
+    LIMIT = 500_000
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.n_features = n_features
+
+    def __missing__(self, term: str) -> int:
+        if len(self) > self.LIMIT:
+            self.clear()
+        value = self[term] = abs(murmurhash3_32(term, seed=0)) % self.n_features
+        return value
 
 
 def idf(df: np.ndarray, docs: int) -> np.ndarray:
