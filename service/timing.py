@@ -23,11 +23,19 @@ def round_trips() -> int:
 
 
 class CountingConnection(redis.Connection):
-    """A TCP connection that counts what it sends, per thread."""
+    """A TCP connection that counts what it sends, per thread. The handshake
+    of a new connection (once per connection, not per request) is not counted."""
 
     def send_packed_command(self, command, check_health=True):
         _counter.value = getattr(_counter, "value", 0) + 1
         return super().send_packed_command(command, check_health)
+
+    def on_connect(self):
+        before = round_trips()
+        try:
+            super().on_connect()
+        finally:
+            _counter.value = before
 
 
 def install(app: Flask) -> None:

@@ -4,6 +4,8 @@
                                         canonical article also keeps its shingle set and MinHash
     {p}:article-ref:{digest}     string id of the article with that source + canonical URL
     {p}:queued                   zset   accepted, not yet processed ids -> accepted (or requeued) time
+    {p}:failed                   zset   articles that could not be processed -> published time
+                                        (so retention removes them on the stream's clock)
     {p}:fingerprint:{hex}        string canonical article with that exact normalised text
     {p}:band:{i}:{bucket}        hash   LSH band i: 4-byte slot of the band's hash -> the newest
                                         canonical articles in it (space-separated, at most 3)
@@ -42,6 +44,10 @@ class Keys:
     @property
     def queued(self) -> str:
         return self._k("queued")
+
+    @property
+    def failed(self) -> str:
+        return self._k("failed")
 
     def fingerprint(self, fp: str) -> str:
         return self._k("fingerprint", fp)

@@ -66,6 +66,11 @@ class Settings:
     centroid_terms: int = 400
     top_terms: int = 10
 
+    # --- retention (on the stream's clock: the newest published time seen)
+    # A story whose newest article is this many days older than the newest
+    # article seen is deleted, with its articles and index entries.
+    retention_days: float = 30.0
+
     def __post_init__(self) -> None:
         problems = []
         for f in fields(self):

@@ -47,6 +47,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'processed' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], tonumber(redis.call('HGET', KEYS[1], 'published_ts') or '0') or 0, ARGV[1])
 return 1
 """
 
@@ -194,7 +195,8 @@ class RedisStore:
         """Record why an article could not be processed. Does nothing (and says
         so) if it was processed meanwhile or does not exist."""
         k = self.keys
-        return bool(self._mark_failed(keys=[k.article(article_id), k.queued], args=[article_id, reason[:500]]))
+        return bool(self._mark_failed(keys=[k.article(article_id), k.queued, k.failed],
+                                      args=[article_id, reason[:500]]))
 
     def claim_stale_queued(self, older_than_seconds: float, limit: int = 1000) -> list[str]:
         """Ids queued for longer than ``older_than_seconds``; each is claimed
@@ -264,7 +266,10 @@ class RedisStore:
         if after is not None:
             high = after[0] if high == "+inf" else min(float(high), after[0])
         items: list[dict] = []
-        chunk = max(limit * 2, 20)
+        # Read exactly a page when the index alone decides what is on it; more
+        # when rows may still be filtered out (by outlets, or by time when sorted by size).
+        filtered = min_sources > 1 or (sort != "recent" and (since is not None or until is not None))
+        chunk = max(limit * 2, 20) if filtered else limit
         offset = 0
         last: tuple[float, str] | None = None
         while len(items) < limit:

@@ -1,0 +1,126 @@
+"""Retention: stories age out, with everything that points at them, so memory stays bounded.
+
+A story whose newest article is older than ``retention_days`` before the
+newest article the stream has seen is deleted: the story, its articles
+(canonical and copies), their URL references and exact fingerprints, their
+LSH band slots, the story's term index entries and the redirects of stories
+merged into it. Articles that failed are removed on the same clock.
+
+The clock is the stream's own (the newest ``published_at`` seen, which is the
+top of ``{p}:stories:recent``), not the wall clock: replaying an archive ages
+stories out as it would have live, and a service that receives nothing
+deletes nothing.
+
+The stream's term statistics ({p}:df) keep counting aged-out articles: they
+are a fixed-size array, and IDF is the stream's history, not the window's.
+
+Runs under the assignment lock (the processor calls it after committing a
+batch, while it still holds the lock), reads first, and writes in one
+WATCHed transaction, like every other decision.
+"""
+from __future__ import annotations
+
+import json
+
+from .batch import decode
+from .locking import AssignmentLock
+from .signatures import BandLayout
+from .store import RedisStore
+
+DAY = 86400.0
+# Stories deleted per call: a call runs once per batch, so this bounds how long
+# it holds the lock, and deletion keeps pace with any realistic arrival rate.
+STORIES_PER_CALL = 100
+
+
+def cutoff(newest: float, retention_days: float) -> float:
+    return newest - retention_days * DAY
+
+
+class Retention:
+    def __init__(self, store: RedisStore, band_lookup, band_write) -> None:
+        self.store = store
+        self.keys = store.keys
+        self.redis = store.redis
+        self.settings = store.settings
+        self._band_lookup = band_lookup
+        self._band_write = band_write
+
+    def due(self, oldest: float | None, newest: float | None) -> bool:
+        """Whether anything is old enough to go, from the oldest and newest story times."""
+        return oldest is not None and newest is not None and oldest < cutoff(newest, self.settings.retention_days)
+
+    def age_out(self, lock: AssignmentLock, limit: int = STORIES_PER_CALL) -> int:
+        """Delete up to ``limit`` stories (and failed articles) past retention.
+        Returns how many stories went."""
+        k, r = self.keys, self.redis
+        newest = r.zrevrange(k.stories_recent, 0, 0, withscores=True)
+        if not newest:
+            return 0
+        before = cutoff(newest[0][1], self.settings.retention_days)
+        with r.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(k.stories_recent, "-inf", f"({before}", start=0, num=limit)
+            pipe.zrangebyscore(k.failed, "-inf", f"({before}", start=0, num=1000)
+            story_ids, failed = pipe.execute()
+        story_ids = [decode(s) for s in story_ids]
+        failed = [decode(a) for a in failed]
+        if not story_ids and not failed:
+            return 0
+        with r.pipeline(transaction=False) as pipe:
+            for sid in story_ids:
+                pipe.zrange(k.story_articles(sid), 0, -1)
+                pipe.hmget(k.story(sid), ("indexed", "merged_from"))
+            rows = pipe.execute()
+        members = {sid: [decode(a) for a in rows[2 * i]] for i, sid in enumerate(story_ids)}
+        story_rows = {sid: rows[2 * i + 1] for i, sid in enumerate(story_ids)}
+        articles = [a for sid in story_ids for a in members[sid]] + failed
+        gone = set(articles)
+        fields = ("source", "canonical_url", "fingerprint", "bands")
+        with r.pipeline(transaction=False) as pipe:
+            for a in articles:
+                pipe.hmget(k.article(a), fields)
+            article_rows = pipe.execute()
+        fingerprints = sorted({decode(row[2]) for row in article_rows if row[2]})
+        slots = []
+        for a, row in zip(articles, article_rows):
+            if row[3]:
+                slots += [(k.band(i, bucket), slot) for i, (bucket, slot) in enumerate(BandLayout.slots_from_bytes(row[3]))]
+        slots = list(dict.fromkeys(slots))
+        with r.pipeline(transaction=False) as pipe:
+            for fp in fingerprints:
+                pipe.get(k.fingerprint(fp))
+            if slots:
+                self._band_lookup(keys=[key for key, _ in slots], args=[f for _, f in slots], client=pipe)
+            found = pipe.execute()
+        owners = dict(zip(fingerprints, found[:len(fingerprints)]))
+        slot_values = {}
+        if slots:
+            for slot, value in zip(slots, found[-1]):
+                ids = [i for i in decode(value).split(" ") if i and i not in gone]
+                slot_values[slot] = " ".join(ids)
+
+        def writes(pipe):
+            for a, row in zip(articles, article_rows):
+                pipe.delete(k.article(a))
+                if row[0] is not None and row[1] is not None:
+                    pipe.delete(k.article_ref(decode(row[0]), decode(row[1])))
+            for fp, owner in owners.items():
+                if owner is not None and decode(owner) in gone:
+                    pipe.delete(k.fingerprint(fp))
+            if slot_values:
+                self._band_write(keys=[key for key, _ in slot_values],
+                                 args=[x for (_, slot), v in slot_values.items() for x in (slot, v)], client=pipe)
+            for sid in story_ids:
+                indexed, merged_from = story_rows[sid]
+                for feature in json.loads(indexed or "[]"):
+                    pipe.zrem(k.term(feature), sid)
+                redirects = json.loads(merged_from or "[]")
+                pipe.delete(k.story(sid), k.story_articles(sid), k.story_sources(sid),
+                            *[k.story(m) for m in redirects])
+            if story_ids:
+                pipe.zrem(k.stories_recent, *story_ids)
+                pipe.zrem(k.stories_size, *story_ids)
+            if failed:
+                pipe.zrem(k.failed, *failed)
+        lock.commit(writes)
+        return len(story_ids)
