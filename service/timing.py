@@ -30,10 +30,10 @@ class CountingConnection(redis.Connection):
         _counter.value = getattr(_counter, "value", 0) + 1
         return super().send_packed_command(command, check_health)
 
-    def on_connect(self):
+    def on_connect_check_health(self, check_health: bool = True):
         before = round_trips()
         try:
-            super().on_connect()
+            super().on_connect_check_health(check_health)
         finally:
             _counter.value = before
 
@@ -49,5 +49,7 @@ def install(app: Flask) -> None:
         started = g.get("started")
         if started is not None:
             elapsed = (time.perf_counter() - started) * 1000.0
-            response.headers["Server-Timing"] = f'app;dur={elapsed:.3f}, redis;desc="{round_trips()} round trips"'
+            trips = round_trips()
+            response.headers["Server-Timing"] = (f'app;dur={elapsed:.3f}, '
+                                                  f'redis;desc="{trips} round trip{"" if trips == 1 else "s"}"')
         return response

@@ -211,23 +211,31 @@ class Batch:
     def story(self, story_id: str) -> Story | None:
         return self.stories.get(story_id)
 
-    def stories_for_terms(self, features: list[int], since: float) -> set[str]:
+    def stories_for_terms(self, features: list[int], since: float, weights: list[float] | None = None,
+                          limit: int | None = None) -> set[str]:
         """Stories indexed by any of ``features`` whose newest article is at or
-        after ``since``, as the index stands after this batch's decisions so far."""
-        found = set()
+        after ``since``, as the index stands after this batch's decisions so far.
+        With ``weights`` (the article's weight of each feature) and ``limit``,
+        only the ``limit`` stories sharing the most weight with the article."""
+        weight_of = dict(zip(features, weights)) if weights is not None else {}
+        found: dict[str, float] = {}
         for feature in features:
+            w = weight_of.get(feature, 1.0)
             for sid, score in self.term_hits.get(feature, ()):
                 story = self.stories.get(sid)
                 if story is not None and story.touched:
                     continue  # judged below, by what it is indexed under now
                 if score >= since:
-                    found.add(sid)
+                    found[sid] = found.get(sid, 0.0) + w
         wanted = set(features)
         for sid, story in self.stories.items():
-            if story is not None and story.touched and story.last_updated >= since and wanted.intersection(
-                    story.indexed):
-                found.add(sid)
-        return found
+            if story is not None and story.touched and story.last_updated >= since:
+                shared = wanted.intersection(story.indexed)
+                if shared:
+                    found[sid] = sum(weight_of.get(x, 1.0) for x in shared)
+        if limit is not None and len(found) > limit:
+            return set(sorted(found, key=lambda sid: (-found[sid], sid))[:limit])
+        return set(found)
 
     # ------------------------------------------------------------------ the commit
     def writes(self, pipe, scripts: dict, now: float) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,10 +99,10 @@ def _membership_update(raw: list, published: float) -> tuple[float, float, int, 
             int(raw[2] or 0) + 1, json.loads(raw[3] or "[]"))
 
 
-def compact_decision(decision: dict) -> str:
+def compact_decision(decision: dict) -> bytes:
     """A decision as stored: the parts that differ per article (the rule and
-    method texts are the settings', added back when it is read)."""
-    return json.dumps(decision, separators=(",", ":"))
+    method texts are the settings', added back when it is read), compressed."""
+    return zlib.compress(json.dumps(decision, separators=(",", ":")).encode("utf-8"), 6)
 
 
 def _chunks(items: list, size: int):
@@ -267,8 +268,9 @@ class Processor:
             for article_id, _, f in chunk:
                 # The batch's own articles shift the weights a little before each
                 # is decided, so look up a few more terms: fewer lookups later.
-                heaviest = [int(x) for x in self._vector(f).heaviest(s.lookup_terms + 10)]
-                lookups[article_id] = heaviest[:s.lookup_terms]
+                vector = self._vector(f)
+                heaviest = [int(x) for x in vector.heaviest(s.lookup_terms + 10)]
+                lookups[article_id] = (heaviest[:s.lookup_terms], vector.weights_of(heaviest[:s.lookup_terms]))
                 features_set.update(heaviest)
             features = sorted(features_set)
             with self.redis.pipeline(transaction=False) as pipe:
@@ -303,7 +305,8 @@ class Processor:
                                for x, m in zip(features, rest[0])}
         story_ids = set()
         for article_id, _, f in chunk:
-            story_ids |= batch.stories_for_terms(lookups[article_id], f.published - window)
+            features, weights = lookups[article_id]
+            story_ids |= batch.stories_for_terms(features, f.published - window, weights, s.candidate_stories)
         articles = set(batch.band_members(slot_list)) | {o for o in batch.fingerprints.values() if o}
         self._fetch(batch, story_ids, articles)
         return batch
@@ -358,7 +361,8 @@ class Processor:
         vector = self._vector(f)
         heaviest = [int(x) for x in vector.heaviest(s.lookup_terms)]
         self._ensure_terms(batch, heaviest, f.published - window)
-        story_ids = batch.stories_for_terms(heaviest, f.published - window)
+        story_ids = batch.stories_for_terms(heaviest, f.published - window, vector.weights_of(heaviest),
+                                            s.candidate_stories)
         self._fetch(batch, story_ids, ())
         stories = {sid: batch.stories[sid] for sid in sorted(story_ids) if batch.stories.get(sid) is not None}
         scores = rank_stories(vector, f.published, [st.state() for st in stories.values()], s)
@@ -421,7 +425,7 @@ class Processor:
         match = min(verified, key=lambda r: (r["published"], r["article"])) if verified else None
         report = {
             "candidates": [{k: r[k] for k in ("article", "found_by", "containment", "jaccard", "exact", "duplicate")}
-                           for r in checked[:10]],
+                           for r in checked[:5]],
             "compared": len(checked),
             "matched": match["article"] if match else None,
         }
@@ -464,7 +468,7 @@ class Processor:
                       stories: dict[str, Story], scores: list, dup_report: dict) -> Outcome:
         s = self.settings
         chosen = choose_story(scores, s)
-        story_report = {"candidates": [sc.as_dict() for sc in scores[:5]]}
+        story_report = {"candidates": [sc.as_dict() for sc in scores[:3]]}
         day = bucket_index(f.published, s)
         if chosen is None:
             story_id = story_id_for(article_id)
@@ -495,6 +499,11 @@ class Processor:
             story_report.update(action="joined", story=story_id)
             similarity = chosen.score
         details = story.details
+        # What later articles of this batch see is exactly what they would read
+        # back from Redis: vectors at stored precision, the representative's cut to its stored terms.
+        story.buckets[day] = Bucket.from_bytes(story.buckets[day].to_bytes())
+        centroid = details["centroid"] = SparseVector.from_bytes(centroid.to_bytes())
+        details["rep_vec"] = SparseVector.from_bytes(details["rep_vec"].top(64).to_bytes())
         story.dirty_buckets.add(day)
         story.article_count += 1
         story.originals += 1
@@ -508,7 +517,7 @@ class Processor:
         top_terms = readable_terms([details["names"][x] for x in heaviest if x in details["names"]], s.top_terms)
         story.changed = {
             "id": story_id, "headline": details["headline"], "representative": details["representative"],
-            "centroid": centroid.to_bytes(), "rep_vec": details["rep_vec"].top(64).to_bytes(),
+            "centroid": centroid.to_bytes(), "rep_vec": details["rep_vec"].to_bytes(),
             "term_names": json.dumps(details["names"]), "top_terms": json.dumps(top_terms)}
         decision = {"duplicate": dup_report, "story": story_report}
         batch.article_writes.append((article_id, self._article_fields(record, f, story_id, None, similarity, decision),

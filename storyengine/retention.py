@@ -26,6 +26,7 @@ from .batch import decode
 from .locking import AssignmentLock
 from .signatures import BandLayout
 from .store import RedisStore
+from .text import canonical_url
 
 DAY = 86400.0
 # Stories deleted per call: a call runs once per batch, so this bounds how long
@@ -75,7 +76,7 @@ class Retention:
         story_rows = {sid: rows[2 * i + 1] for i, sid in enumerate(story_ids)}
         articles = [a for sid in story_ids for a in members[sid]] + failed
         gone = set(articles)
-        fields = ("source", "canonical_url", "fingerprint", "bands")
+        fields = ("source", "url", "fingerprint", "bands")
         with r.pipeline(transaction=False) as pipe:
             for a in articles:
                 pipe.hmget(k.article(a), fields)
@@ -103,7 +104,7 @@ class Retention:
             for a, row in zip(articles, article_rows):
                 pipe.delete(k.article(a))
                 if row[0] is not None and row[1] is not None:
-                    pipe.delete(k.article_ref(decode(row[0]), decode(row[1])))
+                    pipe.delete(k.article_ref(decode(row[0]), canonical_url(decode(row[1]))))
             for fp, owner in owners.items():
                 if owner is not None and decode(owner) in gone:
                     pipe.delete(k.fingerprint(fp))

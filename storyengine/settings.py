@@ -60,6 +60,11 @@ class Settings:
     merge_threshold: float = 0.2
     # How many of an article's heaviest terms look up candidate stories.
     lookup_terms: int = 20
+    # Of the stories those terms find, the ones sharing the most term weight
+    # with the article are scored, at most this many: in a busy window a
+    # common term finds hundreds of stories, and the right one shares the
+    # article's heaviest terms.
+    candidate_stories: int = 30
     # How many of a story's heaviest centroid terms index it.
     index_terms: int = 30
     # How many centroid terms a story keeps (the rest is noise).

@@ -61,9 +61,13 @@ return ids
 """
 
 ARTICLE_PUBLIC_FIELDS = (
-    "id", "source", "url", "title", "language", "published_at", "received_at", "status",
+    "id", "source", "url", "title", "language", "published_ts", "received_ts", "status",
     "story", "duplicate_of", "similarity", "decision", "error", "processed_ts",
 )
+ARTICLE_VIEW_ORDER = ("id", "source", "url", "title", "language", "published_at", "received_at", "status", "story",
+                      "duplicate_of", "similarity", "decision", "error", "processed_at")
+# Fields of a new article record that the store derives instead of keeping.
+_DERIVED_FIELDS = frozenset({"published_at", "received_at", "canonical_url"})
 STORY_FIELDS = ("id", "headline", "representative", "first_seen", "last_updated", "article_count",
                 "originals", "top_terms", "merged_from")
 
@@ -72,7 +76,7 @@ def _s(value) -> str | None:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-_BINARY_FIELDS = frozenset({"bands", "shingle_set", "centroid", "rep_vec", "body_z"})
+_BINARY_FIELDS = frozenset({"bands", "shingle_set", "centroid", "rep_vec", "body_z", "decision"})
 
 
 def decode_hash(raw: dict) -> dict:
@@ -127,7 +131,10 @@ class RedisStore:
         now = time.time()
         with self.redis.pipeline(transaction=False) as pipe:
             for record in records:
-                fields = dict(record, status="queued", received_at=iso(now), received_ts=round(now, 6))
+                # Kept small: what can be derived (the ISO times, the canonical URL) is not stored.
+                fields = {name: value for name, value in record.items()
+                          if name not in _DERIVED_FIELDS and not (name == "language" and not value)}
+                fields.update(status="queued", received_ts=round(now, 6))
                 flat = [x for pair in fields.items() for x in pair]
                 self._accept(keys=[k.article(record["id"]), k.article_ref(record["source"], record["canonical_url"]),
                                    k.queued], args=[record["id"], now, *flat], client=pipe)
@@ -145,8 +152,10 @@ class RedisStore:
         if raw[0] is None:
             raise NotFound(f"no article with id {article_id!r}")
         view = self._article_view(dict(zip(ARTICLE_PUBLIC_FIELDS, raw)))
-        processed = view.pop("processed_ts")
-        view["processed_at"] = iso(float(processed)) if processed else None
+        for name in ("published", "received", "processed"):
+            ts = view.pop(f"{name}_ts")
+            view[f"{name}_at"] = iso(float(ts)) if ts else None
+        view = {name: view[name] for name in ARTICLE_VIEW_ORDER}
         decision = view.get("decision")
         if decision:
             # The rule and the method are the settings', the same for every article: not stored with each.
@@ -208,9 +217,9 @@ class RedisStore:
     @staticmethod
     def _article_view(raw: dict) -> dict:
         """Every requested field present; empty or missing ones are null."""
-        view = {name: (_s(value) or None) for name, value in raw.items()}
-        if view.get("decision"):
-            view["decision"] = json.loads(view["decision"])
+        view = {name: (_s(value) or None) for name, value in raw.items() if name != "decision"}
+        if "decision" in raw:  # stored compressed (storyengine.pipeline.compact_decision)
+            view["decision"] = json.loads(zlib.decompress(raw["decision"])) if raw["decision"] else None
         if view.get("similarity") is not None:
             view["similarity"] = float(view["similarity"])
         return view
@@ -232,11 +241,14 @@ class RedisStore:
             raise StoryMoved(story_id, self.resolve_story(_s(story_raw[-1])))
         story_raw = story_raw[:-1]
         story = self._story_view(dict(zip(STORY_FIELDS, story_raw)), sources)
-        fields = ("id", "source", "url", "title", "published_at", "duplicate_of", "similarity")
+        fields = ("id", "source", "url", "title", "published_ts", "duplicate_of", "similarity")
         with self.redis.pipeline(transaction=False) as pipe:
             for member in member_ids:
                 pipe.hmget(k.article(_s(member)), fields)
             rows = [self._article_view(dict(zip(fields, r))) for r in pipe.execute()]
+        for row in rows:
+            ts = row.pop("published_ts")
+            row["published_at"] = iso(float(ts)) if ts else None
         story["articles"] = fold_duplicates(rows)
         return story
 

@@ -113,6 +113,10 @@ class SparseVector:
         keep = np.sort(np.argpartition(-self.values, k - 1)[:k])
         return SparseVector(self.indices[keep], self.values[keep])
 
+    def weights_of(self, features: list[int]) -> list[float]:
+        """The weight of each of ``features`` (which must be among this vector's)."""
+        return self.values[np.searchsorted(self.indices, features)].tolist() if features else []
+
     def heaviest(self, k: int) -> np.ndarray:
         """Indices of the k heaviest features, heaviest first."""
         order = np.argsort(-self.values, kind="stable")[:k]
