@@ -32,7 +32,7 @@ import redis
 
 from . import signatures
 from .batch import (BAND_LOOKUP, BAND_WRITE, DF_CHANGE, INDEX_STORY, STORY_FIELDS, TERM_LOOKUP, Batch, Candidate,
-                    DocumentFrequencies, ShingleCache, Story, compress, decode, decompress, now)
+                    DocumentFrequencies, ShingleCache, Story, compress_features, decode, decompress_features, now)
 from .errors import InvalidArticle, NotFound, StoreUnavailable
 from .locking import AssignmentConflict, AssignmentLock  # noqa: F401 - AssignmentConflict is part of this API
 from .retention import Retention, cutoff
@@ -435,10 +435,14 @@ class Processor:
                         similarity: float, decision: dict) -> dict:
         fields = {"status": "processed", "story": story_id, "duplicate_of": duplicate_of or "",
                   "similarity": round(float(similarity), 4), "decision": compact_decision(decision),
-                  "fingerprint": f.fingerprint, "body_z": compress(record.get("body", ""))}
+                  "fingerprint": f.fingerprint}
         if not duplicate_of:  # only canonical articles are ever compared with newcomers
+            # The body itself is not kept once decided: what is needed later is
+            # what the text counted for (its terms, if an earlier copy takes over)
+            # and its shingles and band slots (to compare and to age out).
             fields.update(shingle_set=signatures.shingle_set_to_bytes(f.shingle_set),
-                          bands=signatures.BandLayout.slots_to_bytes(f.bands))
+                          bands=signatures.BandLayout.slots_to_bytes(f.bands),
+                          terms=compress_features(f.term_indices))
         return fields
 
     def _commit_duplicate(self, batch: Batch, article_id, record, f: Features, match: dict,
@@ -562,16 +566,14 @@ class Processor:
         old_ids = [o["article"] for o in olds]
         with self.redis.pipeline(transaction=False) as pipe:
             for old in old_ids:
-                pipe.hmget(k.article(old), ("bands", "fingerprint", "title", "body_z"))
+                pipe.hmget(k.article(old), ("bands", "fingerprint", "terms"))
             pipe.hmget(k.story(story_id), _MEMBERSHIP_FIELDS + ("representative", "canonicals"))
             pipe.zrange(k.story_articles(story_id), 0, -1)
             *old_rows, story_raw, members = pipe.execute()
         # The term statistics count each canonical text once. The newcomer takes
         # the first old canonical's place in them; any further ones, now copies
         # too, are taken out again (their terms recomputed from their text).
-        uncounted = [self.vectorizer.term_counts(
-            content_terms(decode(row[2] or b""), decompress(row[3]), s.title_weight, s.entity_weight))[0]
-            for row in old_rows[1:]]
+        uncounted = [decompress_features(row[2]) for row in old_rows[1:]]
         membership = _membership_update(story_raw, f.published)
         representative = story_raw[-2]
         canonicals = [c for c in json.loads(story_raw[-1] or "[]") if c not in old_ids] + [article_id]
@@ -614,10 +616,11 @@ class Processor:
             pipe.zadd(k.stories_size, {story_id: article_count * 1e10 + last_updated})
             for feature in indexed:
                 pipe.zadd(k.term(feature), {story_id: last_updated})
-            for old, (_, old_fingerprint, _, _) in zip(olds, old_rows):
+            for old, (_, old_fingerprint, _) in zip(olds, old_rows):
                 pipe.hset(k.article(old["article"]), mapping={"duplicate_of": article_id,
                                                               "similarity": old["containment"]})
-                pipe.hdel(k.article(old["article"]), "bands", "shingle_set")  # only canonical articles are compared
+                # Only canonical articles are compared, and only they count in the term statistics.
+                pipe.hdel(k.article(old["article"]), "bands", "shingle_set", "terms")
                 if old_fingerprint:
                     pipe.set(k.fingerprint(old_fingerprint.decode()), article_id)
             for copy, fingerprint in copies:

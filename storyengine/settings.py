@@ -88,6 +88,8 @@ class Settings:
         for name in ("lsh_threshold", "duplicate_containment", "story_threshold", "merge_threshold"):
             if not 0 < getattr(self, name) <= 1:
                 problems.append(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
+        if self.hash_features > 1 << 24:
+            problems.append(f"hash_features must be at most {1 << 24} (stored in 3 bytes), got {self.hash_features!r}")
         if self.shingle_size > MAX_SHINGLE_SIZE:
             problems.append(f"shingle_size must be at most {MAX_SHINGLE_SIZE}, got {self.shingle_size!r}")
         if problems:

@@ -76,7 +76,7 @@ def _s(value) -> str | None:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-_BINARY_FIELDS = frozenset({"bands", "shingle_set", "centroid", "rep_vec", "body_z", "decision"})
+_BINARY_FIELDS = frozenset({"bands", "shingle_set", "centroid", "rep_vec", "terms", "decision"})
 
 
 def decode_hash(raw: dict) -> dict:
@@ -179,17 +179,14 @@ class RedisStore:
 
     def load_articles(self, article_ids: list[str]) -> list[dict | None]:
         """Everything stored for each article (None if there is none), in one round trip.
-        A processed article's body is kept compressed; it comes back as ``body``."""
+        (A decided article's body is not kept: only queued ones have it.)"""
         with self.redis.pipeline(transaction=False) as pipe:
             for article_id in article_ids:
                 pipe.hgetall(self.keys.article(article_id))
             rows = pipe.execute()
         out = []
         for raw in rows:
-            record = decode_hash(raw) if raw else None
-            if record is not None and record.get("body_z") is not None:
-                record["body"] = zlib.decompress(record.pop("body_z")).decode("utf-8")
-            out.append(record)
+            out.append(decode_hash(raw) if raw else None)
         return out
 
     def processing_times(self, article_ids: list[str]) -> list[tuple[float | None, float | None]]:

@@ -122,16 +122,26 @@ class SparseVector:
         order = np.argsort(-self.values, kind="stable")[:k]
         return self.indices[order]
 
+    # Stored as 3-byte feature indices (hash_features is at most 2**24) and
+    # half-precision weights: 5 bytes a term. Weights are sums of unit-vector
+    # components; three significant digits are plenty to rank stories by.
     def to_bytes(self) -> bytes:
-        return self.indices.astype("<u4").tobytes() + self.values.astype("<f4").tobytes()
+        n = len(self.indices)
+        packed = np.zeros((n, 3), dtype=np.uint8)
+        indices = self.indices.astype("<u4")
+        packed[:, 0], packed[:, 1], packed[:, 2] = indices & 0xFF, (indices >> 8) & 0xFF, (indices >> 16) & 0xFF
+        # Clipped to what half precision holds (a term weighing 65,504 is already
+        # far beyond any other: a sum over that many articles).
+        return packed.tobytes() + np.clip(self.values, -65504.0, 65504.0).astype("<f2").tobytes()
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "SparseVector":
         if not raw:
             return cls.empty()
-        n = len(raw) // 8
-        indices = np.frombuffer(raw, dtype="<u4", count=n).astype(np.int64)
-        values = np.frombuffer(raw, dtype="<f4", count=n, offset=4 * n).astype(np.float64)
+        n = len(raw) // 5
+        packed = np.frombuffer(raw, dtype=np.uint8, count=3 * n).reshape(n, 3).astype(np.int64)
+        indices = packed[:, 0] | (packed[:, 1] << 8) | (packed[:, 2] << 16)
+        values = np.frombuffer(raw, dtype="<f2", count=n, offset=3 * n).astype(np.float64)
         return cls(indices, values)
 
 

@@ -49,7 +49,7 @@ def test_bucket_bytes_round_trip():
     assert back.time_sum == 2 * T0 + 2 * HOUR  # a double: seconds survive exactly
     assert back.mean_time == T0 + HOUR
     assert back.vector.indices.tolist() == [3, 9, 70_000]
-    assert back.vector.values == pytest.approx(bucket.vector.values, rel=1e-6)  # stored as float32
+    assert back.vector.values == pytest.approx(bucket.vector.values, rel=1e-3)  # stored at half precision
     assert Bucket.from_bytes(back.to_bytes()).to_bytes() == back.to_bytes()
 
 

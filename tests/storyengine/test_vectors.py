@@ -72,14 +72,19 @@ def test_heaviest_returns_indices_heaviest_first():
     assert v.heaviest(99).tolist() == [4, 8, 6, 10, 2]
 
 
-def test_bytes_round_trip_keeps_indices_exactly_and_values_as_float32():
-    v = sv({0: 0.125, 17: -2.5, 262143: 1 / 3})
+def test_bytes_round_trip_keeps_indices_exactly_and_values_at_half_precision():
+    v = sv({0: 0.125, 17: -2.5, 262143: 1 / 3, (1 << 24) - 1: 7.0})
     raw = v.to_bytes()
-    assert len(raw) == 3 * 8
+    assert len(raw) == 4 * 5  # 3 bytes of index and 2 of weight a term
     back = SparseVector.from_bytes(raw)
-    assert back.indices.tolist() == [0, 17, 262143]
-    assert back.values.tolist() == pytest.approx([0.125, -2.5, 1 / 3], rel=1e-6)
-    assert back.cosine(v) == pytest.approx(1.0)
+    assert back.indices.tolist() == [0, 17, 262143, (1 << 24) - 1]
+    assert back.values.tolist() == pytest.approx([0.125, -2.5, 1 / 3, 7.0], rel=1e-3)
+    assert back.cosine(v) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_weights_beyond_half_precision_saturate_instead_of_becoming_infinite():
+    back = SparseVector.from_bytes(sv({5: 1e6, 9: 1.0}).to_bytes())
+    assert back.values.tolist() == [65504.0, 1.0]
 
 
 @pytest.mark.parametrize("raw", [None, b""])
