@@ -103,8 +103,8 @@ class Story:
     indexed_at_start: list[int] = field(default_factory=list)
     canonicals: list[str] = field(default_factory=list)
     dirty_buckets: set[int] = field(default_factory=set)
-    changed: dict = field(default_factory=dict)  # fields to write besides membership and buckets
     touched: bool = False
+    details_changed: bool = False  # an article joined: centroid, representative and names to write
     details: dict | None = None  # centroid, representative, names: parsed when an article joins
 
     def load_details(self) -> dict:
@@ -124,11 +124,27 @@ class Story:
         if row[0] is None:
             return None
         raw = dict(zip(STORY_FIELDS, row))
-        buckets = {i: Bucket.from_bytes(b) for i, b in zip(bucket_ids, row[len(STORY_FIELDS):]) if b}
+        buckets = {i: parsed_bucket(b) for i, b in zip(bucket_ids, row[len(STORY_FIELDS):]) if b}
         indexed = json.loads(raw["indexed"] or "[]")
         return cls(story_id, float(raw["first_seen"]), float(raw["last_updated"]), int(raw["article_count"]),
                    int(raw["originals"]), buckets, raw, indexed, list(indexed),
                    json.loads(raw["canonicals"] or "[]"))
+
+
+_PARSED_BUCKETS: dict[bytes, Bucket] = {}
+
+
+def parsed_bucket(raw: bytes) -> Bucket:
+    """A stored bucket, parsed once per process: most candidate stories did
+    not change since the last batch read them, and the same bytes give the
+    same bucket (treated as read-only: updates make new ones)."""
+    bucket = _PARSED_BUCKETS.get(raw)
+    if bucket is None:
+        if len(_PARSED_BUCKETS) >= 50_000:
+            for key in list(_PARSED_BUCKETS)[:25_000]:  # the oldest half
+                del _PARSED_BUCKETS[key]
+        bucket = _PARSED_BUCKETS[raw] = Bucket.from_bytes(raw)
+    return bucket
 
 
 class ShingleCache:
@@ -255,7 +271,12 @@ class Batch:
             if story is None or not story.touched:
                 continue
             sid = story.story_id
-            mapping = dict(story.changed)
+            mapping = {}
+            if story.details_changed:
+                d = story.details
+                mapping.update({"id": sid, "headline": d["headline"], "representative": d["representative"],
+                                "centroid": d["centroid"].to_bytes(), "rep_vec": d["rep_vec"].to_bytes(),
+                                "term_names": json.dumps(d["names"]), "top_terms": json.dumps(d["top_terms"])})
             mapping.update({"first_seen": story.first_seen, "last_updated": story.last_updated,
                             "article_count": story.article_count, "originals": story.originals,
                             "indexed": json.dumps(story.indexed), "canonicals": json.dumps(story.canonicals)})

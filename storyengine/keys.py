@@ -1,7 +1,14 @@
 """Every Redis key Storywire uses, made by one helper under one prefix.
 
+``{p}`` is the key prefix in braces, ``{sw}`` by default: a Redis Cluster hash
+tag, so every key of one deployment lives in one hash slot and the Lua
+scripts and transactions that touch many of them at once work on a Cluster
+as on one server. (A Cluster spreads several deployments, each under its own
+prefix, over its shards: docs/scaling.md.)
+
     {p}:article:{id}             hash   the article, its status and the decisions about it; a
-                                        canonical article also keeps its shingle set and MinHash
+                                        canonical article also keeps its shingle set, band slots
+                                        and term features
     {p}:article-ref:{digest}     string id of the article with that source + canonical URL
     {p}:queued                   zset   accepted, not yet processed ids -> accepted (or requeued) time
     {p}:failed                   zset   articles that could not be processed -> published time
@@ -29,7 +36,7 @@ import hashlib
 
 class Keys:
     def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
+        self.prefix = "{" + prefix + "}"  # the hash tag: see the module's docstring
 
     def _k(self, *parts: object) -> str:
         return ":".join((self.prefix, *map(str, parts)))

@@ -518,11 +518,9 @@ class Processor:
         details["names"] = {feature: names[feature] for feature in heaviest if feature in names}
         story.indexed = heaviest
         story.touched = True
-        top_terms = readable_terms([details["names"][x] for x in heaviest if x in details["names"]], s.top_terms)
-        story.changed = {
-            "id": story_id, "headline": details["headline"], "representative": details["representative"],
-            "centroid": centroid.to_bytes(), "rep_vec": details["rep_vec"].to_bytes(),
-            "term_names": json.dumps(details["names"]), "top_terms": json.dumps(top_terms)}
+        details["top_terms"] = readable_terms([details["names"][x] for x in heaviest if x in details["names"]],
+                                              s.top_terms)
+        story.details_changed = True  # written once per batch, however many articles joined
         decision = {"duplicate": dup_report, "story": story_report}
         batch.article_writes.append((article_id, self._article_fields(record, f, story_id, None, similarity, decision),
                                      story_id, record["source"], f.published))

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from storyengine.embedded_redis import EmbeddedRedis
+from storyengine.keys import Keys
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
 
@@ -61,7 +62,8 @@ def store(redis_client, settings):
 
 
 def keys_under(client: redis.Redis, prefix: str) -> list[bytes]:
-    return sorted(client.scan_iter(match=f"{prefix}:*", count=1000))
+    """Every key of the deployment with this key_prefix (the keys carry it as a hash tag)."""
+    return sorted(client.scan_iter(match=f"{Keys(prefix).prefix}:*", count=1000))
 
 
 def snapshot(client: redis.Redis, prefix: str) -> dict:

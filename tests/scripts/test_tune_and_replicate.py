@@ -227,7 +227,7 @@ def engine_redis_url(monkeypatch, redis_url):
 @pytest.mark.parametrize("half", ["tune", "held-out"])
 def test_evaluate_scores_one_half_of_a_labelled_stream(small_dev, engine_redis_url, redis_client, tmp_path,
                                                         capsys, half):
-    keys_before = set(redis_client.scan_iter(match="sw-eval-*", count=1000))
+    keys_before = set(redis_client.scan_iter(match="{sw-eval-*", count=1000))
     out = tmp_path / "pred.jsonl"
 
     assert evaluate.main(["--stream", str(small_dev), "--split", half, "--out", str(out),
@@ -245,7 +245,7 @@ def test_evaluate_scores_one_half_of_a_labelled_stream(small_dev, engine_redis_u
     assert [p["id"] for p in predictions] == [r["id"] for r in expected]
     assert all(set(p) == {"id", "story", "duplicate_of"} and p["story"] for p in predictions)
     # The run cleared its own keys.
-    assert set(redis_client.scan_iter(match="sw-eval-*", count=1000)) == keys_before
+    assert set(redis_client.scan_iter(match="{sw-eval-*", count=1000)) == keys_before
 
 
 def test_evaluate_refuses_to_split_an_unlabelled_stream(tmp_path, engine_redis_url, capsys):
