@@ -739,7 +739,7 @@ def report_rows(r: dict) -> list[Row]:
             ok(r["reads_redis_round_trips_max"], lambda v: v <= 2)),
         Row("Redis bytes per article", f"{r['redis_bytes_per_article']:.0f} B", "<= 4096 B",
             ok(r["redis_bytes_per_article"], lambda v: v <= 4096)),
-        Row(f"cost per article, end / 10k stored", f"{r['cost_100k_vs_10k']:.2f}x "
+        Row("cost per article, end / 10k stored", f"{r['cost_100k_vs_10k']:.2f}x "
             f"({r['cost_late_ms_per_article']:.2f} / {r['cost_early_ms_per_article']:.2f} ms)", "~1x (<= 1.25)",
             ok(r["cost_100k_vs_10k"], lambda v: v <= 1.25)),
     ]

@@ -85,7 +85,8 @@ class Retention:
         slots = []
         for a, row in zip(articles, article_rows):
             if row[3]:
-                slots += [(k.band(i, bucket), slot) for i, (bucket, slot) in enumerate(BandLayout.slots_from_bytes(row[3]))]
+                slots += [(k.band(i, bucket), slot)
+                          for i, (bucket, slot) in enumerate(BandLayout.slots_from_bytes(row[3]))]
         slots = list(dict.fromkeys(slots))
         with r.pipeline(transaction=False) as pipe:
             for fp in fingerprints:
