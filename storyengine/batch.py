@@ -257,7 +257,9 @@ class Batch:
     def writes(self, pipe, scripts: dict, now: float) -> None:
         """Queue every write of the batch on ``pipe`` (a MULTI/EXEC)."""
         k = self.keys
+        kept: dict[str, float] = {}
         for article_id, fields, story_id, source, published in self.article_writes:
+            kept[story_id] = max(kept.get(story_id, published), published)
             fields["processed_ts"] = round(now, 6)
             pipe.hset(k.article(article_id), mapping=fields)
             pipe.zadd(k.story_articles(story_id), {article_id: published})
@@ -292,6 +294,9 @@ class Batch:
         if recent:
             pipe.zadd(k.stories_recent, recent)
             pipe.zadd(k.stories_size, size)
+        if kept:
+            # A story is kept while any of its articles is inside retention (GT: only ever later).
+            pipe.zadd(k.stories_kept, kept, gt=True)
         fingerprints = {fp: owner for fp, owner in self.fingerprints.items() if owner and fp in self._written_fps}
         for fp, owner in fingerprints.items():
             pipe.set(k.fingerprint(fp), owner)

@@ -23,6 +23,8 @@ prefix, over its shards: docs/scaling.md.)
     {p}:story:{id}:articles      zset   every article in the story (copies too) -> published time
     {p}:stories:recent           zset   story -> newest published time
     {p}:stories:size             zset   story -> article count (ties broken by recency)
+    {p}:stories:kept             zset   story -> newest published time of any of its articles (a late
+                                        reprint too, which does not move :recent): retention's clock
     {p}:term:{feature}           zset   story -> newest published time, for stories that term indexes
     {p}:df                       string document frequency per hashed term (BITFIELD u32 counters)
     {p}:df:docs                  string number of documents counted in {p}:df
@@ -74,6 +76,10 @@ class Keys:
     @property
     def stories_recent(self) -> str:
         return self._k("stories", "recent")
+
+    @property
+    def stories_kept(self) -> str:
+        return self._k("stories", "kept")
 
     @property
     def stories_size(self) -> str:

@@ -35,7 +35,7 @@ from .batch import (BAND_LOOKUP, BAND_WRITE, DF_CHANGE, INDEX_STORY, STORY_FIELD
                     DocumentFrequencies, ShingleCache, Story, compress_features, decode, decompress_features, now)
 from .errors import InvalidArticle, NotFound, StoreUnavailable
 from .locking import AssignmentConflict, AssignmentLock  # noqa: F401 - AssignmentConflict is part of this API
-from .retention import Retention, cutoff
+from .retention import Retention
 from .settings import Settings
 from .store import RedisStore
 from .stories import Bucket, bucket_field, bucket_index, choose_story, rank_stories, updated_centroid
@@ -129,7 +129,6 @@ class Processor:
         self._band_write = self.redis.register_script(BAND_WRITE)
         self._term_lookup = self.redis.register_script(TERM_LOOKUP)
         self._retention = Retention(store, self._band_lookup, self._band_write)
-        self._aging_due = False  # set by a batch's first read: stories are past retention
         self._scripts = {"band_write": self._band_write, "df_change": self.redis.register_script(DF_CHANGE),
                          "index_story": self.redis.register_script(INDEX_STORY)}
 
@@ -190,10 +189,10 @@ class Processor:
                 with AssignmentLock(self.redis, self.keys.assign_lock) as lock:
                     self._lock = lock
                     try:
+                        # Old stories go first, on the clock this batch moves to, so a
+                        # batch decides as its articles would one at a time.
+                        self._retention.age_out_if_due(lock, max(f.published for _, _, f in chunk))
                         outcomes.update(self._decide_batch(chunk))
-                        if self._aging_due:
-                            # Still under the lock: old stories go as new ones come.
-                            self._retention.age_out(lock)
                     finally:
                         self._lock = None
             return [outcomes[article_id] for article_id in article_ids]
@@ -275,8 +274,6 @@ class Processor:
             features = sorted(features_set)
             with self.redis.pipeline(transaction=False) as pipe:
                 pipe.get(k.df_version)
-                pipe.zrange(k.stories_recent, 0, 0, withscores=True)
-                pipe.zrevrange(k.stories_recent, 0, 0, withscores=True)
                 for article_id, _, _ in chunk:
                     pipe.hget(k.article(article_id), "status")
                 fps = sorted({f.fingerprint for _, _, f in chunk})
@@ -286,13 +283,11 @@ class Processor:
                     self._band_lookup(keys=[key for key, _ in slot_list], args=[f for _, f in slot_list], client=pipe)
                 if features:
                     self._term_lookup(keys=[k.term(x) for x in features], args=[since], client=pipe)
-                version, oldest, newest, *rest = pipe.execute()
+                version, *rest = pipe.execute()
             if self._df.version is not None and int(version or 0) == self._df.version:
                 break
             # Another process counted terms since: read the counts, then weigh again.
             self._refresh_df(version)
-        clock = max(max(published), newest[0][1] if newest else float("-inf"))  # the stream's newest time
-        self._aging_due = bool(oldest) and oldest[0][1] < cutoff(clock, s.retention_days)
         batch.status = dict(zip((a for a, _, _ in chunk), rest[:len(chunk)]))
         rest = rest[len(chunk):]
         batch.fingerprints = {fp: decode(v) if v else None for fp, v in zip(fps, rest[:len(fps)])}
@@ -612,6 +607,7 @@ class Processor:
             pipe.hincrby(k.story_sources(story_id), record["source"], 1)
             pipe.zadd(k.stories_recent, {story_id: last_updated})
             pipe.zadd(k.stories_size, {story_id: article_count * 1e10 + last_updated})
+            pipe.zadd(k.stories_kept, {story_id: f.published}, gt=True)
             for feature in indexed:
                 pipe.zadd(k.term(feature), {story_id: last_updated})
             for old, (_, old_fingerprint, _) in zip(olds, old_rows):

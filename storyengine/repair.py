@@ -152,7 +152,8 @@ class Repairer:
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrange(k.story_articles(merged.story_id), 0, -1, withscores=True)
             pipe.hgetall(k.story_sources(merged.story_id))
-            members, sources = pipe.execute()
+            pipe.zscore(k.stories_kept, merged.story_id)
+            members, sources, merged_kept = pipe.execute()
         a, b = kept.raw, merged.raw
         centroid = SparseVector.from_bytes(a.get("centroid")).add(
             SparseVector.from_bytes(b.get("centroid"))).top(s.centroid_terms)
@@ -205,5 +206,7 @@ class Repairer:
             pipe.hset(k.story(mid), mapping={"id": mid, "merged_into": kid, "merged_at": iso(time.time()),
                                              "merge_link": round(link, 4)})
             pipe.zrem(k.stories_recent, mid)
+            pipe.zrem(k.stories_kept, mid)
+            pipe.zadd(k.stories_kept, {kid: max(last_updated, merged_kept or 0.0)}, gt=True)
             pipe.zrem(k.stories_size, mid)
         lock.commit(writes)

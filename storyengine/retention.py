@@ -1,22 +1,23 @@
 """Retention: stories age out, with everything that points at them, so memory stays bounded.
 
-A story whose newest article is older than ``retention_days`` before the
-newest article the stream has seen is deleted: the story, its articles
+A story whose newest article (a late reprint counts too) is older than
+``retention_days`` before the newest article the stream has seen is deleted: the story, its articles
 (canonical and copies), their URL references and exact fingerprints, their
 LSH band slots, the story's term index entries and the redirects of stories
 merged into it. Articles that failed are removed on the same clock.
 
-The clock is the stream's own (the newest ``published_at`` seen, which is the
-top of ``{p}:stories:recent``), not the wall clock: replaying an archive ages
+The clock is the stream's own (the newest ``published_at`` seen: the top of
+``{p}:stories:kept``, or the batch about to be decided), not the wall clock: replaying an archive ages
 stories out as it would have live, and a service that receives nothing
 deletes nothing.
 
 The stream's term statistics ({p}:df) keep counting aged-out articles: they
 are a fixed-size array, and IDF is the stream's history, not the window's.
 
-Runs under the assignment lock (the processor calls it after committing a
-batch, while it still holds the lock), reads first, and writes in one
-WATCHed transaction, like every other decision.
+Runs under the assignment lock (the processor calls it before deciding a
+batch, on the clock that batch moves to, so a batch decides as its articles
+would one at a time), reads first, and writes in one WATCHed transaction,
+like every other decision.
 """
 from __future__ import annotations
 
@@ -47,20 +48,29 @@ class Retention:
         self._band_lookup = band_lookup
         self._band_write = band_write
 
-    def due(self, oldest: float | None, newest: float | None) -> bool:
-        """Whether anything is old enough to go, from the oldest and newest story times."""
-        return oldest is not None and newest is not None and oldest < cutoff(newest, self.settings.retention_days)
-
-    def age_out(self, lock: AssignmentLock, limit: int = STORIES_PER_CALL) -> int:
-        """Delete up to ``limit`` stories (and failed articles) past retention.
-        Returns how many stories went."""
+    def age_out_if_due(self, lock: AssignmentLock, arriving: float, limit: int = STORIES_PER_CALL) -> int:
+        """One round trip to see whether anything is past retention on the
+        clock that articles published at ``arriving`` move the stream to; if
+        so, delete up to ``limit`` stories (and failed articles). Returns how
+        many stories went."""
         k, r = self.keys, self.redis
-        newest = r.zrevrange(k.stories_recent, 0, 0, withscores=True)
-        if not newest:
-            return 0
-        before = cutoff(newest[0][1], self.settings.retention_days)
         with r.pipeline(transaction=False) as pipe:
-            pipe.zrangebyscore(k.stories_recent, "-inf", f"({before}", start=0, num=limit)
+            pipe.zrevrange(k.stories_kept, 0, 0, withscores=True)
+            pipe.zrange(k.stories_kept, 0, 0, withscores=True)
+            pipe.zrange(k.failed, 0, 0, withscores=True)
+            newest, oldest_story, oldest_failed = pipe.execute()
+        clock = max([arriving] + [score for _, score in newest])
+        before = cutoff(clock, self.settings.retention_days)
+        if not any(score < before for _, score in oldest_story + oldest_failed):
+            return 0
+        return self.age_out(lock, before, limit)
+
+    def age_out(self, lock: AssignmentLock, before: float, limit: int = STORIES_PER_CALL) -> int:
+        """Delete up to ``limit`` stories (and failed articles) kept only by
+        articles published before ``before``. Returns how many stories went."""
+        k, r = self.keys, self.redis
+        with r.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(k.stories_kept, "-inf", f"({before}", start=0, num=limit)
             pipe.zrangebyscore(k.failed, "-inf", f"({before}", start=0, num=1000)
             story_ids, failed = pipe.execute()
         story_ids = [decode(s) for s in story_ids]
@@ -122,6 +132,7 @@ class Retention:
             if story_ids:
                 pipe.zrem(k.stories_recent, *story_ids)
                 pipe.zrem(k.stories_size, *story_ids)
+                pipe.zrem(k.stories_kept, *story_ids)
             if failed:
                 pipe.zrem(k.failed, *failed)
         lock.commit(writes)

@@ -279,6 +279,8 @@ class RedisStore:
         # when rows may still be filtered out (by outlets, or by time when sorted by size).
         filtered = min_sources > 1 or (sort != "recent" and (since is not None or until is not None))
         chunk = max(limit * 2, 20) if filtered else limit
+        if after is not None:
+            chunk += 1  # the bound is inclusive (ties on score): the cursor's own row comes back once
         offset = 0
         last: tuple[float, str] | None = None
         while len(items) < limit:
