@@ -62,8 +62,10 @@ def store(redis_client, settings):
 
 
 def keys_under(client: redis.Redis, prefix: str) -> list[bytes]:
-    """Every key of the deployment with this key_prefix (the keys carry it as a hash tag)."""
-    return sorted(client.scan_iter(match=f"{Keys(prefix).prefix}:*", count=1000))
+    """Every key of the deployment with this key_prefix (a setting, ``sw``) or
+    key tag (``Keys.prefix``, ``{sw}``): the keys carry the prefix as a hash tag."""
+    tag = prefix if prefix.startswith("{") and prefix.endswith("}") else Keys(prefix).prefix
+    return sorted(client.scan_iter(match=f"{tag}:*", count=1000))
 
 
 def snapshot(client: redis.Redis, prefix: str) -> dict:

@@ -643,7 +643,9 @@ def test_repair_running_over_and_over_while_four_processes_ingest(module_redis, 
             looper.start()
             started = time.monotonic()
             try:
-                post_batches(stack.api, rows, batch_size=50, threads=3)
+                # Small batches: a worker decides a batch in one go, so big ones
+                # would be done before the pass had anything to merge.
+                post_batches(stack.api, rows, batch_size=5, threads=3)
                 wait_processed(stack.store, ids, timeout=120)
             finally:
                 stop.set()
