@@ -789,12 +789,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=100, help="articles per process_many call")
     parser.add_argument("--naive-articles", type=int, default=1000,
                         help="articles for engine vs naive from an empty store")
-    parser.add_argument("--naive-probe", type=int, default=200,
+    parser.add_argument("--naive-probe", type=int, default=60,
                         help="last articles timed through the naive reference with the rest stored")
-    parser.add_argument("--e2e-articles", type=int, default=6000, help="articles posted end to end, per run")
+    parser.add_argument("--e2e-articles", type=int, default=4000, help="articles posted end to end, per run")
     parser.add_argument("--e2e-timeout", type=float, default=600, help="seconds to wait for processing, per run")
     parser.add_argument("--read-clients", type=int, default=8, help="concurrent reading threads")
-    parser.add_argument("--read-seconds", type=float, default=15, help="seconds of reads")
+    parser.add_argument("--read-seconds", type=float, default=10, help="seconds of reads")
     parser.add_argument("--logs", type=Path, help="keep the api and worker logs here (default: deleted after the run)")
     args = parser.parse_args(argv)
     for name in ("articles", "batch", "naive_articles", "naive_probe", "e2e_articles", "read_clients"):

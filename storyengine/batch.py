@@ -16,6 +16,7 @@ decisions meanwhile, and the commit WATCHes the lock.
 from __future__ import annotations
 
 import json
+import math
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -44,9 +45,14 @@ for i = 1, #KEYS do
 end
 return #KEYS
 """
+# The newest ARGV[2] stories of each term inside the window: a term found in
+# hundreds of stories says little about which one an article belongs to, and
+# the candidates that share the most weight with it are what get scored.
 TERM_LOOKUP = """
 local out = {}
-for i = 1, #KEYS do out[i] = redis.call('ZRANGEBYSCORE', KEYS[i], ARGV[1], '+inf', 'WITHSCORES') end
+for i = 1, #KEYS do
+  out[i] = redis.call('ZREVRANGEBYSCORE', KEYS[i], '+inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+end
 return out
 """
 # Document-frequency changes for a whole batch in one argument: (feature
@@ -285,9 +291,17 @@ class Batch:
             for index in story.dirty_buckets:
                 mapping[bucket_field(index)] = story.buckets[index].to_bytes()
             pipe.hset(k.story(sid), mapping=mapping)
-            leaving = sorted(set(story.indexed_at_start) - set(story.indexed))
-            scripts["index_story"](keys=[k.term(x) for x in story.indexed + leaving],
-                                   args=[story.last_updated, sid, len(leaving)], client=pipe)
+            # The term index is rewritten only when what indexes the story, or the
+            # 6-hour step its last update falls in, changed: the index finds
+            # stories updated since a time, so a score at or after the true last
+            # update is enough, and the story's own times decide the rest.
+            score = index_score(story.last_updated)
+            started = story.raw.get("last_updated")
+            if (story.indexed != story.indexed_at_start or started is None
+                    or score != index_score(float(started))):
+                leaving = sorted(set(story.indexed_at_start) - set(story.indexed))
+                scripts["index_story"](keys=[k.term(x) for x in story.indexed + leaving],
+                                       args=[score, sid, len(leaving)], client=pipe)
             recent[sid] = story.last_updated
             # Size first, recency as the tie-break: last_updated (< 1e10 s) fits under the count.
             size[sid] = story.article_count * 1e10 + story.last_updated
@@ -333,6 +347,14 @@ class Batch:
             self.df_changes = np.zeros(self.settings.hash_features, dtype=np.int64)
         self.df_changes[features] += change  # a document's features are distinct
         self.docs_change += change
+
+
+INDEX_STEP = 6 * 3600.0
+
+
+def index_score(last_updated: float) -> float:
+    """A story's score in the term index: its last update, rounded up to the next 6-hour step."""
+    return math.ceil(last_updated / INDEX_STEP) * INDEX_STEP
 
 
 def compress_features(features: np.ndarray) -> bytes:

@@ -52,10 +52,12 @@ class EmbeddedRedis:
             "--dir", str(self.data_dir.resolve()), "--save", "",
             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
             "--protected-mode", "yes", "--logfile", "redis.log", "--daemonize", "no",
-            # Article and story hashes keep values of a few hundred bytes (titles,
-            # URLs, shingle sets); Redis's compact encoding for such hashes
-            # roughly halves their overhead (README: recommended for any Redis).
-            "--hash-max-ziplist-value", "4096",
+            # Article hashes keep values of a few hundred bytes (titles, URLs,
+            # shingle sets); Redis's compact encoding for such hashes roughly
+            # halves their overhead (README: recommended for any Redis). Big
+            # stories' vectors stay above it, so their frequent updates do not
+            # rewrite one long compact blob each time.
+            "--hash-max-ziplist-value", "2048",
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)

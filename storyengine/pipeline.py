@@ -282,7 +282,8 @@ class Processor:
                 if slot_list:
                     self._band_lookup(keys=[key for key, _ in slot_list], args=[f for _, f in slot_list], client=pipe)
                 if features:
-                    self._term_lookup(keys=[k.term(x) for x in features], args=[since], client=pipe)
+                    self._term_lookup(keys=[k.term(x) for x in features], args=[since, s.stories_per_term],
+                                      client=pipe)
                 version, *rest = pipe.execute()
             if self._df.version is not None and int(version or 0) == self._df.version:
                 break
@@ -331,7 +332,8 @@ class Processor:
     def _ensure_terms(self, batch: Batch, features: list[int], since: float) -> None:
         missing = [x for x in features if x not in batch.term_hits]
         if missing:
-            found = self._term_lookup(keys=[self.keys.term(x) for x in missing], args=[since])
+            found = self._term_lookup(keys=[self.keys.term(x) for x in missing],
+                                      args=[since, self.settings.stories_per_term])
             for x, m in zip(missing, found):
                 batch.term_hits[x] = [(decode(m[i]), float(m[i + 1])) for i in range(0, len(m), 2)]
 

@@ -24,8 +24,10 @@ class Settings:
     # --- duplicates (MinHash over word shingles, LSH for candidates)
     shingle_size: int = 5
     num_perm: int = 128
-    # LSH is tuned to catch pairs at this Jaccard; verification decides.
-    lsh_threshold: float = 0.4
+    # LSH is tuned to catch pairs at this Jaccard (25 bands of 5 rows: a pair
+    # at Jaccard 0.7 is a candidate 99 % of the time); verification decides.
+    # Copies of another length (low Jaccard) are found through their story.
+    lsh_threshold: float = 0.5
     # A candidate is a duplicate when this share of the smaller text's
     # shingles (headline and body) is found in the larger one: a truncated
     # reprint, added boilerplate or a changed headline keep it high; a
@@ -65,6 +67,8 @@ class Settings:
     # common term finds hundreds of stories, and the right one shares the
     # article's heaviest terms.
     candidate_stories: int = 30
+    # Each lookup term brings at most its this many most recently updated stories.
+    stories_per_term: int = 64
     # How many of a story's heaviest centroid terms index it.
     index_terms: int = 30
     # How many centroid terms a story keeps (the rest is noise).
