@@ -266,7 +266,7 @@ class Batch:
         kept: dict[str, float] = {}
         for article_id, fields, story_id, source, published in self.article_writes:
             kept[story_id] = max(kept.get(story_id, published), published)
-            fields["processed_ts"] = round(now, 6)
+            fields["processed_ts"] = round(now, 3)
             pipe.hset(k.article(article_id), mapping=fields)
             pipe.zadd(k.story_articles(story_id), {article_id: published})
             pipe.hincrby(k.story_sources(story_id), source, 1)

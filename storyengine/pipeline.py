@@ -597,7 +597,7 @@ class Processor:
 
         def writes(pipe):
             fields = self._article_fields(record, f, story_id, None, 1.0, decision)
-            fields["processed_ts"] = round(now(), 6)
+            fields["processed_ts"] = round(now(), 3)
             pipe.hset(k.article(article_id), mapping=fields)
             pipe.hdel(k.article(article_id), "body")
             pipe.zrem(k.queued, article_id)

@@ -100,10 +100,10 @@ class BandLayout:
         lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
         return cls(bands=lsh.b, rows=lsh.r)
 
-    # Band slots live in 4096 small hashes per band: each stays short (a slot
-    # is found by a scan of its compact encoding) and compact up to about two
+    # Band slots live in 2048 small hashes per band: each stays short (a slot
+    # is found by a scan of its compact encoding) and compact up to about a
     # million canonical articles.
-    SLOT_BUCKETS = 4096
+    SLOT_BUCKETS = 2048
 
     def band_slots(self, signature: np.ndarray) -> list[tuple[int, bytes]]:
         """(bucket, field) per band: which small hash, and which 4-byte field in it."""

@@ -134,7 +134,7 @@ class RedisStore:
                 # Kept small: what can be derived (the ISO times, the canonical URL) is not stored.
                 fields = {name: value for name, value in record.items()
                           if name not in _DERIVED_FIELDS and not (name == "language" and not value)}
-                fields.update(status="queued", received_ts=round(now, 6))
+                fields.update(status="queued", received_ts=round(now, 3))
                 flat = [x for pair in fields.items() for x in pair]
                 self._accept(keys=[k.article(record["id"]), k.article_ref(record["source"], record["canonical_url"]),
                                    k.queued], args=[record["id"], now, *flat], client=pipe)
