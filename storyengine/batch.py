@@ -210,17 +210,12 @@ class Batch:
         self.stories: dict[str, Story | None] = {}
         self.articles: dict[str, dict] = {}  # candidate articles read: story, duplicate_of, published, shingles
         self.bucket_ids: list[int] = []
-        self.new_stories: set[str] = set()
         self.df_changes: np.ndarray | None = None  # change per feature, when this batch counts any
         self.docs_change = 0
         self.article_writes: list = []  # (article_id, fields, story_id, source, published, queued?)
         self.new_canonicals: list[tuple[str, str, list[tuple[str, bytes]]]] = []
 
     # ------------------------------------------------------------------ band slots
-    def band_slots(self, signature: np.ndarray) -> list[tuple[str, bytes]]:
-        return [(self.keys.band(i, bucket), slot)
-                for i, (bucket, slot) in enumerate(self.layout.band_slots(signature))]
-
     def band_members(self, slots: list[tuple[str, bytes]]) -> set[str]:
         found: set[str] = set()
         for slot in slots:
@@ -230,9 +225,6 @@ class Batch:
         return found
 
     # ------------------------------------------------------------------ stories
-    def story(self, story_id: str) -> Story | None:
-        return self.stories.get(story_id)
-
     def stories_for_terms(self, features: list[int], since: float, weights: list[float] | None = None,
                           limit: int | None = None) -> set[str]:
         """Stories indexed by any of ``features`` whose newest article is at or

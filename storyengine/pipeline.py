@@ -31,8 +31,9 @@ import numpy as np
 import redis
 
 from . import signatures
-from .batch import (BAND_LOOKUP, BAND_WRITE, DF_CHANGE, INDEX_STORY, STORY_FIELDS, TERM_LOOKUP, Batch, Candidate,
-                    DocumentFrequencies, ShingleCache, Story, compress_features, decode, decompress_features, now)
+from .batch import (BAND_LOOKUP, BAND_SLOT_IDS, BAND_WRITE, DF_CHANGE, INDEX_STORY, STORY_FIELDS, TERM_LOOKUP,
+                    Batch, Candidate, DocumentFrequencies, ShingleCache, Story, compress_features, decode,
+                    decompress_features, now)
 from .errors import InvalidArticle, NotFound, StoreUnavailable
 from .locking import AssignmentConflict, AssignmentLock  # noqa: F401 - AssignmentConflict is part of this API
 from .retention import Retention
@@ -588,7 +589,7 @@ class Processor:
         for slot, value in zip(slot_list, slot_values):
             ids = [i for i in decode(value).split(" ") if i and i not in old_ids and i != article_id]
             if slot in new_slots:
-                ids = (ids + [article_id])[-3:]
+                ids = (ids + [article_id])[-BAND_SLOT_IDS:]
             values[slot] = " ".join(ids)
         decision = {"duplicate": dict(dup_report, matched=None, promoted_over=old_ids),
                     "story": {"action": "followed_copy", "story": story_id,
