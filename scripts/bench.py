@@ -478,6 +478,36 @@ def reads_under_load(redis_url: str, settings: Settings, clients: int, seconds: 
 
 
 # ---------------------------------------------------------------- 4. naive reference
+def naive_reference(redis_url: str, settings: Settings, basename: str) -> NaiveReference:
+    """The naive reference on the bench's Redis, with the engine's own settings."""
+    options = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+    return NaiveReference(options.get("host", "127.0.0.1"), int(options.get("port", 6379)), int(options.get("db", 0)),
+                          basename=basename.encode(), password=options.get("password"),
+                          num_perm=settings.num_perm, shingle_size=settings.shingle_size,
+                          lsh_threshold=settings.lsh_threshold, story_threshold=settings.story_threshold)
+
+
+def time_naive(naive: NaiveReference, records: list[dict], label: str,
+               preload: list[dict] | None = None) -> list[float]:
+    """Seconds per article through the naive reference, after loading the
+    vectors of ``preload`` (not timed); its keys are deleted afterwards."""
+    naive.clear()
+    per_article: list[float] = []
+    try:
+        if preload:
+            naive.preload_vectors(preload)
+        progress = Progress(len(records), label)
+        for n, record in enumerate(records, 1):
+            began = time.perf_counter()
+            naive.add(record["id"], record["title"], record["body"])
+            per_article.append(time.perf_counter() - began)
+            progress.update(n)
+    finally:
+        naive.clear()
+        naive.close()
+    return per_article
+
+
 def naive_vs_engine(records: list[dict], redis_url: str, settings: Settings, batch: int, tag: str) -> dict:
     """The engine and the naive reference on exactly the same articles, in
     the same run, so their ratio compares like with like."""
@@ -488,23 +518,7 @@ def naive_vs_engine(records: list[dict], redis_url: str, settings: Settings, bat
     finally:
         store.clear()
 
-    options = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
-    naive = NaiveReference(options.get("host", "127.0.0.1"), int(options.get("port", 6379)), int(options.get("db", 0)),
-                           basename=f"naive-{tag}".encode(), password=options.get("password"),
-                           num_perm=settings.num_perm, shingle_size=settings.shingle_size,
-                           lsh_threshold=settings.lsh_threshold, story_threshold=settings.story_threshold)
-    naive.clear()
-    progress = Progress(len(records), "naive reference")
-    per_article: list[float] = []
-    try:
-        for n, record in enumerate(records, 1):
-            began = time.perf_counter()
-            naive.add(record["id"], record["title"], record["body"])
-            per_article.append(time.perf_counter() - began)
-            progress.update(n)
-    finally:
-        naive.clear()
-        naive.close()
+    per_article = time_naive(naive_reference(redis_url, settings, f"naive-{tag}"), records, "naive reference")
     naive_rate = len(records) / sum(per_article)
     return {"naive_prefix_articles": len(records), "naive_prefix_articles_per_s": naive_rate,
             "naive_prefix_article_p50_ms": 1000 * median(per_article),
@@ -519,26 +533,10 @@ def naive_at_scale(records: list[dict], redis_url: str, settings: Settings, run:
     processed at the end of its run: the comparison that matters, since the
     naive path compares every article with every stored vector. The stored
     vectors are loaded in bulk first (not timed)."""
-    options = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
-    naive = NaiveReference(options.get("host", "127.0.0.1"), int(options.get("port", 6379)), int(options.get("db", 0)),
-                           basename=f"naive-scale-{tag}".encode(), password=options.get("password"),
-                           num_perm=settings.num_perm, shingle_size=settings.shingle_size,
-                           lsh_threshold=settings.lsh_threshold, story_threshold=settings.story_threshold)
-    naive.clear()
     stored, probed = records[:-probe], records[-probe:]
     log(f"   loading {len(stored)} stored vectors into the naive reference (not timed)")
-    per_article: list[float] = []
-    try:
-        naive.preload_vectors(stored)
-        progress = Progress(len(probed), f"naive reference at {len(stored)} stored")
-        for n, record in enumerate(probed, 1):
-            began = time.perf_counter()
-            naive.add(record["id"], record["title"], record["body"])
-            per_article.append(time.perf_counter() - began)
-            progress.update(n)
-    finally:
-        naive.clear()
-        naive.close()
+    per_article = time_naive(naive_reference(redis_url, settings, f"naive-scale-{tag}"), probed,
+                             f"naive reference at {len(stored)} stored", preload=stored)
     naive_ms = 1000 * sum(per_article) / len(per_article)
     # The engine's cost for the same articles: the chunks that held them.
     engine = [(s, n) for s, n, before in zip(run.seconds, run.sizes, run.stored_before) if before + n > len(stored)]

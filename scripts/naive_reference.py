@@ -6,7 +6,7 @@ vacuum. It is deliberately the straightforward build, not a straw man:
 
 - duplicates: a datasketch ``MinHash`` (128 permutations, one ``update`` per
   5-word shingle) and datasketch's own ``MinHashLSH`` with its Redis storage
-  (Jaccard 0.4), queried and then inserted for every article;
+  (at the engine's LSH threshold), queried and then inserted for every article;
 - stories: a hashed TF-IDF vector (scikit-learn's ``HashingVectorizer``, IDF
   from the stream seen so far) compared with scikit-learn's
   ``cosine_similarity`` against every stored vector, stacked into one scipy

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import json
 import math
-import time
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import signatures
 from .keys import Keys
 from .settings import Settings
 from .stories import Bucket, StoryState, bucket_field
@@ -69,8 +67,8 @@ if #ops > 0 then redis.call('BITFIELD', KEYS[1], 'OVERFLOW', 'SAT', unpack(ops))
 redis.call('INCRBY', KEYS[2], ARGV[2])
 return redis.call('INCR', KEYS[3])
 """
-# A story's place in the term index: every key in KEYS gets (score, member);
-# ARGV[3..] are terms (KEYS[#ARGV-2+1..]) it leaves.
+# A story's place in the term index: the story ARGV[2] gets score ARGV[1] in
+# every term key of KEYS but the last ARGV[3], and leaves those last ones.
 INDEX_STORY = """
 local leaving = tonumber(ARGV[3])
 for i = 1, #KEYS - leaving do redis.call('ZADD', KEYS[i], ARGV[1], ARGV[2]) end
@@ -177,7 +175,8 @@ class DocumentFrequencies:
     """A local copy of the stream's document frequencies ({p}:df, u32
     counters as BITFIELD stores them, big-endian). Every commit that changes
     them bumps {p}:df:version; a batch compares that first and re-reads the
-    whole string (a few hundred KB) only if another process changed it."""
+    whole string (4 bytes a feature: 1 MB by default) only if another
+    process changed it."""
 
     def __init__(self, n_features: int) -> None:
         self.counts = np.zeros(n_features, dtype=np.int64)
@@ -201,8 +200,8 @@ def decode(value) -> str:
 class Batch:
     """The reads, the in-batch view and the writes of one batch of decisions."""
 
-    def __init__(self, keys: Keys, settings: Settings, layout: signatures.BandLayout) -> None:
-        self.keys, self.settings, self.layout = keys, settings, layout
+    def __init__(self, keys: Keys, settings: Settings) -> None:
+        self.keys, self.settings = keys, settings
         self.status: dict[str, bytes | None] = {}
         self.fingerprints: dict[str, str | None] = {}     # fingerprint -> owner, read or written
         self.band_values: dict[tuple[str, bytes], str] = {}  # (key, field) -> space-separated ids
@@ -212,8 +211,9 @@ class Batch:
         self.bucket_ids: list[int] = []
         self.df_changes: np.ndarray | None = None  # change per feature, when this batch counts any
         self.docs_change = 0
-        self.article_writes: list = []  # (article_id, fields, story_id, source, published, queued?)
-        self.new_canonicals: list[tuple[str, str, list[tuple[str, bytes]]]] = []
+        self.article_writes: list = []  # (article_id, fields, story_id, source, published)
+        self._written_fps: set[str] = set()  # fingerprints and band slots this batch writes
+        self._written_slots: set[tuple[str, bytes]] = set()
 
     # ------------------------------------------------------------------ band slots
     def band_members(self, slots: list[tuple[str, bytes]]) -> set[str]:
@@ -260,10 +260,9 @@ class Batch:
             kept[story_id] = max(kept.get(story_id, published), published)
             fields["processed_ts"] = round(now, 3)
             pipe.hset(k.article(article_id), mapping=fields)
+            pipe.hdel(k.article(article_id), "body")  # decided: the text is not needed any more
             pipe.zadd(k.story_articles(story_id), {article_id: published})
             pipe.hincrby(k.story_sources(story_id), source, 1)
-        for article_id, *_ in self.article_writes:
-            pipe.hdel(k.article(article_id), "body")  # decided: the text is not needed any more
         if self.article_writes:
             pipe.zrem(k.queued, *[a for a, *_ in self.article_writes])
         recent, size = {}, {}
@@ -303,13 +302,12 @@ class Batch:
         if kept:
             # A story is kept while any of its articles is inside retention (GT: only ever later).
             pipe.zadd(k.stories_kept, kept, gt=True)
-        fingerprints = {fp: owner for fp, owner in self.fingerprints.items() if owner and fp in self._written_fps}
-        for fp, owner in fingerprints.items():
-            pipe.set(k.fingerprint(fp), owner)
+        for fp in self._written_fps:
+            pipe.set(k.fingerprint(fp), self.fingerprints[fp])
         slots = [(slot, self.band_values[slot]) for slot in self._written_slots]
         if slots:
             scripts["band_write"](keys=[key for (key, _), _ in slots],
-                       args=[x for (_, f), value in slots for x in (f, value)], client=pipe)
+                                  args=[x for (_, f), value in slots for x in (f, value)], client=pipe)
         if self.docs_change or (self.df_changes is not None and self.df_changes.any()):
             changed = np.flatnonzero(self.df_changes) if self.df_changes is not None else np.empty(0, np.int64)
             packed = np.zeros(len(changed), dtype=[("feature", ">u4"), ("change", ">i4")])
@@ -317,13 +315,6 @@ class Batch:
             packed["change"] = self.df_changes[changed] if len(changed) else 0
             scripts["df_change"](keys=[k.df, k.df_docs, k.df_version], args=[packed.tobytes(), self.docs_change],
                                  client=pipe)
-
-    _written_fps: set[str]
-    _written_slots: set[tuple[str, bytes]]
-
-    def start_writes(self) -> None:
-        self._written_fps = set()
-        self._written_slots = set()
 
     def index_canonical(self, article_id: str, fingerprint: str, slots: list[tuple[str, bytes]]) -> None:
         """Make a new canonical article findable, in this batch and once committed."""
@@ -362,5 +353,6 @@ def decompress_features(raw: bytes | None) -> np.ndarray:
     return np.cumsum(np.frombuffer(zlib.decompress(raw), dtype="<u4").astype(np.int64))
 
 
-def now() -> float:
-    return time.time()
+def scored_members(flat: list) -> list[tuple[str, float]]:
+    """(member, score) pairs from a WITHSCORES reply as a script returns it (flat)."""
+    return [(decode(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]

@@ -64,6 +64,10 @@ class Keys:
     def band(self, index: int, bucket: int) -> str:
         return self._k("band", index, bucket)
 
+    def band_slots(self, slots: list[tuple[int, bytes]]) -> list[tuple[str, bytes]]:
+        """(key, field) of each band's slot, from a text's (bucket, field) per band."""
+        return [(self.band(i, bucket), field) for i, (bucket, field) in enumerate(slots)]
+
     def story(self, story_id: str) -> str:
         return self._k("story", story_id)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -33,7 +34,7 @@ import redis
 from . import signatures
 from .batch import (BAND_LOOKUP, BAND_SLOT_IDS, BAND_WRITE, DF_CHANGE, INDEX_STORY, STORY_FIELDS, TERM_LOOKUP,
                     Batch, Candidate, DocumentFrequencies, ShingleCache, Story, compress_features, decode,
-                    decompress_features, now)
+                    decompress_features, scored_members)
 from .errors import InvalidArticle, NotFound, StoreUnavailable
 from .locking import AssignmentConflict, AssignmentLock  # noqa: F401 - AssignmentConflict is part of this API
 from .retention import Retention
@@ -236,7 +237,7 @@ class Processor:
         return outcomes
 
     # ------------------------------------------------------------------ batch reads
-    def _refresh_df(self, version) -> None:
+    def _refresh_df(self) -> None:
         k = self.keys
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(k.df)
@@ -252,16 +253,13 @@ class Processor:
         """Read what the batch will need: round trip 1 (statuses, fingerprints,
         band slots, the term index), then 2 (candidate stories and articles)."""
         k, s = self.keys, self.settings
-        batch = Batch(k, s, self.layout)
-        batch.start_writes()
+        batch = Batch(k, s)
         window = s.story_window_hours * 3600.0
         published = [f.published for _, _, f in chunk]
         since = min(published) - window
         batch.bucket_ids = list(range(bucket_index(min(published) - window, s),
                                       bucket_index(max(published) + window, s) + 1))
-        slots = {article_id: [(k.band(i, bucket), slot) for i, (bucket, slot) in enumerate(f.bands)]
-                 for article_id, _, f in chunk}
-        slot_list = list(dict.fromkeys(x for ss in slots.values() for x in ss))
+        slot_list = list(dict.fromkeys(x for _, _, f in chunk for x in k.band_slots(f.bands)))
         for attempt in range(2):
             lookups = {}
             features_set: set[int] = set()
@@ -289,7 +287,7 @@ class Processor:
             if self._df.version is not None and int(version or 0) == self._df.version:
                 break
             # Another process counted terms since: read the counts, then weigh again.
-            self._refresh_df(version)
+            self._refresh_df()
         batch.status = dict(zip((a for a, _, _ in chunk), rest[:len(chunk)]))
         rest = rest[len(chunk):]
         batch.fingerprints = {fp: decode(v) if v else None for fp, v in zip(fps, rest[:len(fps)])}
@@ -298,12 +296,11 @@ class Processor:
             batch.band_values = {slot: decode(v) for slot, v in zip(slot_list, rest[0])}
             rest = rest[1:]
         if features:
-            batch.term_hits = {x: [(decode(m[i]), float(m[i + 1])) for i in range(0, len(m), 2)]
-                               for x, m in zip(features, rest[0])}
+            batch.term_hits = {x: scored_members(m) for x, m in zip(features, rest[0])}
         story_ids = set()
         for article_id, _, f in chunk:
-            features, weights = lookups[article_id]
-            story_ids |= batch.stories_for_terms(features, f.published - window, weights, s.candidate_stories)
+            heaviest, weights = lookups[article_id]
+            story_ids |= batch.stories_for_terms(heaviest, f.published - window, weights, s.candidate_stories)
         articles = set(batch.band_members(slot_list)) | {o for o in batch.fingerprints.values() if o}
         self._fetch(batch, story_ids, articles)
         return batch
@@ -336,7 +333,7 @@ class Processor:
             found = self._term_lookup(keys=[self.keys.term(x) for x in missing],
                                       args=[since, self.settings.stories_per_term])
             for x, m in zip(missing, found):
-                batch.term_hits[x] = [(decode(m[i]), float(m[i + 1])) for i in range(0, len(m), 2)]
+                batch.term_hits[x] = scored_members(m)
 
     def _candidate(self, batch: Batch, article_id: str, story_id: str | None = None) -> Candidate | None:
         """A canonical article to compare with, or None if it is not one (any longer)."""
@@ -368,7 +365,7 @@ class Processor:
         # Duplicate candidates: LSH finds copies of about the same length; the
         # newest canonical articles of the best-matching stories find short
         # copies of long texts (and long ones of short texts), which LSH cannot.
-        slots = [(self.keys.band(i, bucket), slot) for i, (bucket, slot) in enumerate(f.bands)]
+        slots = self.keys.band_slots(f.bands)
         sources: dict[str, tuple[str, str | None]] = {}
         for c in sorted(batch.band_members(slots)):
             sources.setdefault(c, ("lsh", None))
@@ -525,8 +522,7 @@ class Processor:
         batch.articles[article_id] = {"story": story_id, "duplicate_of": None, "published": f.published,
                                       "shingles": f.shingle_set}
         self._shingles.put(article_id, f.shingle_set, f.published)
-        batch.index_canonical(article_id, f.fingerprint,
-                              [(self.keys.band(i, bucket), slot) for i, (bucket, slot) in enumerate(f.bands)])
+        batch.index_canonical(article_id, f.fingerprint, self.keys.band_slots(f.bands))
         batch.count_terms(f.term_indices, 1)
         self._df.counts[f.term_indices] += 1  # later articles of this batch weigh against it already
         self._df.docs += 1
@@ -537,7 +533,7 @@ class Processor:
         if not batch.article_writes:
             return
         try:
-            self._commit(lambda pipe: batch.writes(pipe, self._scripts, now()))
+            self._commit(lambda pipe: batch.writes(pipe, self._scripts, time.time()))
         except BaseException:
             self._df.version = None  # the local counts ran ahead of the store: read them again
             raise
@@ -575,9 +571,9 @@ class Processor:
         canonicals = [c for c in json.loads(story_raw[-1] or "[]") if c not in old_ids] + [article_id]
         members = [m.decode() for m in members]
         # Band slots: the old canonicals leave theirs, the newcomer joins its own.
-        old_slots = [(k.band(i, bucket), slot) for row in old_rows if row[0]
-                     for i, (bucket, slot) in enumerate(signatures.BandLayout.slots_from_bytes(row[0]))]
-        new_slots = [(k.band(i, bucket), slot) for i, (bucket, slot) in enumerate(f.bands)]
+        old_slots = [x for row in old_rows if row[0]
+                     for x in k.band_slots(signatures.BandLayout.slots_from_bytes(row[0]))]
+        new_slots = k.band_slots(f.bands)
         slot_list = list(dict.fromkeys(old_slots + new_slots))
         with self.redis.pipeline(transaction=False) as pipe:
             for m in members:
@@ -598,7 +594,7 @@ class Processor:
 
         def writes(pipe):
             fields = self._article_fields(record, f, story_id, None, 1.0, decision)
-            fields["processed_ts"] = round(now(), 3)
+            fields["processed_ts"] = round(time.time(), 3)
             pipe.hset(k.article(article_id), mapping=fields)
             pipe.hdel(k.article(article_id), "body")
             pipe.zrem(k.queued, article_id)

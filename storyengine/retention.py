@@ -1,14 +1,14 @@
 """Retention: stories age out, with everything that points at them, so memory stays bounded.
 
 A story whose newest article (a late reprint counts too) is older than
-``retention_days`` before the newest article the stream has seen is deleted: the story, its articles
-(canonical and copies), their URL references and exact fingerprints, their
+``retention_days`` before the newest article the stream has seen is
+deleted: the story, its articles (canonical and copies), their URL references and exact fingerprints, their
 LSH band slots, the story's term index entries and the redirects of stories
 merged into it. Articles that failed are removed on the same clock.
 
 The clock is the stream's own (the newest ``published_at`` seen: the top of
-``{p}:stories:kept``, or the batch about to be decided), not the wall clock: replaying an archive ages
-stories out as it would have live, and a service that receives nothing
+``{p}:stories:kept``, or the batch about to be decided), not the wall clock:
+replaying an archive ages stories out as it would have live, and a service that receives nothing
 deletes nothing.
 
 The stream's term statistics ({p}:df) keep counting aged-out articles: they
@@ -93,10 +93,9 @@ class Retention:
             article_rows = pipe.execute()
         fingerprints = sorted({decode(row[2]) for row in article_rows if row[2]})
         slots = []
-        for a, row in zip(articles, article_rows):
-            if row[3]:
-                slots += [(k.band(i, bucket), slot)
-                          for i, (bucket, slot) in enumerate(BandLayout.slots_from_bytes(row[3]))]
+        for row in article_rows:
+            if row[3]:  # a canonical article's band slots
+                slots += k.band_slots(BandLayout.slots_from_bytes(row[3]))
         slots = list(dict.fromkeys(slots))
         with r.pipeline(transaction=False) as pipe:
             for fp in fingerprints:

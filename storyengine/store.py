@@ -184,10 +184,7 @@ class RedisStore:
             for article_id in article_ids:
                 pipe.hgetall(self.keys.article(article_id))
             rows = pipe.execute()
-        out = []
-        for raw in rows:
-            out.append(decode_hash(raw) if raw else None)
-        return out
+        return [decode_hash(raw) if raw else None for raw in rows]
 
     def processing_times(self, article_ids: list[str]) -> list[tuple[float | None, float | None]]:
         """(received, processed) epoch seconds per article, None where not (yet) known."""
