@@ -30,6 +30,7 @@ prefix, over its shards: docs/scaling.md.)
     {p}:df:docs                  string number of documents counted in {p}:df
     {p}:df:version               string bumped by every write to {p}:df (workers cache it)
     {p}:assign-lock              string the story-assignment lock (see storyengine.pipeline)
+    {p}:metrics                  hash   service counters and the latency histogram (storyengine.metrics)
 """
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ import hashlib
 class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = "{" + prefix + "}"  # the hash tag: see the module's docstring
+        # Band and term keys come from a bounded set (bands x buckets, hashed
+        # features) and are made dozens of times per article: made once each.
+        self._bands: dict[tuple[int, int], str] = {}
+        self._terms: dict[int, str] = {}
 
     def _k(self, *parts: object) -> str:
         return ":".join((self.prefix, *map(str, parts)))
@@ -62,7 +67,10 @@ class Keys:
         return self._k("fingerprint", fp)
 
     def band(self, index: int, bucket: int) -> str:
-        return self._k("band", index, bucket)
+        key = self._bands.get((index, bucket))
+        if key is None:
+            key = self._bands[(index, bucket)] = self._k("band", index, bucket)
+        return key
 
     def band_slots(self, slots: list[tuple[int, bytes]]) -> list[tuple[str, bytes]]:
         """(key, field) of each band's slot, from a text's (bucket, field) per band."""
@@ -90,7 +98,12 @@ class Keys:
         return self._k("stories", "size")
 
     def term(self, feature: int) -> str:
-        return self._k("term", feature)
+        key = self._terms.get(feature)
+        if key is None:
+            if len(self._terms) > 1_000_000:
+                self._terms.clear()
+            key = self._terms[feature] = self._k("term", feature)
+        return key
 
     @property
     def df(self) -> str:
@@ -107,6 +120,10 @@ class Keys:
     @property
     def assign_lock(self) -> str:
         return self._k("assign-lock")
+
+    @property
+    def metrics(self) -> str:
+        return self._k("metrics")
 
     def all_pattern(self) -> str:
         return self._k("*")

@@ -52,6 +52,7 @@ class Features:
     signature: np.ndarray
     shingle_set: np.ndarray
     bands: list[tuple[int, bytes]]  # (bucket, slot) per LSH band
+    slots: list[tuple[str, bytes]]  # (key, field) of each band's slot
     term_indices: np.ndarray
     term_counts: np.ndarray
     term_names: dict[int, str] = field(default_factory=dict)
@@ -159,8 +160,9 @@ class Processor:
             published = float(record["published_ts"])
         except (KeyError, ValueError):
             raise InvalidArticle("the article has no valid published time") from None
+        bands = self.layout.band_slots(signature)
         return Features(published, signatures.exact_fingerprint(tokens), signature, signatures.shingle_set(shingles),
-                        self.layout.band_slots(signature), indices, counts, names)
+                        bands, self.keys.band_slots(bands), indices, counts, names)
 
     # ------------------------------------------------------------------ the flow
     def process(self, article_id: str) -> Outcome:
@@ -259,7 +261,7 @@ class Processor:
         since = min(published) - window
         batch.bucket_ids = list(range(bucket_index(min(published) - window, s),
                                       bucket_index(max(published) + window, s) + 1))
-        slot_list = list(dict.fromkeys(x for _, _, f in chunk for x in k.band_slots(f.bands)))
+        slot_list = list(dict.fromkeys(x for _, _, f in chunk for x in f.slots))
         for attempt in range(2):
             lookups = {}
             features_set: set[int] = set()
@@ -365,7 +367,7 @@ class Processor:
         # Duplicate candidates: LSH finds copies of about the same length; the
         # newest canonical articles of the best-matching stories find short
         # copies of long texts (and long ones of short texts), which LSH cannot.
-        slots = self.keys.band_slots(f.bands)
+        slots = f.slots
         sources: dict[str, tuple[str, str | None]] = {}
         for c in sorted(batch.band_members(slots)):
             sources.setdefault(c, ("lsh", None))
@@ -404,11 +406,9 @@ class Processor:
         s = self.settings
         mask = signatures.ShingleMask(f.shingle_set)
         checked = []
-        for c in sorted(sources):
-            candidate = candidates.get(c)
-            if candidate is None:
-                continue
-            containment, jaccard, chance = mask.overlap(candidate.shingle_set, s.duplicate_containment)
+        compared = [(c, candidates[c]) for c in sorted(sources) if candidates.get(c) is not None]
+        overlaps = mask.overlaps([candidate.shingle_set for _, candidate in compared], s.duplicate_containment)
+        for (c, candidate), (containment, jaccard, chance) in zip(compared, overlaps):
             exact = c == exact_owner
             verified = exact or (containment >= s.duplicate_containment and chance < CHANCE_LIMIT
                                  and min(len(f.shingle_set), len(candidate.shingle_set)) >= s.containment_min_shingles)
@@ -522,7 +522,7 @@ class Processor:
         batch.articles[article_id] = {"story": story_id, "duplicate_of": None, "published": f.published,
                                       "shingles": f.shingle_set}
         self._shingles.put(article_id, f.shingle_set, f.published)
-        batch.index_canonical(article_id, f.fingerprint, self.keys.band_slots(f.bands))
+        batch.index_canonical(article_id, f.fingerprint, f.slots)
         batch.count_terms(f.term_indices, 1)
         self._df.counts[f.term_indices] += 1  # later articles of this batch weigh against it already
         self._df.docs += 1
@@ -573,7 +573,7 @@ class Processor:
         # Band slots: the old canonicals leave theirs, the newcomer joins its own.
         old_slots = [x for row in old_rows if row[0]
                      for x in k.band_slots(signatures.BandLayout.slots_from_bytes(row[0]))]
-        new_slots = k.band_slots(f.bands)
+        new_slots = f.slots
         slot_list = list(dict.fromkeys(old_slots + new_slots))
         with self.redis.pipeline(transaction=False) as pipe:
             for m in members:

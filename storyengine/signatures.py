@@ -171,6 +171,18 @@ class ShingleMask:
         common = int(np.count_nonzero(self.mask[other]))
         return _overlap(len(a), len(other), common, min_containment)
 
+    def overlaps(self, others: list[np.ndarray], min_containment: float = 0.0) -> list[Overlap]:
+        """:meth:`overlap` with each of ``others``, in one gather for all of them."""
+        if not others:
+            return []
+        lengths = np.fromiter(map(len, others), dtype=np.int64, count=len(others))
+        hits = np.concatenate(([0], np.cumsum(self.mask[np.concatenate(others)], dtype=np.int64)))
+        ends = np.cumsum(lengths)
+        commons = (hits[ends] - hits[ends - lengths]).tolist()
+        size = len(self.shingles)
+        return [_overlap(size, n, common, min_containment) if size and n else Overlap(0.0, 0.0, 1.0)
+                for n, common in zip(lengths.tolist(), commons)]
+
 
 def _overlap(len_a: int, len_b: int, common: int, min_containment: float) -> Overlap:
     small, large = (len_a, len_b) if len_a <= len_b else (len_b, len_a)

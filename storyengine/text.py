@@ -94,8 +94,26 @@ def words(text: str, normalised: bool = False) -> list[str]:
     return _WORD.findall(text.casefold() if normalised else fold(text))
 
 
+class _WordTest(dict):
+    """A per-word yes/no, remembered: vocabulary repeats, and ``filter`` over a
+    dict lookup keeps the loop in C."""
+
+    def __init__(self, test) -> None:
+        super().__init__()
+        self.test = test
+
+    def __missing__(self, word: str) -> bool:
+        if len(self) > 500_000:
+            self.clear()
+        value = self[word] = self.test(word)
+        return value
+
+
+_CONTENT_WORD = _WordTest(lambda w: len(w) > 1 and w not in _STOPWORDS and not w.isdigit())
+
+
 def _keep(ws: list[str]) -> list[str]:
-    return [w for w in ws if len(w) > 1 and w not in _STOPWORDS and not w.isdigit()]
+    return list(filter(_CONTENT_WORD.__getitem__, ws))
 
 
 # Sentences end at . ! ? followed by white space, or at a line break; a word
@@ -115,6 +133,8 @@ _NOT_NAMES = frozenset(
     "monday tuesday wednesday thursday friday saturday sunday january february march april may june july "
     "august september october november december mr mrs ms dr st jr sr".split())
 ENTITY_PREFIX = "e:"
+_CAPITALISED = _WordTest(lambda w: len(w) > 1 and w[0].isupper())
+_NAME = _WordTest(lambda w: w not in _STOPWORDS and w not in _NOT_NAMES)
 
 
 def entities(text: str, normalised: bool = False) -> list[str]:
@@ -125,8 +145,8 @@ def entities(text: str, normalised: bool = False) -> list[str]:
     # Typography first, so "Vasquez’s" and "Vasquez's" both give "vasquez".
     text = text if normalised else normalise(text)
     for sentence in _SENTENCE_BREAK.split(text):
-        found += [w for w in _ENTITY_WORD.findall(sentence)[1:] if len(w) > 1 and w[0].isupper()]
-    return [w for w in map(str.casefold, found) if w not in _STOPWORDS and w not in _NOT_NAMES]
+        found += filter(_CAPITALISED.__getitem__, _ENTITY_WORD.findall(sentence)[1:])
+    return list(filter(_NAME.__getitem__, map(str.casefold, found)))
 
 
 def content_terms(title: str, body: str, title_weight: int, entity_weight: int = 0,
