@@ -49,6 +49,8 @@ def role_command(role: str, env: dict[str, str]) -> list[str]:
     if role == "api":
         return [py, "-m", "gunicorn", "--bind", f"{env.get('API_HOST', '127.0.0.1')}:{env.get('API_PORT', '8000')}",
                 "--workers", env.get("API_WORKERS", "2"), "--access-logfile", "-", "--graceful-timeout", "10",
+                # JSON or text lines for access, error and app logs alike (LOG_FORMAT; service/logs.py)
+                "--logger-class", "service.logs.GunicornLogger",
                 "service:create_app()"]
     if role == "worker":
         return [py, "-m", "celery", "-A", "workers.main", "worker", "--queues", "storywire",

@@ -22,8 +22,11 @@ def create_app(config: Mapping | None = None) -> Flask:
     timing.install(app)
     auth.install(app)
 
-    from . import articles, health, stories
+    from . import articles, health, metrics, openapi, page, stories
     app.register_blueprint(articles.bp)
     app.register_blueprint(stories.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(page.bp)
+    app.register_blueprint(openapi.bp)
     return app

@@ -9,7 +9,9 @@ from pydantic import ValidationError
 from storyengine.articles import CLIENT_ID, new_article_record
 from storyengine.errors import InvalidArticle, NotFound
 
+from . import response_schemas as answers
 from .errors import ApiError, invalid_article
+from .openapi import PathParam, Reply, documented
 from .requests import json_body
 from .runtime import runtime
 from .schemas import ArticleIn, BatchIn
@@ -59,6 +61,19 @@ def _accepted(article_id: str, created: bool) -> dict:
             "status_url": url_for("articles.get_article", article_id=article_id)}
 
 
+_BODY_ERRORS = {400: "The body is empty, not UTF-8, not JSON or nested too deeply (empty_body, invalid_encoding, "
+                     "malformed_json, too_deeply_nested)", 413: None, 415: None}
+_QUEUE_DOWN = ("Redis or the work queue is unreachable (unavailable, queue_unavailable); nothing was stored: "
+               "retry after Retry-After seconds, sending the same articles again is safe")
+
+
+@documented(summary="Accept one article", tag="articles", body=ArticleIn,
+            description="Stores the article and queues it for a worker. Posting the same article again (same id, "
+                        "or same source and canonical URL) answers 200 with the same id and changes nothing.",
+            replies={202: Reply("Stored and queued", answers.ArticleAccepted, ("Location",)),
+                     200: Reply("Already known: nothing was done", answers.ArticleAccepted, ("Location",))},
+            errors={**_BODY_ERRORS, 422: "The article is not valid (invalid_article); details lists each field",
+                    503: _QUEUE_DOWN})
 @bp.post("")
 def post_article():
     record = _validate(json_body())
@@ -67,6 +82,13 @@ def post_article():
     return body, (202 if created else 200), {"Location": body["status_url"]}
 
 
+@documented(summary="Accept a batch of articles", tag="articles", body=BatchIn,
+            description="One result per item, in order; a bad item fails alone with its own error while the "
+                        "others are stored. The whole batch is decided by one task, which costs a worker far "
+                        "less than the same articles posted one by one.",
+            replies={202: Reply("Each item stored, known or refused", answers.BatchAccepted)},
+            errors={**_BODY_ERRORS, 413: "The body or the batch is too large (body_too_large, batch_too_large)",
+                    422: "Not a batch, or no item in it is valid (invalid_batch)", 503: _QUEUE_DOWN})
 @bp.post("/batch")
 def post_batch():
     payload = json_body()
@@ -98,6 +120,10 @@ def post_batch():
     return {"accepted": len(valid), "rejected": len(results) - len(valid), "results": results}, 202
 
 
+@documented(summary="An article's status, story and decision", tag="articles",
+            path_params={"article_id": PathParam("The id POST answered with", CLIENT_ID.pattern)},
+            replies={200: Reply("The article", answers.ArticleView)},
+            errors={404: "No article with this id (not_found)", 503: None})
 @bp.get("/<article_id>")
 def get_article(article_id: str):
     if not CLIENT_ID.match(article_id):

@@ -7,18 +7,23 @@ from flask import Blueprint
 
 from storyengine.errors import StoreUnavailable
 
+from . import response_schemas as answers
 from .errors import ApiError
+from .openapi import Reply, documented
 from .runtime import runtime
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("storywire.api")
 
 
+@documented(summary="The process is up", tag="health", replies={200: Reply("Up", answers.Health)})
 @bp.get("/healthz")
 def healthz():
     return {"status": "ok"}
 
 
+@documented(summary="Redis and the broker answer", tag="health", replies={200: Reply("Ready", answers.Readiness)},
+            errors={503: "Redis or the broker is unreachable (not_ready): retry after Retry-After seconds"})
 @bp.get("/readyz")
 def readyz():
     rt = runtime()

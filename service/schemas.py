@@ -32,16 +32,30 @@ def parse_timestamp(value: str, name: str) -> datetime:
     return parsed
 
 
+# Descriptions, formats, patterns and examples below only document the models
+# (they go into the OpenAPI document); the validators are what enforce them.
+_EXAMPLE_ARTICLE = {"source": "example-news.com", "url": "https://example-news.com/2026/03/02/quake",
+                    "title": "Strong earthquake hits southern Iran",
+                    "body": "A magnitude 5.6 earthquake struck Qeshm island on Sunday ...",
+                    "published_at": "2026-03-02T11:27:47Z"}
+
+
 class ArticleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True,
+                              json_schema_extra={"examples": [_EXAMPLE_ARTICLE]})
 
     source: str = Field(min_length=1, max_length=200, description="The outlet, e.g. 'reuters.com'")
-    url: str = Field(min_length=1, max_length=2048, description="The article's http(s) URL")
-    title: str = Field(min_length=1, max_length=1000)
-    body: str = Field(default="", description="Plain text or HTML")
-    published_at: str | None = Field(default=None, max_length=64, description="ISO 8601; default now")
-    id: str | None = Field(default=None, max_length=128, description="The client's own id")
-    language: str | None = Field(default=None, max_length=20)
+    url: str = Field(min_length=1, max_length=2048, description="The article's absolute http(s) URL",
+                     json_schema_extra={"format": "uri"})
+    title: str = Field(min_length=1, max_length=1000, description="The headline")
+    body: str = Field(default="", description="Plain text or HTML (reduced to text with a real parser)")
+    published_at: str | None = Field(default=None, max_length=64, description="ISO 8601 with a time; a missing "
+                                     "offset means UTC; default now; at most a day ahead",
+                                     json_schema_extra={"format": "date-time"})
+    id: str | None = Field(default=None, max_length=128, description="The client's own id",
+                           json_schema_extra={"pattern": CLIENT_ID.pattern})
+    language: str | None = Field(default=None, max_length=20, description="A BCP 47 tag such as en or pt-BR",
+                                 json_schema_extra={"pattern": _LANGUAGE.pattern})
 
     @field_validator("source", "title")
     @classmethod
@@ -102,18 +116,22 @@ class ArticleIn(BaseModel):
 class BatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     # Items are validated one by one, so a bad item fails alone.
-    articles: list[Any] = Field(min_length=1)
+    articles: list[Any] = Field(min_length=1, description="The articles, each as POST /v1/articles takes it")
 
 
 class StoriesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sort: Literal["recent", "size"] = "recent"
-    since: str | None = None
-    until: str | None = None
-    min_sources: int = Field(default=1, ge=1, le=10_000)
-    limit: int | None = Field(default=None, ge=1)
-    cursor: str | None = Field(default=None, max_length=512)
+    sort: Literal["recent", "size"] = Field(default="recent", description="recent: newest first; size: largest "
+                                            "first")
+    since: str | None = Field(default=None, description="Only stories last updated at or after this ISO 8601 time",
+                              json_schema_extra={"format": "date-time"})
+    until: str | None = Field(default=None, description="Only stories last updated at or before this ISO 8601 time",
+                              json_schema_extra={"format": "date-time"})
+    min_sources: int = Field(default=1, ge=1, le=10_000, description="Only stories covered by at least this many "
+                             "outlets")
+    limit: int | None = Field(default=None, ge=1, description="Stories per page")
+    cursor: str | None = Field(default=None, max_length=512, description="The next_cursor of the previous page")
 
     @field_validator("since", "until")
     @classmethod

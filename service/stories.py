@@ -11,12 +11,14 @@ from pydantic import ValidationError
 
 from storyengine.errors import InvalidCursor, NotFound, StoryMoved
 
+from . import response_schemas as answers
 from .errors import ApiError, validation_details
+from .openapi import PathParam, Reply, documented
 from .runtime import runtime
 from .schemas import StoriesQuery, parse_timestamp
 
 bp = Blueprint("stories", __name__, url_prefix="/v1/stories")
-_STORY_ID = re.compile(r"^st_[0-9a-f]{16}$")
+_STORY_ID = re.compile(answers.STORY_ID_PATTERN)
 
 
 def encode_cursor(sort: str, after: tuple[float, str]) -> str:
@@ -41,6 +43,11 @@ def decode_cursor(cursor: str, sort: str) -> tuple[float, str]:
     return score, story_id
 
 
+@documented(summary="Stories, newest or largest first", tag="stories", query=StoriesQuery,
+            description="Paginated: pass next_cursor as cursor for the next page. Unknown or repeated query "
+                        "parameters are refused.",
+            replies={200: Reply("A page of stories", answers.StoryPage)},
+            errors={400: "A bad query parameter or cursor (invalid_query, invalid_cursor)", 503: None})
 @bp.get("")
 def list_stories():
     try:
@@ -67,6 +74,14 @@ def list_stories():
             "next_cursor": encode_cursor(query.sort, page.next_after) if page.next_after else None}
 
 
+@documented(summary="A story with its articles", tag="stories",
+            description="Originals in published order, each copy folded under its canonical article. A story "
+                        "the repair pass merged into another answers 301 with the new Location.",
+            path_params={"story_id": PathParam("A story id, st_ and 16 hex digits", _STORY_ID.pattern)},
+            replies={200: Reply("The story", answers.StoryDetail),
+                     301: Reply("Merged into another story: follow Location", answers.StoryMovedBody,
+                                ("Location",))},
+            errors={404: "No story with this id (not_found)", 503: None})
 @bp.get("/<story_id>")
 def get_story(story_id: str):
     if not _STORY_ID.match(story_id):

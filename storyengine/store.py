@@ -235,6 +235,7 @@ class RedisStore:
             raise StoryMoved(story_id, self.resolve_story(_s(story_raw[-1])))
         story_raw = story_raw[:-1]
         story = self._story_view(dict(zip(STORY_FIELDS, story_raw)), sources)
+        story.pop("last_updated_ts")  # the list's filter and sort key, not part of the answer
         fields = ("id", "source", "url", "title", "published_ts", "duplicate_of", "similarity")
         with self.redis.pipeline(transaction=False) as pipe:
             for member in member_ids:

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from celery import Celery
 
-from . import names
+from storyengine.logs import log_format
+
+from . import logs, names
 from .config import WorkerConfig
 
 
 def create_celery(config: WorkerConfig | None = None) -> Celery:
     config = config or WorkerConfig.from_env()
+    logs.install(log_format())  # LOG_FORMAT=json: every worker and beat line a JSON object (workers/logs.py)
     app = Celery("storywire", broker=config.broker, include=["workers.tasks"])
     app.conf.update(
         task_default_queue=names.QUEUE,

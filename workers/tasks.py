@@ -8,6 +8,7 @@ import time
 from celery import shared_task
 
 from storyengine.errors import InvalidArticle, NotFound, StoreUnavailable
+from storyengine.metrics import Metrics
 from storyengine.pipeline import Processor
 from storyengine.repair import Repairer
 from storyengine.store import RedisStore, connect
@@ -91,9 +92,11 @@ def _process(task, article_ids: list[str]) -> list[dict]:
         except Exception:
             # A bug, not the articles' fault and not transient: record it so they
             # do not sit in "queued" forever, and let Celery log it.
+            Metrics(processor.store).count_failed(article_ids)
             for article_id in article_ids:
                 processor.store.mark_failed(article_id, "internal error while processing; see the worker log")
             raise
+    Metrics(processor.store).count_outcomes(outcomes)  # before marking failed: see storyengine.metrics
     results = []
     for outcome in outcomes:
         if isinstance(outcome.error, InvalidArticle):
@@ -126,6 +129,7 @@ def repair_stories(self) -> dict:
         log.warning("repair pass skipped: %s", exc)
         return {"status": "skipped", "reason": str(exc)}
     if report.merges:
+        Metrics(store).count_merges(len(report.merges))
         log.info("repair pass merged %d stories", len(report.merges), extra={"merges": report.as_dict()["merges"]})
     return dict(report.as_dict(), status="done")
 

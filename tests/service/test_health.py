@@ -134,7 +134,8 @@ def test_retry_after_the_broker_returns_accepts_the_article(dead_broker_app, cli
 
 
 # ============================================================ routes
-@pytest.mark.parametrize("path", ["/", "/v1", "/v2/articles", "/v1/story", "/readyz/extra", "/v1/articles/a/b"])
+@pytest.mark.parametrize("path", ["/nothing-here", "/v1", "/v2/articles", "/v1/story", "/readyz/extra",
+                                  "/v1/articles/a/b"])
 def test_unknown_route(client, path):
     err = assert_error(client.get(path), 404, "not_found")
     assert "README" in err["message"]

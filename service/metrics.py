@@ -1,0 +1,163 @@
+"""GET /metrics: Prometheus metrics for the whole deployment, read from Redis.
+
+The counts are made in every API and worker process (storyengine.metrics
+keeps them in one Redis hash), so any API process answers a scrape with the
+same figures: a custom collector reads the hash, the queued-articles set and
+the broker's queue in one round trip (two when the broker is another Redis).
+Per-process metrics (the client library's process and GC collectors) are left
+out on purpose: a scrape lands on whichever gunicorn process is free, so they
+would jump between processes from one scrape to the next.
+
+Access follows the read rule of service/auth.py: public by default, and
+behind the API key with ``STORYWIRE_PUBLIC_READS=false`` (Prometheus sends it
+with ``authorization: {credentials: <key>}`` in its scrape config).
+
+Articles accepted are counted here, after a post's response is built, from
+the response itself (``created`` per article), so only articles that were
+stored and queued count: an accept undone because the queue was down does not.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+
+import redis
+from flask import Blueprint, Flask, Response, current_app, request
+from kombu.transport.redis import PRIORITY_STEPS, Channel
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from storyengine.metrics import Metrics, MetricsSnapshot
+from storyengine.store import connect
+from workers import names
+
+from .errors import ApiError
+from .openapi import Reply, documented
+from .runtime import Runtime, runtime
+
+log = logging.getLogger("storywire.api")
+bp = Blueprint("metrics", __name__)
+
+_COUNTER_HELP = {
+    "articles_accepted": "New articles the API stored and queued (a resend of a known article is not counted).",
+    "articles_decided": "Articles decided (duplicate or not, which story); a redelivered task counts nothing.",
+    "duplicates": "Decided articles that are copies of an earlier (canonical) article.",
+    "stories_opened": "Decided articles that opened a new story.",
+    "stories_merged": "Stories the repair pass merged into another story.",
+    "articles_failed": "Articles marked failed (invalid, or an internal error while processing).",
+}
+# What a post's accepted articles are counted from (see the module's docstring).
+_POST_ENDPOINTS = frozenset({"articles.post_article", "articles.post_batch"})
+
+
+def broker_queue_keys(queue: str = names.QUEUE) -> list[str]:
+    """The Redis lists a Celery queue lives in on a Redis broker: kombu keeps
+    priority 0 (every message Storywire sends) under the queue's own name and
+    each other priority step in a list of its own."""
+    return [queue] + [f"{queue}{Channel.sep}{step}" for step in PRIORITY_STEPS if step]
+
+
+class StorywireCollector(Collector):
+    """Reads the deployment's figures from Redis on every scrape."""
+
+    def __init__(self, rt: Runtime, redis_url: str, broker_url: str) -> None:
+        self.rt = rt
+        # The broker is usually the store's own server and database: then one pipeline reads everything.
+        self._same_server = _same_redis(broker_url or redis_url, redis_url)
+        self._broker: redis.Redis | None = None
+        if not self._same_server and broker_url.startswith(("redis://", "rediss://", "unix://")):
+            self._broker = connect(broker_url)
+
+    def collect(self) -> Iterator[Metric]:
+        store = self.rt.store
+        queue_keys = broker_queue_keys()
+        with store.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(store.keys.metrics)
+            pipe.zcard(store.keys.queued)
+            if self._same_server:
+                for key in queue_keys:
+                    pipe.llen(key)
+            raw, queued, *lengths = pipe.execute()
+        if self._broker is not None:
+            try:
+                with self._broker.pipeline(transaction=False) as pipe:
+                    for key in queue_keys:
+                        pipe.llen(key)
+                    lengths = pipe.execute()
+            except redis.RedisError as exc:
+                # The counts live in the store, which answered: serve them, without the queue's length.
+                log.warning("metrics: the broker did not answer, queue length left out: %s", exc)
+        snapshot = MetricsSnapshot.from_hash(raw)
+        for name, value in snapshot.counters.items():
+            yield CounterMetricFamily(f"storywire_{name}", _COUNTER_HELP[name], value=value)
+        yield HistogramMetricFamily(
+            "storywire_processing_latency_seconds",
+            "Seconds from an article's receipt by the API to its decision by a worker.",
+            buckets=[("+Inf" if math.isinf(bound) else f"{bound:g}", count)
+                     for bound, count in snapshot.latency_buckets],
+            sum_value=snapshot.latency_sum)
+        yield GaugeMetricFamily("storywire_articles_queued",
+                                "Articles accepted and not yet processed (waiting, or being decided now).",
+                                value=queued)
+        if lengths:
+            queue = GaugeMetricFamily("storywire_queue_messages",
+                                      "Tasks waiting in the broker queue (one per post: a batch is one task).",
+                                      labels=["queue"])
+            queue.add_metric([names.QUEUE], sum(lengths))
+            yield queue
+
+
+def _same_redis(a: str, b: str) -> bool:
+    """Whether two Redis URLs name the same server and database (written alike or not)."""
+    if a == b:
+        return True
+    try:
+        pa, pb = redis.connection.parse_url(a), redis.connection.parse_url(b)
+    except ValueError:  # not a Redis URL (another broker)
+        return False
+    defaults = {"host": "localhost", "port": 6379, "db": 0, "path": None}
+    return all(pa.get(name, d) == pb.get(name, d) for name, d in defaults.items())
+
+
+def registry_for(app: Flask) -> CollectorRegistry:
+    registry = app.extensions.get("storywire_metrics")
+    if registry is None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(StorywireCollector(app.extensions["storywire"], app.config["REDIS_URL"],
+                                             app.config["CELERY_BROKER_URL"]))
+        app.extensions["storywire_metrics"] = registry
+    return registry
+
+
+@documented(summary="Prometheus metrics for the whole deployment", tag="metrics",
+            description="Counters (articles accepted, decided, duplicates, stories opened and merged, failed), the "
+                        "processing latency histogram and the queue's depth, read from Redis: every API process "
+                        "answers with the same figures. Prometheus text format, or OpenMetrics when the Accept "
+                        "header asks for application/openmetrics-text.",
+            replies={200: Reply("The metrics", media_type=("text/plain", "application/openmetrics-text"))},
+            errors={406: "The Accept header names a metrics format version that cannot be read "
+                                    "(not_acceptable)", 503: None})
+@bp.get("/metrics")
+def metrics():
+    try:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    except (TypeError, ValueError):  # prometheus_client fails on some malformed versions (version=abc)
+        raise ApiError(406, "not_acceptable", "The Accept header names a metrics format that cannot be read; send "
+                       "Accept: text/plain (Prometheus text format) or application/openmetrics-text; "
+                       "version=1.0.0, or leave it out.") from None
+    return Response(encoder(registry_for(current_app)), status=200, content_type=content_type)
+
+
+@bp.after_app_request
+def count_accepted(response: Response) -> Response:
+    if request.endpoint not in _POST_ENDPOINTS or response.status_code != 202:
+        return response
+    body = response.get_json(silent=True) or {}
+    results = body.get("results", [body])
+    created = sum(1 for result in results if isinstance(result, dict) and result.get("created") is True)
+    if created:
+        Metrics(runtime().store).count_accepted(created)  # best effort: a failure is logged, the post stands
+    return response
