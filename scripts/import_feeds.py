@@ -1,0 +1,834 @@
+"""Import RSS and Atom feeds into Storywire.
+
+    python scripts/import_feeds.py [--api URL] [--api-key KEY] [--state PATH] FEED [FEED ...]
+
+FEED is an http(s) URL or a local file. Each feed is read with a size cap and
+a timeout and parsed by feedparser; its items are posted, oldest first across
+all feeds, through the API's batch form (``POST /v1/articles/batch``).
+
+What was sent is remembered in a state file (``var/feeds-state.json`` by
+default, under ``STORYWIRE_DATA_DIR`` when set), keyed by feed and by item id
+(the guid, else the link), so a second run posts nothing already sent. An item
+that could not be posted (the API down, a wrong key, a 5xx) is not recorded and
+is tried again next run; a feed's ETag and Last-Modified are kept for the
+next conditional GET only once none of its items are left unsent, or a 304
+would hide them. The state file is written atomically after every batch
+(a temporary file, then ``os.replace``) under a lock, so a crash or a second
+import running at once never leaves it half-written.
+
+How an item becomes an article:
+
+- ``source``: the host of the feed's site link (``www.`` dropped), else of the
+  feed's URL, else the feed's title; the API counts a story's outlets by
+  source, and one outlet's several feeds are one outlet.
+- ``url`` and ``title``: the item's link and title; an item without an
+  http(s) link or a title is skipped (reported, not an error).
+- ``body``: the item's full content if it has one, else its summary; HTML is
+  fine, the API reduces it to text.
+- ``published_at``: the item's published (else updated) date. An undated item,
+  or one dated in the future, gets the time it was fetched: it is posted once,
+  so that is when it was first seen.
+- ``language``: the item's or the feed's, when it is a valid BCP 47 tag.
+
+A feed that is not well-formed XML but ends with its root element closed
+(an ``&nbsp;`` or a bare ``&`` somewhere: common in the wild) is imported as
+feedparser's forgiving parser reads it, with a warning. One that stops before
+its end is refused whole, since a cut-off download would post cut-off items;
+``--lenient`` imports what the parser recovers from that too.
+
+Exit status: 0 when every feed was read and every new item sent; 1 when a feed
+could not be read (it is named with the reason; the other feeds are still
+imported), an item was rejected by the API (reported, remembered, not sent
+again) or items were left unsent for the next run; 2 for a bad command line or
+an unusable state file (nothing is fetched or sent).
+"""
+from __future__ import annotations
+
+import argparse
+import calendar
+import contextlib
+import fcntl
+import hashlib
+import http.client
+import io
+import json
+import os
+import re
+import socket
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import xml.sax
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import feedparser
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_API = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_FEED_BYTES = 10 * 1024 * 1024
+DEFAULT_BATCH = 100
+MAX_BATCH = 500                       # the API's default MAX_BATCH_ARTICLES
+FETCH_THREADS = 4                     # feeds are read in parallel: waiting on the network, not the CPU
+FORGET_AFTER = timedelta(days=90)     # an item gone from its feed this long is forgotten
+MAX_API_ANSWER_BYTES = 16 * 1024 * 1024
+MAX_REQUEST_BYTES = 4 * 1024 * 1024   # half the API's default MAX_CONTENT_LENGTH; a 413 halves a batch further
+USER_AGENT = "Storywire-feed-importer/1"
+ACCEPT = ("application/rss+xml, application/atom+xml, application/rdf+xml, application/xml;q=0.9, text/xml;q=0.9, "
+          "*/*;q=0.1")
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 2
+
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+# feedparser flags these but parses the document anyway; a feed served as text/plain is still a feed.
+_HARMLESS = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+# The root element's end tag, last thing in the document: the feed was not cut off.
+_COMPLETE = re.compile(rb"</(?:[\w.-]+:)?(?:rss|feed|rdf)\s*>\s*$", re.IGNORECASE)
+
+
+class FeedError(Exception):
+    """A feed could not be read; the message says why and what to do."""
+
+
+class StateError(Exception):
+    """The state file cannot be used; nothing is fetched or sent."""
+
+
+class ApiStop(Exception):
+    """The API cannot take items now (down, wrong key, wrong URL): the rest wait for the next run."""
+
+
+# ---------------------------------------------------------------- the state file
+class ItemState(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    status: Literal["sent", "rejected"]
+    seen: AwareDatetime               # the last run that found it in its feed
+    article: str | None = None        # the API's id, for sent items
+    problem: str | None = None        # the API's reason, for rejected items
+
+
+class FeedState(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    etag: str | None = None
+    modified: str | None = None
+    items: dict[str, ItemState] = Field(default_factory=dict)
+
+
+class State(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    version: Literal[1] = 1
+    feeds: dict[str, FeedState] = Field(default_factory=dict)
+
+
+def default_state_path() -> Path:
+    return Path(os.environ.get("STORYWIRE_DATA_DIR") or ROOT / "var") / "feeds-state.json"
+
+
+class StateFile:
+    """The state file, locked for the whole run so two imports never interleave their writes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.state = State()
+        self._lock: io.TextIOWrapper | None = None
+
+    def __enter__(self) -> StateFile:
+        if self.path.is_dir():
+            raise StateError(f"the state file {self.path} is a directory; pass --state with a file's path")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.path.with_name(self.path.name + ".lock"), "a")
+        except OSError as exc:
+            raise StateError(f"cannot write the state file {self.path} ({exc.strerror}); pass --state with a "
+                             "path in a writable directory") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise StateError(f"another import is running with the state file {self.path}; wait for it to "
+                             "finish, or pass a different --state") from None
+        try:
+            self.state = self._load()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing releases the lock
+            self._lock = None
+
+    def _load(self) -> State:
+        fix = ("fix it, or move it away to start afresh (items still in their feeds are then posted again, "
+               "and the API answers those it already has as known)")
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return State()
+        except OSError as exc:
+            raise StateError(f"cannot read the state file {self.path} ({exc.strerror})") from None
+        try:
+            return State.model_validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "the document"
+            raise StateError(f"the state file {self.path} is not a feed import state ({where}: {first['msg']}); "
+                             f"{fix}") from None
+
+    def save(self) -> None:
+        """Write atomically: a reader or a crash sees the old file or the new one, never a mix."""
+        data = self.state.model_dump_json(indent=1).encode("utf-8")
+        tmp_name = None
+        try:
+            with tempfile.NamedTemporaryFile("wb", dir=self.path.parent, prefix=f".{self.path.name}.",
+                                             suffix=".tmp", delete=False) as tmp:
+                tmp_name = tmp.name
+                tmp.write(data)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            os.replace(tmp_name, self.path)
+        except OSError as exc:
+            if tmp_name:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp_name)
+            raise StateError(f"cannot write the state file {self.path} ({exc.strerror}); the previous state is "
+                             "kept, and items sent since are answered as known when posted again") from None
+
+
+# ---------------------------------------------------------------- reading feeds
+@dataclass
+class Download:
+    content: bytes | None             # None: not modified since the last run
+    headers: dict[str, str]
+    etag: str | None = None
+    modified: str | None = None
+
+
+def is_url(location: str) -> bool:
+    return "://" in location
+
+
+def check_feed_location(location: str) -> str:
+    """An http(s) URL with a host, or a file path; anything else is a usage error."""
+    if not location.strip():
+        raise ValueError("a FEED is empty; give an http(s) URL or a file path")
+    if is_url(location):
+        try:
+            parts = urlsplit(location)
+        except ValueError:
+            raise ValueError(f"{location!r} is not a valid URL") from None
+        if parts.scheme.lower() not in ("http", "https"):
+            raise ValueError(f"{location!r}: only http:// and https:// feed URLs are read; give a local file "
+                             "as a plain path")
+        if not parts.hostname or _SPACE_OR_CONTROL.search(location):
+            raise ValueError(f"{location!r} is not a valid URL (a host is needed, and no spaces)")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError(f"{location!r} has an invalid port") from None
+    elif "\x00" in location:
+        raise ValueError("a FEED path holds a NUL character")
+    else:
+        return os.path.abspath(location)  # one key in the state file whatever the working directory
+    return location
+
+
+def _read_capped(read_chunk, max_bytes: int, deadline: float, timeout: float, decoder=None) -> bytes:
+    """Read until the end, at most ``max_bytes`` (after decompression) and until ``deadline``: a server
+    that drips a byte at a time never trips a socket timeout, so the whole download has one."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise FeedError(f"took longer than {timeout:g} s to download; the server is too slow (raise --timeout "
+                            "if the feed is large)")
+        chunk = read_chunk()
+        if not chunk:
+            break
+        if decoder is not None:
+            chunk = decoder.decompress(chunk, max_bytes - total + 1)
+            if decoder.unconsumed_tail:  # more output than the cap allows
+                total = max_bytes + 1
+        total += len(chunk)
+        if total > max_bytes:
+            raise FeedError(f"is larger than {max_bytes} bytes; a feed that big is refused (raise "
+                            "--max-feed-bytes if it is genuine)")
+        chunks.append(chunk)
+    if decoder is not None:
+        tail = decoder.flush()
+        if total + len(tail) > max_bytes:
+            raise FeedError(f"is larger than {max_bytes} bytes; a feed that big is refused (raise "
+                            "--max-feed-bytes if it is genuine)")
+        chunks.append(tail)
+    return b"".join(chunks)
+
+
+def ascii_url(url: str) -> str:
+    """An IRI as a URL HTTP can carry: the host in punycode, the rest percent-encoded (``%`` kept as is)."""
+    if url.isascii():
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc if parts.netloc.isascii() else parts.netloc.encode("idna").decode("ascii")
+    safe = "/%:@!$&'()*+,;=?~-._"
+    return urlunsplit((parts.scheme, netloc, quote(parts.path, safe=safe), quote(parts.query, safe=safe),
+                       quote(parts.fragment, safe=safe)))
+
+
+def download(url: str, *, etag: str | None, modified: str | None, timeout: float, max_bytes: int) -> Download:
+    request = urllib.request.Request(ascii_url(url), headers={"User-Agent": USER_AGENT, "Accept": ACCEPT,
+                                                   "Accept-Encoding": "gzip, deflate"})
+    if etag:
+        request.add_header("If-None-Match", etag)
+    if modified:
+        request.add_header("If-Modified-Since", modified)
+    deadline = time.monotonic() + timeout
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes and not response.headers.get("Content-Encoding"):
+                raise FeedError(f"is {declared} bytes, more than {max_bytes}; a feed that big is refused (raise "
+                                "--max-feed-bytes if it is genuine)")
+            encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+            if encoding in ("gzip", "x-gzip", "deflate"):
+                decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib, told apart by the header
+            elif encoding == "identity":
+                decoder = None
+            else:
+                raise FeedError(f"came with Content-Encoding {encoding!r}, which this importer cannot read")
+            try:
+                content = _read_capped(lambda: response.read1(65536), max_bytes, deadline, timeout, decoder)
+            except zlib.error:
+                raise FeedError(f"claims Content-Encoding {encoding} but does not decompress; the server is "
+                                "sending a corrupt response") from None
+            headers = {"content-type": response.headers.get("Content-Type", ""), "content-location": response.url}
+            return Download(content, headers, response.headers.get("ETag"), response.headers.get("Last-Modified"))
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 304:
+            return Download(None, {}, etag, modified)
+        hints = {401: "the server wants credentials", 403: "the server refuses access",
+                 404: "check the URL", 410: "the feed is gone; remove it", 429: "the server asks to slow down"}
+        hint = hints.get(exc.code, "the server is failing; it is tried again next run" if exc.code >= 500
+                         else "check the URL")
+        raise FeedError(f"answered HTTP {exc.code} {exc.reason}; {hint}") from None
+    except (TimeoutError, socket.timeout):
+        raise FeedError(f"did not answer within {timeout:g} s; it is tried again next run") from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, (TimeoutError, socket.timeout)):
+            raise FeedError(f"did not answer within {timeout:g} s; it is tried again next run") from None
+        if isinstance(reason, socket.gaierror):
+            raise FeedError("names a host that does not resolve; check the URL") from None
+        text = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
+        raise FeedError(f"cannot be reached ({text}); check the URL, it is tried again next run") from None
+    except (http.client.HTTPException, ConnectionError) as exc:
+        raise FeedError(f"broke off the connection before the feed was complete ({type(exc).__name__}); it is "
+                        "tried again next run") from None
+
+
+def read_file(path: str, max_bytes: int) -> Download:
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                raise FeedError(f"is {size} bytes, more than {max_bytes}; a feed that big is refused (raise "
+                                "--max-feed-bytes if it is genuine)")
+            content = fh.read(max_bytes + 1)
+    except IsADirectoryError:
+        raise FeedError("is a directory; give a feed file or an http(s) URL") from None
+    except OSError as exc:
+        raise FeedError(f"cannot be read ({exc.strerror}); check the path") from None
+    if len(content) > max_bytes:
+        raise FeedError(f"is larger than {max_bytes} bytes; a feed that big is refused")
+    return Download(content, {})
+
+
+def _looks_like_html(content: bytes) -> bool:
+    head = content.lstrip(b"\xef\xbb\xbf \t\r\n")[:512].lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        return True
+    return b"<html" in head and not any(root in head for root in (b"<rss", b"<feed", b"<rdf"))
+
+
+def _describe(problem: Exception) -> str:
+    if isinstance(problem, xml.sax.SAXParseException):
+        return f"line {problem.getLineNumber()}, column {problem.getColumnNumber()}: {problem.getMessage()}"
+    return str(problem) or type(problem).__name__
+
+
+def parse(content: bytes, headers: dict[str, str], lenient: bool) -> tuple[feedparser.FeedParserDict, str | None]:
+    """The parsed feed and, for a feed only the lenient parser could read, a warning."""
+    if not content.strip():
+        raise FeedError("is empty; it holds no RSS or Atom document")
+    if _looks_like_html(content):
+        raise FeedError("is an HTML page, not an RSS or Atom feed; give the feed's own URL (the page's "
+                        "<link rel=\"alternate\" type=\"application/rss+xml\"> names it)")
+    # A stream, never bytes: feedparser treats a bytes argument naming a path as a file to open.
+    try:
+        parsed = feedparser.parse(io.BytesIO(content), response_headers=headers)
+    except Exception as exc:  # noqa: BLE001 - hostile input must fail this feed alone, never the run
+        raise FeedError(f"could not be parsed ({type(exc).__name__}); nothing from it was imported") from None
+    problem = parsed.get("bozo_exception") if parsed.get("bozo") else None
+    warning = None
+    if problem is not None and not isinstance(problem, _HARMLESS):
+        complete = _COMPLETE.search(content[-256:]) is not None
+        if not parsed.get("version") or not (lenient or complete):
+            raise FeedError(f"is not well-formed XML and ends before its root element closes "
+                            f"({_describe(problem)}); nothing from it was imported (a cut-off download? "
+                            "--lenient imports what a forgiving parser recovers)")
+        warning = f"is not well-formed XML ({_describe(problem)}); imported what the lenient parser recovered"
+    if not parsed.get("version"):
+        raise FeedError("is not an RSS or Atom feed (no <rss>, <feed> or <rdf:RDF> document); check the URL")
+    return parsed, warning
+
+
+# ---------------------------------------------------------------- items to articles
+@dataclass
+class Item:
+    feed: str
+    key: str
+    article: dict
+    published_ts: float
+
+
+@dataclass
+class FeedResult:
+    location: str
+    download: Download | None = None
+    items: list[Item] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    entry_count: int = 0
+    error: str | None = None
+    warning: str | None = None
+
+
+def _clean(value: object, limit: int | None = None) -> str:
+    text = _CONTROL.sub(" ", value).strip() if isinstance(value, str) else ""
+    return text[:limit] if limit else text
+
+
+def _http_url(value: object) -> str | None:
+    url = _clean(value)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:  # a bracketed host that is not an IPv6 address, a port out of range
+        return None
+    if parts.scheme.lower() in ("http", "https") and parts.hostname and not _SPACE_OR_CONTROL.search(url):
+        return url
+    return None
+
+
+def source_for(parsed: feedparser.FeedParserDict, location: str) -> str:
+    for candidate in (parsed.feed.get("link"), location if is_url(location) else None):
+        url = _http_url(candidate)
+        if url:
+            host = (urlsplit(url).hostname or "").lower()
+            return host[4:] if host.startswith("www.") and len(host) > 4 else host
+    return _clean(parsed.feed.get("title"), 200) or Path(location).stem or "feed"
+
+
+def _language(*candidates: object) -> str | None:
+    for candidate in candidates:
+        tag = _clean(candidate)
+        if tag and len(tag) <= 20 and _LANGUAGE.match(tag):
+            return tag
+    return None
+
+
+def _published(entry: feedparser.FeedParserDict, fetched_at: datetime) -> datetime:
+    for name in ("published_parsed", "updated_parsed"):
+        value = entry.get(name)
+        if value:
+            try:
+                when = datetime.fromtimestamp(calendar.timegm(value), timezone.utc)
+            except (OverflowError, ValueError, OSError, TypeError):
+                continue
+            return min(when, fetched_at)  # a date ahead of now is a feed's clock or time-zone mistake
+    return fetched_at
+
+
+def _body(entry: feedparser.FeedParserDict) -> str:
+    contents = [c.get("value") for c in entry.get("content") or []
+                if isinstance(c.get("value"), str) and c.get("value").strip()]
+    if contents:
+        return max(contents, key=len)
+    summary = entry.get("summary")
+    return summary if isinstance(summary, str) else ""
+
+
+def item_key(entry: feedparser.FeedParserDict) -> str:
+    """The item's guid, else its link, else its text: hashed, so a hostile guid cannot bloat the state."""
+    raw = _clean(entry.get("id")) or _clean(entry.get("link")) or f"{entry.get('title')}\x00{_body(entry)}"
+    return hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def to_article(entry: feedparser.FeedParserDict, source: str, feed_language: object,
+               fetched_at: datetime) -> dict | str:
+    """The article to post, or why the entry is skipped."""
+    url = _http_url(entry.get("link"))
+    if url is None:
+        return "no http(s) link"
+    title = _clean(entry.get("title"))
+    if not title:
+        return "no title"
+    article = {"source": source, "url": url, "title": title, "body": _body(entry),
+               "published_at": _published(entry, fetched_at).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    title_language = (entry.get("title_detail") or {}).get("language")
+    language = _language(title_language, feed_language)
+    if language:
+        article["language"] = language
+    return article
+
+
+def read_feed(location: str, feed_state: FeedState | None, args: argparse.Namespace,
+              fetched_at: datetime) -> FeedResult:
+    result = FeedResult(location)
+    try:
+        if is_url(location):
+            result.download = download(location, etag=feed_state.etag if feed_state else None,
+                                       modified=feed_state.modified if feed_state else None,
+                                       timeout=args.timeout, max_bytes=args.max_feed_bytes)
+        else:
+            result.download = read_file(location, args.max_feed_bytes)
+        if result.download.content is None:
+            return result
+        parsed, result.warning = parse(result.download.content, result.download.headers, args.lenient)
+    except FeedError as exc:
+        result.error = str(exc)
+        return result
+    except (ValueError, UnicodeError) as exc:  # a URL urllib cannot send (non-ASCII, a bad header)
+        result.error = f"cannot be requested ({type(exc).__name__}: {exc}); check the URL"
+        return result
+    try:
+        _collect_items(result, parsed, location, fetched_at)
+    except Exception as exc:  # noqa: BLE001 - one odd feed must not stop the others; the type says what to report
+        result.items, result.error = [], (f"holds an item the importer cannot handle ({type(exc).__name__}); "
+                                          "nothing from it was imported; please report it with the feed")
+    return result
+
+
+def _collect_items(result: FeedResult, parsed: feedparser.FeedParserDict, location: str,
+                   fetched_at: datetime) -> None:
+    source = source_for(parsed, location)
+    result.entry_count = len(parsed.entries)
+    keys: set[str] = set()
+    for entry in parsed.entries:
+        article = to_article(entry, source, parsed.feed.get("language"), fetched_at)
+        if isinstance(article, str):
+            result.skipped[article] = result.skipped.get(article, 0) + 1
+            continue
+        key = item_key(entry)
+        if key in keys:  # the same guid twice in one feed: one article
+            continue
+        keys.add(key)
+        published_ts = datetime.fromisoformat(article["published_at"].replace("Z", "+00:00")).timestamp()
+        result.items.append(Item(location, key, article, published_ts))
+
+
+# ---------------------------------------------------------------- posting
+@dataclass
+class Outcome:
+    status: Literal["sent", "rejected"]
+    article: str | None = None
+    problem: str | None = None
+
+
+class Api:
+    def __init__(self, base: str, key: str | None, timeout: float) -> None:
+        self.base, self.key, self.timeout = base.rstrip("/"), key, timeout
+        self.batch_url = f"{self.base}/v1/articles/batch"
+
+    def _post(self, articles: list[dict]) -> tuple[int, object]:
+        data = json.dumps({"articles": articles}).encode("utf-8")
+        request = urllib.request.Request(self.batch_url, data=data, method="POST",
+                                         headers={"Content-Type": "application/json", "User-Agent": USER_AGENT})
+        if self.key:
+            request.add_header("Authorization", f"Bearer {self.key}")
+        unsent = "the items stay unsent and are posted next run"
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                status, raw = response.status, response.read(MAX_API_ANSWER_BYTES)
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            try:
+                raw = exc.read(MAX_API_ANSWER_BYTES)
+            except (OSError, http.client.HTTPException):
+                raw = b""
+            finally:
+                exc.close()
+        except (TimeoutError, socket.timeout):
+            raise ApiStop(f"the API at {self.base} did not answer within {self.timeout:g} s; {unsent}") from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else exc.reason
+            raise ApiStop(f"cannot reach the API at {self.base} ({reason}); start it or check --api; "
+                          f"{unsent}") from None
+        except (http.client.HTTPException, ConnectionError) as exc:
+            raise ApiStop(f"the API at {self.base} broke off the connection ({type(exc).__name__}); "
+                          f"{unsent}") from None
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, None
+
+    def post(self, articles: list[dict]) -> list[Outcome]:
+        """One outcome per article, in order. A batch the API finds too large is halved until it fits."""
+        status, answer = self._post(articles)
+        error = answer.get("error") if isinstance(answer, dict) and isinstance(answer.get("error"), dict) else {}
+        message = error.get("message") if isinstance(error.get("message"), str) else ""
+        unsent = "the items stay unsent and are posted next run"
+        if status in (200, 202):
+            results = answer.get("results") if isinstance(answer, dict) else None
+            if not isinstance(results, list) or len(results) != len(articles):
+                raise ApiStop(f"the API at {self.base} answered with something that is not Storywire's batch "
+                              f"answer; check --api; {unsent}")
+            return [self._outcome(result) for result in results]
+        if status == 413:
+            if len(articles) == 1:
+                return [Outcome("rejected", problem=message or "the API finds this article too large")]
+            middle = len(articles) // 2
+            return self.post(articles[:middle]) + self.post(articles[middle:])
+        if status == 422 and isinstance(error.get("details"), list) and error["details"]:
+            # No item in the batch was valid: each is rejected with the problems listed for it.
+            return [Outcome("rejected", problem=self._problems(error["details"], index) or message)
+                    for index in range(len(articles))]
+        if status in (401, 403):
+            raise ApiStop(f"the API refused the key (HTTP {status}: {message or 'unauthorized'}); set "
+                          f"STORYWIRE_API_KEY or pass --api-key with a key the service accepts; {unsent}")
+        if status in (404, 405):
+            raise ApiStop(f"there is no Storywire batch endpoint at {self.batch_url} (HTTP {status}); check "
+                          f"--api; {unsent}")
+        raise ApiStop(f"the API answered HTTP {status}{': ' + message if message else ''}; {unsent}")
+
+    @staticmethod
+    def _outcome(result: object) -> Outcome:
+        if isinstance(result, dict) and isinstance(result.get("id"), str):
+            return Outcome("sent", article=result["id"])
+        error = result.get("error") if isinstance(result, dict) else None
+        if isinstance(error, dict):
+            details = error.get("details") if isinstance(error.get("details"), list) else []
+            problems = "; ".join(f"{d.get('field')}: {d.get('problem')}" for d in details if isinstance(d, dict))
+            return Outcome("rejected", problem=problems or str(error.get("message") or "rejected"))
+        raise ApiStop("the API answered an item with neither an id nor an error; check --api")
+
+    @staticmethod
+    def _problems(details: list, index: int) -> str:
+        prefix = f"articles.{index}"
+        return "; ".join(f"{d.get('field')}: {d.get('problem')}" for d in details
+                         if isinstance(d, dict) and str(d.get("field", "")).startswith(prefix))
+
+
+def batches(items: list[Item], size: int, max_bytes: int) -> Iterator[list[Item]]:
+    """Up to ``size`` items a request, and (unless one item alone is bigger) at most ``max_bytes`` of JSON:
+    a server that refuses a large body may close the connection before the client has sent it all."""
+    batch: list[Item] = []
+    batch_bytes = 0
+    for item in items:
+        item_bytes = len(json.dumps(item.article).encode("utf-8")) + 2
+        if batch and (len(batch) == size or batch_bytes + item_bytes > max_bytes):
+            yield batch
+            batch, batch_bytes = [], 0
+        batch.append(item)
+        batch_bytes += item_bytes
+    if batch:
+        yield batch
+
+
+# ---------------------------------------------------------------- the run
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _label(location: str) -> str:
+    return location if len(location) <= 100 else location[:97] + "..."
+
+
+def _forget_old(feed_state: FeedState, current: set[str], now: datetime) -> None:
+    for key in [k for k, item in feed_state.items.items() if k not in current and now - item.seen > FORGET_AFTER]:
+        del feed_state.items[key]
+
+
+def run(args: argparse.Namespace, state_file: StateFile) -> int:
+    state = state_file.state
+    fetched_at = datetime.now(timezone.utc).replace(microsecond=0)
+    feeds = list(dict.fromkeys(args.feeds))  # each feed once, in the order given
+    say(f"reading {len(feeds)} feed{'s' * (len(feeds) != 1)}")
+    results: dict[str, FeedResult] = {}
+    with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(feeds))) as pool:
+        futures = {pool.submit(read_feed, loc, state.feeds.get(loc), args, fetched_at): loc for loc in feeds}
+        for done, future in enumerate(as_completed(futures), 1):
+            result = future.result()
+            results[result.location] = result
+            prefix = f"[{done}/{len(feeds)}] {_label(result.location)}"
+            if result.error:
+                say(f"[{done}/{len(feeds)}] error: {_label(result.location)} {result.error}")
+                continue
+            if result.download is None or result.download.content is None:
+                say(f"{prefix}: not modified since the last run")
+                continue
+            known = state.feeds.get(result.location, FeedState()).items
+            new = sum(1 for item in result.items if item.key not in known)
+            skipped = "".join(f", {n} skipped ({why})" for why, n in sorted(result.skipped.items()))
+            say(f"{prefix}: {result.entry_count} items, {new} new{skipped}")
+            if result.warning:
+                say(f"{prefix}: warning: {result.warning}")
+
+    pending: list[Item] = []
+    for location in feeds:
+        result = results[location]
+        if result.error or result.download is None or result.download.content is None:
+            continue
+        feed_state = state.feeds.setdefault(location, FeedState())
+        for item in result.items:
+            known = feed_state.items.get(item.key)
+            if known is not None:
+                known.seen = fetched_at
+            else:
+                pending.append(item)
+    # Oldest first across all feeds: the engine's stories come out best in publication order.
+    pending.sort(key=lambda item: item.published_ts)
+
+    api = Api(args.api, args.api_key, args.timeout)
+    sent = rejected = 0
+    unsent_feeds: set[str] = set()
+    started = time.monotonic()
+    start = 0
+    for batch in batches(pending, args.batch_size, MAX_REQUEST_BYTES):
+        try:
+            outcomes = api.post([item.article for item in batch])
+        except ApiStop as exc:
+            unsent_feeds.update(item.feed for item in pending[start:])
+            say(f"error: {exc}")
+            break
+        for item, outcome in zip(batch, outcomes):
+            state.feeds[item.feed].items[item.key] = ItemState(status=outcome.status, seen=fetched_at,
+                                                               article=outcome.article, problem=outcome.problem)
+            if outcome.status == "sent":
+                sent += 1
+            else:
+                rejected += 1
+                say(f"rejected by the API: {item.article['url']} from {_label(item.feed)}: {outcome.problem}")
+        state_file.save()
+        rate = (start + len(batch)) / max(time.monotonic() - started, 1e-9)
+        say(f"posted {start + len(batch)}/{len(pending)} ({sent} sent, {rejected} rejected, {rate:.0f}/s)")
+        start += len(batch)
+
+    for location in feeds:
+        result = results[location]
+        if result.error or result.download is None:
+            continue
+        feed_state = state.feeds.setdefault(location, FeedState())
+        if location not in unsent_feeds:  # a 304 next time must not hide items still waiting to be sent
+            feed_state.etag, feed_state.modified = result.download.etag, result.download.modified
+        if result.download.content is not None:
+            _forget_old(feed_state, {item.key for item in result.items}, fetched_at)
+    state_file.save()
+
+    failed = [loc for loc in feeds if results[loc].error]
+    left = len(pending) - sent - rejected
+    print(f"feeds: {len(feeds) - len(failed)} read, {len(failed)} failed; articles: {sent} sent, {rejected} "
+          f"rejected, {left} left for the next run, {sum(sum(r.skipped.values()) for r in results.values())} "
+          "skipped")
+    if failed:
+        say(f"{len(failed)} feed{'s' * (len(failed) != 1)} could not be read: {', '.join(map(_label, failed))}; "
+            "see the errors above")
+    return EXIT_INCOMPLETE if failed or rejected or left else EXIT_OK
+
+
+# ---------------------------------------------------------------- the command line
+def _positive(kind: type, name: str, ceiling: float | None = None):
+    def convert(raw: str):
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {raw!r}") from None
+        if not value > 0 or value != value or (ceiling is not None and value > ceiling):
+            limit = f" and at most {ceiling:g}" if ceiling is not None else ""
+            raise argparse.ArgumentTypeError(f"{name} must be more than 0{limit}, got {raw!r}")
+        return value
+    return convert
+
+
+def _api_url(raw: str) -> str:
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname or _SPACE_OR_CONTROL.search(raw) \
+            or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(f"--api must be the service's http(s) base URL, such as {DEFAULT_API}; "
+                                         f"got {raw!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--api has an invalid port: {raw!r}") from None
+    return raw
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Post the items of RSS and Atom feeds to Storywire; items already sent are not sent again.",
+        epilog="Exit status: 0 all read and sent; 1 a feed could not be read or items were rejected or left "
+               "for the next run; 2 a bad command line or state file.")
+    parser.add_argument("feeds", nargs="+", metavar="FEED", help="an http(s) feed URL or a local feed file")
+    parser.add_argument("--api", type=_api_url, default=DEFAULT_API, help=f"the service (default {DEFAULT_API})")
+    parser.add_argument("--api-key", default=None,
+                        help="the API key (default: STORYWIRE_API_KEY; prefer the variable, a command line is "
+                             "visible to other users)")
+    parser.add_argument("--state", type=Path, default=None,
+                        help="where to remember what was sent (default: var/feeds-state.json, under "
+                             "STORYWIRE_DATA_DIR when set)")
+    parser.add_argument("--batch-size", type=_positive(int, "--batch-size", MAX_BATCH), default=DEFAULT_BATCH,
+                        help=f"articles per request (default {DEFAULT_BATCH}, at most {MAX_BATCH})")
+    parser.add_argument("--timeout", type=_positive(float, "--timeout", 3600), default=DEFAULT_TIMEOUT,
+                        help=f"seconds for one feed's download or one API request (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--max-feed-bytes", type=_positive(int, "--max-feed-bytes"), default=DEFAULT_MAX_FEED_BYTES,
+                        help=f"refuse a feed larger than this (default {DEFAULT_MAX_FEED_BYTES})")
+    parser.add_argument("--lenient", action="store_true",
+                        help="import what a forgiving parser recovers even from a feed that ends before its root "
+                             "element closes (a feed that is complete but not well-formed is imported anyway, "
+                             "with a warning)")
+    args = parser.parse_args(argv)
+    try:
+        args.feeds = [check_feed_location(location) for location in args.feeds]
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.api_key is None:
+        args.api_key = os.environ.get("STORYWIRE_API_KEY", "").strip() or None
+    elif not args.api_key.strip():
+        parser.error("--api-key is empty; give the key, or leave the option out when the API needs none")
+    if args.api_key is not None and (_SPACE_OR_CONTROL.search(args.api_key) or not args.api_key.isascii()):
+        # The key itself is never echoed: it may be a real one with a typo.
+        parser.error("the API key holds spaces, control or non-ASCII characters; an API key is one printable "
+                     "ASCII word")
+    args.state = args.state or default_state_path()
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        with StateFile(args.state) as state_file:
+            return run(args, state_file)
+    except StateError as exc:
+        say(f"error: {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        say("interrupted; what was sent before is recorded in the state file")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,735 @@
+"""The feed importer against feeds served on localhost and the real API served
+over real HTTP (werkzeug in a thread): what is posted, what a second run
+leaves alone, broken feeds, bad state files, a wrong key, the API down, and a
+real worker deciding what a feed sent."""
+from __future__ import annotations
+
+import fcntl
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import pytest
+from werkzeug.serving import make_server
+
+from storyengine.embedded_redis import free_port
+from storyengine.store import RedisStore
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SCRIPT = ROOT / "scripts" / "import_feeds.py"
+API_KEY = "feeds-test-key-0123456789abcdef"
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+# ---------------------------------------------------------------- feeds
+def _date(when: datetime, rfc822: bool) -> str:
+    return when.strftime("%a, %d %b %Y %H:%M:%S GMT") if rfc822 else when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rss_item(guid: str, title: str, link: str, when: datetime | None, description: str = "",
+             content: str | None = None) -> str:
+    parts = [f"<item><title>{escape(title)}</title><link>{escape(link)}</link>",
+             f"<guid isPermaLink=\"false\">{escape(guid)}</guid>"]
+    if when is not None:
+        parts.append(f"<pubDate>{_date(when, True)}</pubDate>")
+    parts.append(f"<description>{escape(description)}</description>")
+    if content is not None:
+        parts.append(f"<content:encoded>{escape(content)}</content:encoded>")
+    return "".join(parts) + "</item>"
+
+
+def rss(items: list[str], title: str = "Example News", link: str = "https://www.example-news.test/",
+        language: str = "en-GB", prolog: str = "") -> bytes:
+    return (f'<?xml version="1.0" encoding="utf-8"?>{prolog}<rss version="2.0" '
+            'xmlns:content="http://purl.org/rss/1.0/modules/content/"><channel>'
+            f"<title>{escape(title)}</title><link>{escape(link)}</link><language>{escape(language)}</language>"
+            + "".join(items) + "</channel></rss>").encode("utf-8")
+
+
+def atom_entry(entry_id: str, title: str, link: str, when: datetime, summary: str = "", content: str = "") -> str:
+    return (f"<entry><id>{escape(entry_id)}</id><title>{escape(title)}</title><link href=\"{escape(link)}\"/>"
+            f"<updated>{_date(when, False)}</updated><summary>{escape(summary)}</summary>"
+            f"<content type=\"html\">{escape(content)}</content></entry>")
+
+
+def atom(entries: list[str], title: str = "Le Monde Test", link: str = "https://atom-outlet.test/") -> bytes:
+    return ('<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom" xml:lang="fr">'
+            f"<title>{escape(title)}</title><link href=\"{escape(link)}\"/><id>urn:feed</id>"
+            f"<updated>{_date(NOW, False)}</updated>" + "".join(entries) + "</feed>").encode("utf-8")
+
+
+@dataclass
+class Route:
+    body: bytes = b""
+    status: int = 200
+    content_type: str = "application/rss+xml; charset=utf-8"
+    etag: str | None = None            # answer a matching If-None-Match with 304
+    delay: float = 0.0                 # seconds before the answer
+    drip: float = 0.0                  # seconds between bytes of the body
+    send_length: bool = True           # False: no Content-Length, the body ends when the connection closes
+    gzip: bool = False                 # compress when the client accepts it
+    headers: dict = field(default_factory=dict)
+
+
+class FeedServer:
+    """Feeds on a localhost port: each path answers as its Route says; every request is counted."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.hits: list[tuple[str, int]] = []   # (path, status answered)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server name
+                route = outer.routes.get(self.path)
+                if route is None:
+                    route = Route(b"<html><body>no such page</body></html>", 404, "text/html")
+                if route.etag and self.headers.get("If-None-Match") == route.etag:
+                    outer.hits.append((self.path, 304))
+                    self.send_response(304)
+                    self.end_headers()
+                    return
+                outer.hits.append((self.path, route.status))
+                time.sleep(route.delay)
+                body = route.body
+                self.send_response(route.status)
+                self.send_header("Content-Type", route.content_type)
+                if route.gzip and "gzip" in self.headers.get("Accept-Encoding", ""):
+                    body = gzip.compress(body)
+                    self.send_header("Content-Encoding", "gzip")
+                if route.etag:
+                    self.send_header("ETag", route.etag)
+                for name, value in route.headers.items():
+                    self.send_header(name, value)
+                if route.send_length:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    if route.drip:
+                        for byte in body:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(route.drip)
+                    else:
+                        self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def statuses(self, path: str) -> list[int]:
+        return [status for p, status in self.hits if p == path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def feeds() -> Iterator[FeedServer]:
+    server = FeedServer()
+    yield server
+    server.close()
+
+
+# ---------------------------------------------------------------- the API over real HTTP
+class Recorder:
+    """WSGI middleware that keeps every request the API received: the path, the status and the articles."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.requests: list[dict] = []
+
+    def __call__(self, environ, start_response):
+        record = {"method": environ["REQUEST_METHOD"], "path": environ.get("PATH_INFO"), "articles": None}
+        if environ["REQUEST_METHOD"] == "POST":
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            record["bytes"] = len(body)
+            environ["wsgi.input"] = io.BytesIO(body)
+            try:
+                record["articles"] = json.loads(body)["articles"]
+            except (ValueError, KeyError, TypeError):
+                pass
+        self.requests.append(record)
+
+        def recording_start_response(status, headers, exc_info=None):
+            record["status"] = int(status.split()[0])
+            return start_response(status, headers, exc_info)
+        return self.app(environ, recording_start_response)
+
+    @property
+    def posts(self) -> list[dict]:
+        return [r for r in self.requests if r["method"] == "POST"]
+
+    def accepted_articles(self) -> list[dict]:
+        return [a for r in self.posts if r.get("status") == 202 for a in r["articles"]]
+
+
+@dataclass
+class Api:
+    url: str
+    recorder: Recorder
+
+
+@contextmanager
+def serve(app) -> Iterator[Api]:
+    recorder = Recorder(app)
+    server = make_server("127.0.0.1", 0, recorder, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Api(f"http://127.0.0.1:{server.server_address[1]}", recorder)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def build_app(redis_url: str, settings, **overrides):
+    from service import create_app
+    return create_app({"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "ENGINE_SETTINGS": settings,
+                       "TESTING": True, **overrides})
+
+
+@pytest.fixture
+def api(app, store) -> Iterator[Api]:
+    """The API on a free port (articles are stored and queued; no worker consumes this queue)."""
+    with serve(app) as served:
+        yield served
+
+
+def stored_articles(store: RedisStore) -> dict[str, dict]:
+    """Every article under the test's key prefix: the API's view, with the body a queued article keeps."""
+    ids = [key.decode().rsplit(":", 1)[1] for key in store.redis.scan_iter(match=store.keys.article("*"))]
+    return {article_id: dict(store.get_article(article_id), body=store.load_article(article_id).get("body", ""))
+            for article_id in ids}
+
+
+# ---------------------------------------------------------------- running the command
+def run_import(*args: str, api: str | None = None, state: Path | None = None, env: dict | None = None,
+               cwd: Path = ROOT, timeout: float = 90) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(SCRIPT)]
+    if api is not None:
+        command += ["--api", api]
+    if state is not None:
+        command += ["--state", str(state)]
+    full_env = {k: v for k, v in os.environ.items() if k not in ("STORYWIRE_API_KEY", "STORYWIRE_DATA_DIR")}
+    full_env.update(env or {})
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=full_env)
+
+
+def state_items(state: Path, feed: str) -> dict:
+    return json.loads(state.read_text())["feeds"].get(feed, {}).get("items", {})
+
+
+def wire_items(prefix: str, count: int, start: datetime) -> list[str]:
+    return [rss_item(f"{prefix}-{n}", f"{prefix} headline number {n}", f"https://www.example-news.test/{prefix}/{n}",
+                     start + timedelta(hours=n), f"The {prefix} story {n} in a few words.") for n in range(count)]
+
+
+# ---------------------------------------------------------------- posting once, and only once
+def test_rss_and_atom_items_are_posted_once_and_new_items_on_a_later_run(feeds, api, store, tmp_path):
+    state = tmp_path / "state.json"
+    day = NOW - timedelta(days=2)
+    rss_items = [
+        rss_item("rss-1", "Storm closes the harbour", "https://www.example-news.test/storm", day,
+                 "<p>Short summary</p>",
+                 "<p>The <b>storm</b> closed the harbour on Monday.</p><script>alert('x')</script>"),
+        rss_item("rss-2", "Council approves budget", "https://www.example-news.test/budget", day + timedelta(hours=5),
+                 "The council approved the budget after a long debate."),
+        rss_item("rss-3", "Rail strike called off", "https://www.example-news.test/rail", day - timedelta(hours=3),
+                 "Unions called off the rail strike."),
+    ]
+    feeds.routes["/rss.xml"] = Route(rss(rss_items), etag='"v1"')
+    atom_entries = [
+        atom_entry("urn:1", "Un pont rouvre", "https://atom-outlet.test/pont", day + timedelta(hours=1),
+                   "Le pont rouvre.", "<p>Le pont <em>rouvre</em> apr\u00e8s des travaux.</p>"),
+        atom_entry("urn:2", "La gr\u00e8ve continue", "https://atom-outlet.test/greve", day + timedelta(hours=2),
+                   "La gr\u00e8ve continue."),
+    ]
+    feeds.routes["/atom.xml"] = Route(atom(atom_entries), content_type="application/atom+xml", gzip=True)
+
+    first = run_import(feeds.url("/rss.xml"), feeds.url("/atom.xml"), api=api.url, state=state)
+    assert first.returncode == 0, first.stderr
+    posted = api.recorder.accepted_articles()
+    assert len(posted) == 5 and len(api.recorder.posts) == 1  # one batch
+    # Oldest first across both feeds.
+    assert [a["published_at"] for a in posted] == sorted(a["published_at"] for a in posted)
+    assert posted[0]["url"] == "https://www.example-news.test/rail"
+
+    articles = {a["url"]: a for a in stored_articles(store).values()}
+    assert len(articles) == 5
+    storm = articles["https://www.example-news.test/storm"]
+    assert storm["source"] == "example-news.test"            # the site's host, www. dropped
+    assert storm["title"] == "Storm closes the harbour"
+    assert "The storm closed the harbour on Monday." in storm["body"]   # full content, HTML reduced to text
+    assert "<" not in storm["body"] and "alert" not in storm["body"] and "Short summary" not in storm["body"]
+    assert storm["published_at"] == _date(day, False) and storm["language"] == "en-GB"
+    pont = articles["https://atom-outlet.test/pont"]
+    assert pont["source"] == "atom-outlet.test" and pont["language"] == "fr"
+    assert pont["body"] == "Le pont rouvre apr\u00e8s des travaux."
+    assert pont["published_at"] == _date(day + timedelta(hours=1), False)
+    # Progress: one line per feed with its counts, then the posting.
+    assert f"{feeds.url('/rss.xml')}: 3 items, 3 new" in first.stderr
+    assert f"{feeds.url('/atom.xml')}: 2 items, 2 new" in first.stderr
+    assert "posted 5/5 (5 sent, 0 rejected" in first.stderr
+    assert "5 sent, 0 rejected, 0 left for the next run" in first.stdout
+
+    # Second run: the RSS feed answers 304 to the remembered ETag, the Atom feed has nothing new.
+    second = run_import(feeds.url("/rss.xml"), feeds.url("/atom.xml"), api=api.url, state=state)
+    assert second.returncode == 0, second.stderr
+    assert len(api.recorder.posts) == 1
+    assert feeds.statuses("/rss.xml") == [200, 304]
+    assert f"{feeds.url('/rss.xml')}: not modified" in second.stderr
+    assert f"{feeds.url('/atom.xml')}: 2 items, 0 new" in second.stderr
+    assert "0 sent" in second.stdout
+
+    # Third run: one new item in each feed, and only those are posted.
+    feeds.routes["/rss.xml"] = Route(rss(rss_items + [rss_item("rss-4", "Harbour reopens",
+                                                               "https://www.example-news.test/reopen", NOW, "Open.")]),
+                                     etag='"v2"')
+    feeds.routes["/atom.xml"].body = atom(atom_entries + [atom_entry("urn:3", "Le pont ferme", "https://atom-outlet"
+                                                                     ".test/ferme", NOW, "Ferm\u00e9.")])
+    third = run_import(feeds.url("/rss.xml"), feeds.url("/atom.xml"), api=api.url, state=state)
+    assert third.returncode == 0, third.stderr
+    assert [a["url"] for a in api.recorder.posts[-1]["articles"]] in (
+        ["https://www.example-news.test/reopen", "https://atom-outlet.test/ferme"],
+        ["https://atom-outlet.test/ferme", "https://www.example-news.test/reopen"])
+    assert len(api.recorder.posts) == 2 and len(stored_articles(store)) == 7
+    # The state names the API's id for every item sent.
+    ids = {item["article"] for item in state_items(state, feeds.url("/rss.xml")).values()}
+    assert ids <= set(stored_articles(store)) and len(ids) == 4
+
+
+def test_a_feed_file_is_read_and_keyed_by_its_absolute_path(api, store, tmp_path):
+    feed = tmp_path / "feeds" / "local.xml"
+    feed.parent.mkdir()
+    feed.write_bytes(atom([
+        atom_entry("urn:a", "Local one", "https://local.test/1", NOW - timedelta(hours=2), "One."),
+        atom_entry("urn:b", "Relative link", "/2", NOW - timedelta(hours=1), "A file has no base URL."),
+    ], link="https://local.test/"))
+    state = tmp_path / "state.json"
+    first = run_import("feeds/local.xml", api=api.url, state=state, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "2 items, 1 new, 1 skipped (no http(s) link)" in first.stderr
+    assert [a["url"] for a in api.recorder.accepted_articles()] == ["https://local.test/1"]
+    # The same file named by its absolute path is the same feed: nothing is sent again.
+    second = run_import(str(feed), api=api.url, state=state)
+    assert second.returncode == 0, second.stderr
+    assert len(api.recorder.posts) == 1 and "1 skipped" in second.stdout
+    assert list(json.loads(state.read_text())["feeds"]) == [str(feed)]
+
+
+def test_a_feed_url_with_non_ascii_characters_is_requested_percent_encoded(feeds, api, store, tmp_path):
+    feeds.routes["/actualit%C3%A9s.xml"] = Route(rss(wire_items("iri", 2, NOW - timedelta(days=1))))
+    result = run_import(feeds.url("/actualit\u00e9s.xml"), api=api.url, state=tmp_path / "state.json")
+    assert result.returncode == 0, result.stderr
+    assert len(stored_articles(store)) == 2
+
+
+def test_the_default_state_file_is_under_the_data_directory(feeds, api, tmp_path):
+    feeds.routes["/f.xml"] = Route(rss(wire_items("d", 2, NOW - timedelta(days=1))))
+    data = tmp_path / "data"
+    result = run_import(feeds.url("/f.xml"), api=api.url, env={"STORYWIRE_DATA_DIR": str(data)})
+    assert result.returncode == 0, result.stderr
+    assert len(state_items(data / "feeds-state.json", feeds.url("/f.xml"))) == 2
+    assert not [p for p in data.iterdir() if p.name.endswith(".tmp")]  # no temporary file left behind
+
+
+def test_items_gone_from_their_feed_for_90_days_are_forgotten(feeds, api, store, tmp_path):
+    feeds.routes["/f.xml"] = Route(rss(wire_items("p", 2, NOW - timedelta(days=1))))
+    state = tmp_path / "state.json"
+    assert run_import(feeds.url("/f.xml"), api=api.url, state=state).returncode == 0
+    document = json.loads(state.read_text())
+    items = document["feeds"][feeds.url("/f.xml")]["items"]
+    in_feed = set(items)
+    old = {"status": "sent", "seen": _date(NOW - timedelta(days=91), False), "article": "a_old"}
+    recent = {"status": "rejected", "seen": _date(NOW - timedelta(days=80), False), "problem": "x"}
+    ancient_in_feed = next(iter(in_feed))
+    items.update({"gone-long-ago": old, "gone-lately": recent})
+    items[ancient_in_feed]["seen"] = _date(NOW - timedelta(days=400), False)
+    state.write_text(json.dumps(document))
+    result = run_import(feeds.url("/f.xml"), api=api.url, state=state)
+    assert result.returncode == 0, result.stderr
+    kept = state_items(state, feeds.url("/f.xml"))
+    assert set(kept) == in_feed | {"gone-lately"}   # still in the feed, or gone less than 90 days
+    assert kept[ancient_in_feed]["seen"] != items[ancient_in_feed]["seen"]  # seen again on this run
+    assert len(api.recorder.posts) == 1
+
+
+# ---------------------------------------------------------------- what an item becomes
+def test_hostile_and_odd_entries(feeds, api, store, tmp_path):
+    long_guid = "g" * 20_000
+    items = [
+        rss_item("js", "Script link", "javascript:alert(1)", NOW, "x"),
+        rss_item("bracket", "Broken host", "http://[not-an-address/x", NOW, "x"),
+        rss_item("port", "Broken port", "https://www.example-news.test:99999/x", NOW, "x"),
+        rss_item("untitled", "", "https://www.example-news.test/untitled", NOW, "No title here."),
+        rss_item("relative", "Relative link", "/story/relative", NOW - timedelta(hours=3), "Resolved."),
+        rss_item("future", "From the future", "https://www.example-news.test/future",
+                 datetime(2100, 1, 1, tzinfo=timezone.utc), "A clock mistake."),
+        rss_item("undated", "No date", "https://www.example-news.test/undated", None, "Undated."),
+        rss_item("twice", "Same guid", "https://www.example-news.test/twice", NOW - timedelta(hours=2), "Once."),
+        rss_item("twice", "Same guid again", "https://www.example-news.test/twice-2", NOW, "Twice."),
+        rss_item(long_guid, "Long guid", "https://www.example-news.test/long", NOW - timedelta(hours=1), "Long."),
+        "<item><title>Entity &xxe; here</title><link>https://www.example-news.test/xxe</link><guid>xxe</guid>"
+        f"<pubDate>{_date(NOW - timedelta(hours=4), True)}</pubDate><description>&xxe;</description></item>",
+    ]
+    body = rss(items, language="English", prolog='<!DOCTYPE rss [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>')
+    feeds.routes["/hostile.xml"] = Route(body, content_type="text/plain; charset=utf-8")  # a feed all the same
+    feeds.routes["/moved"] = Route(status=301, headers={"Location": "/hostile.xml"})
+    state = tmp_path / "state.json"
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    result = run_import(feeds.url("/moved"), api=api.url, state=state)
+    after = datetime.now(timezone.utc)
+    assert result.returncode == 0, result.stderr
+    assert "3 skipped (no http(s) link)" in result.stderr and "skipped (no title)" in result.stderr
+    articles = {a["url"]: a for a in stored_articles(store).values()}
+    # The relative link resolves against where the feed was finally served from.
+    assert set(articles) == {feeds.url("/story/relative"), "https://www.example-news.test/future",
+                             "https://www.example-news.test/undated", "https://www.example-news.test/twice",
+                             "https://www.example-news.test/long", "https://www.example-news.test/xxe"}
+    for url in ("https://www.example-news.test/future", "https://www.example-news.test/undated"):
+        published = datetime.fromisoformat(articles[url]["published_at"].replace("Z", "+00:00"))
+        assert before <= published <= after  # the fetch time
+    xxe = articles["https://www.example-news.test/xxe"]
+    assert "root:" not in xxe["title"] + xxe["body"]  # an external entity is never read
+    assert all(a["language"] in ("", None) for a in articles.values())  # "English" is not a language tag
+    assert state.stat().st_size < 5_000  # item keys are hashed: a 20 kB guid does not grow the state
+
+
+def test_an_item_the_api_rejects_is_reported_once_and_not_sent_again(feeds, api, store, tmp_path):
+    items = wire_items("ok", 2, NOW - timedelta(days=1)) + [
+        rss_item("too-long", "T" * 1500, "https://www.example-news.test/too-long", NOW, "Body.")]
+    feeds.routes["/f.xml"] = Route(rss(items), etag='"e"')
+    state = tmp_path / "state.json"
+    first = run_import(feeds.url("/f.xml"), api=api.url, state=state)
+    assert first.returncode == 1
+    assert "rejected by the API: https://www.example-news.test/too-long" in first.stderr
+    assert "title" in first.stderr and "1000" in first.stderr
+    assert "2 sent, 1 rejected, 0 left" in first.stdout and len(stored_articles(store)) == 2
+    rejected = [i for i in state_items(state, feeds.url("/f.xml")).values() if i["status"] == "rejected"]
+    assert len(rejected) == 1 and "title" in rejected[0]["problem"]
+    feeds.routes["/f.xml"].etag = '"e2"'  # a full answer, so the item is seen again
+    second = run_import(feeds.url("/f.xml"), api=api.url, state=state)
+    assert second.returncode == 0, second.stderr
+    assert len(api.recorder.posts) == 1 and "3 items, 0 new" in second.stderr
+
+
+def test_batches_follow_batch_size_and_a_too_large_batch_is_split(feeds, redis_url, settings, store, tmp_path):
+    items = [rss_item(f"b{n}", f"Batch item {n}", f"https://www.example-news.test/b{n}", NOW - timedelta(hours=n),
+                      f"Item {n}. " + "word " * 240) for n in range(6)]
+    items.append(rss_item("huge", "Huge item", "https://www.example-news.test/huge", NOW, "word " * 1200))
+    feeds.routes["/f.xml"] = Route(rss(items))
+    app = build_app(redis_url, settings, MAX_CONTENT_LENGTH=4000)
+    with serve(app) as small_api:
+        result = run_import("--batch-size", "4", feeds.url("/f.xml"), api=small_api.url, state=tmp_path / "s.json")
+    assert result.returncode == 1  # the huge item alone is too large for this API
+    assert "rejected by the API: https://www.example-news.test/huge" in result.stderr
+    assert "4000 bytes" in result.stderr
+    posts = small_api.recorder.posts
+    assert [len(p["articles"]) for p in posts if p["status"] == 413][0] == 4    # halved after a 413
+    assert max(len(p["articles"]) for p in posts if p["status"] == 202) <= 2
+    assert len(stored_articles(store)) == 6 and "6 sent, 1 rejected" in result.stdout
+
+
+def test_large_articles_go_in_requests_of_at_most_4_mib(feeds, api, store, tmp_path):
+    items = [rss_item(f"big{n}", f"Long read {n}", f"https://www.example-news.test/long/{n}",
+                      NOW - timedelta(hours=n), f"Part {n}. " + "text " * 39_000) for n in range(25)]
+    feeds.routes["/f.xml"] = Route(rss(items))
+    result = run_import(feeds.url("/f.xml"), api=api.url, state=tmp_path / "state.json")
+    assert result.returncode == 0, result.stderr
+    posts = api.recorder.posts
+    assert len(posts) == 2 and all(p["status"] == 202 for p in posts)   # 25 items, under 100 a batch
+    assert max(p["bytes"] for p in posts) <= 4 * 1024 * 1024 < sum(p["bytes"] for p in posts)
+    assert len(stored_articles(store)) == 25
+
+
+# ---------------------------------------------------------------- broken feeds
+def _bomb_route(_: Path) -> Route:
+    return Route(b"<rss>" + b" " * 3_000_000, gzip=True)
+
+
+def _path_route(tmp_path: Path) -> Route:
+    """A body that is the path of a good feed on this machine: it must be parsed, never opened."""
+    local = tmp_path / "local-feed.xml"
+    local.write_bytes(rss(wire_items("local", 2, NOW)))
+    return Route(str(local).encode(), content_type="text/plain")
+
+
+BILLION_LAUGHS = ('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">'
+                  + "".join(f'<!ENTITY {chr(98 + n)} "{("&" + chr(97 + n) + ";") * 10}">' for n in range(8))
+                  + ']><rss version="2.0"><channel><title>x</title><item><title>&i;</title>'
+                  '<link>https://bomb.test/1</link></item></channel></rss>').encode()
+HTML_PAGE = b"<!DOCTYPE html><html><body><p>News!</p></body></html>"
+NOT_A_FEED = b'<?xml version="1.0"?><note><to>you</to></note>'
+
+BROKEN_ROUTES: dict[str, tuple[Callable[[Path], Route], str]] = {
+    "malformed XML": (lambda _: Route(rss(wire_items("m", 3, NOW))[:-40]),
+                      "ends before its root element closes (line 1"),
+    "HTTP 404": (lambda _: Route(b"gone", 404, "text/plain"), "answered HTTP 404 Not Found; check the URL"),
+    "HTTP 500": (lambda _: Route(b"oops", 500, "text/plain"), "answered HTTP 500"),
+    "an HTML page": (lambda _: Route(HTML_PAGE, content_type="text/html"), "is an HTML page, not an RSS or Atom"),
+    "an empty answer": (lambda _: Route(b""), "is empty"),
+    "XML that is not a feed": (lambda _: Route(NOT_A_FEED, content_type="text/xml"), "is not an RSS or Atom feed"),
+    "JSON": (lambda _: Route(b'{"items": []}', content_type="application/json"), "is not well-formed XML"),
+    "a local path as the body": (_path_route, "is not well-formed XML"),
+    "too large, declared": (lambda _: Route(rss(wire_items("big", 400, NOW))), "bytes, more than 20000; a feed"),
+    "too large, undeclared": (lambda _: Route(rss(wire_items("big", 400, NOW)), send_length=False),
+                              "is larger than 20000 bytes"),
+    "a gzip bomb": (_bomb_route, "is larger than 20000 bytes"),
+    "an entity bomb": (lambda _: Route(BILLION_LAUGHS), "is not well-formed XML"),
+    "no answer in time": (lambda _: Route(rss(wire_items("slow", 2, NOW)), delay=6), "did not answer within 2 s"),
+    "a server that drips": (lambda _: Route(rss(wire_items("drip", 3, NOW)), drip=0.05),
+                            "took longer than 2 s to download"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BROKEN_ROUTES))
+def test_a_broken_feed_fails_alone_and_is_read_once_repaired(kind, feeds, api, store, tmp_path):
+    make_route, message = BROKEN_ROUTES[kind]
+    feeds.routes["/good.xml"] = Route(rss(wire_items("good", 3, NOW - timedelta(days=1))))
+    feeds.routes["/broken.xml"] = make_route(tmp_path)
+    state = tmp_path / "state.json"
+    result = run_import("--timeout", "2", "--max-feed-bytes", "20000", feeds.url("/good.xml"),
+                        feeds.url("/broken.xml"), api=api.url, state=state)
+    assert result.returncode == 1, result.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("[") and "error:" in line]
+    assert f"] error: {feeds.url('/broken.xml')} " in error and message in error, result.stderr
+    assert "1 feed could not be read" in result.stderr and "1 read, 1 failed; articles: 3 sent" in result.stdout
+    assert len(stored_articles(store)) == 3  # the good feed's items went through
+    assert not state_items(state, feeds.url("/broken.xml"))
+    # Once the server serves a proper feed again, its items are imported.
+    feeds.routes["/broken.xml"] = Route(rss(wire_items("fixed", 2, NOW - timedelta(hours=5))))
+    again = run_import(feeds.url("/good.xml"), feeds.url("/broken.xml"), api=api.url, state=state)
+    assert again.returncode == 0, again.stderr
+    assert len(stored_articles(store)) == 5
+
+
+@pytest.mark.parametrize("kind", ["a missing file", "a directory", "a refused connection"])
+def test_an_unreadable_feed_location_fails_alone(kind, feeds, api, store, tmp_path):
+    feeds.routes["/good.xml"] = Route(rss(wire_items("good", 2, NOW - timedelta(days=1))))
+    location, message = {
+        "a missing file": (str(tmp_path / "missing.xml"), "cannot be read (No such file or directory)"),
+        "a directory": (str(tmp_path), "is a directory"),
+        "a refused connection": (f"http://127.0.0.1:{free_port()}/feed.xml", "cannot be reached (Connection refused)"),
+    }[kind]
+    result = run_import(feeds.url("/good.xml"), location, api=api.url, state=tmp_path / "state.json")
+    assert result.returncode == 1
+    assert f"error: {location} {message}" in result.stderr
+    assert len(stored_articles(store)) == 2
+
+
+# feedparser's forgiving parser reads a bare "&T" as an entity reference and closes it: what it recovers.
+@pytest.mark.parametrize(("entity", "title"), [(b"&nbsp;", "n headline\xa0zero"), (b" AT&T ", "n headline AT&T; zero")])
+def test_a_complete_feed_that_is_not_well_formed_is_imported_with_a_warning(feeds, api, store, tmp_path, entity,
+                                                                               title):
+    body = rss(wire_items("n", 2, NOW - timedelta(hours=4))).replace(b"headline number 0",
+                                                                     b"headline" + entity + b"zero")
+    feeds.routes["/nbsp.xml"] = Route(body)
+    result = run_import(feeds.url("/nbsp.xml"), api=api.url, state=tmp_path / "state.json")
+    assert result.returncode == 0, result.stderr
+    assert "warning:" in result.stderr and "imported what the lenient parser recovered" in result.stderr
+    titles = sorted(a["title"] for a in stored_articles(store).values())
+    assert titles == sorted(["n headline number 1", title])
+
+
+def test_lenient_imports_what_a_forgiving_parser_recovers_from_a_cut_off_feed(feeds, api, store, tmp_path):
+    body = rss(wire_items("c", 3, NOW - timedelta(hours=4)))
+    feeds.routes["/cut.xml"] = Route(body[:body.rindex(b"</item>") + len(b"</item>")])
+    state = tmp_path / "state.json"
+    strict = run_import(feeds.url("/cut.xml"), api=api.url, state=state)
+    assert strict.returncode == 1 and "ends before its root element closes" in strict.stderr
+    assert "--lenient" in strict.stderr and not stored_articles(store)
+    lenient = run_import("--lenient", feeds.url("/cut.xml"), api=api.url, state=state)
+    assert lenient.returncode == 0, lenient.stderr
+    assert "warning:" in lenient.stderr
+    assert len(stored_articles(store)) == 3
+
+
+# ---------------------------------------------------------------- the state file
+BAD_STATES: dict[str, bytes] = {
+    "not JSON": b"{not json",
+    "empty": b"",
+    "not UTF-8": b"\xff\xfe\x00\x81garbage",
+    "a list": b"[]",
+    "another version": b'{"version": 2, "feeds": {}}',
+    "a bad item": b'{"version": 1, "feeds": {"http://x.test/f": {"items": {"k": {"status": "maybe", '
+                  b'"seen": "2026-01-01T00:00:00Z"}}}}}',
+    "a bad date": b'{"version": 1, "feeds": {"http://x.test/f": {"items": {"k": {"status": "sent", '
+                  b'"seen": "yesterday"}}}}}',
+    "a date without a zone": b'{"version": 1, "feeds": {"http://x.test/f": {"items": {"k": {"status": "sent", '
+                             b'"seen": "2026-01-01T00:00:00"}}}}}',
+    "feeds not an object": b'{"version": 1, "feeds": ["http://x.test/f"]}',
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_STATES))
+def test_a_bad_state_file_stops_before_anything_is_fetched_and_is_kept(kind, feeds, api, tmp_path):
+    feeds.routes["/f.xml"] = Route(rss(wire_items("s", 2, NOW)))
+    state = tmp_path / "state.json"
+    state.write_bytes(BAD_STATES[kind])
+    result = run_import(feeds.url("/f.xml"), api=api.url, state=state)
+    assert result.returncode == 2
+    assert f"error: the state file {state} is not a feed import state" in result.stderr
+    assert "move it away to start afresh" in result.stderr
+    assert state.read_bytes() == BAD_STATES[kind]
+    assert not feeds.hits and not api.recorder.requests
+
+
+@pytest.mark.parametrize("kind", ["a directory", "under a file"])
+def test_an_unusable_state_path_stops_before_anything_is_fetched(kind, feeds, api, tmp_path):
+    feeds.routes["/f.xml"] = Route(rss(wire_items("s", 2, NOW)))
+    if kind == "a directory":
+        state, message = tmp_path, "is a directory; pass --state with a file's path"
+    else:
+        (tmp_path / "plain").write_text("x")
+        state, message = tmp_path / "plain" / "state.json", "pass --state with a path in a writable directory"
+    result = run_import(feeds.url("/f.xml"), api=api.url, state=state)
+    assert result.returncode == 2 and message in result.stderr
+    assert not feeds.hits and not api.recorder.requests
+
+
+def test_a_second_import_with_the_same_state_waits_its_turn(feeds, api, tmp_path):
+    feeds.routes["/f.xml"] = Route(rss(wire_items("l", 2, NOW)))
+    state = tmp_path / "state.json"
+    with open(tmp_path / "state.json.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        blocked = run_import(feeds.url("/f.xml"), api=api.url, state=state)
+    assert blocked.returncode == 2 and "another import is running" in blocked.stderr
+    assert not feeds.hits and not state.exists()
+    free = run_import(feeds.url("/f.xml"), api=api.url, state=state)
+    assert free.returncode == 0, free.stderr
+
+
+# ---------------------------------------------------------------- the API refusing or away
+def test_a_missing_or_wrong_key_leaves_the_items_for_the_next_run(feeds, redis_url, settings, store, tmp_path):
+    feeds.routes["/f.xml"] = Route(rss(wire_items("k", 3, NOW - timedelta(days=1))), etag='"same"')
+    state = tmp_path / "state.json"
+    wrong = "wrong-key-0123456789abcdefgh"
+    with serve(build_app(redis_url, settings, STORYWIRE_API_KEY=API_KEY)) as keyed:
+        missing = run_import(feeds.url("/f.xml"), api=keyed.url, state=state)
+        refused = run_import("--api-key", wrong, feeds.url("/f.xml"), api=keyed.url, state=state)
+        for result in (missing, refused):
+            assert result.returncode == 1
+            assert "the API refused the key (HTTP 401" in result.stderr and "STORYWIRE_API_KEY" in result.stderr
+            assert "0 sent, 0 rejected, 3 left for the next run" in result.stdout
+        assert wrong not in refused.stderr + refused.stdout
+        assert not stored_articles(store) and not state_items(state, feeds.url("/f.xml"))
+        assert json.loads(state.read_text())["feeds"][feeds.url("/f.xml")]["etag"] is None
+        accepted = run_import(feeds.url("/f.xml"), api=keyed.url, state=state, env={"STORYWIRE_API_KEY": API_KEY})
+    assert accepted.returncode == 0, accepted.stderr
+    assert feeds.statuses("/f.xml") == [200, 200, 200]  # no ETag was kept while items waited
+    assert len(stored_articles(store)) == 3 and API_KEY not in accepted.stderr + accepted.stdout
+
+
+@pytest.mark.parametrize("kind", ["nothing listening", "its Redis down", "a wrong path"])
+def test_an_unavailable_api_leaves_the_items_for_the_next_run(kind, feeds, api, redis_url, settings, store,
+                                                               tmp_path):
+    feeds.routes["/f.xml"] = Route(rss(wire_items("u", 3, NOW - timedelta(days=1))), etag='"same"')
+    state = tmp_path / "state.json"
+    if kind == "nothing listening":
+        result = run_import(feeds.url("/f.xml"), api=f"http://127.0.0.1:{free_port()}", state=state)
+        message = "cannot reach the API at"
+    elif kind == "its Redis down":
+        with serve(build_app(f"redis://127.0.0.1:{free_port()}/0", settings)) as broken:
+            result = run_import(feeds.url("/f.xml"), api=broken.url, state=state)
+        message = "the API answered HTTP 503: The store is unavailable"
+    else:
+        result = run_import(feeds.url("/f.xml"), api=api.url + "/nowhere", state=state)
+        message = "there is no Storywire batch endpoint at"
+    assert result.returncode == 1
+    assert message in result.stderr and "the items stay unsent and are posted next run" in result.stderr
+    assert "3 left for the next run" in result.stdout
+    assert not stored_articles(store) and not state_items(state, feeds.url("/f.xml"))
+    later = run_import(feeds.url("/f.xml"), api=api.url, state=state)
+    assert later.returncode == 0, later.stderr
+    assert len(stored_articles(store)) == 3
+
+
+# ---------------------------------------------------------------- the command line
+BAD_COMMAND_LINES: dict[str, tuple[list[str], str]] = {
+    "no feed": ([], "the following arguments are required: FEED"),
+    "an ftp feed": (["ftp://feeds.test/f.xml"], "only http:// and https:// feed URLs"),
+    "a URL without a host": (["http:///f.xml"], "is not a valid URL"),
+    "a URL with a space": (["http://feeds.test/a feed.xml"], "is not a valid URL"),
+    "a bad port": (["http://feeds.test:99999/f.xml"], "has an invalid port"),
+    "a broken IPv6 host": (["http://[::1/f.xml"], "is not a valid URL"),
+    "an API with a broken host": (["--api", "http://[::1", "f.xml"], "--api must be"),
+    "an empty feed": ([""], "a FEED is empty"),
+    "an ftp API": (["--api", "ftp://127.0.0.1/", "f.xml"], "--api must be the service's http(s) base URL"),
+    "an API with a query": (["--api", "http://127.0.0.1:8000/?x=1", "f.xml"], "--api must be"),
+    "batch size 0": (["--batch-size", "0", "f.xml"], "--batch-size must be more than 0 and at most 500"),
+    "batch size 501": (["--batch-size", "501", "f.xml"], "--batch-size must be more than 0 and at most 500"),
+    "batch size not a number": (["--batch-size", "many", "f.xml"], "--batch-size must be a number"),
+    "timeout 0": (["--timeout", "0", "f.xml"], "--timeout must be more than 0"),
+    "timeout NaN": (["--timeout", "nan", "f.xml"], "--timeout must be more than 0"),
+    "timeout negative": (["--timeout=-1", "f.xml"], "--timeout must be more than 0"),
+    "max bytes 0": (["--max-feed-bytes", "0", "f.xml"], "--max-feed-bytes must be more than 0"),
+    "an empty key": (["--api-key", "", "f.xml"], "--api-key is empty"),
+    "a key with a space": (["--api-key", "secret key-0123456789", "f.xml"], "the API key holds spaces"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_COMMAND_LINES))
+def test_a_bad_command_line_is_refused_before_anything_runs(kind, tmp_path):
+    args, message = BAD_COMMAND_LINES[kind]
+    result = run_import(*args, state=tmp_path / "state.json", cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "secret key" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no state, no lock file
+
+
+def test_a_key_with_a_newline_in_the_environment_is_refused(tmp_path):
+    result = run_import("f.xml", state=tmp_path / "s.json", env={"STORYWIRE_API_KEY": "abc\r\nX-Evil: 1"})
+    assert result.returncode == 2 and "the API key holds spaces, control" in result.stderr
+    assert "X-Evil" not in result.stderr
+
+
+# ---------------------------------------------------------------- end to end, with a real worker
+def test_a_worker_decides_what_two_feeds_sent(feeds, e2e_app, tmp_path):
+    """Two outlets carry the same wire report: the worker folds the later copy under the earlier one."""
+    wire = ("Firefighters contained a large wildfire near the northern town of Arden on Tuesday after three days, "
+            "officials said, and about two thousand residents were allowed to return to their homes. The fire "
+            "burned across twelve thousand acres of forest and destroyed fourteen buildings, according to the "
+            "regional fire service, which said cooler weather and rain helped crews hold the line overnight.")
+    feeds.routes["/a.xml"] = Route(rss([rss_item("a1", "Wildfire near Arden contained", "https://outlet-a.test/fire",
+                                                 NOW - timedelta(hours=6), wire)], link="https://outlet-a.test/"))
+    feeds.routes["/b.xml"] = Route(atom([atom_entry("b1", "Arden fire under control", "https://outlet-b.test/fire",
+                                                    NOW - timedelta(hours=5), content=f"<p>{wire}</p>")],
+                                        link="https://outlet-b.test/"), content_type="application/atom+xml")
+    state = tmp_path / "state.json"
+    with serve(e2e_app) as served:
+        result = run_import(feeds.url("/a.xml"), feeds.url("/b.xml"), api=served.url, state=state)
+    assert result.returncode == 0, result.stderr
+    first = next(iter(state_items(state, feeds.url("/a.xml")).values()))["article"]
+    copy = next(iter(state_items(state, feeds.url("/b.xml")).values()))["article"]
+    store = e2e_app.extensions["storywire"].store
+    deadline = time.monotonic() + 60
+    while {store.get_article(i)["status"] for i in (first, copy)} != {"processed"}:
+        assert time.monotonic() < deadline, "the worker did not process the feed's articles in 60 s"
+        time.sleep(0.2)
+    copy_article = store.get_article(copy)
+    assert copy_article["duplicate_of"] == first
+    assert copy_article["story"] == store.get_article(first)["story"]
