@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test eval tune stream bench clean
+.PHONY: run test eval tune stream bench feeds screenshot clean
 .DEFAULT_GOAL := run
 
 $(VENV)/.installed: requirements.txt
@@ -33,6 +33,14 @@ stream: $(VENV)/.installed
 # make bench [BENCH_OUT=figures.json] [ARGS="--articles 20000 ..."]: speed against the targets, in one run
 bench: $(VENV)/.installed
 	$(PY) scripts/bench.py $(if $(BENCH_OUT),--out $(BENCH_OUT)) $(ARGS)
+
+# make feeds FEEDS="https://example.com/rss.xml saved/atom.xml" [API=http://127.0.0.1:8000] [STATE=var/feeds-state.json]
+feeds: $(VENV)/.installed
+	$(PY) scripts/import_feeds.py $(if $(API),--api $(API)) $(if $(STATE),--state $(STATE)) $(FEEDS)
+
+# make screenshot: docs/page.png, the README's picture of the page (needs bash .ci/install-browser)
+screenshot: $(VENV)/.installed
+	STORYWIRE_SCREENSHOT=docs/page.png STORYWIRE_REQUIRE_BROWSER=1 $(PY) -m pytest tests/service/test_page_browser.py -q -k listed
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
