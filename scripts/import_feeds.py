@@ -234,6 +234,10 @@ def check_feed_location(location: str) -> str:
                              "as a plain path")
         if not parts.hostname or _SPACE_OR_CONTROL.search(location):
             raise ValueError(f"{location!r} is not a valid URL (a host is needed, and no spaces)")
+        if parts.username is not None or parts.password is not None:
+            # They would be printed in progress lines and kept in the state file as the feed's key.
+            raise ValueError("a feed URL must not carry a user name or password (user:password@host); "
+                             "feeds that need credentials are not supported")
         try:
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError:
@@ -243,6 +247,22 @@ def check_feed_location(location: str) -> str:
     else:
         return os.path.abspath(location)  # one key in the state file whatever the working directory
     return location
+
+
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Redirects are followed (at most 5) to http(s) URLs only: a feed cannot send the importer to ftp:// or file://."""
+    max_redirections = 5
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        target = urlsplit(newurl)
+        if target.scheme.lower() not in ("http", "https"):
+            raise FeedError(f"redirects to a {target.scheme or 'relative'}: URL; only http(s) feeds are read")
+        if target.username is not None or target.password is not None:
+            raise FeedError("redirects to a URL with a user name or password; it is not followed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpRedirectsOnly)
 
 
 def _read_capped(read_chunk, max_bytes: int, deadline: float, timeout: float, decoder=None) -> bytes:
@@ -295,7 +315,7 @@ def download(url: str, *, etag: str | None, modified: str | None, timeout: float
         request.add_header("If-Modified-Since", modified)
     deadline = time.monotonic() + timeout
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > max_bytes and not response.headers.get("Content-Encoding"):
                 raise FeedError(f"is {declared} bytes, more than {max_bytes}; a feed that big is refused (raise "
@@ -333,7 +353,7 @@ def download(url: str, *, etag: str | None, modified: str | None, timeout: float
             raise FeedError("names a host that does not resolve; check the URL") from None
         text = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
         raise FeedError(f"cannot be reached ({text}); check the URL, it is tried again next run") from None
-    except (http.client.HTTPException, ConnectionError) as exc:
+    except (http.client.HTTPException, OSError) as exc:  # ConnectionError, ssl.SSLError and the like
         raise FeedError(f"broke off the connection before the feed was complete ({type(exc).__name__}); it is "
                         "tried again next run") from None
 
@@ -383,6 +403,9 @@ def parse(content: bytes, headers: dict[str, str], lenient: bool) -> tuple[feedp
     problem = parsed.get("bozo_exception") if parsed.get("bozo") else None
     warning = None
     if problem is not None and not isinstance(problem, _HARMLESS):
+        if b"<!ENTITY" in content[:65536]:  # an entity bomb, or an entity that reaches outside: never recovered
+            raise FeedError(f"declares XML entities and is not well-formed ({_describe(problem)}); nothing from it "
+                            "was imported")
         complete = _COMPLETE.search(content[-256:]) is not None
         if not parsed.get("version") or not (lenient or complete):
             raise FeedError(f"is not well-formed XML and ends before its root element closes "
@@ -448,6 +471,10 @@ def _language(*candidates: object) -> str | None:
     return None
 
 
+# Dates before this are a feed's placeholder (0001-01-01) or a broken clock, not when news was published.
+EARLIEST_DATE = datetime(1990, 1, 1, tzinfo=timezone.utc)
+
+
 def _published(entry: feedparser.FeedParserDict, fetched_at: datetime) -> datetime:
     for name in ("published_parsed", "updated_parsed"):
         value = entry.get(name)
@@ -455,6 +482,8 @@ def _published(entry: feedparser.FeedParserDict, fetched_at: datetime) -> dateti
             try:
                 when = datetime.fromtimestamp(calendar.timegm(value), timezone.utc)
             except (OverflowError, ValueError, OSError, TypeError):
+                continue
+            if when < EARLIEST_DATE:
                 continue
             return min(when, fetched_at)  # a date ahead of now is a feed's clock or time-zone mistake
     return fetched_at
@@ -485,7 +514,7 @@ def to_article(entry: feedparser.FeedParserDict, source: str, feed_language: obj
     if not title:
         return "no title"
     article = {"source": source, "url": url, "title": title, "body": _body(entry),
-               "published_at": _published(entry, fetched_at).strftime("%Y-%m-%dT%H:%M:%SZ")}
+               "published_at": _published(entry, fetched_at).isoformat().replace("+00:00", "Z")}
     title_language = (entry.get("title_detail") or {}).get("language")
     language = _language(title_language, feed_language)
     if language:
@@ -526,7 +555,10 @@ def _collect_items(result: FeedResult, parsed: feedparser.FeedParserDict, locati
     result.entry_count = len(parsed.entries)
     keys: set[str] = set()
     for entry in parsed.entries:
-        article = to_article(entry, source, parsed.feed.get("language"), fetched_at)
+        try:
+            article = to_article(entry, source, parsed.feed.get("language"), fetched_at)
+        except Exception as exc:  # noqa: BLE001 - one odd item is skipped with its reason, not its feed
+            article = f"an item the importer cannot read ({type(exc).__name__}); please report it with the feed"
         if isinstance(article, str):
             result.skipped[article] = result.skipped.get(article, 0) + 1
             continue
@@ -627,7 +659,8 @@ class Api:
     def _problems(details: list, index: int) -> str:
         prefix = f"articles.{index}"
         return "; ".join(f"{d.get('field')}: {d.get('problem')}" for d in details
-                         if isinstance(d, dict) and str(d.get("field", "")).startswith(prefix))
+                         if isinstance(d, dict) and (str(d.get("field", "")) == prefix
+                                                     or str(d.get("field", "")).startswith(prefix + ".")))
 
 
 def batches(items: list[Item], size: int, max_bytes: int) -> Iterator[list[Item]]:
@@ -766,6 +799,9 @@ def _api_url(raw: str) -> str:
         parts = urlsplit(raw)
     except ValueError:
         parts = urlsplit("")
+    if "@" in parts.netloc:
+        raise argparse.ArgumentTypeError("--api must not carry a user name or password; the API key goes in "
+                                         "STORYWIRE_API_KEY or --api-key")
     if parts.scheme not in ("http", "https") or not parts.hostname or _SPACE_OR_CONTROL.search(raw) \
             or parts.query or parts.fragment:
         raise argparse.ArgumentTypeError(f"--api must be the service's http(s) base URL, such as {DEFAULT_API}; "

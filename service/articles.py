@@ -43,16 +43,22 @@ def _accept(records: list[dict]) -> list[tuple[str, bool]]:
     rt = runtime()
     results = rt.store.accept_articles(records)
     created = [record for record, (_, new) in zip(records, results) if new]
+    ids = [record["id"] for record in created]
     try:
-        rt.enqueue_process([record["id"] for record in created])
+        task_id = rt.enqueue_process(ids)
     except Exception as exc:  # kombu raises several types when the broker is down
-        log.warning("enqueue failed: %s", exc)
+        log.warning("enqueue failed, %d new article(s) not stored: %s", len(ids), exc,
+                    extra={"article_ids": ids} if len(ids) > 1 else {"article_id": ids[0]} if ids else {})
         for record in created:
             rt.store.forget_queued(record)
         raise ApiError(503, "queue_unavailable", "The work queue is unavailable; articles not yet queued were "
                        "not stored. Retry after a few seconds: sending the same articles again is safe, those "
                        "already queued answer with their existing ids.",
                        headers={"Retry-After": "5"}) from None
+    if ids:
+        # The line that ties a request to the task deciding its articles (and to the worker's lines).
+        log.info("queued %d article(s) as task %s", len(ids), task_id,
+                 extra={"task_id": task_id, **({"article_ids": ids} if len(ids) > 1 else {"article_id": ids[0]})})
     return results
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Mapping
 
 from flask import Flask, current_app, request
 
@@ -38,11 +39,17 @@ def _challenge(message: str, error: str | None = None) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": header})
 
 
+def needs_key(config: Mapping, path: str, method: str) -> bool:
+    """Whether a request for ``path`` with ``method`` needs an API key under this config
+    (the OpenAPI document describes each operation by the same rule)."""
+    if not config["API_KEYS"] or path in _PUBLIC_PATHS:
+        return False
+    return method in _WRITE_METHODS or not config["PUBLIC_READS"]
+
+
 def require_key() -> None:
     keys = current_app.config["API_KEYS"]
-    if not keys or request.path in _PUBLIC_PATHS:
-        return
-    if request.method not in _WRITE_METHODS and current_app.config["PUBLIC_READS"]:
+    if not needs_key(current_app.config, request.path, request.method):
         return
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

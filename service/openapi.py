@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from . import response_schemas as answers
-from .auth import _PUBLIC_PATHS, _WRITE_METHODS
+from .auth import needs_key
 from .errors import RETRY_AFTER_SECONDS
 from .schemas import ArticleIn, BatchIn, StoriesQuery
 
@@ -126,13 +126,6 @@ def documented(*, summary: str, tag: str, replies: Mapping[int, Reply], errors: 
         view.openapi_operation = operation
         return view
     return mark
-
-
-def needs_key(config: Mapping, rule: str, method: str) -> bool:
-    """Whether service.auth asks this route and method for an API key under this config."""
-    if not config["API_KEYS"] or rule in _PUBLIC_PATHS:
-        return False
-    return method in _WRITE_METHODS or not config["PUBLIC_READS"]
 
 
 def openapi_path(rule: str) -> str:

@@ -33,12 +33,15 @@ class Runtime:
                            task_send_sent_event=True)
         return cls(store, celery)
 
-    def enqueue_process(self, article_ids: list[str]) -> None:
-        """One task per post: a single article, or the articles of a batch together."""
+    def enqueue_process(self, article_ids: list[str]) -> str | None:
+        """One task per post: a single article, or the articles of a batch together. The task's id."""
         if len(article_ids) == 1:
-            self.celery.send_task(names.PROCESS_ARTICLE, args=[article_ids[0]], queue=names.QUEUE, retry=False)
-        elif article_ids:
-            self.celery.send_task(names.PROCESS_ARTICLES, args=[article_ids], queue=names.QUEUE, retry=False)
+            return self.celery.send_task(names.PROCESS_ARTICLE, args=[article_ids[0]], queue=names.QUEUE,
+                                         retry=False).id
+        if article_ids:
+            return self.celery.send_task(names.PROCESS_ARTICLES, args=[article_ids], queue=names.QUEUE,
+                                         retry=False).id
+        return None
 
 
 def runtime() -> Runtime:

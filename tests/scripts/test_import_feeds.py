@@ -24,6 +24,7 @@ from xml.sax.saxutils import escape
 import pytest
 from werkzeug.serving import make_server
 
+from scripts import import_feeds
 from storyengine.embedded_redis import free_port
 from storyengine.store import RedisStore
 
@@ -393,6 +394,11 @@ def test_hostile_and_odd_entries(feeds, api, store, tmp_path):
         rss_item("twice", "Same guid", "https://www.example-news.test/twice", NOW - timedelta(hours=2), "Once."),
         rss_item("twice", "Same guid again", "https://www.example-news.test/twice-2", NOW, "Twice."),
         rss_item(long_guid, "Long guid", "https://www.example-news.test/long", NOW - timedelta(hours=1), "Long."),
+        # Placeholder and broken dates: taken as undated, never the feed's end.
+        "<item><title>Year one</title><link>https://www.example-news.test/year-1</link><guid>year-1</guid>"
+        "<pubDate>Mon, 01 Jan 0001 00:00:00 GMT</pubDate><description>Old.</description></item>",
+        "<item><title>Year 99</title><link>https://www.example-news.test/year-99</link><guid>year-99</guid>"
+        "<pubDate>Thu, 01 Jan 0099 00:00:00 GMT</pubDate><description>Old.</description></item>",
         "<item><title>Entity &xxe; here</title><link>https://www.example-news.test/xxe</link><guid>xxe</guid>"
         f"<pubDate>{_date(NOW - timedelta(hours=4), True)}</pubDate><description>&xxe;</description></item>",
     ]
@@ -409,14 +415,53 @@ def test_hostile_and_odd_entries(feeds, api, store, tmp_path):
     # The relative link resolves against where the feed was finally served from.
     assert set(articles) == {feeds.url("/story/relative"), "https://www.example-news.test/future",
                              "https://www.example-news.test/undated", "https://www.example-news.test/twice",
-                             "https://www.example-news.test/long", "https://www.example-news.test/xxe"}
-    for url in ("https://www.example-news.test/future", "https://www.example-news.test/undated"):
+                             "https://www.example-news.test/long", "https://www.example-news.test/xxe",
+                             "https://www.example-news.test/year-1", "https://www.example-news.test/year-99"}
+    for url in ("https://www.example-news.test/future", "https://www.example-news.test/undated",
+                "https://www.example-news.test/year-1", "https://www.example-news.test/year-99"):
         published = datetime.fromisoformat(articles[url]["published_at"].replace("Z", "+00:00"))
         assert before <= published <= after  # the fetch time
     xxe = articles["https://www.example-news.test/xxe"]
     assert "root:" not in xxe["title"] + xxe["body"]  # an external entity is never read
     assert all(a["language"] in ("", None) for a in articles.values())  # "English" is not a language tag
     assert state.stat().st_size < 5_000  # item keys are hashed: a 20 kB guid does not grow the state
+
+
+def test_a_redirect_is_followed_only_to_http(feeds, api, store, tmp_path):
+    feeds.routes["/good.xml"] = Route(rss(wire_items("r", 2, NOW - timedelta(hours=5))))
+    feeds.routes["/to-ftp"] = Route(status=302, headers={"Location": "ftp://127.0.0.1/feed.xml"})
+    feeds.routes["/to-file"] = Route(status=301, headers={"Location": "file:///etc/passwd"})
+    feeds.routes["/to-credentials"] = Route(status=302, headers={"Location": "http://u:secret@127.0.0.1:1/x"})
+    result = run_import(feeds.url("/to-ftp"), feeds.url("/to-file"), feeds.url("/to-credentials"),
+                        feeds.url("/good.xml"), api=api.url, state=tmp_path / "state.json")
+    assert result.returncode == 1
+    assert f"error: {feeds.url('/to-ftp')} redirects to a ftp: URL; only http(s) feeds are read" in result.stderr
+    assert f"error: {feeds.url('/to-file')} answered HTTP 301" in result.stderr  # urllib itself refuses file:
+    assert "redirects to a URL with a user name or password" in result.stderr
+    assert "secret" not in result.stderr + result.stdout and "root:" not in result.stderr + result.stdout
+    assert len(stored_articles(store)) == 2
+
+
+@pytest.mark.parametrize("where", ["feed", "api"])
+def test_credentials_in_a_url_are_refused_and_never_printed(feeds, api, tmp_path, where):
+    state = tmp_path / "state.json"
+    if where == "feed":
+        host = feeds.url("/f.xml").split("://", 1)[1]
+        result = run_import(f"http://user:s3cret-word@{host}", api=api.url, state=state)
+        assert "a feed URL must not carry a user name or password" in result.stderr
+    else:
+        result = run_import(feeds.url("/f.xml"), api=api.url.replace("://", "://user:s3cret-word@"), state=state)
+        assert "--api must not carry a user name or password" in result.stderr
+    assert result.returncode == 2
+    assert "s3cret-word" not in result.stderr + result.stdout and not state.exists()
+
+
+def test_an_items_problems_are_its_own():
+    details = [{"field": "articles.1.url", "problem": "bad url"}, {"field": "articles.10.title", "problem": "empty"},
+               {"field": "articles.1", "problem": "not an object"}, {"field": "articles.11.body", "problem": "long"}]
+    assert import_feeds.Api._problems(details, 1) == "articles.1.url: bad url; articles.1: not an object"
+    assert import_feeds.Api._problems(details, 10) == "articles.10.title: empty"
+    assert import_feeds.Api._problems(details, 2) == ""
 
 
 def test_an_item_the_api_rejects_is_reported_once_and_not_sent_again(feeds, api, store, tmp_path):
@@ -499,7 +544,7 @@ BROKEN_ROUTES: dict[str, tuple[Callable[[Path], Route], str]] = {
     "too large, undeclared": (lambda _: Route(rss(wire_items("big", 400, NOW)), send_length=False),
                               "is larger than 20000 bytes"),
     "a gzip bomb": (_bomb_route, "is larger than 20000 bytes"),
-    "an entity bomb": (lambda _: Route(BILLION_LAUGHS), "is not well-formed XML"),
+    "an entity bomb": (lambda _: Route(BILLION_LAUGHS), "declares XML entities and is not well-formed"),
     "no answer in time": (lambda _: Route(rss(wire_items("slow", 2, NOW)), delay=6), "did not answer within 2 s"),
     "a server that drips": (lambda _: Route(rss(wire_items("drip", 3, NOW)), drip=0.05),
                             "took longer than 2 s to download"),

@@ -105,9 +105,14 @@ def article(marker: str) -> dict:
 
 def test_access_and_app_lines_are_json_and_name_the_request(json_api):
     marker = f"body-marker-{uuid.uuid4().hex}"
-    status, _ = json_api.request("POST", "/v1/articles", article(marker), Authorization=f"Bearer {KEY}",
-                                 X_Request_ID="req-accepted-1")
+    status, body = json_api.request("POST", "/v1/articles", article(marker), Authorization=f"Bearer {KEY}",
+                                    X_Request_ID="req-accepted-1")
     assert status == 202
+    article_id = json.loads(body)["id"]
+    status, body = json_api.request("POST", "/v1/articles/batch", {"articles": [article("a"), article("b")]},
+                                    Authorization=f"Bearer {KEY}", X_Request_ID="req-batch-3")
+    assert status == 202
+    batch_ids = [r["id"] for r in json.loads(body)["results"]]
     status, _ = json_api.request("POST", "/v1/articles", article(marker), Authorization=f"Bearer {WRONG}",
                                  X_Request_ID="req-refused-2")
     assert status == 401
@@ -117,8 +122,12 @@ def test_access_and_app_lines_are_json_and_name_the_request(json_api):
         assert datetime.fromisoformat(record["timestamp"]).utcoffset().total_seconds() == 0
     assert any(r["logger"] == "gunicorn.error" and "Listening at" in r["message"] for r in records)
 
-    [accepted] = [r for r in records if r.get("request_id") == "req-accepted-1"]
-    assert accepted["logger"] == "gunicorn.access"
+    [accepted] = [r for r in records if r.get("request_id") == "req-accepted-1" and r["logger"] == "gunicorn.access"]
+    # The app's line for the accepted article names it and the task that will decide it.
+    [queued] = [r for r in records if r.get("request_id") == "req-accepted-1" and r["logger"] == "storywire.api"]
+    assert queued["article_id"] == article_id and len(queued["task_id"]) >= 32, queued
+    [queued_batch] = [r for r in records if r.get("request_id") == "req-batch-3" and r["logger"] == "storywire.api"]
+    assert queued_batch["article_ids"] == batch_ids and queued_batch["task_id"] != queued["task_id"], queued_batch
     assert (accepted["method"], accepted["path"], accepted["status"]) == ("POST", "/v1/articles", 202)
     assert accepted["duration_ms"] > 0 and accepted["bytes"] > 0 and accepted["remote_addr"] == "127.0.0.1"
     # The app's own warning, logged while handling the refused request, names that request.
