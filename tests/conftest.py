@@ -4,10 +4,9 @@ real Celery worker process for end-to-end tests."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
+import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from storyengine.embedded_redis import EmbeddedRedis
 from storyengine.keys import Keys
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
+from tests.helpers import build_app, log_says, start_role
 
 ROOT = Path(__file__).resolve().parent.parent
 API_DB = 0   # API tests enqueue here; no worker consumes it
@@ -87,9 +87,23 @@ def snapshot(client: redis.Redis, prefix: str) -> dict:
 
 @pytest.fixture
 def app(redis_url, settings):
-    from service import create_app
-    return create_app({"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "ENGINE_SETTINGS": settings,
-                       "TESTING": True})
+    return build_app(redis_url, settings)
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port bound but never listening: connections to it are refused, and nobody else can take it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def no_auth_in_environment(monkeypatch) -> None:
+    """create_app also reads os.environ: keep the developer's shell out of a test
+    (use with ``pytestmark = pytest.mark.usefixtures("no_auth_in_environment")``)."""
+    for name in ("STORYWIRE_API_KEY", "STORYWIRE_PUBLIC_READS"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -111,33 +125,16 @@ def celery_worker(worker_env, tmp_path_factory):
     """One real `celery worker` process, started with the same command `make run` uses.
     One process, so articles are decided in the order they were posted (the
     race between several workers is tested on its own)."""
-    sys.path.insert(0, str(ROOT))
-    from scripts.run import role_command
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(role_command("worker", worker_env), cwd=ROOT, env=worker_env,
-                                stdout=fh, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
     # Celery logs "<hostname> ready." once it consumes from the queue.
-    while b" ready." not in log.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"celery worker did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    worker = start_role("worker", worker_env, log, ready=log_says(" ready."))
+    yield worker.proc
+    worker.stop()
 
 
 @pytest.fixture
 def e2e_app(worker_env, celery_worker):
-    from service import create_app
-    settings = Settings.from_env(worker_env)
-    app = create_app({"REDIS_URL": worker_env["REDIS_URL"], "CELERY_BROKER_URL": worker_env["REDIS_URL"],
-                      "ENGINE_SETTINGS": settings, "TESTING": True})
+    app = build_app(worker_env["REDIS_URL"], Settings.from_env(worker_env))
     store = app.extensions["storywire"].store
     store.clear()
     yield app

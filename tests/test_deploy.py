@@ -24,13 +24,10 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -44,6 +41,7 @@ from scripts.run import ROLES, role_command
 from service.config import load_config
 from storyengine.embedded_redis import EmbeddedRedis, free_port
 from storyengine.errors import ConfigError
+from tests.helpers import RunningProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -476,41 +474,9 @@ def proc_cmdline(pid: int) -> list[str]:
     return raw.decode(errors="replace").split("\0")[:-1]
 
 
-@contextmanager
-def started(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> Iterator[subprocess.Popen]:
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # a pool child or gunicorn worker left behind
-        except ProcessLookupError:
-            pass
-
-
-def wait_for(what: str, check, proc: subprocess.Popen, log: Path, timeout: float = START_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if proc.poll() is not None:
-            pytest.fail(f"{what}: the process exited with {proc.returncode}:\n{log_tail(log)}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:.0f}s:\n{log_tail(log)}")
-        time.sleep(0.3)
-
-
-def log_tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
+def running(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> RunningProcess:
+    """The process in a session of its own, so stopping it also ends a pool child or gunicorn worker left behind."""
+    return RunningProcess(argv, env, log, cwd=cwd, own_session=True)
 
 
 def container_env(service: dict, redis_url: str, tmp_path: Path) -> dict[str, str]:
@@ -558,24 +524,28 @@ def test_each_service_runs_exactly_its_role_command_and_turns_healthy(resolved, 
 
     log = tmp_path / f"{service_name}.log"
     before_exec = ([sys.executable, *entrypoint[1:], role], proc_cmdline(os.getpid()))  # run.py; a fork of us
-    with started(argv, env, image_tree, log) as proc:
+    with running(argv, env, image_tree, log) as proc:
         # run.py execs the role's command in place: same process, new command line.
-        cmdline = wait_for("exec of the role's command",
-                           lambda: (c := proc_cmdline(proc.pid)) and c not in before_exec and c, proc, log)
+        cmdline = proc.wait_for("exec of the role's command",
+                                lambda: (c := proc_cmdline(proc.pid)) and c not in before_exec and c,
+                                START_TIMEOUT, interval=0.3)
         assert cmdline == expected, f"the container runs {cmdline}, role_command gives {expected}"
         if disabled(check):  # beat: started and scheduling
-            wait_for("beat starting", lambda: "beat: Starting" in log.read_text(errors="replace"), proc, log)
+            proc.wait_for("beat starting", lambda: "beat: Starting" in log.read_text(errors="replace"),
+                          START_TIMEOUT, interval=0.3)
             schedule = Path(env["STORYWIRE_DATA_DIR"])
-            wait_for("beat's schedule file", lambda: any(schedule.glob("celerybeat-schedule*")), proc, log)
+            proc.wait_for("beat's schedule file", lambda: any(schedule.glob("celerybeat-schedule*")),
+                          START_TIMEOUT, interval=0.3)
         else:
-            wait_for(f"{service_name} health check passing",
-                     lambda: run_healthcheck(check["test"], env, image_tree).returncode == 0, proc, log)
-        assert proc.poll() is None, log_tail(log)
+            proc.wait_for(f"{service_name} health check passing",
+                          lambda: run_healthcheck(check["test"], env, image_tree).returncode == 0,
+                          START_TIMEOUT, interval=0.3)
+        assert proc.proc.poll() is None, proc.log_tail()
         if role == "worker":
             # Healthy means this container's worker answered: another host name gets no reply.
             other = run_healthcheck(check["test"], dict(env, HOSTNAME="not-" + env["HOSTNAME"]), image_tree)
             assert other.returncode != 0, other.stdout
-    assert "Traceback" not in log.read_text(errors="replace"), log_tail(log)
+    assert "Traceback" not in log.read_text(errors="replace"), proc.log_tail()
 
 
 @pytest.mark.e2e
@@ -589,9 +559,11 @@ def test_make_run_starts_each_role_with_role_command(deploy_redis, tmp_path):
     seen_by_roles = dict(env, PYTHONPATH=str(ROOT))   # what run.py hands its children
     expected = {role: role_command(role, dict(seen_by_roles)) for role in ROLES}
     log = tmp_path / "run.log"
-    with started([sys.executable, str(ROOT / "scripts" / "run.py")], env, ROOT, log) as proc:
-        wait_for("run.py's summary", lambda: "beat " in log.read_text(errors="replace"), proc, log)
-        children = wait_for("four roles", lambda: (c := psutil.Process(proc.pid).children()) and len(c) == 4 and c,
-                            proc, log, timeout=30)
+    with running([sys.executable, str(ROOT / "scripts" / "run.py")], env, ROOT, log) as proc:
+        proc.wait_for("run.py's summary", lambda: "beat " in log.read_text(errors="replace"), START_TIMEOUT,
+                      interval=0.3)
+        children = proc.wait_for("four roles",
+                                 lambda: (c := psutil.Process(proc.pid).children()) and len(c) == 4 and c,
+                                 timeout=30, interval=0.3)
         commands = sorted(child.cmdline() for child in children)
     assert commands == sorted(expected.values()), json.dumps({"started": commands, "expected": expected}, indent=1)

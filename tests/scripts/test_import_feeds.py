@@ -27,6 +27,7 @@ from werkzeug.serving import make_server
 from scripts import import_feeds
 from storyengine.embedded_redis import free_port
 from storyengine.store import RedisStore
+from tests.helpers import build_app
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCRIPT = ROOT / "scripts" / "import_feeds.py"
@@ -205,12 +206,6 @@ def serve(app) -> Iterator[Api]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def build_app(redis_url: str, settings, **overrides):
-    from service import create_app
-    return create_app({"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "ENGINE_SETTINGS": settings,
-                       "TESTING": True, **overrides})
 
 
 @pytest.fixture

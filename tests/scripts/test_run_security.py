@@ -14,9 +14,6 @@ import ast
 import base64
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -29,6 +26,7 @@ import yaml
 
 from scripts.run import ROLES, redact_url, role_command
 from storyengine.embedded_redis import free_port
+from tests.helpers import RunningProcess, listening, start_role
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -108,28 +106,6 @@ def http_get(url: str, auth: str | None = None):
         return err.code, err.headers
 
 
-def wait_listening(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"flower did not start listening on {port}: {log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.2)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def flower(redis_url, tmp_path_factory):
     """A real Flower, started the way run.py and the image start it, with the
@@ -138,14 +114,11 @@ def flower(redis_url, tmp_path_factory):
     port = free_port()
     env = clean_environ(REDIS_URL=redis_url, CELERY_BROKER_URL=redis_url, PYTHONPATH=str(ROOT),
                         FLOWER_PORT=str(port), FLOWER_BASIC_AUTH=FLOWER_AUTH, HOME=str(tmp_path))
-    log = tmp_path / "flower.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(role_command("flower", env), cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    process = start_role("flower", env, tmp_path / "flower.log", ready=listening(port))
     try:
-        wait_listening(port, proc, log)
-        yield f"http://127.0.0.1:{port}", proc, log
+        yield f"http://127.0.0.1:{port}", process.proc, process.log
     finally:
-        stop(proc)
+        process.stop()
 
 
 @pytest.mark.parametrize("path", ["/", "/api/workers", "/tasks"])
@@ -243,32 +216,18 @@ def test_run_py_prints_redis_url_redacted(tmp_path):
     env = clean_environ(REDIS_URL=url, API_PORT=str(free_port()), FLOWER_PORT=str(free_port()), API_WORKERS="1",
                         STORYWIRE_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1", HOME=str(tmp_path))
     out = tmp_path / "run.log"
-    with open(out, "wb") as fh:
-        # Its own session, so every process it starts can be stopped with it.
-        proc = subprocess.Popen([sys.executable, str(RUN_PY)], cwd=ROOT, env=env, stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    # Its own session, so every process it starts can be stopped with it.
+    run_py = RunningProcess([sys.executable, str(RUN_PY)], env, out, own_session=True)
     try:
-        deadline = time.monotonic() + 60
         # The summary is printed once every role is started; then give the
         # children (worker banner, Flower's broker line) a moment to print theirs.
-        while "beat " not in out.read_text(errors="replace"):
-            assert proc.poll() is None and time.monotonic() < deadline, out.read_text(errors="replace")[-3000:]
-            time.sleep(0.1)
+        run_py.wait_for("run.py's summary", lambda: "beat " in out.read_text(errors="replace"), timeout=60)
         child_deadline = time.monotonic() + 15
         while time.monotonic() < child_deadline and not ("transport:" in out.read_text(errors="replace")
                                                           and "Broker:" in out.read_text(errors="replace")):
             time.sleep(0.2)
     finally:
-        proc.send_signal(signal.SIGTERM)  # run.py stops its children on SIGTERM
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # anything of ours still left in its session
-        except ProcessLookupError:
-            pass
+        run_py.stop(timeout=30)  # run.py stops its children on SIGTERM; then its session is killed
     text = out.read_text(errors="replace")
     assert f"redis   {redact_url(url)}" in text, text[:2000]
     assert password not in text, [line for line in text.splitlines() if password in line]

@@ -25,6 +25,7 @@ from service.logs import request_id
 from storyengine.embedded_redis import free_port
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
+from tests.helpers import answers, start_role
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KEY = "sw-logs-2a7c9e1f3b5d7f9a1c"
@@ -41,18 +42,7 @@ class Gunicorn:
                    API_HOST="127.0.0.1", API_PORT=str(self.port), LOG_FORMAT=log_format, STORYWIRE_API_KEY=KEY,
                    STORYWIRE_KEY_PREFIX=self.prefix)
         self.log = log
-        with open(log, "wb") as fh:
-            self.proc = subprocess.Popen(role_command("api", env), cwd=ROOT, env=env, stdout=fh,
-                                         stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if self.request("GET", "/healthz")[0] == 200:
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.1)
+        self.process = start_role("api", env, log, ready=answers(f"http://127.0.0.1:{self.port}/healthz"))
 
     def request(self, method: str, path: str, body: dict | None = None, **headers: str) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -67,13 +57,7 @@ class Gunicorn:
             conn.close()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.process.stop()
         store = RedisStore(connect(self.redis_url), Settings(key_prefix=self.prefix))
         store.clear()  # what it accepted; its task messages stay in database 0's queue, as the API tests' do
         store.redis.close()

@@ -18,9 +18,9 @@ import uuid
 import pytest
 
 import service.auth as auth
-from service import create_app
 from storyengine.errors import ConfigError
 from tests.conftest import snapshot
+from tests.helpers import build_app as make_app
 from tests.service.envelope import assert_error
 from workers import names
 
@@ -32,16 +32,8 @@ SHORT = "short-key-12345"  # 15 characters
 assert len(SHORT) == 15
 
 
-@pytest.fixture(autouse=True)
-def _no_auth_in_environment(monkeypatch):
-    # create_app also reads os.environ: keep the developer's shell out of these tests.
-    for name in ("STORYWIRE_API_KEY", "STORYWIRE_PUBLIC_READS"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def make_app(redis_url, settings, **config):
-    return create_app({"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "ENGINE_SETTINGS": settings,
-                       "TESTING": True, **config})
+# create_app also reads os.environ: keep the developer's shell out of these tests.
+pytestmark = pytest.mark.usefixtures("no_auth_in_environment")
 
 
 @pytest.fixture

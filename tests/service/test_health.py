@@ -1,13 +1,12 @@
 """Health and readiness, a dead Redis or broker, and the app-wide 404/405 answers."""
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 
-from service import create_app
 from tests.conftest import keys_under
+from tests.helpers import build_app
 from tests.service.envelope import ACTION_WORDS, assert_error  # noqa: F401
 
 QUICK_SECONDS = 8.0
@@ -22,25 +21,15 @@ def assert_retry_after(resp) -> None:
 
 
 @pytest.fixture
-def closed_port():
-    """A port bound but never listening: connections to it are refused, and nobody else can take it."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    yield sock.getsockname()[1]
-    sock.close()
-
-
-@pytest.fixture
 def dead_app(closed_port, settings):
     url = f"redis://127.0.0.1:{closed_port}/0"
-    return create_app({"REDIS_URL": url, "CELERY_BROKER_URL": url, "ENGINE_SETTINGS": settings, "TESTING": True})
+    return build_app(url, settings)
 
 
 @pytest.fixture
 def dead_broker_app(closed_port, redis_url, settings):
     """Redis answers, the broker does not."""
-    return create_app({"REDIS_URL": redis_url, "CELERY_BROKER_URL": f"redis://127.0.0.1:{closed_port}/0",
-                       "ENGINE_SETTINGS": settings, "TESTING": True})
+    return build_app(redis_url, settings, CELERY_BROKER_URL=f"redis://127.0.0.1:{closed_port}/0")
 
 
 def timed(call):

@@ -14,10 +14,10 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import create_app
 from service.metrics import broker_queue_keys
 from storyengine.embedded_redis import EmbeddedRedis, free_port
 from storyengine.store import connect
+from tests.helpers import build_app as make_app
 from tests.service.envelope import assert_error
 from workers import names
 
@@ -26,16 +26,8 @@ COUNTERS = ("articles_accepted", "articles_decided", "duplicates", "stories_open
             "articles_failed")
 
 
-@pytest.fixture(autouse=True)
-def _no_auth_in_environment(monkeypatch):
-    # create_app also reads os.environ: keep the developer's shell out of these tests.
-    for name in ("STORYWIRE_API_KEY", "STORYWIRE_PUBLIC_READS"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def make_app(redis_url, settings, **config):
-    return create_app({"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "ENGINE_SETTINGS": settings,
-                       "TESTING": True, **config})
+# create_app also reads os.environ: keep the developer's shell out of these tests.
+pytestmark = pytest.mark.usefixtures("no_auth_in_environment")
 
 
 def article(**changes) -> dict:

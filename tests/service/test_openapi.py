@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import threading
 import time
 import urllib.request
@@ -43,13 +41,12 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, negativ
                                                status_code_conformance)
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from service import create_app
 from service.openapi import (DOCS_PATH, DOCUMENT_PATH, ERROR_TEXT, Reply, _operation_ids, documented,
                              is_documentation, openapi_path)
 from service.schemas import ArticleIn, BatchIn, StoriesQuery
 from storyengine.repair import Repairer
+from tests.helpers import build_app, chromium_driver, require_browser
 from tests.service.envelope import assert_error
-from tests.service.test_page_browser import browser_problem
 from tests.storyengine.test_repair import BANK, DAM, Newsroom, reprint
 
 KEY = "openapi-test-key-0123456789abcdef"
@@ -72,20 +69,6 @@ def article(n: int = 1, **changes) -> dict:
 
 
 # ================================================================ apps and data
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A port bound but never listening: connections to it are refused."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    yield sock.getsockname()[1]
-    sock.close()
-
-
-def build_app(redis_url: str, settings, **config):
-    return create_app({"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "ENGINE_SETTINGS": settings,
-                       "TESTING": True, **config})
-
-
 @pytest.fixture
 def apps(app, redis_url, settings, closed_port) -> Callable[[str], object]:
     """Each kind of app the scenarios need, built on first use, all on the test's key prefix."""
@@ -675,22 +658,8 @@ def test_with_private_reads_the_document_and_docs_need_the_key(apps):
 def chromium(tmp_path):
     """Headless Chromium, gated as the page's browser tests are: missing, it is skipped saying how to
     get it (bash .ci/install-browser), and fails where STORYWIRE_REQUIRE_BROWSER=1 (CI)."""
-    problem = browser_problem(dict(os.environ))
-    if problem and problem[0] == "skip":
-        pytest.skip(problem[1])
-    if problem:
-        pytest.fail(problem[1], pytrace=False)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
-                "--window-size=1200,1400", "--disable-extensions", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver"),
-                                               log_output=str(tmp_path / "chromedriver.log")), options=options)
-    browser.set_page_load_timeout(BROWSER_WAIT_SECONDS)
+    require_browser()
+    browser = chromium_driver(tmp_path, window_size="1200,1400", page_load_timeout=BROWSER_WAIT_SECONDS)
     yield browser
     browser.quit()
 

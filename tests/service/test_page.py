@@ -9,18 +9,17 @@ answer a bad one exactly as ``GET /v1/stories`` does.
 """
 from __future__ import annotations
 
-import socket
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
-from service import create_app
 from service.page import CONTENT_SECURITY_POLICY, OUTLETS_SHOWN, ago
 from storyengine.articles import new_article_record
 from storyengine.pipeline import Processor
 from tests.conftest import snapshot
+from tests.helpers import build_app
 from tests.service.envelope import assert_error
 
 # topic -> (headline, body, hours ago of the original, [(hours ago, outlet) of each reprint])
@@ -58,11 +57,8 @@ HOSTILE_BODY = ("The city council approved the harbour tunnel after a night of d
                 "that tolls would repay the loan within twenty years and that ferry routes would continue.")
 
 
-@pytest.fixture(autouse=True)
-def _no_auth_in_environment(monkeypatch):
-    # create_app also reads os.environ: keep the developer's shell out of these tests.
-    for name in ("STORYWIRE_API_KEY", "STORYWIRE_PUBLIC_READS"):
-        monkeypatch.delenv(name, raising=False)
+# create_app also reads os.environ: keep the developer's shell out of these tests.
+pytestmark = pytest.mark.usefixtures("no_auth_in_environment")
 
 
 @pytest.fixture
@@ -307,15 +303,13 @@ KEY = "sw-page-7f3a9c2e41b8d6f0a5"
 
 
 def test_page_is_public_when_reads_are(redis_url, settings, stories):
-    keyed = create_app({"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "ENGINE_SETTINGS": settings,
-                        "TESTING": True, "STORYWIRE_API_KEY": KEY}).test_client()
+    keyed = build_app(redis_url, settings, STORYWIRE_API_KEY=KEY).test_client()
     assert story_ids(page(keyed)) == [stories[t] for t in NEWEST_FIRST]
     assert keyed.get("/static/page.js").status_code == 200
 
 
 def test_page_needs_the_key_when_reads_are_private(redis_url, settings, stories):
-    private = create_app({"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "ENGINE_SETTINGS": settings,
-                          "TESTING": True, "STORYWIRE_API_KEY": KEY, "STORYWIRE_PUBLIC_READS": "false"}).test_client()
+    private = build_app(redis_url, settings, STORYWIRE_API_KEY=KEY, STORYWIRE_PUBLIC_READS="false").test_client()
     resp = private.get("/")
     assert_error(resp, 401, "unauthorized")
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
@@ -325,18 +319,9 @@ def test_page_needs_the_key_when_reads_are_private(redis_url, settings, stories)
     assert ok.status_code == 200 and stories["football"] in ok.get_data(as_text=True)
 
 
-@pytest.fixture
-def closed_port():
-    """A port bound but never listening: connections to it are refused, and nobody else can take it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
-
-
 def test_unreachable_store_gives_503_with_retry_after(settings, closed_port):
     url = f"redis://127.0.0.1:{closed_port}/0"
-    dead = create_app({"REDIS_URL": url, "CELERY_BROKER_URL": url, "ENGINE_SETTINGS": settings,
-                       "TESTING": True}).test_client()
+    dead = build_app(url, settings).test_client()
     resp = dead.get("/")
     assert_error(resp, 503, "unavailable")
     assert int(resp.headers["Retry-After"]) > 0

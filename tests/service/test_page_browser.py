@@ -13,11 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -27,42 +22,16 @@ from pathlib import Path
 import pytest
 
 from storyengine.articles import new_article_record
+from storyengine.embedded_redis import free_port
 from storyengine.pipeline import Processor
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
+from tests.helpers import answers, browser_problem, chromium_driver, require_browser, start_role
 from tests.service.test_page import HOSTILE_BODY, HOSTILE_SOURCE, HOSTILE_TITLE
 
 ROOT = Path(__file__).resolve().parents[2]
 TWO_EVENTS = ROOT / "tests" / "data" / "two_events.jsonl"
-HOW_TO_INSTALL = ("run `bash .ci/install-browser` (as root, or with sudo: apt-get install -y chromium "
-                  "chromium-driver), or set STORYWIRE_SKIP_BROWSER=1 to skip the browser tests")
 WAIT_SECONDS = 15
-
-
-_FLAG_VALUES = ("", "0", "1", "true", "false", "yes", "no")
-
-
-def browser_problem(environ: dict[str, str], which=shutil.which) -> tuple[str, str] | None:
-    """What stops the browser tests: None, or ("skip" | "fail", why). A missing
-    browser is a skip that says how to get one, and a failure where
-    STORYWIRE_REQUIRE_BROWSER=1 (CI); STORYWIRE_SKIP_BROWSER=1 skips on purpose."""
-    flags = {name: environ.get(name, "").strip().lower()
-             for name in ("STORYWIRE_SKIP_BROWSER", "STORYWIRE_REQUIRE_BROWSER")}
-    for name, flag in flags.items():
-        if flag not in _FLAG_VALUES:
-            return "fail", f"{name}={flag[:40]!r} is not understood; set it to 1 (skip) or 0 (run)"
-    if flags["STORYWIRE_SKIP_BROWSER"] in ("1", "true", "yes"):
-        return "skip", "STORYWIRE_SKIP_BROWSER=1: the headless-browser tests of the page are skipped"
-    missing = [name for name in ("chromium", "chromedriver") if which(name) is None]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("the selenium package (install requirements.txt into .venv)")
-    if missing:
-        required = flags["STORYWIRE_REQUIRE_BROWSER"] in ("1", "true", "yes")
-        return ("fail" if required else "skip",
-                f"no headless browser for the page tests ({', '.join(missing)} missing): {HOW_TO_INSTALL}")
-    return None
 
 
 def screenshot_path(environ: dict[str, str]) -> Path | None:
@@ -118,70 +87,32 @@ def test_screenshot_path_is_checked(raw, ok):
 # ============================================================ the service and the browser
 @pytest.fixture(scope="module")
 def browser_ready():
-    problem = browser_problem(dict(os.environ))
-    if problem and problem[0] == "skip":
-        pytest.skip(problem[1])
-    if problem:
-        pytest.fail(problem[1], pytrace=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    require_browser()
 
 
 @pytest.fixture(scope="module")
 def service(redis_base_url, tmp_path_factory):
     """gunicorn on a free port (`role_command("api")`, as `make run` starts it), over
     database 0 of the test Redis under a key prefix of its own; yields (base URL, store)."""
-    sys.path.insert(0, str(ROOT))
-    from scripts.run import role_command
     prefix = f"sw-page-{uuid.uuid4().hex[:10]}"
     url = f"{redis_base_url}/0"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("STORYWIRE_API_KEY", "STORYWIRE_PUBLIC_READS")}
     env.update(REDIS_URL=url, CELERY_BROKER_URL=url, STORYWIRE_KEY_PREFIX=prefix, API_PORT=str(port),
                API_WORKERS="1", PYTHONPATH=str(ROOT))
-    log = tmp_path_factory.mktemp("page-api") / "gunicorn.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(role_command("api", env), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/healthz", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"gunicorn did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
+    gunicorn = start_role("api", env, tmp_path_factory.mktemp("page-api") / "gunicorn.log",
+                          ready=answers(f"{base}/healthz"), timeout=30)
     store = RedisStore(connect(url), Settings(key_prefix=prefix))
     yield base, store
     store.clear()
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    gunicorn.stop()
 
 
 @pytest.fixture(scope="module")
 def driver(browser_ready, tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
-                "--window-size=1000,1000", "--lang=en-US", "--disable-extensions",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    log = tmp_path_factory.mktemp("chromedriver") / "chromedriver.log"
-    browser = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver"), log_output=str(log)),
-                               options=options)
-    browser.set_page_load_timeout(WAIT_SECONDS)
+    browser = chromium_driver(tmp_path_factory.mktemp("chromium"), window_size="1000,1000",
+                              page_load_timeout=WAIT_SECONDS, extra_args=["--lang=en-US"])
     yield browser
     browser.quit()
 

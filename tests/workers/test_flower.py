@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -22,8 +21,8 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from scripts.run import role_command
 from storyengine.embedded_redis import free_port
+from tests.helpers import RunningProcess, listening, start_role
 from workers import names
 
 pytestmark = pytest.mark.e2e
@@ -38,8 +37,7 @@ POLL_TIMEOUT = 60.0   # seconds for Flower to show what the worker did, on a bus
 @dataclass
 class Flower:
     base: str
-    proc: subprocess.Popen
-    log: Path
+    process: RunningProcess
 
     def get(self, path: str, auth: str | None = FLOWER_AUTH, header: str | None = None) -> tuple[int, bytes]:
         """(status, body) of a GET; ``header`` replaces the Authorization header built from ``auth``."""
@@ -60,7 +58,7 @@ class Flower:
         return json.loads(body)
 
     def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
+        return self.process.log_tail()
 
 
 def poll(what: str, read, done, flower: Flower, timeout: float = POLL_TIMEOUT):
@@ -70,8 +68,8 @@ def poll(what: str, read, done, flower: Flower, timeout: float = POLL_TIMEOUT):
         answer = read()
         if done(answer):
             return answer
-        if flower.proc.poll() is not None:
-            pytest.fail(f"Flower exited with {flower.proc.returncode} while waiting for {what}:\n{flower.log_tail()}")
+        if (returncode := flower.process.proc.poll()) is not None:
+            pytest.fail(f"Flower exited with {returncode} while waiting for {what}:\n{flower.log_tail()}")
         if time.monotonic() > deadline:
             pytest.fail(f"Flower did not show {what} within {timeout:.0f}s. Last answer:\n"
                         f"{json.dumps(answer, indent=1, default=str)[:3000]}\nFlower log:\n{flower.log_tail()}")
@@ -85,28 +83,11 @@ def flower(worker_env, celery_worker, tmp_path_factory):
     port = free_port()
     env = {k: v for k, v in worker_env.items() if not k.startswith("FLOWER_")}
     env.update(FLOWER_HOST="127.0.0.1", FLOWER_PORT=str(port), FLOWER_BASIC_AUTH=FLOWER_AUTH, HOME=str(tmp_path))
-    log = tmp_path / "flower.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(role_command("flower", env), cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    running = Flower(f"http://127.0.0.1:{port}", proc, log)
+    process = start_role("flower", env, tmp_path / "flower.log", ready=listening(port))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"Flower did not start listening on {port}:\n{running.log_tail()}")
-                time.sleep(0.2)
-        yield running
+        yield Flower(f"http://127.0.0.1:{port}", process)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        process.stop()
 
 
 def storywire_workers(status: dict) -> list[str]:

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from scripts.run import role_command
-from service import create_app
 from storyengine.embedded_redis import EmbeddedRedis
 from storyengine.errors import ConfigError
 from storyengine.logs import JsonLineFormatter, log_format
 from storyengine.settings import Settings
+from tests.helpers import build_app, log_says, start_role
 from tests.workers.test_end_to_end import wait_processed
 from workers import names
 from workers.logs import TaskContext
@@ -41,28 +41,13 @@ def clean_env(url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 class JsonWorker:
     """A `celery worker` with LOG_FORMAT=json, its log in a file."""
 
     def __init__(self, url: str, log: Path) -> None:
         self.log = log
-        with open(log, "wb") as fh:
-            self.proc = subprocess.Popen(role_command("worker", clean_env(url, LOG_FORMAT="json")), cwd=ROOT,
-                                         env=clean_env(url, LOG_FORMAT="json"), stdout=fh, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while b" ready." not in log.read_bytes():  # what tests/conftest.py waits for, inside the JSON message
-            assert self.proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.1)
+        # " ready." is what tests/conftest.py waits for, here inside the JSON message
+        self.process = start_role("worker", clean_env(url, LOG_FORMAT="json"), log, ready=log_says(" ready."))
 
     def lines_after_ready(self) -> list[str]:
         """Every line from the "ready." line on: all of them are log records."""
@@ -99,13 +84,12 @@ def own_redis(tmp_path_factory):
 def json_worker(own_redis, tmp_path_factory):
     worker = JsonWorker(own_redis, tmp_path_factory.mktemp("json-worker") / "worker.log")
     yield worker
-    stop(worker.proc)
+    worker.process.stop()
 
 
 @pytest.fixture
 def api(own_redis, json_worker):
-    app = create_app({"REDIS_URL": own_redis, "CELERY_BROKER_URL": own_redis,
-                      "ENGINE_SETTINGS": Settings(key_prefix=PREFIX), "TESTING": True})
+    app = build_app(own_redis, Settings(key_prefix=PREFIX))
     yield app
     app.extensions["storywire"].store.clear()
 
@@ -179,15 +163,14 @@ def test_hostile_task_arguments_stay_inside_one_json_line(api, json_worker):
 def test_beat_logs_json_and_the_repair_task_is_named(own_redis, json_worker, tmp_path):
     env = clean_env(own_redis, LOG_FORMAT="json", STORYWIRE_REPAIR_INTERVAL="1", STORYWIRE_DATA_DIR=str(tmp_path))
     log = tmp_path / "beat.log"
-    with open(log, "wb") as fh:
-        beat = subprocess.Popen(role_command("beat", env), cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    beat = start_role("beat", env, log)
     try:
         repair = json_worker.wait_for(lambda r: r.get("task_name") == names.REPAIR_STORIES
                                       and "succeeded" in r["message"])[0]
         assert repair["task_id"] in repair["message"]
         assert "article_id" not in repair and "article_ids" not in repair
     finally:
-        stop(beat)
+        beat.stop()
     lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
     sent = [json.loads(line) for line in lines if "Sending due task" in line]
     assert sent and all(r["logger"].startswith("celery") for r in sent)

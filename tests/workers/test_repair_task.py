@@ -10,7 +10,6 @@ results, so its effect is read from Redis and over the API.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from storyengine.errors import ConfigError
 from tests.conftest import snapshot
+from tests.helpers import start_role
 from tests.storyengine.test_repair import BANK, DAM, Newsroom
 from workers import names
 from workers.app import create_celery
@@ -129,25 +129,15 @@ def test_a_second_repair_task_changes_nothing(e2e_app, split_stories):
 def test_beat_sends_the_repair_task_on_schedule(e2e_app, split_stories, worker_env, tmp_path):
     """A real `celery beat` (the command `make run` starts) with a 1 s interval
     makes the worker merge the stories without anyone sending the task."""
-    from scripts.run import role_command
     kept, gone, _ = split_stories
     store = e2e_app.extensions["storywire"].store
     env = dict(worker_env, STORYWIRE_DATA_DIR=str(tmp_path / "data"), STORYWIRE_REPAIR_INTERVAL="1")
     log = tmp_path / "beat.log"
-    with open(log, "wb") as fh:
-        beat = subprocess.Popen(role_command("beat", env), cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    try:
+    with start_role("beat", env, log) as beat:
         try:
             assert wait_merged(store, gone.story_id, timeout=45) == kept.story_id
         except AssertionError:
-            raise AssertionError(f"beat log:\n{log.read_text()[-3000:]}") from None
-    finally:
-        beat.terminate()
-        try:
-            beat.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            beat.kill()
-            beat.wait()
+            raise AssertionError(f"beat log:\n{beat.log_tail()}") from None
     assert (tmp_path / "data").is_dir()
     assert any(p.name.startswith("celerybeat-schedule") for p in (tmp_path / "data").iterdir())
     assert names.REPAIR_STORIES in log.read_text()

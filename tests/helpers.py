@@ -1,0 +1,197 @@
+"""Test helpers shared by several test files: a Storywire role started as a real
+process (the way `make run` and the image start it), the app built from a test
+config, and headless Chromium gated on being installed.
+
+Plain functions and classes; the fixtures built on them live in tests/conftest.py.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 60.0   # seconds for a role to be ready on a busy 2-core machine
+STOP_TIMEOUT = 20.0    # seconds between SIGTERM and SIGKILL
+
+
+# ================================================================ processes
+class RunningProcess:
+    """A process with its output in a log file. Waits fail the test with the
+    log's tail, so a start that went wrong says why; stop() always ends it."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT,
+                 own_session: bool = False) -> None:
+        self.log = log
+        self.own_session = own_session  # stop() also kills what it started (pool children, gunicorn workers)
+        with open(log, "wb") as fh:
+            self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                         start_new_session=own_session)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_text()[-chars:]
+
+    def wait_for(self, what: str, check: Callable[[], object], timeout: float = START_TIMEOUT,
+                 interval: float = 0.2):
+        """check() until it returns something true, and return that; fail the
+        test, with the log's tail, if the process exits or time runs out first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if result:
+                return result
+            if self.proc.poll() is not None:
+                pytest.fail(f"{what}: the process exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what}: not within {timeout:.0f}s:\n{self.log_tail()}")
+            time.sleep(interval)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: celery, gunicorn and run.py shut down cleanly on it
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.own_session:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # anything of ours still left in its session
+            except ProcessLookupError:
+                pass
+
+    def __enter__(self) -> RunningProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+Ready = Callable[[RunningProcess], object]
+
+
+def start_role(role: str, env: dict[str, str], log: Path, ready: Ready | None = None,
+               timeout: float = START_TIMEOUT) -> RunningProcess:
+    """One role (api, worker, beat, flower) started with scripts.run.role_command, the
+    command `make run` and the image use; returns once ready(process) holds (at
+    once without ``ready``). A role that does not get ready is stopped and the
+    test fails with its log's tail."""
+    from scripts.run import role_command
+    process = RunningProcess(role_command(role, env), env, log)
+    if ready is not None:
+        try:
+            process.wait_for(f"{role} did not start", lambda: ready(process), timeout)
+        except BaseException:
+            process.stop()
+            raise
+    return process
+
+
+def log_says(text: str) -> Ready:
+    """Ready once the log holds ``text`` (a Celery worker logs "<hostname> ready.")."""
+    return lambda process: text in process.log_text()
+
+
+def listening(port: int) -> Ready:
+    """Ready once something accepts connections on 127.0.0.1:port."""
+    def check(_process: RunningProcess) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+    return check
+
+
+def answers(url: str) -> Ready:
+    """Ready once a GET of ``url`` answers 2xx (a 503 from /healthz is not ready yet)."""
+    def check(_process: RunningProcess) -> bool:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return True
+        except OSError:  # refused, timed out, or an HTTPError
+            return False
+    return check
+
+
+# ================================================================ the app
+def build_app(redis_url: str, settings, **config):
+    """The Flask app over ``redis_url`` (store and broker) with the test's engine
+    settings; ``config`` overrides or adds keys (CELERY_BROKER_URL, STORYWIRE_API_KEY, ...)."""
+    from service import create_app
+    return create_app({"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "ENGINE_SETTINGS": settings,
+                       "TESTING": True, **config})
+
+
+# ================================================================ the headless browser
+HOW_TO_INSTALL = ("run `bash .ci/install-browser` (as root, or with sudo: apt-get install -y chromium "
+                  "chromium-driver), or set STORYWIRE_SKIP_BROWSER=1 to skip the browser tests")
+_FLAG_VALUES = ("", "0", "1", "true", "false", "yes", "no")
+
+
+def browser_problem(environ: dict[str, str], which=shutil.which) -> tuple[str, str] | None:
+    """What stops the browser tests: None, or ("skip" | "fail", why). A missing
+    browser is a skip that says how to get one, and a failure where
+    STORYWIRE_REQUIRE_BROWSER=1 (CI); STORYWIRE_SKIP_BROWSER=1 skips on purpose."""
+    flags = {name: environ.get(name, "").strip().lower()
+             for name in ("STORYWIRE_SKIP_BROWSER", "STORYWIRE_REQUIRE_BROWSER")}
+    for name, flag in flags.items():
+        if flag not in _FLAG_VALUES:
+            return "fail", f"{name}={flag[:40]!r} is not understood; set it to 1 (skip) or 0 (run)"
+    if flags["STORYWIRE_SKIP_BROWSER"] in ("1", "true", "yes"):
+        return "skip", "STORYWIRE_SKIP_BROWSER=1: the headless-browser tests of the page are skipped"
+    missing = [name for name in ("chromium", "chromedriver") if which(name) is None]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium package (install requirements.txt into .venv)")
+    if missing:
+        required = flags["STORYWIRE_REQUIRE_BROWSER"] in ("1", "true", "yes")
+        return ("fail" if required else "skip",
+                f"no headless browser for the page tests ({', '.join(missing)} missing): {HOW_TO_INSTALL}")
+    return None
+
+
+def require_browser() -> None:
+    """Skip the calling test or fixture, saying how to get a browser, or fail it
+    where STORYWIRE_REQUIRE_BROWSER=1 (CI), unless Chromium can be driven."""
+    problem = browser_problem(dict(os.environ))
+    if problem and problem[0] == "skip":
+        pytest.skip(problem[1])
+    if problem:
+        pytest.fail(problem[1], pytrace=False)
+
+
+def chromium_driver(workdir: Path, window_size: str = "1000,1000", page_load_timeout: float = 15,
+                    extra_args: Iterable[str] = ()):
+    """Debian's headless Chromium under Selenium, its profile and chromedriver's log
+    in ``workdir``, the browser console kept for get_log("browser"). Call
+    require_browser() first; the caller quits the driver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
+                f"--window-size={window_size}", "--disable-extensions", f"--user-data-dir={workdir / 'profile'}",
+                *extra_args):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver"),
+                                               log_output=str(workdir / "chromedriver.log")), options=options)
+    browser.set_page_load_timeout(page_load_timeout)
+    return browser
