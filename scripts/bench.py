@@ -723,14 +723,10 @@ def report_rows(r: dict) -> list[Row]:
             ok(e2, lambda v: v >= 800)),
         Row("  2 workers / 1 worker", f"{scaling:.2f}x", "> 1x", ok(scaling, lambda v: v > 1)),
         Row("  latency p50 / p99, 1 worker", f"{r['e2e_latency_p50_ms']:.0f} / {r['e2e_latency_p99_ms']:.0f} ms"),
-        Row("GET /v1/stories p50", f"{r['get_stories_p50_ms']:.2f} ms", "<= 2 ms",
-            ok(r["get_stories_p50_ms"], lambda v: v <= 2)),
-        Row("GET /v1/stories p99", f"{r['get_stories_p99_ms']:.2f} ms", "<= 10 ms",
-            ok(r["get_stories_p99_ms"], lambda v: v <= 10)),
-        Row("GET /v1/stories/{id} p50", f"{r['get_story_p50_ms']:.2f} ms", "<= 2 ms",
-            ok(r["get_story_p50_ms"], lambda v: v <= 2)),
-        Row("GET /v1/stories/{id} p99", f"{r['get_story_p99_ms']:.2f} ms", "<= 10 ms",
-            ok(r["get_story_p99_ms"], lambda v: v <= 10)),
+        *(Row(f"GET {path} {q}", f"{r[f'{key}_{q}_ms']:.2f} ms", f"<= {limit} ms",
+              ok(r[f"{key}_{q}_ms"], lambda v, limit=limit: v <= limit))
+          for path, key in (("/v1/stories", "get_stories"), ("/v1/stories/{id}", "get_story"))
+          for q, limit in (("p50", 2), ("p99", 10))),
         Row("Redis round trips per read, max", f"{r['reads_redis_round_trips_max']}", "<= 2",
             ok(r["reads_redis_round_trips_max"], lambda v: v <= 2)),
         Row("Redis bytes per article", f"{r['redis_bytes_per_article']:.0f} B", "<= 4096 B",

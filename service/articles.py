@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from storyengine.articles import CLIENT_ID, new_article_record
 from storyengine.errors import InvalidArticle, NotFound
+from storyengine.metrics import Metrics
 
 from . import response_schemas as answers
 from .errors import ApiError, invalid_article
@@ -47,8 +48,7 @@ def _accept(records: list[dict]) -> list[tuple[str, bool]]:
     try:
         task_id = rt.enqueue_process(ids)
     except Exception as exc:  # kombu raises several types when the broker is down
-        log.warning("enqueue failed, %d new article(s) not stored: %s", len(ids), exc,
-                    extra={"article_ids": ids} if len(ids) > 1 else {"article_id": ids[0]} if ids else {})
+        log.warning("enqueue failed, %d new article(s) not stored: %s", len(ids), exc, extra=_id_fields(ids))
         for record in created:
             rt.store.forget_queued(record)
         raise ApiError(503, "queue_unavailable", "The work queue is unavailable; articles not yet queued were "
@@ -57,9 +57,16 @@ def _accept(records: list[dict]) -> list[tuple[str, bool]]:
                        headers={"Retry-After": "5"}) from None
     if ids:
         # The line that ties a request to the task deciding its articles (and to the worker's lines).
-        log.info("queued %d article(s) as task %s", len(ids), task_id,
-                 extra={"task_id": task_id, **({"article_ids": ids} if len(ids) > 1 else {"article_id": ids[0]})})
+        log.info("queued %d article(s) as task %s", len(ids), task_id, extra={"task_id": task_id, **_id_fields(ids)})
+        Metrics(rt.store).count_accepted(len(ids))  # best effort: a failure is logged, the post stands
     return results
+
+
+def _id_fields(ids: list[str]) -> dict:
+    """The log fields naming these articles: ``article_id`` for one, ``article_ids`` for several."""
+    if not ids:
+        return {}
+    return {"article_ids": ids} if len(ids) > 1 else {"article_id": ids[0]}
 
 
 def _accepted(article_id: str, created: bool) -> dict:

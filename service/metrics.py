@@ -12,9 +12,8 @@ Access follows the read rule of service/auth.py: public by default, and
 behind the API key with ``STORYWIRE_PUBLIC_READS=false`` (Prometheus sends it
 with ``authorization: {credentials: <key>}`` in its scrape config).
 
-Articles accepted are counted here, after a post's response is built, from
-the response itself (``created`` per article), so only articles that were
-stored and queued count: an accept undone because the queue was down does not.
+Articles accepted are counted where they are accepted (service/articles.py),
+once their task is queued: an accept undone because the queue was down does not count.
 """
 from __future__ import annotations
 
@@ -30,13 +29,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from storyengine.metrics import Metrics, MetricsSnapshot
+from storyengine.metrics import MetricsSnapshot
 from storyengine.store import connect
 from workers import names
 
 from .errors import ApiError
 from .openapi import Reply, documented
-from .runtime import Runtime, runtime
+from .runtime import Runtime
 
 log = logging.getLogger("storywire.api")
 bp = Blueprint("metrics", __name__)
@@ -49,8 +48,6 @@ _COUNTER_HELP = {
     "stories_merged": "Stories the repair pass merged into another story.",
     "articles_failed": "Articles marked failed (invalid, or an internal error while processing).",
 }
-# What a post's accepted articles are counted from (see the module's docstring).
-_POST_ENDPOINTS = frozenset({"articles.post_article", "articles.post_batch"})
 
 
 def broker_queue_keys(queue: str = names.QUEUE) -> list[str]:
@@ -149,15 +146,3 @@ def metrics():
                        "Accept: text/plain (Prometheus text format) or application/openmetrics-text; "
                        "version=1.0.0, or leave it out.") from None
     return Response(encoder(registry_for(current_app)), status=200, content_type=content_type)
-
-
-@bp.after_app_request
-def count_accepted(response: Response) -> Response:
-    if request.endpoint not in _POST_ENDPOINTS or response.status_code != 202:
-        return response
-    body = response.get_json(silent=True) or {}
-    results = body.get("results", [body])
-    created = sum(1 for result in results if isinstance(result, dict) and result.get("created") is True)
-    if created:
-        Metrics(runtime().store).count_accepted(created)  # best effort: a failure is logged, the post stands
-    return response

@@ -28,10 +28,6 @@ OUTLETS_SHOWN = 6  # a story with more outlets lists the largest few and says ho
 _UNITS = ((86400 * 365, "year"), (86400 * 30, "month"), (86400, "day"), (3600, "h"), (60, "min"))
 
 
-def parse_iso(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def ago(then: datetime, now: datetime) -> str:
     """A short relative time ("5 min ago", "in 3 h"): stream times may be a little ahead of the clock."""
     seconds = (now - then).total_seconds()
@@ -56,7 +52,7 @@ def counts_text(story: dict) -> str:
 
 
 def story_card(story: dict, now: datetime) -> dict:
-    updated = parse_iso(story["last_updated"])
+    updated = datetime.fromisoformat(story["last_updated"])  # the store's ISO form, in UTC
     sources = story["sources"]
     return {
         "id": story["id"],
