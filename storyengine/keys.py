@@ -42,7 +42,7 @@ class Keys:
         self.prefix = "{" + prefix + "}"  # the hash tag: see the module's docstring
         # Band and term keys come from a bounded set (bands x buckets, hashed
         # features) and are made dozens of times per article: made once each.
-        self._bands: dict[tuple[int, int], str] = {}
+        self._bands: list[dict[int, str]] = []  # per band: bucket -> key
         self._terms: dict[int, str] = {}
 
     def _k(self, *parts: object) -> str:
@@ -67,14 +67,20 @@ class Keys:
         return self._k("fingerprint", fp)
 
     def band(self, index: int, bucket: int) -> str:
-        key = self._bands.get((index, bucket))
+        while len(self._bands) <= index:
+            self._bands.append({})
+        keys = self._bands[index]
+        key = keys.get(bucket)
         if key is None:
-            key = self._bands[(index, bucket)] = self._k("band", index, bucket)
+            key = keys[bucket] = self._k("band", index, bucket)
         return key
 
     def band_slots(self, slots: list[tuple[int, bytes]]) -> list[tuple[str, bytes]]:
         """(key, field) of each band's slot, from a text's (bucket, field) per band."""
-        return [(self.band(i, bucket), field) for i, (bucket, field) in enumerate(slots)]
+        if len(self._bands) < len(slots):
+            self.band(len(slots) - 1, 0)
+        return [(keys.get(bucket) or self.band(i, bucket), field)
+                for i, (keys, (bucket, field)) in enumerate(zip(self._bands, slots))]
 
     def story(self, story_id: str) -> str:
         return self._k("story", story_id)

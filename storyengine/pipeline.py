@@ -27,6 +27,7 @@ import json
 import time
 import zlib
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import numpy as np
 import redis
@@ -149,19 +150,18 @@ class Processor:
         tokens = title_words + body_words
         if not tokens:
             raise InvalidArticle("the article has no words in its title or body")
-        shingles = signatures.shingle_hashes(tokens, s.shingle_size)
+        joined = " ".join(tokens).encode("utf-8")  # shingles and the fingerprint both hash the words from it
+        shingles = signatures.shingle_hashes(tokens, s.shingle_size, joined)
         signature = signatures.minhash(shingles, s.num_perm)
         terms = content_terms(title, body, s.title_weight, s.entity_weight, title_words, body_words,
                               normalised=True) or tokens
-        indices, counts = self.vectorizer.term_counts(terms)
-        unique = list(set(terms))
-        names = dict(zip(map(self.vectorizer.feature_of, unique), unique))
+        indices, counts, names = self.vectorizer.counted(terms)
         try:
             published = float(record["published_ts"])
         except (KeyError, ValueError):
             raise InvalidArticle("the article has no valid published time") from None
         bands = self.layout.band_slots(signature)
-        return Features(published, signatures.exact_fingerprint(tokens), signature, signatures.shingle_set(shingles),
+        return Features(published, signatures.exact_fingerprint(tokens, joined), signature, signatures.shingle_set(shingles),
                         bands, self.keys.band_slots(bands), indices, counts, names)
 
     # ------------------------------------------------------------------ the flow
@@ -405,23 +405,29 @@ class Processor:
                            exact_owner: str | None):
         s = self.settings
         mask = signatures.ShingleMask(f.shingle_set)
-        checked = []
         compared = [(c, candidates[c]) for c in sorted(sources) if candidates.get(c) is not None]
         overlaps = mask.overlaps([candidate.shingle_set for _, candidate in compared], s.duplicate_containment)
+        # Light rows to sort; a record is only made for the reported and the verified ones.
+        rows = []
         for (c, candidate), (containment, jaccard, chance) in zip(compared, overlaps):
             exact = c == exact_owner
             verified = exact or (containment >= s.duplicate_containment and chance < CHANCE_LIMIT
                                  and min(len(f.shingle_set), len(candidate.shingle_set)) >= s.containment_min_shingles)
-            checked.append({"article": c, "found_by": sources[c], "story": candidate.story,
-                            "published": candidate.published, "containment": round(containment, 4),
-                            "jaccard": round(jaccard, 4), "exact": exact, "duplicate": verified})
-        checked.sort(key=lambda r: (-r["exact"], -r["containment"], r["published"], r["article"]))
-        verified = [r for r in checked if r["duplicate"]]
+            rows.append((not exact, -round(containment, 4), candidate.published, c, candidate, jaccard, verified))
+        rows.sort(key=itemgetter(0, 1, 2, 3))
+
+        def record(row) -> dict:
+            inexact, containment, published, c, candidate, jaccard, verified = row
+            return {"article": c, "found_by": sources[c], "story": candidate.story, "published": published,
+                    "containment": -containment, "jaccard": round(jaccard, 4), "exact": not inexact,
+                    "duplicate": verified}
+
+        verified = [record(row) for row in rows if row[-1]]
         match = min(verified, key=lambda r: (r["published"], r["article"])) if verified else None
         report = {
             "candidates": [{k: r[k] for k in ("article", "found_by", "containment", "jaccard", "exact", "duplicate")}
-                           for r in checked[:5]],
-            "compared": len(checked),
+                           for r in map(record, rows[:5])],
+            "compared": len(rows),
             "matched": match["article"] if match else None,
         }
         return report, verified
@@ -500,9 +506,9 @@ class Processor:
         details = story.details
         # What later articles of this batch see is exactly what they would read
         # back from Redis: vectors at stored precision, the representative's cut to its stored terms.
-        story.buckets[day] = Bucket.from_bytes(story.buckets[day].to_bytes())
-        centroid = details["centroid"] = SparseVector.from_bytes(centroid.to_bytes())
-        details["rep_vec"] = SparseVector.from_bytes(details["rep_vec"].top(64).to_bytes())
+        story.buckets[day] = story.buckets[day].stored()
+        centroid = details["centroid"] = centroid.stored()
+        details["rep_vec"] = details["rep_vec"].top(64).stored()
         story.dirty_buckets.add(day)
         story.article_count += 1
         story.originals += 1

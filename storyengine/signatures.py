@@ -8,7 +8,6 @@ instead of datasketch's own Redis storage (about 30 per insert-and-query).
 from __future__ import annotations
 
 import hashlib
-import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -25,39 +24,78 @@ _MIXERS = np.array([  # one per word of a shingle: settings.MAX_SHINGLE_SIZE of 
 ], dtype=np.uint64)
 
 
-def exact_fingerprint(tokens: list[str]) -> str:
+def exact_fingerprint(tokens: list[str], joined: bytes | None = None) -> str:
     """A hash of the normalised text: equal for copies that differ only in
-    case, whitespace, punctuation or typography."""
-    return hashlib.blake2b(" ".join(tokens).encode("utf-8"), digest_size=12).hexdigest()
+    case, whitespace, punctuation or typography. ``joined`` is
+    ``" ".join(tokens).encode()`` if the caller has it."""
+    return hashlib.blake2b(joined if joined is not None else " ".join(tokens).encode("utf-8"),
+                           digest_size=12).hexdigest()
 
 
-class _TokenHashes(dict):
-    """A word's hash, remembered: it never changes, and vocabulary repeats
-    (looking words up with ``map`` keeps the loop in C)."""
-
-    def __missing__(self, token: str) -> int:
-        if len(self) > 500_000:
-            self.clear()
-        value = self[token] = zlib.crc32(token.encode("utf-8"))
-        return value
-
-
-_TOKEN_HASHES = _TokenHashes()
+# Each word's 64-bit hash, for all words of a text at once: a polynomial
+# hash over the UTF-8 bytes of the words joined by spaces, as differences of
+# one running sum (position-free: each byte weighs P^-offset in its word),
+# then a mixing finaliser. A few array operations per text instead of a
+# hash call or a dictionary look-up per word.
+_P = 0x100000001B3  # odd, so invertible modulo 2**64
+_P_INVERSE = pow(_P, -1, 1 << 64)
+_MASK64 = (1 << 64) - 1
 
 
-def shingle_hashes(tokens: list[str], k: int) -> np.ndarray:
+class _Powers:
+    """P**j and P**-j modulo 2**64 for j = 0 .. n, grown as texts need."""
+
+    def __init__(self) -> None:
+        self.up = self.down = np.ones(1, dtype=np.uint64)
+
+    def upto(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.up) <= n:
+            size = max(n + 1, 2 * len(self.up), 4096)
+            up, down, a, b = [], [], 1, 1
+            for _ in range(size):
+                up.append(a)
+                down.append(b)
+                a, b = (a * _P) & _MASK64, (b * _P_INVERSE) & _MASK64
+            self.up, self.down = np.array(up, dtype=np.uint64), np.array(down, dtype=np.uint64)
+        return self.up, self.down
+
+
+_POWERS = _Powers()
+
+
+def token_hashes(tokens: list[str], joined: bytes | None = None) -> np.ndarray:
+    """A 64-bit hash per token (equal tokens, equal hashes). Tokens hold no
+    spaces; ``joined`` is ``" ".join(tokens).encode()`` if the caller has it."""
+    data = np.frombuffer(joined if joined is not None else " ".join(tokens).encode("utf-8"), dtype=np.uint8)
+    n = len(data)
+    up, down = _POWERS.upto(n)
+    running = np.zeros(n + 1, dtype=np.uint64)
+    np.cumsum(data * down[:n], out=running[1:])  # wrapping uint64 arithmetic is the point here
+    spaces = np.flatnonzero(data == 32)
+    starts = np.concatenate(([0], spaces + 1))
+    ends = np.concatenate((spaces, [n]))
+    h = (running[ends] - running[starts]) * up[starts] + (ends - starts).astype(np.uint64)
+    h ^= h >> np.uint64(33)  # murmur3's fmix64, so every bit depends on every byte
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+def shingle_hashes(tokens: list[str], k: int, joined: bytes | None = None) -> np.ndarray:
     """The distinct 32-bit hashes of the text's k-word shingles (one shingle
     of all words when the text is shorter than k)."""
     if not tokens:
         return np.empty(0, dtype=np.uint32)
     if k > len(_MIXERS):
         raise ValueError(f"shingle size at most {len(_MIXERS)}")
-    token_hashes = np.fromiter(map(_TOKEN_HASHES.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
+    hashes = token_hashes(tokens, joined)
     k = min(k, len(tokens))
     n = len(tokens) - k + 1
     mixed = np.zeros(n, dtype=np.uint64)
     for j in range(k):  # wrapping uint64 arithmetic is the point here
-        mixed += token_hashes[j:j + n] * _MIXERS[j]
+        mixed += hashes[j:j + n] * _MIXERS[j]
     folded = (mixed >> np.uint64(32)) ^ (mixed & np.uint64(0xFFFFFFFF))
     return np.unique(folded.astype(np.uint32))
 
@@ -76,7 +114,7 @@ def minhash(hashes: np.ndarray, num_perm: int) -> np.ndarray:
     """The MinHash signature (uint32[num_perm]) of a set of shingle hashes."""
     template = _template(num_perm)
     m = MinHash(num_perm=num_perm, scheme=_SCHEME, hashfunc=_identity, permutations=template.permutations)
-    m.update_batch(hashes)
+    m.update_batch(hashes.tolist())  # Python ints: datasketch calls hashfunc on each
     return m.hashvalues.astype(np.uint32)
 
 
@@ -172,16 +210,28 @@ class ShingleMask:
         return _overlap(len(a), len(other), common, min_containment)
 
     def overlaps(self, others: list[np.ndarray], min_containment: float = 0.0) -> list[Overlap]:
-        """:meth:`overlap` with each of ``others``, in one gather for all of them."""
+        """:meth:`overlap` with each of ``others``: one gather for all of
+        them, the figures worked out as arrays (the same operations as
+        :func:`_overlap`, so the same values)."""
         if not others:
             return []
+        size = len(self.shingles)
         lengths = np.fromiter(map(len, others), dtype=np.int64, count=len(others))
         hits = np.concatenate(([0], np.cumsum(self.mask[np.concatenate(others)], dtype=np.int64)))
         ends = np.cumsum(lengths)
-        commons = (hits[ends] - hits[ends - lengths]).tolist()
-        size = len(self.shingles)
-        return [_overlap(size, n, common, min_containment) if size and n else Overlap(0.0, 0.0, 1.0)
-                for n, common in zip(lengths.tolist(), commons)]
+        common = hits[ends] - hits[ends - lengths]
+        small, large = np.minimum(lengths, size), np.maximum(lengths, size)
+        rate = large / 65536.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            containment = np.maximum(0.0, (common / small - rate) / (1.0 - rate))
+            jaccard = common / (size + lengths - common)
+        chance = np.ones(len(others))
+        needed = (common > 0) & (containment >= min_containment) & (lengths > 0) & (size > 0)
+        if needed.any():
+            chance[needed] = binom.sf(common[needed] - 1, small[needed], rate[needed])
+        empty = (lengths == 0) | (size == 0)
+        containment[empty] = jaccard[empty] = 0.0
+        return list(map(Overlap, containment.tolist(), jaccard.tolist(), chance.tolist()))
 
 
 def _overlap(len_a: int, len_b: int, common: int, min_containment: float) -> Overlap:

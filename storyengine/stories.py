@@ -56,6 +56,10 @@ class Bucket:
     def to_bytes(self) -> bytes:
         return _BUCKET_HEADER.pack(self.count, self.time_sum) + self.vector.to_bytes()
 
+    def stored(self) -> "Bucket":
+        """This bucket as :meth:`from_bytes` reads back what :meth:`to_bytes` wrote."""
+        return Bucket(self.vector.stored(), self.count, self.time_sum)
+
     @classmethod
     def from_bytes(cls, raw: bytes) -> "Bucket":
         count, time_sum = _BUCKET_HEADER.unpack_from(raw)

@@ -9,6 +9,7 @@ ever weighed against the articles that were processed before it (and itself).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,11 +42,24 @@ class Vectorizer:
 
     def term_counts(self, terms: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(feature indices sorted, raw counts) for one document's terms."""
+        indices, counts, _ = self.counted(terms)
+        return indices, counts
+
+    def counted(self, terms: list[str]) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+        """:meth:`term_counts`, and a term for each feature (to name it to
+        people). Each distinct term is hashed once: terms are tallied first."""
         if not terms:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-        hashed = np.fromiter(map(self._features.__getitem__, terms), dtype=np.int64, count=len(terms))
-        indices, counts = np.unique(hashed, return_counts=True)
-        return indices, counts.astype(np.float64)
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64), {}
+        tally = Counter(terms)
+        hashed = np.fromiter(map(self._features.__getitem__, tally), dtype=np.int64, count=len(tally))
+        names = dict(zip(hashed.tolist(), tally))
+        counts = np.fromiter(tally.values(), dtype=np.float64, count=len(tally))
+        order = np.argsort(hashed)
+        indices, counts = hashed[order], counts[order]
+        if len(names) < len(tally):  # two terms share a feature: their counts add up, as in scikit-learn
+            indices, starts = np.unique(indices, return_index=True)
+            counts = np.add.reduceat(counts, starts)
+        return indices, counts, names
 
     def feature_of(self, term: str) -> int:
         # The same hash HashingVectorizer applies, so names can be put back on features.
@@ -93,19 +107,35 @@ class SparseVector:
         return SparseVector(self.indices, self.values / n) if n > 0 else self
 
     def dot(self, other: "SparseVector") -> float:
-        _, i, j = np.intersect1d(self.indices, other.indices, assume_unique=True, return_indices=True)
-        return float(np.dot(self.values[i], other.values[j]))
+        a, b = (self, other) if len(self.indices) <= len(other.indices) else (other, self)
+        if len(a.indices) == 0:
+            return 0.0
+        # Both are sorted: find each of the shorter one's features in the longer.
+        at = np.searchsorted(b.indices, a.indices)
+        at[at == len(b.indices)] = 0
+        shared = b.indices[at] == a.indices
+        return float(np.dot(a.values[shared], b.values[at[shared]]))
 
     def cosine(self, other: "SparseVector") -> float:
         denominator = self.norm() * other.norm()
         return self.dot(other) / denominator if denominator > 0 else 0.0
 
     def add(self, other: "SparseVector") -> "SparseVector":
-        indices = np.union1d(self.indices, other.indices)
-        values = np.zeros(len(indices), dtype=np.float64)
-        values[np.searchsorted(indices, self.indices)] += self.values
-        values[np.searchsorted(indices, other.indices)] += other.values
-        return SparseVector(indices, values)
+        # Both sorted: a stable sort of the two runs side by side merges them,
+        # and a feature in both is summed (this one's weight first).
+        indices = np.concatenate((self.indices, other.indices))
+        values = np.concatenate((self.values, other.values))
+        if len(indices) == 0:
+            return SparseVector.empty()
+        order = np.argsort(indices, kind="stable")
+        indices, values = indices[order], values[order]
+        first = np.empty(len(indices), dtype=bool)
+        first[0] = True
+        np.not_equal(indices[1:], indices[:-1], out=first[1:])
+        if first.all():
+            return SparseVector(indices, values)
+        starts = np.flatnonzero(first)
+        return SparseVector(indices[starts], np.add.reduceat(values, starts))
 
     def top(self, k: int) -> "SparseVector":
         if len(self.indices) <= k:
@@ -133,6 +163,10 @@ class SparseVector:
         # Clipped to what half precision holds (a term weighing 65,504 is already
         # far beyond any other: a sum over that many articles).
         return packed.tobytes() + np.clip(self.values, -65504.0, 65504.0).astype("<f2").tobytes()
+
+    def stored(self) -> "SparseVector":
+        """This vector as :meth:`from_bytes` reads back what :meth:`to_bytes` wrote."""
+        return SparseVector(self.indices, np.clip(self.values, -65504.0, 65504.0).astype("<f2").astype(np.float64))
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "SparseVector":

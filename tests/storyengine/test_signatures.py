@@ -275,3 +275,27 @@ def test_signature_bytes_round_trip_little_endian():
     back = S.signature_from_bytes(raw)
     assert np.array_equal(back, sig)
     assert S.jaccard(back, sig) == 1.0
+
+
+def test_token_hashes_depend_on_the_token_only():
+    tokens = ["storm", "hits", "coast", "storm", "z\u00fcrich", "a", "hits"]
+    hashes = S.token_hashes(tokens).tolist()
+    assert len(hashes) == len(tokens)
+    assert hashes[0] == hashes[3] and hashes[1] == hashes[6]
+    assert len(set(hashes)) == 5
+    assert S.token_hashes(["coast"]).tolist() == [hashes[2]]
+    assert S.token_hashes(tokens, " ".join(tokens).encode("utf-8")).tolist() == hashes
+
+
+def test_overlaps_of_many_equal_overlap_with_each():
+    rng = np.random.default_rng(9)
+    for _ in range(200):
+        mine = np.unique(rng.integers(0, 65536, int(rng.integers(0, 400))).astype(np.uint16))
+        others = [np.empty(0, dtype=np.uint16)]
+        for _ in range(10):
+            picked = rng.choice(mine, int(rng.integers(1, len(mine) + 1))) if len(mine) else []
+            noise = rng.integers(0, 65536, int(rng.integers(0, 3000)))
+            others.append(np.unique(np.concatenate((picked, noise)).astype(np.uint16)))
+        mask = S.ShingleMask(mine)
+        for min_containment in (0.0, 0.8):
+            assert mask.overlaps(others, min_containment) == [mask.overlap(o, min_containment) for o in others]

@@ -200,3 +200,29 @@ def test_canonical_url_of_bare_host_is_root_path():
 def test_canonical_url_keeps_ipv6_brackets():
     assert canonical_url("http://[::1]:8080/a") == "http://[::1]:8080/a"
     assert canonical_url("http://[::1]:8080/a") != canonical_url("http://[::1:8080]/a")
+
+
+# ---------------------------------------------------------------- the ASCII fast paths
+def test_words_and_entities_of_ascii_text_equal_the_unicode_patterns():
+    # ASCII text is split by a byte table, anything else by the regexes: the
+    # two must agree wherever both apply.
+    import random
+
+    from storyengine import text as T
+
+    rng = random.Random(5)
+    alphabet = list("aAbBzZ09 .!?\n\t\r'\"_-,;:()") + ["Mr. ", "U.", "Dr ", "St. ", "The ", "Paris ", "\x0b", "\x1c"]
+    for _ in range(3000):
+        sample = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        assert T.words(sample) == T._WORD.findall(T.fold(sample))
+        by_regex = []
+        for sentence in T._SENTENCE_BREAK.split(sample):
+            by_regex += filter(T._CAPITALISED.__getitem__, T._ENTITY_WORD.findall(sentence)[1:])
+        assert T.entities(sample) == list(filter(T._NAME.__getitem__, map(str.casefold, by_regex)))
+
+
+def test_normalise_leaves_ascii_alone_and_folds_typography_elsewhere():
+    from storyengine.text import normalise
+
+    assert normalise("Plain 'ASCII' - text...") == "Plain 'ASCII' - text..."
+    assert normalise("\u201cIt\u2019s\u201d \u2014 done\u2026\u00a0\ufb01n") == '"It\'s" - done... fin'

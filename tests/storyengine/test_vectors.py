@@ -146,3 +146,45 @@ def test_tfidf_rare_term_outweighs_common_term_at_the_same_count():
 def test_tfidf_of_no_terms_is_empty():
     v = tfidf(np.empty(0, dtype=np.int64), np.empty(0), np.empty(0), docs=5)
     assert len(v.indices) == 0 and v.norm() == 0.0
+
+
+# ---------------------------------------------------------------- fast paths equal their references
+def _random_vectors(seed: int, count: int) -> list[SparseVector]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        n = int(rng.integers(0, 60))
+        indices = np.unique(rng.integers(0, 200, n)).astype(np.int64)  # a small space, so many are shared
+        out.append(SparseVector(indices, rng.normal(size=len(indices)) * rng.choice([1e-3, 1.0, 1e5])))
+    return out
+
+
+def test_add_and_dot_equal_the_dense_sum_and_product():
+    vectors = _random_vectors(1, 300)
+    for a, b in zip(vectors, vectors[1:]):
+        dense_a, dense_b = np.zeros(200), np.zeros(200)
+        dense_a[a.indices], dense_b[b.indices] = a.values, b.values
+        total = a.add(b)
+        assert total.indices.tolist() == sorted(set(a.indices.tolist()) | set(b.indices.tolist()))
+        assert total.values.tolist() == (dense_a + dense_b)[total.indices].tolist()  # a's weight first, exactly
+        assert a.dot(b) == pytest.approx(float(dense_a @ dense_b), rel=1e-12, abs=1e-12)
+        assert a.dot(b) == b.dot(a)
+
+
+def test_stored_is_what_a_round_trip_through_bytes_gives():
+    for v in _random_vectors(2, 200) + [sv({5: 1e6, 9: -1e6, 11: 1 / 3})]:
+        back = SparseVector.from_bytes(v.to_bytes())
+        assert v.stored().indices.tolist() == back.indices.tolist()
+        assert v.stored().values.tolist() == back.values.tolist()
+
+
+def test_counted_names_each_feature_and_adds_up_terms_that_share_one():
+    vec = Vectorizer(8)  # eight features: the terms below must collide
+    terms = ["quake", "tsunami", "quake", "flood", "storm", "ash", "lava", "evacuation", "ash", "rescue", "aid"]
+    indices, counts, names = vec.counted(terms)
+    reference = vec.reference_term_counts(terms)
+    assert indices.tolist() == reference[0].tolist() and counts.tolist() == reference[1].tolist()
+    assert len(set(map(vec.feature_of, terms))) < len(set(terms))  # the test needs a collision
+    assert sorted(names) == indices.tolist()
+    assert all(vec.feature_of(term) == feature for feature, term in names.items())
+    assert vec.counted([])[2] == {}
