@@ -161,8 +161,8 @@ class Processor:
         except (KeyError, ValueError):
             raise InvalidArticle("the article has no valid published time") from None
         bands = self.layout.band_slots(signature)
-        return Features(published, signatures.exact_fingerprint(tokens, joined), signature, signatures.shingle_set(shingles),
-                        bands, self.keys.band_slots(bands), indices, counts, names)
+        return Features(published, signatures.exact_fingerprint(tokens, joined), signature,
+                        signatures.shingle_set(shingles), bands, self.keys.band_slots(bands), indices, counts, names)
 
     # ------------------------------------------------------------------ the flow
     def process(self, article_id: str) -> Outcome:
