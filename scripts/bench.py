@@ -69,7 +69,7 @@ from scripts.run import role_command  # noqa: E402
 from storyengine import evaluation  # noqa: E402
 from storyengine.articles import new_article_record  # noqa: E402
 from storyengine.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
-from storyengine.pipeline import Processor  # noqa: E402
+from storyengine.pipeline import Processor, collect_less  # noqa: E402
 from storyengine.settings import Settings  # noqa: E402
 from storyengine.store import RedisStore, connect  # noqa: E402
 
@@ -294,6 +294,7 @@ def ingest(store: RedisStore, records: list[dict], batch: int, label: str) -> In
     before = used_memory(store.redis)
     ids = accept_all(store, records, label)
     cpu_before = redis_cpu_seconds(store.redis)
+    collect_less()  # as a worker process does (workers/tasks.py)
     process = batch_processor(Processor(store))
     run = IngestRun()
     progress = Progress(len(ids), f"{label}: process")

@@ -207,6 +207,7 @@ class Batch:
         self.band_values: dict[tuple[str, bytes], str] = {}  # (key, field) -> space-separated ids
         self.term_hits: dict[int, list[tuple[str, float]]] = {}
         self.stories: dict[str, Story | None] = {}
+        self.touched: dict[str, Story] = {}  # the stories this batch changed (see touch)
         self.articles: dict[str, dict] = {}  # candidate articles read: story, duplicate_of, published, shingles
         self.bucket_ids: list[int] = []
         self.df_changes: np.ndarray | None = None  # change per feature, when this batch counts any
@@ -225,6 +226,12 @@ class Batch:
         return found
 
     # ------------------------------------------------------------------ stories
+    def touch(self, story: Story) -> None:
+        """Mark a story as changed by this batch: it is written at the commit,
+        and found by what it is indexed under now, not by what was read."""
+        story.touched = True
+        self.touched[story.story_id] = story
+
     def stories_for_terms(self, features: list[int], since: float, weights: list[float] | None = None,
                           limit: int | None = None) -> set[str]:
         """Stories indexed by any of ``features`` whose newest article is at or
@@ -242,8 +249,8 @@ class Batch:
                 if score >= since:
                     found[sid] = found.get(sid, 0.0) + w
         wanted = set(features)
-        for sid, story in self.stories.items():
-            if story is not None and story.touched and story.last_updated >= since:
+        for sid, story in self.touched.items():
+            if story.last_updated >= since:
                 shared = wanted.intersection(story.indexed)
                 if shared:
                     found[sid] = sum(weight_of.get(x, 1.0) for x in shared)
@@ -266,9 +273,7 @@ class Batch:
         if self.article_writes:
             pipe.zrem(k.queued, *[a for a, *_ in self.article_writes])
         recent, size = {}, {}
-        for story in self.stories.values():
-            if story is None or not story.touched:
-                continue
+        for story in self.touched.values():
             sid = story.story_id
             mapping = {}
             if story.details_changed:

@@ -9,7 +9,7 @@ from celery import shared_task
 
 from storyengine.errors import InvalidArticle, NotFound, StoreUnavailable
 from storyengine.metrics import Metrics
-from storyengine.pipeline import Processor
+from storyengine.pipeline import Processor, collect_less
 from storyengine.repair import Repairer
 from storyengine.store import RedisStore, connect
 
@@ -25,6 +25,7 @@ def processor_for(app) -> Processor:
     Redis connections and remembers only the lock it holds itself."""
     key = (os.getpid(), id(app))
     if key not in _processors:
+        collect_less()  # the first task of this process: see storyengine.pipeline
         config = app.conf.storywire
         _processors[key] = Processor(RedisStore(connect(config.redis_url), config.settings))
     return _processors[key]

@@ -738,3 +738,18 @@ def test_a_story_lists_only_its_newest_canonical_articles(store):
     outcomes = [submit(store, capped, spec) for spec in TRAWLER]
     assert len({o.story_id for o in outcomes}) == 1
     assert story_canonicals(store, outcomes[0].story_id) == ["trawler-day2", "trawler-day3"]
+
+
+def test_collect_less_freezes_what_exists_and_collects_less_often():
+    import gc
+
+    from storyengine.pipeline import GC_THRESHOLDS, collect_less
+
+    before = gc.get_threshold()
+    try:
+        collect_less()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
