@@ -39,25 +39,23 @@ def exact_fingerprint(tokens: list[str], joined: bytes | None = None) -> str:
 # hash call or a dictionary look-up per word.
 _P = 0x100000001B3  # odd, so invertible modulo 2**64
 _P_INVERSE = pow(_P, -1, 1 << 64)
-_MASK64 = (1 << 64) - 1
 
 
 class _Powers:
-    """P**j and P**-j modulo 2**64 for j = 0 .. n, grown as texts need."""
+    """P**j and P**-j modulo 2**64 for j = 0 .. n, grown by doubling as texts
+    need (the longest body the API takes needs about 16 MB of them)."""
 
     def __init__(self) -> None:
         self.up = self.down = np.ones(1, dtype=np.uint64)
 
     def upto(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.up) <= n:
-            size = max(n + 1, 2 * len(self.up), 4096)
-            up, down, a, b = [], [], 1, 1
-            for _ in range(size):
-                up.append(a)
-                down.append(b)
-                a, b = (a * _P) & _MASK64, (b * _P_INVERSE) & _MASK64
-            self.up, self.down = np.array(up, dtype=np.uint64), np.array(down, dtype=np.uint64)
-        return self.up, self.down
+        up, down = self.up, self.down
+        while len(up) <= n:  # the next len(up) powers are these times P**len(up): wrapping uint64 products
+            m = len(up)
+            up = np.concatenate((up, up * np.uint64(pow(_P, m, 1 << 64))))
+            down = np.concatenate((down, down * np.uint64(pow(_P_INVERSE, m, 1 << 64))))
+        self.up, self.down = up, down
+        return up, down
 
 
 _POWERS = _Powers()

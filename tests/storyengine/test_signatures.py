@@ -299,3 +299,11 @@ def test_overlaps_of_many_equal_overlap_with_each():
         mask = S.ShingleMask(mine)
         for min_containment in (0.0, 0.8):
             assert mask.overlaps(others, min_containment) == [mask.overlap(o, min_containment) for o in others]
+
+
+def test_the_powers_behind_token_hashes_are_exact_modulo_two_to_the_64():
+    up, down = S._POWERS.upto(5000)
+    for j in (0, 1, 2, 4095, 4096, 4097, 5000):
+        assert int(up[j]) == pow(S._P, j, 1 << 64)
+        assert int(down[j]) == pow(S._P_INVERSE, j, 1 << 64)
+        assert int(up[j]) * int(down[j]) % (1 << 64) == 1
