@@ -66,10 +66,12 @@ class Keys:
     def fingerprint(self, fp: str) -> str:
         return self._k("fingerprint", fp)
 
+    def _band_tables(self, bands: int) -> list[dict[int, str]]:
+        self._bands.extend({} for _ in range(bands - len(self._bands)))
+        return self._bands
+
     def band(self, index: int, bucket: int) -> str:
-        while len(self._bands) <= index:
-            self._bands.append({})
-        keys = self._bands[index]
+        keys = self._band_tables(index + 1)[index]
         key = keys.get(bucket)
         if key is None:
             key = keys[bucket] = self._k("band", index, bucket)
@@ -77,10 +79,8 @@ class Keys:
 
     def band_slots(self, slots: list[tuple[int, bytes]]) -> list[tuple[str, bytes]]:
         """(key, field) of each band's slot, from a text's (bucket, field) per band."""
-        if len(self._bands) < len(slots):
-            self.band(len(slots) - 1, 0)
         return [(keys.get(bucket) or self.band(i, bucket), field)
-                for i, (keys, (bucket, field)) in enumerate(zip(self._bands, slots))]
+                for i, (keys, (bucket, field)) in enumerate(zip(self._band_tables(len(slots)), slots))]
 
     def story(self, story_id: str) -> str:
         return self._k("story", story_id)

@@ -201,16 +201,11 @@ class ShingleMask:
     def overlap(self, other: np.ndarray, min_containment: float = 0.0) -> Overlap:
         """Same as :func:`overlap`; the chance is only worked out for a
         containment of at least ``min_containment`` (1.0 below it)."""
-        a = self.shingles
-        if len(a) == 0 or len(other) == 0:
-            return Overlap(0.0, 0.0, 1.0)
-        common = int(np.count_nonzero(self.mask[other]))
-        return _overlap(len(a), len(other), common, min_containment)
+        return self.overlaps([other], min_containment)[0]
 
     def overlaps(self, others: list[np.ndarray], min_containment: float = 0.0) -> list[Overlap]:
         """:meth:`overlap` with each of ``others``: one gather for all of
-        them, the figures worked out as arrays (the same operations as
-        :func:`_overlap`, so the same values)."""
+        them, the figures worked out as arrays."""
         if not others:
             return []
         size = len(self.shingles)
@@ -220,24 +215,16 @@ class ShingleMask:
         common = hits[ends] - hits[ends - lengths]
         small, large = np.minimum(lengths, size), np.maximum(lengths, size)
         rate = large / 65536.0
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # an empty set: 0 below
             containment = np.maximum(0.0, (common / small - rate) / (1.0 - rate))
             jaccard = common / (size + lengths - common)
+        empty = small == 0
+        containment[empty] = jaccard[empty] = 0.0
         chance = np.ones(len(others))
-        needed = (common > 0) & (containment >= min_containment) & (lengths > 0) & (size > 0)
+        needed = (common > 0) & (containment >= min_containment)
         if needed.any():
             chance[needed] = binom.sf(common[needed] - 1, small[needed], rate[needed])
-        empty = (lengths == 0) | (size == 0)
-        containment[empty] = jaccard[empty] = 0.0
         return list(map(Overlap, containment.tolist(), jaccard.tolist(), chance.tolist()))
-
-
-def _overlap(len_a: int, len_b: int, common: int, min_containment: float) -> Overlap:
-    small, large = (len_a, len_b) if len_a <= len_b else (len_b, len_a)
-    rate = large / 65536.0
-    containment = max(0.0, (common / small - rate) / (1.0 - rate))
-    chance = float(binom.sf(common - 1, small, rate)) if common and containment >= min_containment else 1.0
-    return Overlap(containment, common / (len_a + len_b - common), chance)
 
 
 def overlap(a: np.ndarray, b: np.ndarray) -> Overlap:
@@ -249,9 +236,7 @@ def overlap(a: np.ndarray, b: np.ndarray) -> Overlap:
     So the containment is corrected for that rate, and ``chance`` says how
     likely the overlap is by accident (binomial tail): a copy needs both a
     high containment and a negligible chance."""
-    if len(a) == 0 or len(b) == 0:
-        return Overlap(0.0, 0.0, 1.0)
-    return _overlap(len(a), len(b), len(np.intersect1d(a, b, assume_unique=True)), 0.0)
+    return ShingleMask(a).overlap(b)
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
