@@ -30,6 +30,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from storyengine.metrics import MetricsSnapshot
+from storyengine.phases import PHASES
 from storyengine.store import connect
 from workers import names
 
@@ -96,6 +97,15 @@ class StorywireCollector(Collector):
             buckets=[("+Inf" if math.isinf(bound) else f"{bound:g}", count)
                      for bound, count in snapshot.latency_buckets],
             sum_value=snapshot.latency_sum)
+        engine = CounterMetricFamily(
+            "storywire_engine_seconds",
+            f"Seconds worker processes spent deciding articles, by phase ({', '.join(PHASES)}; see "
+            "storyengine/phases.py): only featurise runs outside the assignment lock, and lock, the wait for it, "
+            "grows when workers contend.",
+            labels=["phase"])
+        for phase, seconds in snapshot.engine_seconds.items():
+            engine.add_metric([phase], seconds)
+        yield engine
         yield GaugeMetricFamily("storywire_articles_queued",
                                 "Articles accepted and not yet processed (waiting, or being decided now).",
                                 value=queued)
@@ -130,10 +140,10 @@ def registry_for(app: Flask) -> CollectorRegistry:
 
 
 @documented(summary="Prometheus metrics for the whole deployment", tag="metrics",
-            description="Counters (articles accepted, decided, duplicates, stories opened and merged, failed), the "
-                        "processing latency histogram and the queue's depth, read from Redis: every API process "
-                        "answers with the same figures. Prometheus text format, or OpenMetrics when the Accept "
-                        "header asks for application/openmetrics-text.",
+            description="Counters (articles accepted, decided, duplicates, stories opened and merged, failed; the "
+                        "workers' seconds by phase of deciding), the processing latency histogram and the queue's "
+                        "depth, read from Redis: every API process answers with the same figures. Prometheus text "
+                        "format, or OpenMetrics when the Accept header asks for application/openmetrics-text.",
             replies={200: Reply("The metrics", media_type=("text/plain", "application/openmetrics-text"))},
             errors={406: "The Accept header names a metrics format version that cannot be read "
                                     "(not_acceptable)", 503: None})

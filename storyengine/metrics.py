@@ -15,6 +15,9 @@ while a scrape reaches one API process. So the counts live in one hash,
     latency:<bound>         decided articles whose time from received to processed fell in
                             (previous bound, bound] seconds; ``latency:+Inf`` above the last
     latency_sum             those times, summed (seconds)
+    engine_seconds:<phase>  seconds worker processes spent deciding, by phase of
+                            ``storyengine.phases.PHASES`` (featurise, lock, reads, ...):
+                            where the workers' time goes, and whether they wait on each other
 
 A decision and its counts are two writes, not one transaction (the decision
 is the engine's commit under the assignment lock), so a worker that dies
@@ -32,12 +35,13 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import redis
 
 from .errors import InvalidArticle
+from .phases import PHASES
 from .store import RedisStore
 
 if TYPE_CHECKING:
@@ -52,6 +56,7 @@ COUNTERS = ("articles_accepted", "articles_decided", "duplicates", "stories_open
 # requeue pass (5 minutes by default) sends it again.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 LATENCY_SUM = "latency_sum"
+ENGINE_SECONDS = "engine_seconds:"
 
 
 def bucket_field(bound: float) -> str:
@@ -77,6 +82,7 @@ class MetricsSnapshot:
     # (upper bound, decided articles at or under it), cumulative, ending with math.inf
     latency_buckets: list[tuple[float, int]]
     latency_sum: float
+    engine_seconds: dict[str, float] = field(default_factory=dict)  # phase -> seconds, every phase of PHASES
 
     @property
     def latency_count(self) -> int:
@@ -100,7 +106,8 @@ class MetricsSnapshot:
         for bound in (*LATENCY_BUCKETS, math.inf):
             running += int(values.get(bucket_field(bound), 0))
             buckets.append((bound, running))
-        return cls(counters, buckets, values.get(LATENCY_SUM, 0.0))
+        engine = {phase: values.get(ENGINE_SECONDS + phase, 0.0) for phase in PHASES}
+        return cls(counters, buckets, values.get(LATENCY_SUM, 0.0), engine)
 
 
 class Metrics:
@@ -117,17 +124,21 @@ class Metrics:
     def count_merges(self, count: int) -> bool:
         return self._add({"stories_merged": count})
 
-    def count_outcomes(self, outcomes: Iterable[Outcome]) -> bool:
+    def count_outcomes(self, outcomes: Iterable[Outcome], engine_seconds: Mapping[str, float] | None = None) -> bool:
         """Count what one ``Processor.process_many`` call decided, from its
-        Outcomes. Call it before the invalid articles are marked failed: an
-        invalid article counts as failed only while it is still queued, so a
-        redelivered task counts it once, as it counts a decided article once
-        (``already_processed`` outcomes count nothing)."""
+        Outcomes, and the seconds it spent by phase (``engine_seconds``, the
+        change in ``Processor.phase_seconds`` over the call). Call it before
+        the invalid articles are marked failed: an invalid article counts as
+        failed only while it is still queued, so a redelivered task counts it
+        once, as it counts a decided article once (``already_processed``
+        outcomes count nothing; the time they took still counts)."""
+        spent = {ENGINE_SECONDS + phase: seconds for phase, seconds in (engine_seconds or {}).items()
+                 if phase in PHASES and seconds > 0}
         by_id = {o.article_id: o for o in outcomes}  # the same id twice is one article
         decided = [o for o in by_id.values() if o.error is None and not o.already_processed]
         invalid = [o.article_id for o in by_id.values() if isinstance(o.error, InvalidArticle)]
         if not decided and not invalid:
-            return True
+            return self._add({}, 0.0, spent)
         k = self.store.keys
         try:
             with self.store.redis.pipeline(transaction=False) as pipe:
@@ -151,7 +162,7 @@ class Metrics:
             seconds = max(0.0, float(processed) - float(received))
             increments[bucket_field(latency_bucket(seconds))] += 1
             latency_sum += seconds
-        return self._add(increments, latency_sum)
+        return self._add(increments, latency_sum, spent)
 
     def count_failed(self, article_ids: Iterable[str]) -> bool:
         """Count articles about to be marked failed for an internal error (the
@@ -169,18 +180,21 @@ class Metrics:
             return False
         return self._add({"articles_failed": sum(1 for s in statuses if _is_queued(s))})
 
-    def _add(self, increments: Mapping[str, int], latency_sum: float = 0.0) -> bool:
+    def _add(self, increments: Mapping[str, int], latency_sum: float = 0.0,
+             sums: Mapping[str, float] | None = None) -> bool:
+        """Add ``increments`` (whole counts) and the float ``sums`` to the hash, in one transaction."""
         increments = {name: n for name, n in increments.items() if n}
-        if not increments and not latency_sum:
+        sums = {name: x for name, x in dict(sums or {}, **{LATENCY_SUM: latency_sum}).items() if x}
+        if not increments and not sums:
             return True
         try:
             with self.store.redis.pipeline(transaction=True) as pipe:
                 for name, n in increments.items():
                     pipe.hincrby(self.store.keys.metrics, name, n)
-                if latency_sum:
-                    pipe.hincrbyfloat(self.store.keys.metrics, LATENCY_SUM, latency_sum)
+                for name, x in sums.items():
+                    pipe.hincrbyfloat(self.store.keys.metrics, name, x)
                 pipe.execute()
         except redis.RedisError as exc:
-            log.warning("metrics: could not count %s: %s", ", ".join(sorted(increments)), exc)
+            log.warning("metrics: could not count %s: %s", ", ".join(sorted([*increments, *sums])), exc)
             return False
         return True

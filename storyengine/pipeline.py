@@ -27,6 +27,7 @@ import hashlib
 import json
 import time
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from operator import itemgetter
 
@@ -146,6 +147,9 @@ class Processor:
         self.vectorizer = Vectorizer(self.settings.hash_features)
         self.layout = signatures.BandLayout.for_threshold(self.settings.lsh_threshold, self.settings.num_perm)
         self._lock: AssignmentLock | None = None  # set while this processor holds the assignment lock
+        # Seconds spent per phase (storyengine.phases) over this processor's life; a
+        # caller that wants one call's share takes the difference.
+        self.phase_seconds: Counter[str] = Counter()
         self._df = DocumentFrequencies(self.settings.hash_features)
         self._shingles = ShingleCache()
         self._band_lookup = self.redis.register_script(BAND_LOOKUP)
@@ -198,7 +202,10 @@ class Processor:
             ids = list(dict.fromkeys(article_ids))  # the same id twice is decided once
             outcomes: dict[str, Outcome] = {}
             pending = []
-            for article_id, record in zip(ids, self.store.load_articles(ids)):
+            began = time.perf_counter()
+            records = self.store.load_articles(ids)
+            began = self._lap("load", began)
+            for article_id, record in zip(ids, records):
                 if record is None:
                     outcomes[article_id] = self._failed(article_id, NotFound(f"no article with id {article_id!r}"))
                 elif record.get("status") == "processed":
@@ -208,16 +215,22 @@ class Processor:
                         pending.append((article_id, record, self.featurise(record)))
                     except InvalidArticle as exc:
                         outcomes[article_id] = self._failed(article_id, exc)
+            self._lap("featurise", began)
             for chunk in _chunks(pending, BATCH_LIMIT):
+                began = time.perf_counter()
                 with AssignmentLock(self.redis, self.keys.assign_lock) as lock:
                     self._lock = lock
                     try:
+                        began = self._lap("lock", began)
                         # Old stories go first, on the clock this batch moves to, so a
                         # batch decides as its articles would one at a time.
                         self._retention.age_out_if_due(lock, max(f.published for _, _, f in chunk))
+                        self._lap("retention", began)
                         outcomes.update(self._decide_batch(chunk))
                     finally:
                         self._lock = None
+                        began = time.perf_counter()
+                self._lap("lock", began)
             return [outcomes[article_id] for article_id in article_ids]
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
@@ -230,10 +243,18 @@ class Processor:
         return Outcome(article_id, record.get("story", ""), record.get("duplicate_of") or None,
                        opened_story=False, already_processed=True)
 
+    def _lap(self, phase: str, began: float) -> float:
+        """Add the time since ``began`` to ``phase``; the time now, to start the next one."""
+        now = time.perf_counter()
+        self.phase_seconds[phase] += now - began
+        return now
+
     def _decide_batch(self, chunk: list) -> dict[str, Outcome]:
         if not chunk:
             return {}
+        began = time.perf_counter()
         batch = self._read_batch(chunk)
+        began = self._lap("reads", began)
         outcomes: dict[str, Outcome] = {}
         for n, (article_id, record, f) in enumerate(chunk):
             status = batch.status.get(article_id)
@@ -249,12 +270,17 @@ class Processor:
                 # An earlier copy takes over from canonical ones: that rewrites
                 # what the batch has read, so write the batch so far, promote
                 # against the store itself, and read afresh for the rest.
+                began = self._lap("decide", began)
                 self._commit_batch(batch)
+                began = self._lap("commit", began)
                 outcomes[article_id] = self._promote_earlier_copy(article_id, record, f, *outcome)
+                self._lap("decide", began)
                 outcomes.update(self._decide_batch(chunk[n + 1:]))
                 return outcomes
             outcomes[article_id] = outcome
+        began = self._lap("decide", began)
         self._commit_batch(batch)
+        self._lap("commit", began)
         return outcomes
 
     # ------------------------------------------------------------------ batch reads

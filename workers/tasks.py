@@ -74,6 +74,7 @@ def _process(task, article_ids: list[str]) -> list[dict]:
     processor = processor_for(task.app)
     config = task.app.conf.storywire
     attempt = 0
+    spent_before = dict(processor.phase_seconds)
     while True:
         try:
             outcomes = processor.process_many(article_ids)
@@ -97,7 +98,9 @@ def _process(task, article_ids: list[str]) -> list[dict]:
             for article_id in article_ids:
                 processor.store.mark_failed(article_id, "internal error while processing; see the worker log")
             raise
-    Metrics(processor.store).count_outcomes(outcomes)  # before marking failed: see storyengine.metrics
+    # Before marking failed (see storyengine.metrics); the seconds by phase include any retries.
+    spent = {phase: seconds - spent_before.get(phase, 0.0) for phase, seconds in processor.phase_seconds.items()}
+    Metrics(processor.store).count_outcomes(outcomes, spent)
     results = []
     for outcome in outcomes:
         if isinstance(outcome.error, InvalidArticle):

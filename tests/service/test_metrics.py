@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.metrics import broker_queue_keys
 from storyengine.embedded_redis import EmbeddedRedis, free_port
+from storyengine.phases import PHASES
 from storyengine.store import connect
 from tests.helpers import build_app as make_app
 from tests.service.envelope import assert_error
@@ -72,6 +73,8 @@ def test_a_fresh_deployment_exposes_every_metric_at_zero(client):
     assert histogram[("storywire_processing_latency_seconds_count", ())] == 0
     assert histogram[("storywire_processing_latency_seconds_sum", ())] == 0
     assert families["storywire_articles_queued"][("storywire_articles_queued", ())] == 0
+    assert families["storywire_engine_seconds"] == {
+        ("storywire_engine_seconds_total", (("phase", phase),)): 0 for phase in PHASES}
     assert ("storywire_queue_messages", (("queue", names.QUEUE),)) in families["storywire_queue_messages"]
     # Per-process collectors are left out: a scrape lands on any gunicorn process.
     assert not [name for name in families if name.startswith(("process_", "python_"))]
@@ -110,6 +113,8 @@ def test_an_accept_undone_because_the_queue_is_down_is_not_counted(redis_url, se
     families = scrape(client)
     assert counter(families, "articles_accepted") == 0
     assert families["storywire_articles_queued"][("storywire_articles_queued", ())] == 0
+    assert families["storywire_engine_seconds"] == {
+        ("storywire_engine_seconds_total", (("phase", phase),)): 0 for phase in PHASES}
     # The counts live in the store, which answers: they are served, without the broker's queue length.
     assert "storywire_queue_messages" not in families
 

@@ -424,3 +424,31 @@ def test_a_processor_sees_counts_another_wrote_since_its_last_batch(store, fresh
     assert valley["decision"] == expected["decision"]
     assert df_counts(store, ["kessel", "lindenmark"]) == {"kessel": 2, "lindenmark": 1}
     assert_same_state(store, control)
+
+
+# ---------------------------------------------------------------- (f) where the time goes
+@pytest.mark.parametrize("case", ["dev", "promotion"])
+def test_a_batch_accounts_for_its_time_by_phase(store, case):
+    """Processor.phase_seconds splits a call's time into the phases of
+    storyengine.phases.PHASES: each that ran has its share, the shares never add up to
+    more than the call took (no time counted twice, the promotion's path
+    included), and they cover nearly all of it."""
+    import time
+
+    from storyengine.phases import PHASES
+    records = dev_records(80) if case == "dev" else [article(**s) for s in PROMOTIONS["halvik"]]
+    ids = accept(store, records)
+    processor = Processor(store)
+    began = time.perf_counter()
+    outcomes = processor.process_many(ids)
+    took = time.perf_counter() - began
+    assert all(o.error is None for o in outcomes)
+    seconds = dict(processor.phase_seconds)
+    assert set(seconds) == set(PHASES), seconds
+    for phase in ("load", "featurise", "lock", "reads", "decide", "commit"):
+        assert seconds[phase] > 0, (phase, seconds)
+    assert sum(seconds.values()) <= took
+    assert sum(seconds.values()) >= 0.5 * took, (seconds, took)
+    # A second call adds to the same counters.
+    processor.process_many(ids)
+    assert processor.phase_seconds["load"] > seconds["load"]

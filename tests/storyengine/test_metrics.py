@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from storyengine.embedded_redis import free_port
 from storyengine.metrics import LATENCY_BUCKETS, Metrics, MetricsSnapshot, bucket_field, latency_bucket
+from storyengine.phases import PHASES
 from storyengine.pipeline import Outcome, Processor
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
@@ -155,9 +156,31 @@ def test_redis_away_is_logged_and_never_raised(settings, caplog):
     assert len([r for r in caplog.records if r.name == "storywire.metrics"]) == 4
 
 
+def test_the_engine_seconds_of_each_call_add_up_by_phase(store, processor):
+    """What the worker passes: the change in Processor.phase_seconds over a
+    call. It adds up per phase, a call that decided nothing still counts its
+    time, and a phase the engine does not have is not stored."""
+    ids = accept(store, COURIER, BANK)
+    before = dict(processor.phase_seconds)
+    outcomes = processor.process_many(ids)
+    first = {phase: s - before.get(phase, 0.0) for phase, s in processor.phase_seconds.items()}
+    assert Metrics(store).count_outcomes(outcomes, first)
+    assert snapshot(store).engine_seconds == pytest.approx({phase: first.get(phase, 0.0) for phase in PHASES})
+    assert snapshot(store).engine_seconds["featurise"] > 0
+
+    again = {"load": 0.25, "lock": 0.5, "not-a-phase": 9.0}
+    assert Metrics(store).count_outcomes(processor.process_many(ids), again)  # already processed: nothing decided
+    spent = snapshot(store).engine_seconds
+    assert spent["load"] == pytest.approx(first["load"] + 0.25) and spent["lock"] == pytest.approx(first["lock"] + 0.5)
+    assert spent["featurise"] == pytest.approx(first["featurise"])
+    assert not [f for f in store.redis.hkeys(store.keys.metrics) if b"not-a-phase" in f]
+    assert snapshot(store).counters["articles_decided"] == 2
+
+
 def test_an_empty_or_foreign_hash_reads_as_zeros():
     empty = MetricsSnapshot.from_hash({})
     assert set(empty.counters.values()) == {0} and empty.latency_count == 0 and empty.latency_sum == 0.0
+    assert empty.engine_seconds == {phase: 0.0 for phase in PHASES}
     assert empty.latency_buckets[-1][0] == math.inf and len(empty.latency_buckets) == len(LATENCY_BUCKETS) + 1
 
 

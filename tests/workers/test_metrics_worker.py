@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from storyengine.metrics import latency_bucket
+from storyengine.phases import PHASES
 from tests.storyengine.test_pipeline import BANK, COURIER, REPRINT, T0
 from tests.storyengine.test_repair import BANK as REPAIR_BANK
 from tests.storyengine.test_repair import DAM, Newsroom
@@ -40,6 +41,10 @@ class Scrape:
     def counters(self) -> dict[str, float]:
         return {name: self.counter(name) for name in ("articles_accepted", "articles_decided", "duplicates",
                                                       "stories_opened", "stories_merged", "articles_failed")}
+
+    def engine_seconds(self) -> dict[str, float]:
+        return {s.labels["phase"]: s.value for s in self.families["storywire_engine_seconds"].samples
+                if s.name.endswith("_total")}
 
     def gauge(self, name: str) -> float:
         [sample] = self.families[name].samples
@@ -101,6 +106,15 @@ def test_counts_and_latencies_follow_what_the_worker_decided(e2e_app, celery_wor
     assert [c for _, c in buckets] == expected
     assert total == pytest.approx(sum(latencies), abs=1e-3) and total > 0
 
+    # Where the worker's time went: every phase of deciding these articles
+    # took some (retention only when it was due), and all of it together is
+    # less than the time the worker had them (received to the last processed).
+    spent = scrape.engine_seconds()
+    assert set(spent) == set(PHASES)
+    assert all(spent[phase] > 0 for phase in PHASES if phase != "retention"), spent
+    received = [r for r, _ in store.processing_times(decided_ids)]
+    assert sum(spent.values()) < max(p for _, p in store.processing_times(decided_ids)) - min(received)
+
 
 def test_a_task_sent_again_counts_nothing(e2e_app, celery_worker):
     """Redelivered or requeued tasks (the same articles sent again, one by one
@@ -129,6 +143,8 @@ def test_a_task_sent_again_counts_nothing(e2e_app, celery_worker):
         expected[name] += 1  # the sentinel, and nothing else
     assert after.counters() == expected
     assert after.histogram()[1] == before.histogram()[1] + 1
+    # The resent tasks decided nothing, but the time they took still counts.
+    assert after.engine_seconds()["load"] > before.engine_seconds()["load"]
 
 
 def test_the_repair_pass_counts_the_stories_it_merged(e2e_app, celery_worker):
