@@ -24,7 +24,9 @@ same stream. In the order it runs (progress goes to stderr):
    ``make run`` uses, with 1 and then 2 worker processes; ``--e2e-articles``
    posted in batches of 100 by 4 client threads.
 
-Then one table (figure, value, target, PASS or MISS) on stdout and, with
+Then one table (figure, value, target, PASS or MISS) on stdout, where the
+time goes per article by phase (storyengine.phases: in-process from the
+engine's own clock, end to end from the workers' metrics), and, with
 ``--out``, one flat JSON object. The exit code is 0 even when a figure misses:
 this is a measurement, not a gate.
 
@@ -69,6 +71,8 @@ from scripts.run import role_command  # noqa: E402
 from storyengine import evaluation  # noqa: E402
 from storyengine.articles import new_article_record  # noqa: E402
 from storyengine.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from storyengine.metrics import MetricsSnapshot  # noqa: E402
+from storyengine.phases import PHASES  # noqa: E402
 from storyengine.pipeline import Processor, collect_less  # noqa: E402
 from storyengine.settings import Settings  # noqa: E402
 from storyengine.store import RedisStore, connect  # noqa: E402
@@ -257,6 +261,7 @@ class IngestRun:
     failed: int = 0
     bytes_per_article: float = math.nan
     redis_cpu_ms_per_article: float = math.nan
+    phase_seconds: list[dict[str, float]] = field(default_factory=list)  # per chunk, by phase (storyengine.phases)
 
     @property
     def per_article_ms(self) -> list[float]:
@@ -295,14 +300,18 @@ def ingest(store: RedisStore, records: list[dict], batch: int, label: str) -> In
     ids = accept_all(store, records, label)
     cpu_before = redis_cpu_seconds(store.redis)
     collect_less()  # as a worker process does (workers/tasks.py)
-    process = batch_processor(Processor(store))
+    processor = Processor(store)
+    process = batch_processor(processor)
+    clock = getattr(processor, "phase_seconds", {})  # an engine from before the phases were timed has none
     run = IngestRun()
     progress = Progress(len(ids), f"{label}: process")
     for start in range(0, len(ids), batch):
         chunk = ids[start:start + batch]
+        clock_before = dict(clock)
         began = time.perf_counter()
         outcomes = process(chunk)
         run.seconds.append(time.perf_counter() - began)
+        run.phase_seconds.append({phase: seconds - clock_before.get(phase, 0.0) for phase, seconds in clock.items()})
         run.sizes.append(len(chunk))
         run.stored_before.append(run.processed)
         # An outcome may carry an error (process_many decides the rest of the
@@ -322,23 +331,50 @@ def redis_cpu_seconds(client: redis.Redis) -> float:
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
-def cost_ratio(run: IngestRun, total: int) -> tuple[float, float, float, str]:
-    """(late / early, early ms, late ms, which windows): median per-article
-    cost of the chunks that started while the store held 9,000-11,000 articles
-    against those in the last 10 % of the run. Runs too short to hold both
-    windows apart (under 20,000) compare the first and last 10 % of chunks."""
-    per = run.per_article_ms
+def cost_windows(run: IngestRun, total: int) -> tuple[list[int], list[int], str]:
+    """(early chunks, late chunks, which windows): the chunks that started
+    while the store held 9,000-11,000 articles and those in the last 10 % of
+    the run. Runs too short to hold both windows apart (under 20,000) take
+    the first and last 10 % of chunks."""
     late_from = int(total * 0.9)
     if total >= 20_000:
-        early = [c for c, s in zip(per, run.stored_before) if TIMED_WINDOW[0] <= s < TIMED_WINDOW[1]]
-        late = [c for c, s in zip(per, run.stored_before) if s >= late_from]
-        windows = f"{TIMED_WINDOW[0]}-{TIMED_WINDOW[1]} vs {late_from}-{total} stored"
-    else:
-        k = max(1, len(per) // 10)
-        early, late = per[:k], per[-k:]
-        windows = f"first vs last 10% of chunks (only {total} articles)"
-    early_ms, late_ms = median(early), median(late)
+        early = [i for i, s in enumerate(run.stored_before) if TIMED_WINDOW[0] <= s < TIMED_WINDOW[1]]
+        late = [i for i, s in enumerate(run.stored_before) if s >= late_from]
+        return early, late, f"{TIMED_WINDOW[0]}-{TIMED_WINDOW[1]} vs {late_from}-{total} stored"
+    k = max(1, len(run.sizes) // 10)
+    return list(range(k)), list(range(len(run.sizes) - k, len(run.sizes))), \
+        f"first vs last 10% of chunks (only {total} articles)"
+
+
+def cost_ratio(run: IngestRun, total: int) -> tuple[float, float, float, str]:
+    """(late / early, early ms, late ms, which windows): median per-article
+    cost of the chunks in the two :func:`cost_windows`."""
+    per = run.per_article_ms
+    early, late, windows = cost_windows(run, total)
+    early_ms, late_ms = median([per[i] for i in early]), median([per[i] for i in late])
     return late_ms / early_ms, early_ms, late_ms, windows
+
+
+def phase_ms(run: IngestRun, chunks: list[int] | None = None) -> dict[str, float]:
+    """Milliseconds per article by phase over ``chunks`` (default: all):
+    where the engine's time goes."""
+    chunks = range(len(run.sizes)) if chunks is None else chunks
+    articles = sum(run.sizes[i] for i in chunks)
+    totals: dict[str, float] = {}
+    for i in chunks:
+        for phase, seconds in run.phase_seconds[i].items():
+            totals[phase] = totals.get(phase, 0.0) + seconds
+    return {phase: 1000 * seconds / max(articles, 1) for phase, seconds in totals.items()}
+
+
+def engine_phase_figures(run: IngestRun, total: int) -> dict[str, float]:
+    """``engine_phase_ms_<phase>`` over the whole run, and ``..._early`` and
+    ``..._late`` over the cost windows: which phases grow with the store."""
+    early, late, _ = cost_windows(run, total)
+    figures = {}
+    for suffix, chunks in (("", None), ("_early", early), ("_late", late)):
+        figures.update({f"engine_phase_ms_{phase}{suffix}": ms for phase, ms in phase_ms(run, chunks).items()})
+    return figures
 
 
 # ---------------------------------------------------------------- 3. reads under load
@@ -644,6 +680,7 @@ def end_to_end(rows: list[dict], redis_url: str, settings: Settings, workers: in
                                        f"{timeout:.0f} s; last lines of {worker_log}:\n{tail(worker_log)}")
             for t in threads:
                 t.join()
+            spent = worker_phase_ms(store, len(ids))
     finally:
         store.clear()
     # An article can be processed before its batch's answer reaches the
@@ -655,7 +692,21 @@ def end_to_end(rows: list[dict], redis_url: str, settings: Settings, workers: in
         log(f"warning: {label}: {failed} articles failed, counted as done (--logs DIR keeps the worker log)")
     return {"articles_per_s": len(ids) / elapsed, "seconds": elapsed, "failed_articles": failed,
             "latency_p50_ms": percentile(latencies, 50), "latency_p99_ms": percentile(latencies, 99),
-            "processed_time_source": source}
+            "processed_time_source": source, **{f"phase_ms_{phase}": ms for phase, ms in spent.items()}}
+
+
+def worker_phase_ms(store: RedisStore, articles: int, wait: float = 10.0) -> dict[str, float]:
+    """The workers' milliseconds per article by phase, from the metrics they
+    count (storyengine.metrics): every worker process together, so with two
+    "lock" includes each one's wait for the other. A worker counts a task
+    just after its decisions are written: wait for the last one's counts."""
+    deadline = time.monotonic() + wait
+    while True:
+        snapshot = MetricsSnapshot.from_hash(store.redis.hgetall(store.keys.metrics))
+        counted = snapshot.counters["articles_decided"] + snapshot.counters["articles_failed"]
+        if counted >= articles or time.monotonic() > deadline:
+            return {phase: 1000 * seconds / articles for phase, seconds in snapshot.engine_seconds.items()}
+        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- machine
@@ -738,6 +789,21 @@ def report_rows(r: dict) -> list[Row]:
     ]
 
 
+def phase_lines(r: dict) -> list[str]:
+    """Where the time goes, per article by phase: the in-process engine over
+    the whole run and in the two cost windows, and the workers end to end."""
+    def columns(prefix: str, suffixes: tuple[str, ...]) -> str:
+        return "; ".join(f"{phase} " + " / ".join(f"{r.get(f'{prefix}{phase}{x}', math.nan):.2f}" for x in suffixes)
+                         for phase in PHASES)
+
+    if "engine_phase_ms_featurise" not in r:
+        return []
+    return ["engine ms per article by phase, whole run / early / late window: "
+            + columns("engine_phase_ms_", ("", "_early", "_late")),
+            "workers' ms per article by phase, 1 / 2 worker processes: "
+            + columns("e2e_phase_ms_", ("_1_worker", "_2_workers"))]
+
+
 def print_report(r: dict) -> None:
     rows = report_rows(r)
     widths = [max(len(x) for x in col) for col in zip(*[(row.figure, row.value, row.target) for row in rows],
@@ -754,6 +820,8 @@ def print_report(r: dict) -> None:
     if r.get("engine_failed_articles"):
         print(f"warning: the engine failed {r['engine_failed_articles']} articles in-process; they are not stored")
     print(f"cost windows: {r['cost_ratio_windows']}")
+    for line in phase_lines(r):
+        print(line)
     print(f"read times: {r['reads_timing_source']}; round trips: {r['reads_round_trips_source']}")
     print(f"end-to-end processing times: {r['e2e_processed_time_source']}")
     missed = [row.figure.strip() for row in rows if row.met is False]
@@ -836,6 +904,7 @@ def main(argv: list[str] | None = None) -> int:
                 "engine_article_p50_ms": percentile(per, 50), "engine_article_p99_ms": percentile(per, 99),
                 "redis_bytes_per_article": run.bytes_per_article, "cost_100k_vs_10k": ratio,
                 "cost_early_ms_per_article": early_ms, "cost_late_ms_per_article": late_ms,
+                **engine_phase_figures(run, args.articles),
                 "cost_ratio_windows": windows, "engine_processing": "process_many" if getattr(
                     Processor, "process_many", None) else "process (no process_many yet)"})
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts.bench import REQUIRED_KEYS, IngestRun, build_stream, cost_ratio, parse_server_timing
+from scripts.bench import (REQUIRED_KEYS, IngestRun, build_stream, cost_ratio, engine_phase_figures,
+                           parse_server_timing)
+from storyengine.phases import PHASES
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
@@ -44,6 +46,15 @@ def test_a_tiny_run_writes_every_figure(tmp_path):
     for key in MACHINE_KEYS:
         assert figures.get(key) not in (None, ""), key
     assert figures["redis_embedded"] is True
+    # Where the time went, by phase: in-process from the engine's clock, end
+    # to end from the workers' metrics. Each adds up to less than the time taken.
+    for suffix in ("", "_early", "_late"):
+        assert figures[f"engine_phase_ms_featurise{suffix}"] > 0 and figures[f"engine_phase_ms_commit{suffix}"] > 0
+    engine_ms = 1000 / figures["engine_articles_per_s"]
+    assert sum(figures[f"engine_phase_ms_{phase}"] for phase in PHASES) <= engine_ms
+    for run in ("1_worker", "2_workers"):
+        assert figures[f"e2e_phase_ms_decide_{run}"] > 0 and figures[f"e2e_phase_ms_featurise_{run}"] > 0
+    assert "by phase" in result.stdout
     # The readable table, with a verdict on each target.
     assert "engine in-process" in result.stdout and ("PASS" in result.stdout or "MISS" in result.stdout)
 
@@ -77,3 +88,17 @@ def test_cost_ratio_compares_10k_stored_with_the_end():
     ratio, early_ms, late_ms, windows = cost_ratio(run, 20_000)
     assert ratio == pytest.approx(2.0) and early_ms == pytest.approx(1.0) and late_ms == pytest.approx(2.0)
     assert windows.startswith("9000-11000")
+
+
+def test_phase_figures_are_per_article_over_their_windows():
+    run = IngestRun()
+    for start in range(0, 20_000, 100):
+        run.sizes.append(100)
+        run.stored_before.append(start)
+        run.seconds.append(0.1)
+        run.phase_seconds.append({"featurise": 0.02, "decide": 0.06 if start >= 18_000 else 0.03})
+    figures = engine_phase_figures(run, 20_000)
+    assert figures["engine_phase_ms_featurise"] == pytest.approx(0.2)
+    assert figures["engine_phase_ms_decide_early"] == pytest.approx(0.3)
+    assert figures["engine_phase_ms_decide_late"] == pytest.approx(0.6)
+    assert figures["engine_phase_ms_decide"] == pytest.approx((180 * 0.3 + 20 * 0.6) / 200)
