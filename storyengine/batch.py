@@ -107,7 +107,6 @@ class Story:
     indexed_at_start: list[int] = field(default_factory=list)
     canonicals: list[str] = field(default_factory=list)
     dirty_buckets: set[int] = field(default_factory=set)
-    touched: bool = False
     details_changed: bool = False  # an article joined: centroid, representative and names to write
     details: dict | None = None  # centroid, representative, names: parsed when an article joins
 
@@ -229,7 +228,6 @@ class Batch:
     def touch(self, story: Story) -> None:
         """Mark a story as changed by this batch: it is written at the commit,
         and found by what it is indexed under now, not by what was read."""
-        story.touched = True
         self.touched[story.story_id] = story
 
     def stories_for_terms(self, features: list[int], since: float, weights: list[float] | None = None,
@@ -243,8 +241,7 @@ class Batch:
         for feature in features:
             w = weight_of.get(feature, 1.0)
             for sid, score in self.term_hits.get(feature, ()):
-                story = self.stories.get(sid)
-                if story is not None and story.touched:
+                if sid in self.touched:
                     continue  # judged below, by what it is indexed under now
                 if score >= since:
                     found[sid] = found.get(sid, 0.0) + w

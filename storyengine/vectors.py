@@ -160,13 +160,16 @@ class SparseVector:
         packed = np.zeros((n, 3), dtype=np.uint8)
         indices = self.indices.astype("<u4")
         packed[:, 0], packed[:, 1], packed[:, 2] = indices & 0xFF, (indices >> 8) & 0xFF, (indices >> 16) & 0xFF
-        # Clipped to what half precision holds (a term weighing 65,504 is already
-        # far beyond any other: a sum over that many articles).
-        return packed.tobytes() + np.clip(self.values, -65504.0, 65504.0).astype("<f2").tobytes()
+        return packed.tobytes() + self._half_values().tobytes()
 
     def stored(self) -> "SparseVector":
         """This vector as :meth:`from_bytes` reads back what :meth:`to_bytes` wrote."""
-        return SparseVector(self.indices, np.clip(self.values, -65504.0, 65504.0).astype("<f2").astype(np.float64))
+        return SparseVector(self.indices, self._half_values().astype(np.float64))
+
+    def _half_values(self) -> np.ndarray:
+        # Clipped to what half precision holds (a term weighing 65,504 is already
+        # far beyond any other: a sum over that many articles).
+        return np.clip(self.values, -65504.0, 65504.0).astype("<f2")
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "SparseVector":
