@@ -5,13 +5,14 @@ from celery import Celery
 
 from storyengine.logs import log_format
 
-from . import logs, names
+from . import kombu_fixes, logs, names
 from .config import WorkerConfig
 
 
 def create_celery(config: WorkerConfig | None = None) -> Celery:
     config = config or WorkerConfig.from_env()
     logs.install(log_format())  # LOG_FORMAT=json: every worker and beat line a JSON object (workers/logs.py)
+    kombu_fixes.install()  # a worker survives Redis going away with a BRPOP in flight (workers/kombu_fixes.py)
     app = Celery("storywire", broker=config.broker, include=["workers.tasks"])
     app.conf.update(
         task_default_queue=names.QUEUE,
