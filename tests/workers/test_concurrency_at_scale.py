@@ -13,7 +13,9 @@ worker + API pair has its own database and key prefix.
    moment; the repair pass running over and over while four processes ingest;
    one article posted by eight client threads at once.
 3. What out-of-order arrival (which concurrent workers and lagging feeds
-   produce) does to duplicate groups: two known bugs, marked xfail(strict).
+   produce) does to duplicate groups: an original decided after its copies
+   adopts them, and a reprint stays a copy after its canonical was replaced
+   twice (two bugs found here, since fixed).
 
 ``pytest -s`` shows the scores and timings.
 """

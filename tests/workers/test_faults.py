@@ -483,8 +483,9 @@ def redis_outage_mid_stream(stack: Stack, **worker_env) -> Outage:
 
 def test_redis_stopped_and_started_again_mid_stream(stack):
     """Nothing accepted is lost or counted twice. The worker survives the
-    outage and reconnects with backoff; the articles whose tasks the outage
-    took (see the xfail test below) are sent again by the requeue pass, which
+    outage (with a BRPOP in flight too: workers/kombu_fixes.py, whose test
+    makes that case every time) and reconnects with backoff; the articles whose tasks the outage
+    took are sent again by the requeue pass, which
     beat runs in production (every STORYWIRE_REPAIR_INTERVAL, for articles
     queued longer than STORYWIRE_REQUEUE_AFTER) and this test sends by name."""
     outage = redis_outage_mid_stream(stack, STORYWIRE_REQUEUE_AFTER="2")
