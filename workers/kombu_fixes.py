@@ -12,7 +12,9 @@ and raises ``AttributeError: 'NoneType' object has no attribute 'hostname'``,
 which is not a connection error: the consumer dies and takes the worker with it.
 
 The fix: a BRPOP whose connection is gone will never be answered, so its
-connection error ends the read, not the close. The channel then closes once,
+connection error ends the read, not the close. (The read itself stays: kombu
+added it so that a message BRPOP popped while the channel closes is delivered
+and put back, not lost.) The channel then closes once,
 while the transport is still there; putting the prefetched messages back fails
 with a connection error (Redis is away), which Celery ignores, and they stay in
 kombu's unacknowledged set in Redis, from where they are restored after the
