@@ -100,8 +100,8 @@ class StorywireCollector(Collector):
         engine = CounterMetricFamily(
             "storywire_engine_seconds",
             f"Seconds worker processes spent deciding articles, by phase ({', '.join(PHASES)}; see "
-            "storyengine/phases.py): only featurise runs outside the assignment lock, and lock, the wait for it, "
-            "grows when workers contend.",
+            "storyengine/phases.py): only load and featurise run outside the assignment lock, and lock, the wait "
+            "for it, grows when workers contend.",
             labels=["phase"])
         for phase, seconds in snapshot.engine_seconds.items():
             engine.add_metric([phase], seconds)

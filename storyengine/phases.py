@@ -4,14 +4,14 @@ a batch goes through them, and that worker processes add up in the metrics
 (``engine_seconds:<phase>``, see :mod:`storyengine.metrics`). Its own module,
 so the API can name the phases without importing the engine's numerical code.
 
-Only "featurise" runs outside the assignment lock; "lock" is the time spent
+"load" and "featurise" run outside the assignment lock; "lock" is the time spent
 taking it (waiting for other workers included) and giving it back, so it
 grows when workers contend for it.
 """
 from __future__ import annotations
 
 PHASES = {
-    "load": "reading the articles by id",
+    "load": "reading the articles by id (no lock held)",
     "featurise": "text, shingles, MinHash and term counts (no lock held)",
     "lock": "taking the assignment lock (waiting for other workers included) and releasing it",
     "retention": "ageing out old stories when due",

@@ -45,7 +45,3 @@ def install() -> None:
     """Patch kombu's Redis channel (idempotent; every Storywire Celery app calls it)."""
     kombu_redis.Channel.close = _close
 
-
-def uninstall() -> None:
-    """Put kombu's own ``close`` back (the test that checks kombu still needs the fix)."""
-    kombu_redis.Channel.close = _ORIGINAL_CLOSE
