@@ -26,11 +26,16 @@ prefix, over its shards: docs/scaling.md.)
     {p}:stories:kept             zset   story -> newest published time of any of its articles (a late
                                         reprint too, which does not move :recent): retention's clock
     {p}:term:{feature}           zset   story -> newest published time, for stories that term indexes
+    {p}:clock                    string the stream clock (storyengine.clock): a watermark of published times
+    {p}:clock:times              zset   "n\\0outlet" -> each outlet's n-th newest published time (n <= 2)
+    {p}:gone:{day}               hash   tombstones of what retention removed on that (UTC) day: id ->
+                                        "kind deleted_at clock detail"; expires tombstone_days later
     {p}:df                       string document frequency per hashed term (BITFIELD u32 counters)
     {p}:df:docs                  string number of documents counted in {p}:df
     {p}:df:version               string bumped by every write to {p}:df (workers cache it)
     {p}:assign-lock              string the story-assignment lock (see storyengine.pipeline)
     {p}:metrics                  hash   service counters and the latency histogram (storyengine.metrics)
+    {p}:workers                  zset   worker node name -> last heartbeat, epoch seconds (workers.heartbeat)
 """
 from __future__ import annotations
 
@@ -112,6 +117,17 @@ class Keys:
         return key
 
     @property
+    def clock(self) -> str:
+        return self._k("clock")
+
+    @property
+    def clock_times(self) -> str:
+        return self._k("clock", "times")
+
+    def gone(self, day: int) -> str:
+        return self._k("gone", day)
+
+    @property
     def df(self) -> str:
         return self._k("df")
 
@@ -130,6 +146,10 @@ class Keys:
     @property
     def metrics(self) -> str:
         return self._k("metrics")
+
+    @property
+    def workers(self) -> str:
+        return self._k("workers")
 
     def all_pattern(self) -> str:
         return self._k("*")

@@ -1,15 +1,20 @@
 """Retention: stories age out, with everything that points at them, so memory stays bounded.
 
 A story whose newest article (a late reprint counts too) is older than
-``retention_days`` before the newest article the stream has seen is
-deleted: the story, its articles (canonical and copies), their URL references and exact fingerprints, their
-LSH band slots, the story's term index entries and the redirects of stories
-merged into it. Articles that failed are removed on the same clock.
+``retention_days`` before the stream clock is deleted: the story, its
+articles (canonical and copies), their URL references and exact
+fingerprints, their LSH band slots, the story's term index entries and the
+redirects of stories merged into it. Failed articles are removed on the same
+clock, by the stream's time when they failed. Each id removed leaves a
+tombstone (storyengine.tombstones), so it answers 410 Gone, saying when and
+why, instead of 404.
 
-The clock is the stream's own (the newest ``published_at`` seen: the top of
-``{p}:stories:kept``, or the batch about to be decided), not the wall clock:
-replaying an archive ages stories out as it would have live, and a service that receives nothing
-deletes nothing.
+The clock is the stream's own watermark (storyengine.clock), not the wall
+clock and not the newest date seen: replaying an archive ages stories out as
+it would have live, one article dated far ahead moves nothing, and a service
+that receives nothing deletes nothing. Articles older than the window on
+that clock are refused when posted (the store's accept script), so what was
+accepted stays until the clock has moved ``retention_days`` past its story.
 
 The stream's term statistics ({p}:df) keep counting aged-out articles: they
 are a fixed-size array, and IDF is the stream's history, not the window's.
@@ -22,8 +27,11 @@ like every other decision.
 from __future__ import annotations
 
 import json
+import time
 
+from . import tombstones
 from .batch import decode
+from .clock import StreamClock, parse
 from .locking import AssignmentLock
 from .signatures import BandLayout
 from .store import RedisStore
@@ -45,35 +53,43 @@ class Retention:
         self.keys = store.keys
         self.redis = store.redis
         self.settings = store.settings
+        self.clock = StreamClock(store.redis, store.keys, store.settings)
         self._band_lookup = band_lookup
         self._band_write = band_write
 
-    def age_out_if_due(self, lock: AssignmentLock, arriving: float, limit: int = STORIES_PER_CALL) -> int:
-        """One round trip to see whether anything is past retention on the
-        clock that articles published at ``arriving`` move the stream to; if
-        so, delete up to ``limit`` stories (and failed articles). Returns how
-        many stories went."""
+    def advance_and_age_out(self, lock: AssignmentLock, events, limit: int = STORIES_PER_CALL) -> float | None:
+        """Advance the stream clock by dated (outlet, published) ``events``
+        and, in the same round trip, see whether anything is past retention
+        on it; if so, delete up to ``limit`` stories (and failed articles).
+        Returns the clock (None while no dated article was ever decided)."""
         k, r = self.keys, self.redis
         with r.pipeline(transaction=False) as pipe:
-            pipe.zrevrange(k.stories_kept, 0, 0, withscores=True)
+            self.clock.advance(events, client=pipe)
             pipe.zrange(k.stories_kept, 0, 0, withscores=True)
             pipe.zrange(k.failed, 0, 0, withscores=True)
-            newest, oldest_story, oldest_failed = pipe.execute()
-        clock = max([arriving] + [score for _, score in newest])
+            clock, oldest_story, oldest_failed = pipe.execute()
+        clock = parse(clock)
+        if clock is None:
+            return None
         before = cutoff(clock, self.settings.retention_days)
-        if not any(score < before for _, score in oldest_story + oldest_failed):
-            return 0
-        return self.age_out(lock, before, limit)
+        if any(score < before for _, score in oldest_story + oldest_failed):
+            self.age_out(lock, before, limit, clock=clock)
+        return clock
 
-    def age_out(self, lock: AssignmentLock, before: float, limit: int = STORIES_PER_CALL) -> int:
+    def age_out(self, lock: AssignmentLock, before: float, limit: int = STORIES_PER_CALL,
+                clock: float | None = None) -> int:
         """Delete up to ``limit`` stories (and failed articles) kept only by
-        articles published before ``before``. Returns how many stories went."""
+        articles published before ``before`` (on the stream ``clock``, by
+        default ``before`` plus the window). Returns how many stories went."""
+        if clock is None:
+            clock = before + self.settings.retention_days * DAY
         k, r = self.keys, self.redis
         with r.pipeline(transaction=False) as pipe:
-            pipe.zrangebyscore(k.stories_kept, "-inf", f"({before}", start=0, num=limit)
+            pipe.zrangebyscore(k.stories_kept, "-inf", f"({before}", start=0, num=limit, withscores=True)
             pipe.zrangebyscore(k.failed, "-inf", f"({before}", start=0, num=1000)
             story_ids, failed = pipe.execute()
-        story_ids = [decode(s) for s in story_ids]
+        kept_until = {decode(sid): score for sid, score in story_ids}
+        story_ids = list(kept_until)
         failed = [decode(a) for a in failed]
         if not story_ids and not failed:
             return 0
@@ -110,7 +126,15 @@ class Retention:
                 ids = [i for i in decode(value).split(" ") if i and i not in gone]
                 slot_values[slot] = " ".join(ids)
 
+        failed_set = set(failed)
+        stones = [(a, "failed" if a in failed_set else "article", sid)
+                  for sid in story_ids for a in members[sid]] + [(a, "failed", "") for a in failed]
+        for sid in story_ids:
+            last = f"{kept_until[sid]:.0f}"
+            stones += [(sid, "story", last)] + [(m, "story", last) for m in json.loads(story_rows[sid][1] or "[]")]
+
         def writes(pipe):
+            tombstones.leave(pipe, k, stones, clock, time.time(), self.settings.tombstone_days)
             for a, row in zip(articles, article_rows):
                 pipe.delete(k.article(a))
                 if row[0] is not None and row[1] is not None:

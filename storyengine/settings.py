@@ -75,10 +75,30 @@ class Settings:
     centroid_terms: int = 400
     top_terms: int = 10
 
-    # --- retention (on the stream's clock: the newest published time seen)
-    # A story whose newest article is this many days older than the newest
-    # article seen is deleted, with its articles and index entries.
+    # --- the stream clock and retention (storyengine.clock, storyengine.retention)
+    # A story whose newest article is this many days older than the stream
+    # clock is deleted, with its articles and index entries; an article
+    # already that old on the clock is refused when posted.
     retention_days: float = 30.0
+    # The clock is the clock_support-th newest of the published times held,
+    # each outlet holding at most its clock_per_source newest: no single
+    # article or outlet can move it (storyengine.clock says why).
+    clock_support: int = 3
+    clock_per_source: int = 2
+    # An undated article takes now while the clock is within this many hours
+    # of now (a live stream), else the clock (a replayed archive).
+    live_stream_hours: float = 24.0
+    # What retention removed answers 410 Gone for this many days (wall
+    # clock), then 404: the tombstones expire by themselves.
+    tombstone_days: float = 7.0
+
+    # --- admission and failures
+    # Articles accepted and not yet decided, at most: past it a post answers
+    # 503 with Retry-After and stores nothing (each waits with its body).
+    max_waiting: int = 100_000
+    # Tries at deciding one article that end in an error of ours (not a
+    # Redis outage): after this many it is marked failed, with the reason.
+    max_attempts: int = 3
 
     def __post_init__(self) -> None:
         problems = []

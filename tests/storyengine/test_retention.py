@@ -1,8 +1,8 @@
 """Retention (storyengine.retention), against a real Redis.
 
-Stories age out on the STREAM's clock: a story whose newest article is more
-than ``retention_days`` older than the newest article seen (the top of
-{p}:stories:recent) is deleted by the processor after a batch commits, with
+Stories age out on the STREAM's clock (storyengine.clock; here set to be the
+newest article seen): a story whose newest article is more than
+``retention_days`` older than the clock is deleted by the processor after a batch commits, with
 everything that points at it: its hash, member and outlet keys, its articles
 (canonical and copies), their URL references, fingerprint keys and LSH band
 slot entries, its term-index entries, its place in the listings, and the
@@ -25,7 +25,7 @@ import pytest
 from scripts.evaluate import DEFAULT_STREAM, read_stream, without_gold
 from storyengine import evaluation
 from storyengine.articles import new_article_record
-from storyengine.errors import InvalidArticle, NotFound
+from storyengine.errors import Gone, InvalidArticle, NotFound
 from storyengine.locking import AssignmentLock
 from storyengine.pipeline import Processor
 from storyengine.repair import Repairer
@@ -36,14 +36,19 @@ from tests.storyengine.test_batches import accept, state
 from tests.storyengine.test_pipeline import BANK, COURIER, FOOTBALL, REPRINT, VALLEY, article
 from tests.storyengine.test_repair import DAM, Newsroom
 from tests.storyengine.test_repair import T0 as REPAIR_T0
+from tests.helpers import pairs
 
 HOUR = 3600.0
 
 
 @pytest.fixture
 def settings():
-    """A fresh prefix, and a retention of one day of stream time."""
-    return Settings(key_prefix=f"sw-test-{uuid.uuid4().hex[:10]}", retention_days=1.0)
+    """A fresh prefix, a retention of one day of stream time, and a clock that
+    is the newest time seen (clock_support=1): these tests are about what goes
+    and what stays once the clock has moved; how one article can or cannot
+    move it is tests/storyengine/test_clock.py's."""
+    return Settings(key_prefix=f"sw-test-{uuid.uuid4().hex[:10]}", retention_days=1.0, clock_support=1,
+                    clock_per_source=1)
 
 
 @pytest.fixture
@@ -146,7 +151,19 @@ def test_a_story_past_retention_goes_with_everything_that_points_at_it(store, co
     assert store.get_story(bank.story_id)["article_count"] == 1
     # Nothing else changed: the control processed the same articles and deleted nothing.
     feed(control, fire + rest)
-    assert state(store) == without(state(control), control, fire_story, fire)
+    assert beside_the_clock(state(store)) == without(beside_the_clock(state(control)), control, fire_story, fire)
+    # What went answers 410 Gone with when and why (storyengine.tombstones), not 404.
+    with pytest.raises(Gone, match="retention policy"):
+        store.get_story(courier.story_id)
+    with pytest.raises(Gone, match=f"its story {courier.story_id}"):
+        store.get_article("fire-reprint")
+
+
+def beside_the_clock(snapshot: dict) -> dict:
+    """A snapshot without the clock's own keys and the tombstones (which differ
+    between a store that aged out and its control by design)."""
+    return {key: value for key, value in snapshot.items()
+            if key not in ("clock", "clock:times") and not key.startswith("gone:")}
 
 
 def test_whole_stories_go_not_old_articles_of_a_current_story(store):
@@ -179,7 +196,7 @@ def test_no_new_article_no_deletion_whatever_the_wall_clock(store, redis_client)
     processing them, by processing them again, by the repair pass, or by
     calling retention directly."""
     archive = [new_article_record(source="archive.example", url=f"https://archive.example/{spec['client_id']}",
-                                  title=spec["title"], body=spec["body"], client_id=spec["client_id"],
+                                  title=spec["title"], body=spec["body"], article_id=spec["client_id"],
                                   published_at=datetime(2019, 5, 1, tzinfo=timezone.utc) + timedelta(hours=h))
                for spec, h in ((BANK, 0), (COURIER, 10), (VALLEY, 13), (FOOTBALL, 23))]
     processor = Processor(store)
@@ -191,7 +208,8 @@ def test_no_new_article_no_deletion_whatever_the_wall_clock(store, redis_client)
     Repairer(store).run()
     retention = Retention(store, processor._band_lookup, processor._band_write)
     with AssignmentLock(store.redis, store.keys.assign_lock) as lock:
-        assert retention.age_out_if_due(lock, arriving=float("-inf")) == 0  # the clock: the archive's own newest
+        # The clock stays the archive's own: nothing new moves it, and nothing goes.
+        assert retention.advance_and_age_out(lock, []) == archive[-1]["published_ts"]
     assert state(store) == before
 
 
@@ -201,7 +219,7 @@ def test_an_archive_replay_ages_out_relative_to_its_own_newest_article(store):
     clock every one of them would be years past retention.)"""
     def on(spec, day, hour):
         return new_article_record(source=spec["source"], url=f"https://archive.example/{spec['client_id']}",
-                                  title=spec["title"], body=spec["body"], client_id=spec["client_id"],
+                                  title=spec["title"], body=spec["body"], article_id=spec["client_id"],
                                   published_at=datetime(2019, 6, day, hour, tzinfo=timezone.utc))
     old, kept, newest = feed(store, [on(BANK, 1, 12), on(COURIER, 2, 12), on(FOOTBALL, 3, 6)])
     with pytest.raises(NotFound):
@@ -286,13 +304,13 @@ def test_an_article_posted_again_after_aging_out_is_new(store):
     assert not store.redis.exists(store.keys.article("fire-courier"))
 
     again = [at(COURIER, 31), at(REPRINT, 32)]
-    assert store.accept_articles(again) == [("fire-courier", True), ("fire-reprint", True)]
+    assert pairs(store.accept_articles(again)) == [("fire-courier", True), ("fire-reprint", True)]
     courier, reprint = [Processor(store).process(rec["id"]) for rec in again]
     assert courier.opened_story and courier.duplicate_of is None
     assert reprint.duplicate_of == "fire-courier" and reprint.story_id == courier.story_id
     assert store.get_story(courier.story_id)["article_count"] == 2
     # Posting them a third time finds them.
-    assert store.accept_articles(again) == [("fire-courier", False), ("fire-reprint", False)]
+    assert pairs(store.accept_articles(again)) == [("fire-courier", False), ("fire-reprint", False)]
 
 
 def test_a_late_reprint_keeps_its_story_for_the_retention_period(redis_client, settings):
@@ -350,7 +368,7 @@ def long_stream(n: int) -> list[dict]:
         a = without_gold(row)
         records.append(new_article_record(source=a["source"], url=a["url"], title=a["title"], body=a.get("body", ""),
                                           published_at=start + timedelta(seconds=i * 86400.0 / PER_DAY),
-                                          client_id=a.get("id"), language=a.get("language")))
+                                          article_id=a.get("id"), language=a.get("language")))
     return records
 
 
