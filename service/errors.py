@@ -13,11 +13,13 @@ from flask import Flask, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from storyengine.errors import InvalidArticle, InvalidCursor, NotFound, StoreUnavailable
+from storyengine.errors import Gone, InvalidArticle, InvalidCursor, NotFound, QueueFull, StoreUnavailable
 
 log = logging.getLogger("storywire.api")
 
 RETRY_AFTER_SECONDS = 5
+# Past the waiting limit the workers need time to catch up, not a moment.
+QUEUE_FULL_RETRY_AFTER_SECONDS = 30
 
 
 class ApiError(Exception):
@@ -88,7 +90,26 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(NotFound)
     def not_found(exc):
+        if isinstance(exc, Gone):
+            return error_response(ApiError(410, "gone", f"{exc}. It is not coming back; send it again only if it "
+                                           "is inside the retention window."))
         return error_response(ApiError(404, "not_found", f"{exc}; check the id."))
+
+    @app.errorhandler(QueueFull)
+    def queue_full(exc):
+        return error_response(ApiError(503, "queue_full", f"{exc}; nothing was stored. Retry after Retry-After "
+                                       "seconds, when the workers have caught up (STORYWIRE_MAX_WAITING sets the "
+                                       "limit).", headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_SECONDS)}))
+
+    @app.errorhandler(redis.ResponseError)
+    def store_refused(exc):
+        if "OOM command not allowed" in str(exc):  # alone, or inside a script's error
+            log.error("store out of memory: %s", exc)
+            return error_response(ApiError(503, "store_full", "The store is out of memory and refuses writes; "
+                                           "nothing was stored. Retry after Retry-After seconds; operators: raise "
+                                           "Redis maxmemory or shorten STORYWIRE_RETENTION_DAYS.",
+                                           headers={"Retry-After": str(RETRY_AFTER_SECONDS * 6)}))
+        return internal(exc)
 
     @app.errorhandler(InvalidCursor)
     def bad_cursor(exc):

@@ -42,9 +42,12 @@ class ErrorEnvelope(_Answer):
 
 # ------------------------------------------------------------------ articles
 class ArticleAccepted(_Answer):
-    id: str = Field(description="The article's id: the client's own, or one derived from source and URL")
+    id: str = Field(description="The article's id: c_… from the outlet and the client's own id (so two outlets' "
+                                "equal ids are two articles), or a_… from the outlet and the canonical URL")
+    client_id: str | None = Field(description="The id the client sent, if any")
     status: Literal["queued", "known"] = Field(description="queued: new, waiting for a worker; known: posted "
-                                                           "before, nothing was done")
+                                                           "before, nothing stored again (if it is still waiting, "
+                                                           "its task is sent again)")
     created: bool = Field(description="Whether this request stored the article")
     status_url: str = Field(description="Where to read the article's status and decision")
 
@@ -73,11 +76,15 @@ class BatchAccepted(_Answer):
 
 class ArticleView(_Answer):
     id: str
+    client_id: str | None = Field(description="The id the client sent, if any")
     source: str
     url: str
     title: str
     language: str | None
-    published_at: datetime
+    published_at: datetime | None = Field(description="When it was published; null while an undated article waits "
+                                                      "(it takes the stream's time when decided)")
+    published_assigned: bool = Field(description="True when the article came without a date and published_at is "
+                                                 "the stream's time when it was decided")
     received_at: datetime
     status: Literal["queued", "processed", "failed"]
     story: str | None = Field(description="The story it belongs to now (after any merge)")
@@ -144,6 +151,11 @@ class Health(_Answer):
 class ReadinessChecks(_Answer):
     redis: Literal["ok"]
     broker: Literal["ok"]
+    workers: Literal["ok"] = Field(description="At least one worker was heard from within "
+                                               "STORYWIRE_WORKER_STALE_SECONDS (its heartbeat in Redis)")
+    workers_seen: int = Field(ge=1, description="Workers heard from within STORYWIRE_WORKER_STALE_SECONDS")
+    queued: int = Field(ge=0, description="Articles accepted and waiting to be decided (the backlog)")
+    memory: Literal["ok"] = Field(description="Redis is below its maxmemory (at it, Redis refuses writes)")
 
 
 class Readiness(_Answer):

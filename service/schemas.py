@@ -50,7 +50,9 @@ class ArticleIn(BaseModel):
     title: str = Field(min_length=1, max_length=1000, description="The headline")
     body: str = Field(default="", description="Plain text or HTML (reduced to text with a real parser)")
     published_at: str | None = Field(default=None, max_length=64, description="ISO 8601 with a time; a missing "
-                                     "offset means UTC; default now; at most a day ahead",
+                                     "offset means UTC; at most a day ahead. Without it the article takes the "
+                                     "stream's time when decided (now on a live stream, the archive's time in a "
+                                     "replay) and says so in published_assigned",
                                      json_schema_extra={"format": "date-time"})
     id: str | None = Field(default=None, max_length=128, description="The client's own id",
                            json_schema_extra={"pattern": CLIENT_ID.pattern})
@@ -109,8 +111,9 @@ class ArticleIn(BaseModel):
             raise ValueError("language must be a BCP 47 tag such as 'en' or 'pt-BR'")
         return value
 
-    def published_datetime(self) -> datetime:
-        return parse_timestamp(self.published_at, "published_at") if self.published_at else datetime.now(timezone.utc)
+    def published_datetime(self) -> datetime | None:
+        """None when absent: the article takes the stream's time when decided (storyengine.clock)."""
+        return parse_timestamp(self.published_at, "published_at") if self.published_at else None
 
 
 class BatchIn(BaseModel):

@@ -81,7 +81,8 @@ def list_stories():
             replies={200: Reply("The story", answers.StoryDetail),
                      301: Reply("Merged into another story: follow Location", answers.StoryMovedBody,
                                 ("Location",))},
-            errors={404: "No story with this id (not_found)", 503: None})
+            errors={404: "No story with this id (not_found)",
+                    410: "Removed by the retention policy; the message says when and why (gone)", 503: None})
 @bp.get("/<story_id>")
 def get_story(story_id: str):
     if not _STORY_ID.match(story_id):

@@ -6,6 +6,7 @@ stays correct when several processes race is said where the write is made.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import zlib
@@ -14,58 +15,159 @@ from typing import Iterable
 
 import redis
 
-from .errors import NotFound, StoreUnavailable, StoryMoved
+from . import tombstones
+from .errors import Gone, NotFound, QueueFull, StoreUnavailable, StoryMoved
 from .keys import Keys
 from .settings import Settings
 
-# Accepting an article is one atomic script, so two clients posting the same
-# article at once get the same id and exactly one of them stores and enqueues it.
+# Accepting a post is one atomic script for all its articles, so two clients
+# posting the same article at once get the same id and exactly one of them
+# stores it; a post past the waiting limit stores nothing; and the accepted
+# counter moves in the same step as the articles it counts.
+# KEYS: queued, metrics, clock, then (article, article-ref) per article.
+# ARGV: now, max waiting, retention seconds, then per article: id, published
+# ('' when undated), field count, fields...
+# Per article: {1, id} stored; {0, id, status} known (same id with the same
+# source and URL, or the same source and URL under any id); {2, id, clock}
+# older than the retention window on the stream clock; {3, id, source, url}
+# the id names another article. Whole post: {{-1, waiting}} over the limit.
 _ACCEPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end
-local existing = redis.call('GET', KEYS[2])
-if existing then return {0, existing} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('SET', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-return {1, ARGV[1]}
+local now, limit, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = tonumber(redis.call('GET', KEYS[3]) or '')
+local plan, pos, new = {}, 4, 0
+local planned_ids, planned_refs = {}, {}  -- what this post stores, so a repeat inside it is known too
+for i = 1, (#KEYS - 3) / 2 do
+  local akey, rkey = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local id, published, nfields = ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2])
+  local row
+  if planned_ids[id] then
+    if planned_ids[id] == rkey then row = {0, id, ''} else row = {3, id, '', ''} end
+  elseif planned_refs[rkey] then
+    row = {0, planned_refs[rkey], ''}
+  elseif redis.call('EXISTS', akey) == 1 then
+    if redis.call('GET', rkey) == id then
+      row = {0, id, redis.call('HGET', akey, 'status') or ''}
+    else
+      local stored = redis.call('HMGET', akey, 'source', 'url')
+      row = {3, id, stored[1] or '', stored[2] or ''}
+    end
+  else
+    local existing = redis.call('GET', rkey)
+    if existing then
+      -- the same source and URL under another id: that article (same hash tag, same slot)
+      local key = string.sub(akey, 1, #akey - #id) .. existing
+      row = {0, existing, redis.call('HGET', key, 'status') or ''}
+    elseif published ~= '' and clock and tonumber(published) < clock - retention then
+      row = {2, id, tostring(clock)}
+    else
+      row = {1, id}
+      new = new + 1
+      planned_ids[id] = rkey
+      planned_refs[rkey] = id
+    end
+  end
+  plan[i] = {row, pos + 3, nfields}
+  pos = pos + 3 + nfields
+end
+local waiting = redis.call('ZCARD', KEYS[1])
+if new > 0 and waiting + new > limit then return {{-1, waiting}} end
+local out = {}
+for i, item in ipairs(plan) do
+  local row = item[1]
+  if row[1] == 1 then
+    local fields = {}
+    for j = item[2], item[2] + item[3] - 1 do fields[#fields + 1] = ARGV[j] end
+    redis.call('HSET', KEYS[2 + 2 * i], unpack(fields))
+    redis.call('SET', KEYS[3 + 2 * i], row[2])
+    redis.call('ZADD', KEYS[1], now, row[2])
+  elseif row[1] == 0 and row[3] == 'queued' then
+    -- a client's retry of an article still waiting: its task is sent again,
+    -- and its wait restarts (see claim_stale_queued)
+    redis.call('ZADD', KEYS[1], 'XX', now, row[2])
+  end
+  out[i] = row
+end
+-- counted in the same step (a metrics key broken by hand must not refuse articles)
+local kind = redis.call('TYPE', KEYS[2]).ok
+if new > 0 and (kind == 'hash' or kind == 'none') then redis.call('HINCRBY', KEYS[2], 'articles_accepted', new) end
+return out
 """
 
 # Undo an accept whose enqueue failed: only while the article is still queued,
-# so a worker that already picked it up is never undercut.
+# so a worker that already picked it up is never undercut; the accepted
+# counter goes back with it.
 _FORGET = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
 redis.call('DEL', KEYS[1])
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('TYPE', KEYS[4]).ok == 'hash' then
+  -- taken back; a hash left holding only that zero was made by this accept: nothing stays
+  if redis.call('HINCRBY', KEYS[4], 'articles_accepted', -1) == 0 and redis.call('HLEN', KEYS[4]) == 1 then
+    redis.call('DEL', KEYS[4])
+  end
+end
 return 1
 """
 
 # Marking an article failed never overwrites a success: a redelivered task can
-# fail after another delivery of it already processed the article.
+# fail after another delivery of it already processed the article. A failure
+# is filed by the stream's time when it failed (the clock, or the article's
+# own time if later; now for an undated one before any clock), so retention keeps its reason as long as it would keep
+# an article decided then, however old the article's date.
 _MARK_FAILED = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status or status == 'processed' then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2])
+if status ~= 'queued' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2], 'failed_ts', ARGV[3])
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], tonumber(redis.call('HGET', KEYS[1], 'published_ts') or '0') or 0, ARGV[1])
+local at = tonumber(redis.call('GET', KEYS[4]) or '')
+local published = tonumber(redis.call('HGET', KEYS[1], 'published_ts') or '')
+if published and (not at or published > at) then at = published end
+if not at then at = tonumber(ARGV[3]) end  -- undated, before any clock: now
+redis.call('ZADD', KEYS[3], at, ARGV[1])
+local kind = redis.call('TYPE', KEYS[5]).ok
+if kind == 'hash' or kind == 'none' then redis.call('HINCRBY', KEYS[5], 'articles_failed', 1) end
 return 1
+"""
+
+# One more try at deciding an article that ended in an error of ours; the
+# number of tries so far. Only while it is still queued.
+_COUNT_ATTEMPT = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return -1 end
+local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'last_error', ARGV[1])
+return n
 """
 
 # Claim articles that have waited in the queue too long (their task was lost:
 # a broker that lost data, retries given up while Redis was away) so they
 # can be sent again; their wait starts afresh, so one claim sends each once.
+# KEYS: queued. ARGV: the highest score claimed (a number, or '(' and a
+# number: below it), now, how many at most, then ids to leave alone (their
+# task is being worked on). The ids skipped are read past, so they never use
+# up the limit and a loop of claims ends.
 _CLAIM_STALE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
-return ids
+local limit, skip = tonumber(ARGV[3]), {}
+for i = 4, #ARGV do skip[ARGV[i]] = true end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, limit + #ARGV - 3)
+local out = {}
+for _, id in ipairs(ids) do
+  if #out >= limit then break end
+  if not skip[id] then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id)
+    out[#out + 1] = id
+  end
+end
+return out
 """
 
 ARTICLE_PUBLIC_FIELDS = (
     "id", "source", "url", "title", "language", "published_ts", "received_ts", "status",
-    "story", "duplicate_of", "similarity", "decision", "error", "processed_ts",
+    "story", "duplicate_of", "similarity", "decision", "error", "processed_ts", "client_id", "published_assigned",
 )
-ARTICLE_VIEW_ORDER = ("id", "source", "url", "title", "language", "published_at", "received_at", "status", "story",
-                      "duplicate_of", "similarity", "decision", "error", "processed_at")
+ARTICLE_VIEW_ORDER = ("id", "client_id", "source", "url", "title", "language", "published_at", "published_assigned",
+                      "received_at", "status", "story", "duplicate_of", "similarity", "decision", "error",
+                      "processed_at")
 # Fields of a new article record that the store derives instead of keeping.
 _DERIVED_FIELDS = frozenset({"published_at", "received_at", "canonical_url"})
 STORY_FIELDS = ("id", "headline", "representative", "first_seen", "last_updated", "article_count",
@@ -108,6 +210,34 @@ def iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the store did with one posted article."""
+    id: str
+    outcome: str  # "created", "known", "too_old" or "conflict"
+    status: str | None = None  # known: the article's status now ("queued", "processed", "failed")
+    clock: float | None = None  # too_old: the stream clock it was measured against
+    stored: tuple[str, str] | None = None  # conflict: (source, url) the id already names
+
+    @property
+    def created(self) -> bool:
+        return self.outcome == "created"
+
+    @classmethod
+    def from_row(cls, row: list) -> "Admission":
+        code, article_id = row[0], _s(row[1])
+        if code == 1:
+            return cls(article_id, "created")
+        if code == 0:
+            return cls(article_id, "known", status=_s(row[2]) or None)
+        if code == 2:
+            return cls(article_id, "too_old", clock=float(row[2]))
+        return cls(article_id, "conflict", stored=(_s(row[2]), _s(row[3])))
+
+
 @dataclass(frozen=True)
 class Page:
     items: list[dict]
@@ -130,6 +260,7 @@ class RedisStore:
         self._forget = client.register_script(_FORGET)
         self._mark_failed = client.register_script(_MARK_FAILED)
         self._claim_stale = client.register_script(_CLAIM_STALE)
+        self._count_attempt = client.register_script(_COUNT_ATTEMPT)
 
     # ------------------------------------------------------------------ health
     def ping(self) -> bool:
@@ -139,38 +270,57 @@ class RedisStore:
             raise StoreUnavailable(str(exc)) from exc
 
     # ------------------------------------------------------------------ accept
-    def accept_articles(self, records: list[dict]) -> list[tuple[str, bool]]:
-        """Store new articles as queued, in one round trip. Returns (id, created)
-        per record; created is False when the article (same id, or same source
-        and canonical URL) was already accepted, and then nothing was written."""
-        k = self.keys
+    def accept_articles(self, records: list[dict]) -> list[Admission]:
+        """Store new articles as queued, all in one atomic step (one round trip):
+        either every new article of the post is stored, or none is. Returns
+        one :class:`Admission` per record, in order. Raises :class:`QueueFull`,
+        having stored nothing, when the new ones would take the articles
+        waiting past ``max_waiting``."""
+        if not records:
+            return []
+        k, s = self.keys, self.settings
         now = time.time()
-        with self.redis.pipeline(transaction=False) as pipe:
-            for record in records:
-                # Kept small: what can be derived (the ISO times, the canonical URL) is not stored.
-                fields = {name: value for name, value in record.items()
-                          if name not in _DERIVED_FIELDS and not (name == "language" and not value)}
-                fields.update(status="queued", received_ts=round(now, 3))
-                flat = [x for pair in fields.items() for x in pair]
-                self._accept(keys=[k.article(record["id"]), k.article_ref(record["source"], record["canonical_url"]),
-                                   k.queued], args=[record["id"], now, *flat], client=pipe)
-            results = pipe.execute()
-        return [(_s(article_id), bool(created)) for created, article_id in results]
+        keys = [k.queued, k.metrics, k.clock]
+        args: list = [now, s.max_waiting, s.retention_days * DAY]
+        for record in records:
+            # Kept small: what can be derived (the ISO times, the canonical URL) is not stored.
+            fields = {name: value for name, value in record.items()
+                      if name not in _DERIVED_FIELDS and not (name in ("language", "client_id") and not value)}
+            fields.update(status="queued", received_ts=round(now, 3))
+            keys += [k.article(record["id"]), k.article_ref(record["source"], record["canonical_url"])]
+            published = record.get("published_ts")
+            args += [record["id"], "" if published is None else repr(float(published)), 2 * len(fields),
+                     *[x for pair in fields.items() for x in pair]]
+        rows = self._accept(keys=keys, args=args)
+        if rows and rows[0][0] == -1:
+            raise QueueFull(int(rows[0][1]), s.max_waiting)
+        admissions = [Admission.from_row(row) for row in rows]
+        first = {}
+        for i, (record, admission) in enumerate(zip(records, admissions)):
+            first.setdefault(record["id"], record)
+            if admission.outcome == "conflict" and admission.stored == ("", ""):
+                # the id names an article earlier in this same post
+                admissions[i] = dataclasses.replace(admission, stored=(first[record["id"]]["source"],
+                                                                       first[record["id"]]["url"]))
+        return admissions
 
     def forget_queued(self, record: dict) -> bool:
+        """Undo the accept of an article whose task could not be sent (and its count)."""
         k = self.keys
         return bool(self._forget(keys=[k.article(record["id"]), k.article_ref(record["source"], record["canonical_url"]),
-                                       k.queued], args=[record["id"]]))
+                                       k.queued, k.metrics], args=[record["id"]]))
 
     # ------------------------------------------------------------------ articles
     def get_article(self, article_id: str) -> dict:
         raw = self.redis.hmget(self.keys.article(article_id), ARTICLE_PUBLIC_FIELDS)
         if raw[0] is None:
-            raise NotFound(f"no article with id {article_id!r}")
+            self._raise_gone_or_not_found("article", article_id)
         view = self._article_view(dict(zip(ARTICLE_PUBLIC_FIELDS, raw)))
         for name in ("published", "received", "processed"):
             ts = view.pop(f"{name}_ts")
             view[f"{name}_at"] = iso(float(ts)) if ts else None
+        # True when the article came without a date and took the stream's time (storyengine.clock).
+        view["published_assigned"] = view["published_assigned"] == "1"
         view = {name: view[name] for name in ARTICLE_VIEW_ORDER}
         decision = view.get("decision")
         if decision:
@@ -211,17 +361,30 @@ class RedisStore:
         return [(float(r) if r else None, float(p) if p else None) for r, p in rows]
 
     def mark_failed(self, article_id: str, reason: str) -> bool:
-        """Record why an article could not be processed. Does nothing (and says
-        so) if it was processed meanwhile or does not exist."""
+        """Record why an article could not be processed, and count it failed,
+        in one step. Does nothing (and says so) if it was processed or failed
+        meanwhile, or does not exist."""
         k = self.keys
-        return bool(self._mark_failed(keys=[k.article(article_id), k.queued, k.failed],
-                                      args=[article_id, reason[:500]]))
+        return bool(self._mark_failed(keys=[k.article(article_id), k.queued, k.failed, k.clock, k.metrics],
+                                      args=[article_id, reason[:500], round(time.time(), 3)]))
 
-    def claim_stale_queued(self, older_than_seconds: float, limit: int = 1000) -> list[str]:
-        """Ids queued for longer than ``older_than_seconds``; each is claimed
-        (its wait restarts now), so it is handed out once per period."""
+    def count_attempt(self, article_id: str, reason: str) -> int:
+        """Count one more try at deciding a still-queued article that ended in
+        an error of ours; the tries so far (-1 if it is not queued any more)."""
+        return int(self._count_attempt(keys=[self.keys.article(article_id)], args=[reason[:500]]))
+
+    def claim_stale_queued(self, older_than_seconds: float, limit: int = 1000, *, sent_before: float | None = None,
+                           skip: Iterable[str] = ()) -> list[str]:
+        """Ids queued for longer than ``older_than_seconds`` and, when
+        ``sent_before`` is given, queued (their last task sent) strictly before
+        that time; ids in ``skip`` are left alone. Oldest first, at most
+        ``limit``. Each is claimed (its wait restarts now), so it is handed out
+        once per period and a loop of claims ends (workers.tasks.requeue_stale)."""
         now = time.time()
-        ids = self._claim_stale(keys=[self.keys.queued], args=[now - older_than_seconds, now, limit])
+        highest: float | str = now - older_than_seconds
+        if sent_before is not None and sent_before <= highest:
+            highest = f"({sent_before!r}"
+        ids = self._claim_stale(keys=[self.keys.queued], args=[highest, now, limit, *skip])
         return [_s(i) for i in ids]
 
     @staticmethod
@@ -246,7 +409,7 @@ class RedisStore:
             pipe.zrange(k.story_articles(story_id), 0, max_articles - 1)
             story_raw, sources, member_ids = pipe.execute()
         if story_raw[0] is None:
-            raise NotFound(f"no story with id {story_id!r}")
+            self._raise_gone_or_not_found("story", story_id)
         if story_raw[-1] is not None:
             raise StoryMoved(story_id, self.resolve_story(_s(story_raw[-1])))
         story_raw = story_raw[:-1]
@@ -262,6 +425,23 @@ class RedisStore:
             row["published_at"] = iso(float(ts)) if ts else None
         story["articles"] = fold_duplicates(rows)
         return story
+
+    def _raise_gone_or_not_found(self, kind: str, item_id: str):
+        """404 for an id never held; 410, with when and why, for one retention removed."""
+        s = self.settings
+        stone = tombstones.find(self.redis, self.keys, item_id, time.time(), s.tombstone_days)
+        if stone is None:
+            raise NotFound(f"no {kind} with id {item_id!r}")
+        policy = (f"the retention policy (STORYWIRE_RETENTION_DAYS={s.retention_days:g}: a story is removed, with its "
+                  f"articles, once its newest article is {s.retention_days:g} days older than the stream clock)")
+        if stone.kind == "story":
+            why = f"its newest article ({iso(float(stone.detail))}) had aged out"
+        elif stone.kind == "failed":
+            why = "it had failed and its reason had aged out"
+        else:
+            why = f"its story {stone.detail} had aged out"
+        raise Gone(f"{kind} {item_id!r} was removed on {iso(stone.deleted_at)} by {policy}: {why} on the stream "
+                   f"clock {iso(stone.clock)}", stone)
 
     def resolve_story(self, story_id: str, max_hops: int = 32) -> str:
         """Where a story's articles are now: itself, or the end of its chain of merges."""

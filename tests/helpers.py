@@ -195,3 +195,25 @@ def chromium_driver(workdir: Path, window_size: str = "1000,1000", page_load_tim
                                                log_output=str(workdir / "chromedriver.log")), options=options)
     browser.set_page_load_timeout(page_load_timeout)
     return browser
+
+
+def pairs(admissions) -> list[tuple[str, bool]]:
+    """(id, created) of each Admission the store answered a post with."""
+    return [(a.id, a.created) for a in admissions]
+
+
+# ================================================================ the ids the service answers with
+def served_id(row: dict) -> str:
+    """The id the service keeps and serves an article posted over HTTP under:
+    a client's own ``id`` scoped by its outlet (storyengine.articles.scoped_id_for),
+    or, posted without one, the outlet-and-URL id (article_id_for)."""
+    from storyengine.articles import article_id_for, scoped_id_for
+    source = row["source"].strip()  # as new_article_record keeps it
+    return scoped_id_for(source, row["id"]) if row.get("id") else article_id_for(source, row["url"])
+
+
+def stream_ids(rows: Iterable[dict]) -> dict[str, str]:
+    """served_id of each row -> the row's own (stream) id, to read the ids the
+    service answers with (an article's, its duplicate_of) as the stream's,
+    e.g. against gold labels keyed by them."""
+    return {served_id(row): row["id"] for row in rows}

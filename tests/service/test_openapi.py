@@ -44,10 +44,12 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from service.openapi import (DOCS_PATH, DOCUMENT_PATH, ERROR_TEXT, Reply, _operation_ids, documented,
                              is_documentation, openapi_path)
 from service.schemas import ArticleIn, BatchIn, StoriesQuery
+from storyengine import tombstones
 from storyengine.repair import Repairer
 from tests.helpers import build_app, chromium_driver, require_browser
 from tests.service.envelope import assert_error
 from tests.storyengine.test_repair import BANK, DAM, Newsroom, reprint
+from workers import heartbeat
 
 KEY = "openapi-test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -70,8 +72,10 @@ def article(n: int = 1, **changes) -> dict:
 
 # ================================================================ apps and data
 @pytest.fixture
-def apps(app, redis_url, settings, closed_port) -> Callable[[str], object]:
-    """Each kind of app the scenarios need, built on first use, all on the test's key prefix."""
+def apps(app, redis_url, settings, closed_port, store) -> Callable[[str], object]:
+    """Each kind of app the scenarios need, built on first use, all on the test's key prefix
+    (where a worker was heard from just now, so /readyz is ready: workers/heartbeat.py)."""
+    heartbeat.record(store.redis, store.keys, "storywire-0a1b2c@test")
     dead = f"redis://127.0.0.1:{closed_port}/0"
     recipes = {
         "open": lambda: app,
@@ -101,10 +105,13 @@ class World:
     copy: str
     story: str
     merged: str
+    conflicting_article: dict  # the id of an article already held, with another URL
+    gone_article: str  # ids retention removed (their tombstones)
+    gone_story: str
 
     def fill(self, path: str) -> str:
         return path.format(queued=self.queued, processed=self.processed, copy=self.copy, story=self.story,
-                           merged=self.merged)
+                           merged=self.merged, gone_article=self.gone_article, gone_story=self.gone_story)
 
 
 @pytest.fixture
@@ -120,8 +127,15 @@ def world(app, store) -> World:  # store: clears the prefix afterwards
     queued_article = article(1)
     resp = app.test_client().post("/v1/articles", json=queued_article)
     assert resp.status_code == 202, resp.get_data(as_text=True)
+    assert app.test_client().post("/v1/articles", json=article(30, id="cms-1")).status_code == 202
+    # What retention leaves of an article and a story it removed (storyengine.tombstones).
+    with store.redis.pipeline() as pipe:
+        tombstones.leave(pipe, store.keys, [("a_11111111111111111111", "article", "st_1111111111111111"),
+                                            ("st_1111111111111111", "story", "1714555800")],
+                         1717234200.0, time.time(), store.settings.tombstone_days)
+        pipe.execute()
     return World(queued_article, resp.get_json()["id"], kept.article_id, copy.article_id, kept.story_id,
-                 gone.story_id)
+                 gone.story_id, article(31, id="cms-1"), "a_11111111111111111111", "st_1111111111111111")
 
 
 # ================================================================ checking an answer against the document
@@ -353,6 +367,8 @@ SCENARIOS = {
     "article body too large": Call("small", "POST", "/v1/articles", 413, json=_big_article()),
     "article not json": Call("open", "POST", "/v1/articles", 415, data=b"source=x", content_type="text/plain"),
     "article invalid": Call("open", "POST", "/v1/articles", 422, json=article(3, url="ftp://x", title="")),
+    "article older than the window": Call("open", "POST", "/v1/articles", 422, json="too_old_article"),
+    "article id conflict": Call("open", "POST", "/v1/articles", 409, json="conflicting_article"),
     "article without key": Call("keyed", "POST", "/v1/articles", 401, json=article(4)),
     "article with key": Call("keyed", "POST", "/v1/articles", 202, json=article(5), headers=AUTH),
     "article store down": Call("dead_store", "POST", "/v1/articles", 503, json=article(6)),
@@ -373,6 +389,7 @@ SCENARIOS = {
     "processed article": Call("open", "GET", "/v1/articles/{processed}", 200),
     "copy of an article": Call("open", "GET", "/v1/articles/{copy}", 200),
     "unknown article": Call("open", "GET", "/v1/articles/a_00000000000000000000", 404),
+    "article aged out": Call("open", "GET", "/v1/articles/{gone_article}", 410),
     "article read without key": Call("private", "GET", "/v1/articles/{processed}", 401),
     "article read with key": Call("private", "GET", "/v1/articles/{processed}", 200, headers=AUTH),
     "article read store down": Call("dead_store", "GET", "/v1/articles/a_00000000000000000000", 503),
@@ -389,6 +406,7 @@ SCENARIOS = {
     "story": Call("open", "GET", "/v1/stories/{story}", 200),
     "merged story": Call("open", "GET", "/v1/stories/{merged}", 301),
     "unknown story": Call("open", "GET", "/v1/stories/st_0000000000000000", 404),
+    "story aged out": Call("open", "GET", "/v1/stories/{gone_story}", 410),
     "story without key": Call("private", "GET", "/v1/stories/{story}", 401),
     "story store down": Call("dead_store", "GET", "/v1/stories/st_0000000000000000", 503),
     # GET / (the page)
@@ -414,10 +432,12 @@ SCENARIOS = {
 def run(call: Call, apps, request) -> tuple[object, str, object]:
     app = apps(call.kind)
     path, payload = call.path, call.json
-    if "{" in path or payload == "queued_article":
+    if "{" in path or isinstance(payload, str):
         world: World = request.getfixturevalue("world")
         path = world.fill(path)
-        payload = world.queued_article if payload == "queued_article" else payload
+        payload = {"queued_article": world.queued_article, "conflicting_article": world.conflicting_article,
+                   # years before the stream clock the world's articles set
+                   "too_old_article": article(32, published_at="2001-01-01T00:00:00Z")}.get(payload, payload)
     data = json.dumps(payload).encode() if payload is not None else call.data
     resp = app.test_client().open(path, method=call.method, data=data, content_type=call.content_type,
                                   headers=call.headers)
@@ -442,7 +462,8 @@ def test_the_scenarios_cover_every_documented_answer(apps):
         for template, item in fetch_document(apps(kind), AUTH)["paths"].items():
             for method, operation in item.items():
                 documented |= {(method.upper(), template, int(status)) for status in operation["responses"]}
-    sample = World({}, "a_1", "a_2", "a_3", "st_0123456789abcdef", "st_fedcba9876543210")
+    sample = World({}, "a_1", "a_2", "a_3", "st_0123456789abcdef", "st_fedcba9876543210", {}, "a_4",
+                   "st_00000000000000aa")
     exercised = {(c.method, template_of(apps("open"), c.method, sample.fill(c.path)), c.status)
                  for c in SCENARIOS.values()}
     assert documented - exercised == set(), "documented answers no scenario produces"
@@ -459,7 +480,7 @@ def test_the_shapes_that_matter_are_there(apps, world):
     processed = client.get(f"/v1/articles/{world.processed}").get_json()
     assert processed["status"] == "processed" and processed["decision"]["story"]
     batch = client.post("/v1/articles/batch", json={"articles": [article(30), {"title": 1}]}).get_json()
-    assert [sorted(r) for r in batch["results"]] == [["created", "id", "index", "status", "status_url"],
+    assert [sorted(r) for r in batch["results"]] == [["client_id", "created", "id", "index", "status", "status_url"],
                                                      ["error", "index"]]
 
 
@@ -559,7 +580,9 @@ def live_api(redis_url, settings, store) -> Iterator[str]:
     """The app behind a real HTTP server on a free port, with small limits so generated
     requests reach them."""
     app = build_app(redis_url, settings, MAX_CONTENT_LENGTH=64 * 1024, MAX_BODY_CHARS=2000,
-                    MAX_BATCH_ARTICLES=5)
+                    MAX_BATCH_ARTICLES=5, STORYWIRE_WORKER_STALE_SECONDS="3600")
+    # A worker heard from, for the whole run, so /readyz answers 200 (workers/heartbeat.py).
+    heartbeat.record(store.redis, store.keys, "storywire-0a1b2c@test")
     newsroom = Newsroom(store)
     newsroom.post(DAM[0], 0, "alpha.example")
     newsroom.post(reprint(DAM[0]), 1, "beta.example", join=True)

@@ -19,7 +19,7 @@ from service.page import CONTENT_SECURITY_POLICY, OUTLETS_SHOWN, ago
 from storyengine.articles import new_article_record
 from storyengine.pipeline import Processor
 from tests.conftest import snapshot
-from tests.helpers import build_app
+from tests.helpers import pairs, build_app
 from tests.service.envelope import assert_error
 
 # topic -> (headline, body, hours ago of the original, [(hours ago, outlet) of each reprint])

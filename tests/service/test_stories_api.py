@@ -17,6 +17,7 @@ from service import create_app
 from storyengine.articles import new_article_record
 from storyengine.pipeline import Processor
 from tests.service.envelope import ACTION_WORDS, assert_error  # noqa: F401
+from tests.helpers import pairs
 
 
 TOPICS = {

@@ -13,6 +13,7 @@ from storyengine.errors import NotFound
 from storyengine.pipeline import Processor
 from storyengine.store import RedisStore
 from tests.conftest import keys_under, snapshot
+from tests.helpers import pairs
 
 WHEN = datetime(2024, 3, 5, 8, 30, tzinfo=timezone.utc)
 T0 = WHEN.timestamp()
@@ -27,7 +28,7 @@ def record(client_id: str | None = "art-1", source: str = "harbour-news",
            url: str = "https://harbour.example/news/ship-aground", title: str = "Cargo ship runs aground in Saltmere",
            body: str = BODY, when: datetime = WHEN) -> dict:
     return new_article_record(source=source, url=url, title=title, body=body, published_at=when,
-                              client_id=client_id)
+                              article_id=client_id)
 
 
 def put_story(store: RedisStore, story_id: str, last_updated: float, article_count: int = 1,
@@ -58,7 +59,7 @@ def all_pages(store: RedisStore, limit: int, **filters) -> list[list[str]]:
 # ---------------------------------------------------------------- accept
 def test_accept_stores_a_queued_article_once(store):
     r = record()
-    assert store.accept_articles([r]) == [("art-1", True)]
+    assert pairs(store.accept_articles([r])) == [("art-1", True)]
     article = store.get_article("art-1")
     assert article["status"] == "queued"
     assert article["title"] == "Cargo ship runs aground in Saltmere"
@@ -67,23 +68,27 @@ def test_accept_stores_a_queued_article_once(store):
 
 
 def test_accept_same_id_again_is_not_created_and_writes_nothing(store, redis_client, settings):
-    assert store.accept_articles([record()]) == [("art-1", True)]
+    assert pairs(store.accept_articles([record()])) == [("art-1", True)]
     before = snapshot(redis_client, settings.key_prefix)
     again = record(title="A changed headline", url="https://harbour.example/other-url")
-    assert store.accept_articles([again]) == [("art-1", False)]
+    assert pairs(store.accept_articles([again])) == [("art-1", False)]
     assert snapshot(redis_client, settings.key_prefix) == before
     assert store.get_article("art-1")["title"] == "Cargo ship runs aground in Saltmere"
     assert store.redis.zcard(store.keys.queued) == 1
 
 
 def test_accept_same_source_and_canonical_url_with_another_id_returns_the_first_id(store, redis_client, settings):
-    assert store.accept_articles([record("first-id")]) == [("first-id", True)]
+    assert pairs(store.accept_articles([record("first-id")])) == [("first-id", True)]
     before = snapshot(redis_client, settings.key_prefix)
     # Same outlet, same page once tracking parameters, case and trailing slash are folded.
     copy = record("second-id", url="https://HARBOUR.example/news/ship-aground/?utm_source=rss#top",
                   title="Posted again by a second crawler")
-    assert store.accept_articles([copy]) == [("first-id", False)]
-    assert snapshot(redis_client, settings.key_prefix) == before
+    [again] = store.accept_articles([copy])
+    assert (again.id, again.outcome, again.status) == ("first-id", "known", "queued")
+    # Nothing stored again; only its wait restarts, as its task is sent again (a retry after a lost task).
+    after = snapshot(redis_client, settings.key_prefix)
+    assert {k: v for k, v in after.items() if not k.endswith(b":queued")} == \
+        {k: v for k, v in before.items() if not k.endswith(b":queued")}
     with pytest.raises(NotFound):
         store.get_article("second-id")
     assert store.redis.zrange(store.keys.queued, 0, -1) == [b"first-id"]
@@ -93,19 +98,24 @@ def test_accept_without_client_ids_derives_one_id_per_source_and_canonical_url(s
     a = record(None)
     b = record(None, url="https://harbour.example/news/ship-aground/?utm_medium=social")
     assert a["id"] == b["id"] and a["id"].startswith("a_")
-    assert store.accept_articles([a]) == [(a["id"], True)]
-    assert store.accept_articles([b]) == [(a["id"], False)]
+    assert pairs(store.accept_articles([a])) == [(a["id"], True)]
+    assert pairs(store.accept_articles([b])) == [(a["id"], False)]
 
 
 def test_accept_same_url_from_another_source_is_a_new_article(store):
     other = record("other-outlet-copy", source="coast-radio")
-    assert store.accept_articles([record(), other]) == [("art-1", True), ("other-outlet-copy", True)]
+    assert pairs(store.accept_articles([record(), other])) == [("art-1", True), ("other-outlet-copy", True)]
     assert store.redis.zcard(store.keys.queued) == 2
 
 
 def test_accept_batch_dedupes_within_the_batch(store):
     batch = [record("one"), record("two"), record("one", url="https://harbour.example/different")]
-    assert store.accept_articles(batch) == [("one", True), ("one", False), ("one", False)]
+    first, same_page, same_id = store.accept_articles(batch)
+    assert (first.id, first.outcome) == ("one", "created")
+    assert (same_page.id, same_page.outcome) == ("one", "known")
+    # The same id for another page names another article: a conflict, naming what it already is.
+    assert (same_id.id, same_id.outcome) == ("one", "conflict")
+    assert same_id.stored == ("harbour-news", "https://harbour.example/news/ship-aground")
     assert store.redis.zrange(store.keys.queued, 0, -1) == [b"one"]
 
 
@@ -116,17 +126,18 @@ def test_forget_queued_removes_the_article_its_ref_and_its_queue_entry(store, re
     assert store.forget_queued(r) is True
     with pytest.raises(NotFound):
         store.get_article("art-1")
+    # Counted when stored, taken back with it: the counter it made is gone too.
     assert keys_under(redis_client, settings.key_prefix) == []
     # The ref is gone too: the same page can be accepted again, under a new id.
-    assert store.accept_articles([record("art-2")]) == [("art-2", True)]
+    assert pairs(store.accept_articles([record("art-2")])) == [("art-2", True)]
 
 
 def test_forget_queued_of_a_record_that_lost_the_race_keeps_the_winner(store):
     winner, loser = record("winner"), record("loser")
-    assert store.accept_articles([winner, loser]) == [("winner", True), ("winner", False)]
+    assert pairs(store.accept_articles([winner, loser])) == [("winner", True), ("winner", False)]
     assert store.forget_queued(loser) is False
     assert store.get_article("winner")["status"] == "queued"
-    assert store.accept_articles([record("third")]) == [("winner", False)]
+    assert pairs(store.accept_articles([record("third")])) == [("winner", False)]
 
 
 def test_forget_queued_leaves_a_processed_article_alone(store):
@@ -137,7 +148,7 @@ def test_forget_queued_leaves_a_processed_article_alone(store):
     article = store.get_article("art-1")
     assert article["status"] == "processed"
     assert article["story"]
-    assert store.accept_articles([record("art-2")]) == [("art-1", False)]
+    assert pairs(store.accept_articles([record("art-2")])) == [("art-1", False)]
 
 
 # ---------------------------------------------------------------- articles
@@ -175,7 +186,7 @@ def test_mark_failed_of_an_unknown_article_writes_nothing(store, redis_client, s
 
 
 def test_claim_stale_queued_hands_out_old_articles_once(store):
-    assert store.accept_articles([record("old"), record("fresh", url="https://harbour.example/news/other")]) == \
+    assert pairs(store.accept_articles([record("old"), record("fresh", url="https://harbour.example/news/other")])) == \
         [("old", True), ("fresh", True)]
     store.redis.zadd(store.keys.queued, {"old": time.time() - 1000})
     assert store.claim_stale_queued(300) == ["old"]
@@ -195,7 +206,7 @@ def test_clear_deletes_only_this_prefix(store, redis_client, settings):
     neighbour = f"{settings.key_prefix}-other:queued"
     redis_client.set(neighbour, "keep me")
     try:
-        assert store.clear() == 3  # article, ref, queue
+        assert store.clear() == 4  # article, ref, queue, metrics
         assert keys_under(redis_client, settings.key_prefix) == []
         assert redis_client.get(neighbour) == b"keep me"
     finally:
