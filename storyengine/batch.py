@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .keys import Keys
+from .metrics import queue_decided
 from .settings import Settings
 from .stories import Bucket, StoryState, bucket_field
 from .vectors import SparseVector
@@ -212,6 +213,7 @@ class Batch:
         self.df_changes: np.ndarray | None = None  # change per feature, when this batch counts any
         self.docs_change = 0
         self.article_writes: list = []  # (article_id, fields, story_id, source, published)
+        self.decided: list[tuple[float | None, bool, bool]] = []  # (received_ts, duplicate, opened) to count
         self._written_fps: set[str] = set()  # fingerprints and band slots this batch writes
         self._written_slots: set[tuple[str, bytes]] = set()
 
@@ -269,6 +271,7 @@ class Batch:
             pipe.hincrby(k.story_sources(story_id), source, 1)
         if self.article_writes:
             pipe.zrem(k.queued, *[a for a, *_ in self.article_writes])
+            queue_decided(pipe, k.metrics, self.decided, round(now, 3))  # counted in the same step: exact
         recent, size = {}, {}
         for story in self.touched.values():
             sid = story.story_id

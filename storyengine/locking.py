@@ -1,7 +1,7 @@
 """The assignment lock: one writer of story and duplicate decisions at a time.
 
 Deciding reads shared state (bands, stories, term statistics) and then writes
-it, so it runs under one Redis lock with a timeout. The writes go out in one
+it, so it runs under one Redis lock: a one-second lease its holder renews. The writes go out in one
 MULTI/EXEC transaction that WATCHes the lock key and first checks that the
 lock still holds our token: if it expired and another process took it, the
 transaction aborts and the caller retries, so a slow process can never write
@@ -10,14 +10,20 @@ take this lock, so a merge never interleaves with an assignment.
 """
 from __future__ import annotations
 
+import threading
+
 import redis
 
 from .errors import StoreUnavailable
 
-# A decision holds the lock for milliseconds; the timeout only matters when
-# its holder died (killed, or Redis went away mid-decision), and then it is how
-# long every other worker waits before deciding again.
-LOCK_TIMEOUT_SECONDS = 10.0
+# The lock is a short lease that its holder renews while it holds it: if the
+# holder dies (killed, or cut off from Redis), the others wait at most this
+# long. A decision holds it for milliseconds to a few hundred.
+LEASE_SECONDS = 1.0
+# The holder renews the lease this often, from a thread of its own, so a
+# long step (a big batch, a retention pass, a garbage collection) never
+# loses it while the holder is alive.
+RENEW_EVERY_SECONDS = 0.25
 LOCK_WAIT_SECONDS = 60.0
 
 
@@ -26,31 +32,54 @@ class AssignmentConflict(StoreUnavailable):
 
 
 class AssignmentLock:
-    def __init__(self, client: redis.Redis, key: str, timeout: float = LOCK_TIMEOUT_SECONDS,
-                 wait: float = LOCK_WAIT_SECONDS) -> None:
+    def __init__(self, client: redis.Redis, key: str, lease: float = LEASE_SECONDS,
+                 wait: float = LOCK_WAIT_SECONDS, renew_every: float = RENEW_EVERY_SECONDS) -> None:
         self.redis = client
         self.key = key
+        self.lease = lease
+        self.renew_every = renew_every
         # Poll often while waiting: a batch holds the lock for tens of milliseconds, and
         # redis-py's default (every 100 ms) would leave a waiting worker idle most of that time.
-        self._lock = client.lock(key, timeout=timeout, blocking_timeout=wait, sleep=0.002)
+        # Not thread-local: the renewing thread extends the lease with the holder's token.
+        self._lock = client.lock(key, timeout=lease, blocking_timeout=wait, sleep=0.002, thread_local=False)
         self._token: bytes | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        # Renewing touches the lock key, which the commit WATCHes: the two never overlap.
+        self._guard = threading.Lock()
 
     def __enter__(self) -> "AssignmentLock":
         if not self._lock.acquire():
             raise AssignmentConflict("timed out waiting for the assignment lock")
         self._token = self._lock.local.token
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._renew, name="assignment-lock-lease", daemon=True)
+        self._renewer.start()
         return self
 
+    def _renew(self) -> None:
+        while not self._stop.wait(self.renew_every):
+            try:
+                with self._guard:
+                    if self._token is None or not self._lock.reacquire():
+                        return
+            except (redis.RedisError, redis.exceptions.LockError):
+                return  # lost: the WATCH in commit() refuses a decision made after it
+
     def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._renewer is not None and self._renewer is not threading.current_thread():
+            self._renewer.join()
+            self._renewer = None
         self._token = None
         try:
             self._lock.release()
-        except redis.exceptions.LockError:
-            pass  # expired: the WATCH in commit() already protected the writes
+        except (redis.exceptions.LockError, redis.RedisError):
+            pass  # expired, or Redis away: the WATCH in commit() already protected the writes
 
     def commit(self, writes) -> None:
         """Run ``writes(pipe)`` in one transaction, only if we still hold the lock."""
-        with self.redis.pipeline(transaction=True) as pipe:
+        with self._guard, self.redis.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(self.key)
                 if self._token is None or pipe.get(self.key) != self._token:

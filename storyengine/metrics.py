@@ -19,15 +19,13 @@ while a scrape reaches one API process. So the counts live in one hash,
                             ``storyengine.phases.PHASES`` (featurise, lock, reads, ...):
                             where the workers' time goes, and whether they wait on each other
 
-A decision and its counts are two writes, not one transaction (the decision
-is the engine's commit under the assignment lock), so a worker that dies
-between them loses that task's counts: the counters can fall short, never
-count a decided article twice (the engine tells a redelivery by
-``already_processed``, checked under the lock). An invalid article counts
-as failed while its status is still ``queued``; only two deliveries of one
-message running at the same moment could both count it. Counting is best
-effort: a Redis error while counting is logged and never fails the work
-that was counted.
+Each article is counted in the very step that changes it, so the counters
+are exact: accepted in the accept script (and taken back if its task cannot
+be sent), decided in the commit's MULTI/EXEC that turns it ``processed``
+(:func:`queue_decided`; a redelivery finds it processed and counts nothing),
+failed in the script that marks it failed (only from queued). The engine's
+seconds and the merges are counted after the work, best effort: a Redis
+error then is logged and never fails the work that was counted.
 """
 from __future__ import annotations
 
@@ -36,16 +34,11 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import redis
 
-from .errors import InvalidArticle
 from .phases import PHASES
 from .store import RedisStore
-
-if TYPE_CHECKING:
-    from .pipeline import Outcome
 
 log = logging.getLogger("storywire.metrics")
 
@@ -70,10 +63,6 @@ def latency_bucket(seconds: float) -> float:
         if seconds <= bound:
             return bound
     return math.inf
-
-
-def _is_queued(status: bytes | str | None) -> bool:
-    return status in (b"queued", "queued")
 
 
 @dataclass(frozen=True)
@@ -110,75 +99,49 @@ class MetricsSnapshot:
         return cls(counters, buckets, values.get(LATENCY_SUM, 0.0), engine)
 
 
+def queue_decided(pipe, key: str, decided: Iterable[tuple[float | None, bool, bool]], now: float) -> None:
+    """Queue the counts of decided articles on ``pipe``, the commit's own
+    MULTI/EXEC (storyengine.batch, promotion): each (received_ts, duplicate,
+    opened_story) once, in the same step as its status turns ``processed``,
+    so the counters are exact. Processed is ``now``, the commit's time."""
+    increments: Counter = Counter()
+    latency_sum = 0.0
+    for received, duplicate, opened in decided:
+        increments["articles_decided"] += 1
+        increments["duplicates"] += bool(duplicate)
+        increments["stories_opened"] += bool(opened)
+        if received is None:
+            continue
+        # Received on the API's clock, processed on the worker's: a skew between hosts is not a negative time.
+        seconds = max(0.0, now - received)
+        increments[bucket_field(latency_bucket(seconds))] += 1
+        latency_sum += seconds
+    for name, n in increments.items():
+        if n:
+            pipe.hincrby(key, name, n)
+    if latency_sum:
+        pipe.hincrbyfloat(key, LATENCY_SUM, latency_sum)
+
+
 class Metrics:
-    """Adds to the counters. Every method costs at most two round trips and
-    writes its increments in one MULTI/EXEC, so a scrape never sees an article
-    counted as decided without its latency."""
+    """Adds what is not counted where it happens: the engine's seconds by
+    phase and the repair pass's merges. Every method costs one round trip,
+    in one MULTI/EXEC. (Accepted, decided and failed articles are counted in
+    the very step that stores, decides or fails them: the store's scripts and
+    the commit, with :func:`queue_decided`.)"""
 
     def __init__(self, store: RedisStore) -> None:
         self.store = store
 
-    def count_accepted(self, count: int) -> bool:
-        return self._add({"articles_accepted": count})
-
     def count_merges(self, count: int) -> bool:
         return self._add({"stories_merged": count})
 
-    def count_outcomes(self, outcomes: Iterable[Outcome], engine_seconds: Mapping[str, float] | None = None) -> bool:
-        """Count what one ``Processor.process_many`` call decided, from its
-        Outcomes, and the seconds it spent by phase (``engine_seconds``, the
-        change in ``Processor.phase_seconds`` over the call). Call it before
-        the invalid articles are marked failed: an invalid article counts as
-        failed only while it is still queued, so a redelivered task counts it
-        once, as it counts a decided article once (``already_processed``
-        outcomes count nothing; the time they took still counts)."""
-        spent = {ENGINE_SECONDS + phase: seconds for phase, seconds in (engine_seconds or {}).items()
+    def count_engine_seconds(self, engine_seconds: Mapping[str, float]) -> bool:
+        """Add the seconds one ``Processor.process_many`` call spent by phase
+        (the change in ``Processor.phase_seconds`` over the call)."""
+        spent = {ENGINE_SECONDS + phase: seconds for phase, seconds in engine_seconds.items()
                  if phase in PHASES and seconds > 0}
-        by_id = {o.article_id: o for o in outcomes}  # the same id twice is one article
-        decided = [o for o in by_id.values() if o.error is None and not o.already_processed]
-        invalid = [o.article_id for o in by_id.values() if isinstance(o.error, InvalidArticle)]
-        if not decided and not invalid:
-            return self._add({}, 0.0, spent)
-        k = self.store.keys
-        try:
-            with self.store.redis.pipeline(transaction=False) as pipe:
-                for outcome in decided:
-                    pipe.hmget(k.article(outcome.article_id), ("received_ts", "processed_ts"))
-                for article_id in invalid:
-                    pipe.hget(k.article(article_id), "status")
-                rows = pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("metrics: could not read the decided articles' times: %s", exc)
-            return False
-        increments: Counter = Counter(articles_decided=len(decided),
-                                      duplicates=sum(1 for o in decided if o.duplicate_of),
-                                      stories_opened=sum(1 for o in decided if o.opened_story),
-                                      articles_failed=sum(1 for s in rows[len(decided):] if _is_queued(s)))
-        latency_sum = 0.0
-        for received, processed in rows[:len(decided)]:
-            if received is None or processed is None:
-                continue  # aged out already, or written by an older version: no time to report
-            # Received on the API's clock, processed on the worker's: a skew between hosts is not a negative time.
-            seconds = max(0.0, float(processed) - float(received))
-            increments[bucket_field(latency_bucket(seconds))] += 1
-            latency_sum += seconds
-        return self._add(increments, latency_sum, spent)
-
-    def count_failed(self, article_ids: Iterable[str]) -> bool:
-        """Count articles about to be marked failed for an internal error (the
-        ones still queued: those already failed or processed were counted)."""
-        ids = list(dict.fromkeys(a for a in article_ids if isinstance(a, str)))  # whatever a message carried
-        if not ids:
-            return True
-        try:
-            with self.store.redis.pipeline(transaction=False) as pipe:
-                for article_id in ids:
-                    pipe.hget(self.store.keys.article(article_id), "status")
-                statuses = pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("metrics: could not read the failed articles' status: %s", exc)
-            return False
-        return self._add({"articles_failed": sum(1 for s in statuses if _is_queued(s))})
+        return self._add({}, 0.0, spent)
 
     def _add(self, increments: Mapping[str, int], latency_sum: float = 0.0,
              sums: Mapping[str, float] | None = None) -> bool:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import logging
+import math
 import time
 import zlib
 from collections import Counter
@@ -38,14 +40,30 @@ from . import signatures
 from .batch import (BAND_LOOKUP, BAND_SLOT_IDS, BAND_WRITE, DF_CHANGE, INDEX_STORY, STORY_FIELDS, TERM_LOOKUP,
                     Batch, Candidate, DocumentFrequencies, ShingleCache, Story, compress_features, decode,
                     decompress_features, scored_members)
-from .errors import InvalidArticle, NotFound, StoreUnavailable
+from .clock import stream_time
+from .errors import DecisionFailed, InvalidArticle, NotFound, StoreUnavailable
 from .locking import AssignmentConflict, AssignmentLock  # noqa: F401 - AssignmentConflict is part of this API
+from .metrics import queue_decided
 from .retention import Retention
 from .settings import Settings
 from .store import RedisStore
 from .stories import Bucket, bucket_field, bucket_index, choose_story, rank_stories, updated_centroid
 from .text import ENTITY_PREFIX, content_terms, normalise, words
 from .vectors import SparseVector, Vectorizer, tfidf
+
+log = logging.getLogger("storywire.engine")
+
+
+def _transient(exc: BaseException) -> bool:
+    """An outage (Redis unreachable, out of memory, the lock lost): the whole
+    call is retried later. Anything else is an error of ours about the articles at hand."""
+    if isinstance(exc, (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)):
+        return True
+    # Redis names these at the start of its answer, or inside a script's error ("... -OOM command not allowed").
+    return isinstance(exc, redis.ResponseError) and any(
+        code in str(exc) for code in ("OOM command not allowed", "BUSY", "LOADING", "MASTERDOWN", "READONLY",
+                                      "TRYAGAIN", "CLUSTERDOWN"))
+
 
 @dataclass
 class Features:
@@ -59,6 +77,9 @@ class Features:
     term_indices: np.ndarray
     term_counts: np.ndarray
     term_names: dict[int, str] = field(default_factory=dict)
+    # False for an article posted without a date: ``published`` is set, under
+    # the lock, to the stream's time (storyengine.clock.stream_time).
+    dated: bool = True
 
 
 @dataclass
@@ -91,6 +112,13 @@ def collect_less() -> None:
     models, settings) is never scanned again, and collections run less often."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def _received(record: dict) -> float | None:
+    try:
+        return float(record["received_ts"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def story_id_for(article_id: str) -> str:
@@ -127,11 +155,6 @@ def compact_decision(decision: dict) -> bytes:
     """A decision as stored: the parts that differ per article (the rule and
     method texts are the settings', added back when it is read), compressed."""
     return zlib.compress(json.dumps(decision, separators=(",", ":")).encode("utf-8"), 6)
-
-
-def _chunks(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 class Processor:
@@ -179,13 +202,15 @@ class Processor:
         terms = content_terms(title, body, s.title_weight, s.entity_weight, title_words, body_words,
                               normalised=True) or tokens
         indices, counts, names = self.vectorizer.counted(terms)
+        dated = record.get("published_assigned") != "1"
         try:
-            published = float(record["published_ts"])
+            published = float(record["published_ts"]) if dated else math.nan
         except (KeyError, ValueError):
             raise InvalidArticle("the article has no valid published time") from None
         bands = self.layout.band_slots(signature)
         return Features(published, signatures.exact_fingerprint(tokens, joined), signature,
-                        signatures.shingle_set(shingles), bands, self.keys.band_slots(bands), indices, counts, names)
+                        signatures.shingle_set(shingles), bands, self.keys.band_slots(bands), indices, counts, names,
+                        dated=dated)
 
     # ------------------------------------------------------------------ the flow
     def process(self, article_id: str) -> Outcome:
@@ -197,7 +222,9 @@ class Processor:
 
     def process_many(self, article_ids: list[str]) -> list[Outcome]:
         """Decide articles in the order given, in batches. An article that is
-        missing or invalid gets an Outcome with ``error`` set; the rest go on."""
+        missing or invalid, or whose decision raised an error of ours, gets an
+        Outcome with ``error`` set; the rest go on. Only a store that cannot be
+        reached (StoreUnavailable) stops the call."""
         try:
             ids = list(dict.fromkeys(article_ids))  # the same id twice is decided once
             outcomes: dict[str, Outcome] = {}
@@ -215,18 +242,18 @@ class Processor:
                         pending.append((article_id, record, self.featurise(record)))
                     except InvalidArticle as exc:
                         outcomes[article_id] = self._failed(article_id, exc)
+                    except Exception as exc:  # noqa: BLE001 - a bug on one text fails that article alone
+                        outcomes[article_id] = self._failed(article_id, DecisionFailed.of(exc))
             self._lap("featurise", began)
-            for chunk in _chunks(pending, BATCH_LIMIT):
+            for chunk in self._runs(pending):
                 began = time.perf_counter()
                 with AssignmentLock(self.redis, self.keys.assign_lock) as lock:
                     self._lock = lock
                     try:
                         began = self._lap("lock", began)
-                        # Old stories go first, on the clock this batch moves to, so a
-                        # batch decides as its articles would one at a time.
-                        self._retention.age_out_if_due(lock, max(f.published for _, _, f in chunk))
+                        self._on_stream_clock(lock, chunk)
                         self._lap("retention", began)
-                        outcomes.update(self._decide_batch(chunk))
+                        outcomes.update(self._decide_isolated(chunk))
                     finally:
                         self._lock = None
                         began = time.perf_counter()
@@ -234,6 +261,73 @@ class Processor:
             return [outcomes[article_id] for article_id in article_ids]
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+    def _runs(self, pending: list):
+        """The articles in order, in runs of at most BATCH_LIMIT decided under
+        one lock hold on one clock. A run also ends before its published times
+        would span more than the retention window less the story window: the
+        clock a run moves to must not age out a story its first articles could
+        still join (an archive of years posted in one batch)."""
+        s = self.settings
+        span = max(0.0, s.retention_days * 86400.0 - s.story_window_hours * 3600.0)
+        run: list = []
+        low = high = None
+        for item in pending:
+            f = item[2]
+            if f.dated:
+                lo, hi = (f.published, f.published) if low is None else (min(low, f.published), max(high, f.published))
+                if run and hi - lo > span:
+                    yield run
+                    run, (lo, hi) = [], (f.published, f.published)
+                low, high = lo, hi
+            run.append(item)
+            if len(run) == BATCH_LIMIT:
+                yield run
+                run, low, high = [], None, None
+        if run:
+            yield run
+
+    def _on_stream_clock(self, lock: AssignmentLock, chunk: list) -> None:
+        """Advance the stream clock by the chunk's dated articles, give the
+        undated ones the stream's time, and age out what the clock leaves
+        behind first, so a batch decides as its articles would one at a time."""
+        clock = self._retention.advance_and_age_out(
+            lock, [(record["source"], f.published) for _, record, f in chunk if f.dated])
+        undated = [f for _, _, f in chunk if not f.dated]
+        if undated:
+            assigned = stream_time(clock, time.time(), self.settings.live_stream_hours)
+            for f in undated:
+                f.published = assigned
+
+    def _decide_isolated(self, chunk: list) -> dict[str, Outcome]:
+        """Decide a chunk; if that raises an error of ours (a bug, a script
+        error: not an outage), decide its articles one at a time, so the one
+        that raises fails alone and the rest are decided."""
+        try:
+            return self._decide_batch(chunk)
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            self._forget_uncommitted()
+            if len(chunk) == 1:
+                return {chunk[0][0]: self._failed(chunk[0][0], DecisionFailed.of(exc))}
+            log.warning("a batch of %d raised %s; deciding its articles one at a time", len(chunk),
+                        type(exc).__name__)
+        outcomes: dict[str, Outcome] = {}
+        for item in chunk:
+            try:
+                outcomes.update(self._decide_batch([item]))
+            except Exception as exc:
+                if _transient(exc):
+                    raise
+                self._forget_uncommitted()
+                log.exception("deciding article %s failed", item[0], extra={"article_id": item[0]})
+                outcomes[item[0]] = self._failed(item[0], DecisionFailed.of(exc))
+        return outcomes
+
+    def _forget_uncommitted(self) -> None:
+        """After a decision raised: what this process counted ahead of the store is read again."""
+        self._df.version = None
 
     @staticmethod
     def _failed(article_id: str, error: Exception) -> Outcome:
@@ -482,6 +576,8 @@ class Processor:
         fields = {"status": "processed", "story": story_id, "duplicate_of": duplicate_of or "",
                   "similarity": round(float(similarity), 4), "decision": compact_decision(decision),
                   "fingerprint": f.fingerprint}
+        if not f.dated:
+            fields["published_ts"] = f.published  # the stream's time, given under the lock
         if not duplicate_of:  # only canonical articles are ever compared with newcomers
             # The body itself is not kept once decided: what is needed later is
             # what the text counted for (its terms, if an earlier copy takes over)
@@ -511,6 +607,7 @@ class Processor:
                                      story_id, record["source"], f.published))
         batch.articles[article_id] = {"story": story_id, "duplicate_of": match["article"],
                                       "published": f.published, "shingles": None}
+        batch.decided.append((_received(record), True, False))
         return Outcome(article_id, story_id, match["article"], opened_story=False)
 
     # ------------------------------------------------------------------ stories
@@ -577,6 +674,7 @@ class Processor:
         batch.count_terms(f.term_indices, 1)
         self._df.counts[f.term_indices] += 1  # later articles of this batch weigh against it already
         self._df.docs += 1
+        batch.decided.append((_received(record), False, chosen is None))
         return Outcome(article_id, story_id, None, opened_story=chosen is None)
 
     # ------------------------------------------------------------------ writes
@@ -645,7 +743,9 @@ class Processor:
 
         def writes(pipe):
             fields = self._article_fields(record, f, story_id, None, 1.0, decision)
-            fields["processed_ts"] = round(time.time(), 3)
+            now = round(time.time(), 3)
+            fields["processed_ts"] = now
+            queue_decided(pipe, k.metrics, [(_received(record), False, False)], now)
             pipe.hset(k.article(article_id), mapping=fields)
             pipe.hdel(k.article(article_id), "body")
             pipe.zrem(k.queued, article_id)

@@ -10,6 +10,7 @@ import pytest
 from storyengine.articles import new_article_record
 from storyengine.pipeline import AssignmentConflict, Processor
 from storyengine.store import RedisStore, connect
+from tests.helpers import pairs
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 BODY = (
@@ -26,7 +27,7 @@ def record(article_id: str, minutes: int, title: str = "Fire destroys Marrowby h
            body: str = BODY, source: str | None = None) -> dict:
     return new_article_record(source=source or f"outlet-{article_id}", url=f"https://news.example/{article_id}",
                               title=title, body=body, published_at=T0 + timedelta(minutes=minutes),
-                              client_id=article_id)
+                              article_id=article_id)
 
 
 def accept_and_process(store: RedisStore, processor: Processor, rec: dict):

@@ -1,9 +1,10 @@
 """The counters in Redis (storyengine/metrics.py), fed by the real engine in this process.
 
 Articles are accepted and decided by a real Processor against the test
-Redis, and the Outcomes it returns are counted the way the worker counts
-them; the latency histogram is checked against prometheus_client's own
-Histogram given the same observations.
+Redis: accepted, decided and failed articles are counted in the very step
+that stores, decides or fails them, so the counts are exact; the latency
+histogram is checked against prometheus_client's own Histogram given the
+same observations.
 """
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from prometheus_client import CollectorRegistry, Histogram
 from storyengine.embedded_redis import free_port
 from storyengine.metrics import LATENCY_BUCKETS, Metrics, MetricsSnapshot, bucket_field, latency_bucket
 from storyengine.phases import PHASES
-from storyengine.pipeline import Outcome, Processor
+from storyengine.pipeline import Processor
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
 from tests.storyengine.test_pipeline import BANK, COURIER, REPRINT, article
+from tests.helpers import pairs
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def processor(store):
 
 def accept(store: RedisStore, *specs: dict) -> list[str]:
     records = [article(**spec) for spec in specs]
-    assert [created for _, created in store.accept_articles(records)] == [True] * len(records)
+    assert [created for _, created in pairs(store.accept_articles(records))] == [True] * len(records)
     return [r["id"] for r in records]
 
 
@@ -45,7 +47,6 @@ WORDLESS = dict(client_id="wordless", title="!!! ???", body="\u2014 ... \u2014",
 def test_outcomes_are_counted_once_and_a_redelivery_counts_nothing(store, processor):
     ids = accept(store, COURIER, REPRINT, BANK)
     outcomes = processor.process_many(ids)
-    assert Metrics(store).count_outcomes(outcomes)
     counts = snapshot(store).counters
     assert counts["articles_decided"] == 3
     assert counts["duplicates"] == sum(1 for o in outcomes if o.duplicate_of) == 1
@@ -56,13 +57,12 @@ def test_outcomes_are_counted_once_and_a_redelivery_counts_nothing(store, proces
     # A redelivered task: every article already processed, nothing counted.
     again = processor.process_many(ids + ids[:1])
     assert all(o.already_processed for o in again)
-    assert Metrics(store).count_outcomes(again)
     assert store.redis.hgetall(store.keys.metrics) == before
 
 
 def test_an_id_twice_in_one_task_is_one_article(store, processor):
     [bank] = accept(store, BANK)
-    assert Metrics(store).count_outcomes(processor.process_many([bank, bank]))
+    processor.process_many([bank, bank])
     assert snapshot(store).counters["articles_decided"] == 1 == snapshot(store).latency_count
 
 
@@ -73,7 +73,7 @@ def test_each_latency_lands_in_its_bucket_and_the_sum(store, processor):
     now = time.time()
     store.redis.hset(store.keys.article(waited), "received_ts", round(now - 7.0, 3))
     store.redis.hset(store.keys.article(ahead), "received_ts", round(now + 100.0, 3))
-    assert Metrics(store).count_outcomes(processor.process_many([waited, ahead, fresh]))
+    processor.process_many([waited, ahead, fresh])
 
     times = dict(zip([waited, ahead, fresh], store.processing_times([waited, ahead, fresh])))
     latencies = {a: max(0.0, p - r) for a, (r, p) in times.items()}
@@ -108,14 +108,13 @@ def test_buckets_match_prometheus_clients_own_histogram():
 
 
 def test_an_invalid_article_counts_as_failed_once_however_often_it_is_sent(store, processor):
-    """As the task does: count, then mark failed; the same task again finds it
-    failed already (its status is no longer queued) and counts nothing."""
+    """As the task does: mark it failed; the same task again finds it failed
+    already (its status is no longer queued) and counts nothing."""
     [wordless] = accept(store, WORDLESS)
-    for _ in range(3):
+    for attempt in range(3):
         [outcome] = processor.process_many([wordless])
         assert outcome.error is not None
-        assert Metrics(store).count_outcomes([outcome])
-        store.mark_failed(wordless, str(outcome.error))
+        assert store.mark_failed(wordless, str(outcome.error)) is (attempt == 0)
     counts = snapshot(store).counters
     assert counts["articles_failed"] == 1
     assert counts["articles_decided"] == 0 and snapshot(store).latency_count == 0
@@ -124,36 +123,36 @@ def test_an_invalid_article_counts_as_failed_once_however_often_it_is_sent(store
 def test_missing_articles_count_nothing(store, processor):
     outcomes = processor.process_many(["never-posted", "nor-this"])
     assert all(o.error is not None for o in outcomes)
-    assert Metrics(store).count_outcomes(outcomes)
     assert store.redis.exists(store.keys.metrics) == 0
 
 
-def test_internal_errors_count_only_articles_still_queued(store, processor):
+def test_only_articles_still_queued_are_failed_and_counted(store, processor):
     queued, done = accept(store, COURIER, BANK)
     processor.process(done)
-    assert Metrics(store).count_failed([queued, done, "never-posted", queued])
+    assert [store.mark_failed(a, "boom") for a in (queued, done, "never-posted", queued)] == [True, False, False,
+                                                                                               False]
     assert snapshot(store).counters["articles_failed"] == 1
 
 
-def test_accepts_and_merges_add_up(store):
+def test_accepts_count_what_was_stored_and_merges_add_up(store):
+    records = [article(**spec) for spec in (COURIER, BANK)]
+    store.accept_articles(records)
+    store.accept_articles(records + [article(**REPRINT)])  # two known, one new
     metrics = Metrics(store)
-    assert metrics.count_accepted(3) and metrics.count_accepted(2) and metrics.count_accepted(0)
-    assert metrics.count_merges(1)
+    assert metrics.count_merges(1) and metrics.count_merges(0)
     counts = snapshot(store).counters
-    assert counts["articles_accepted"] == 5 and counts["stories_merged"] == 1
+    assert counts["articles_accepted"] == 3 and counts["stories_merged"] == 1
 
 
 def test_redis_away_is_logged_and_never_raised(settings, caplog):
-    """Counting is best effort: the work it counts must not fail because of it."""
+    """Counting after the work is best effort: the work it counts must not fail because of it."""
     client = connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     store = RedisStore(client, settings)
     metrics = Metrics(store)
     with caplog.at_level(logging.WARNING, logger="storywire.metrics"):
-        assert metrics.count_accepted(1) is False
         assert metrics.count_merges(2) is False
-        assert metrics.count_failed(["a"]) is False
-        assert metrics.count_outcomes([Outcome("a", "st_1", None, opened_story=True)]) is False
-    assert len([r for r in caplog.records if r.name == "storywire.metrics"]) == 4
+        assert metrics.count_engine_seconds({"load": 1.0}) is False
+    assert len([r for r in caplog.records if r.name == "storywire.metrics"]) == 2
 
 
 def test_the_engine_seconds_of_each_call_add_up_by_phase(store, processor):
@@ -164,12 +163,13 @@ def test_the_engine_seconds_of_each_call_add_up_by_phase(store, processor):
     before = dict(processor.phase_seconds)
     outcomes = processor.process_many(ids)
     first = {phase: s - before.get(phase, 0.0) for phase, s in processor.phase_seconds.items()}
-    assert Metrics(store).count_outcomes(outcomes, first)
+    assert Metrics(store).count_engine_seconds(first)
     assert snapshot(store).engine_seconds == pytest.approx({phase: first.get(phase, 0.0) for phase in PHASES})
     assert snapshot(store).engine_seconds["featurise"] > 0
 
     again = {"load": 0.25, "lock": 0.5, "not-a-phase": 9.0}
-    assert Metrics(store).count_outcomes(processor.process_many(ids), again)  # already processed: nothing decided
+    processor.process_many(ids)  # already processed: nothing decided
+    assert Metrics(store).count_engine_seconds(again)
     spent = snapshot(store).engine_seconds
     assert spent["load"] == pytest.approx(first["load"] + 0.25) and spent["lock"] == pytest.approx(first["lock"] + 0.5)
     assert spent["featurise"] == pytest.approx(first["featurise"])
@@ -188,9 +188,9 @@ def test_settings_prefix_keeps_deployments_apart(redis_client):
     one = RedisStore(redis_client, Settings(key_prefix="sw-test-metrics-one"))
     two = RedisStore(redis_client, Settings(key_prefix="sw-test-metrics-two"))
     try:
-        Metrics(one).count_accepted(4)
+        one.accept_articles([article(**spec) for spec in (COURIER, BANK)])
         assert snapshot(two).counters["articles_accepted"] == 0
-        assert snapshot(one).counters["articles_accepted"] == 4
+        assert snapshot(one).counters["articles_accepted"] == 2
     finally:
         one.clear()
         two.clear()

@@ -20,6 +20,7 @@ from storyengine.stories import Bucket, story_link
 from storyengine.text import words
 from storyengine.vectors import Vectorizer, tfidf
 from tests.conftest import snapshot
+from tests.helpers import pairs
 
 T0 = datetime(2024, 3, 5, 8, 0, tzinfo=timezone.utc)
 
@@ -87,7 +88,7 @@ def reprint_of(body: str, keep: float = 0.6) -> str:
 
 def article(client_id: str, title: str, body: str, hours: float = 0.0, source: str | None = None) -> dict:
     return new_article_record(source=source or f"outlet-{client_id}", url=f"https://news.example/{client_id}",
-                              title=title, body=body, published_at=T0 + timedelta(hours=hours), client_id=client_id)
+                              title=title, body=body, published_at=T0 + timedelta(hours=hours), article_id=client_id)
 
 
 BANK = dict(client_id="bank", title=BANK_TITLE, body=BANK_BODY, hours=-20, source="finance-daily")
@@ -107,7 +108,7 @@ def processor(store):
 
 def submit(store: RedisStore, processor: Processor, spec: dict):
     rec = article(**spec)
-    assert store.accept_articles([rec]) == [(rec["id"], True)]
+    assert pairs(store.accept_articles([rec])) == [(rec["id"], True)]
     return processor.process(rec["id"])
 
 

@@ -27,6 +27,7 @@ from storyengine.pipeline import Outcome, Processor
 from storyengine.repair import Merge, Repairer
 from storyengine.store import RedisStore, iso
 from tests.conftest import snapshot
+from tests.helpers import pairs
 
 # A Saturday in 2024: far from the wall clock, so every window below is the stream's own.
 T0 = datetime(2024, 3, 9, 4, 0, tzinfo=timezone.utc)
@@ -91,7 +92,7 @@ class Newsroom:
         title, body = text
         record = new_article_record(source=outlet, url=f"https://{outlet}/news/{self._n}", title=title, body=body,
                                     published_at=T0 + timedelta(hours=hours))
-        [(article_id, created)] = self.store.accept_articles([record])
+        [(article_id, created)] = pairs(self.store.accept_articles([record]))
         assert created
         return (self.joining if join else self.splitting).process(article_id)
 
