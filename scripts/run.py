@@ -6,7 +6,9 @@
 Environment: REDIS_URL, CELERY_BROKER_URL, API_HOST (127.0.0.1), API_PORT (8000),
 FLOWER_PORT (5555), WORKER_CONCURRENCY (1), API_WORKERS (2), STORYWIRE_DATA_DIR
 (var/, where the embedded Redis keeps its append-only file and beat its schedule),
-STORYWIRE_REPAIR_INTERVAL (60 seconds between repair passes), STORYWIRE_API_KEY
+STORYWIRE_REPAIR_INTERVAL (60 seconds between repair passes), STORYWIRE_REQUEUE_INTERVAL
+(20 seconds between requeue passes), STORYWIRE_WORKER_NAME (the worker's node name;
+storywire-<random>@<host> by default), STORYWIRE_API_KEY
 (API keys; writes need one when set), FLOWER_BASIC_AUTH (user:password; required
 when Flower listens beyond localhost).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from storyengine.embedded_redis import EmbeddedRedis  # noqa: E402
+from workers.names import MAINTENANCE_QUEUE, QUEUE  # noqa: E402
 
 ROLES = ("api", "worker", "beat", "flower")
 
@@ -43,6 +47,14 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
 
 
+def worker_name(env: dict[str, str]) -> str:
+    """The worker's node name, as Flower, `celery inspect` and the heartbeats in
+    Redis (workers/heartbeat.py) show it: STORYWIRE_WORKER_NAME when set (Celery
+    expands %h to the host name), else ``storywire-<6 random hex>@%h``: one name
+    per process, so two workers on one host are two workers, not one."""
+    return env.get("STORYWIRE_WORKER_NAME") or f"storywire-{secrets.token_hex(3)}@%h"
+
+
 def role_command(role: str, env: dict[str, str]) -> list[str]:
     """The command for one role. The Dockerfile, `make run` and the tests all start roles through this."""
     py = sys.executable
@@ -53,12 +65,15 @@ def role_command(role: str, env: dict[str, str]) -> list[str]:
                 "--logger-class", "service.logs.GunicornLogger",
                 "service:create_app()"]
     if role == "worker":
-        return [py, "-m", "celery", "-A", "workers.main", "worker", "--queues", "storywire",
+        # The articles' queue and beat's passes' queue (workers/names.py), so a
+        # pass never waits behind a backlog of articles.
+        return [py, "-m", "celery", "-A", "workers.main", "worker", "--queues", f"{QUEUE},{MAINTENANCE_QUEUE}",
                 "--concurrency", env.get("WORKER_CONCURRENCY", "1"), "--loglevel", env.get("LOG_LEVEL", "INFO"),
-                "--events", "--without-gossip", "--without-mingle", "--hostname", "storywire@%h"]
+                "--events", "--without-gossip", "--without-mingle", "--hostname", worker_name(env)]
     if role == "beat":
         # Beat only schedules: it sends the repair task every STORYWIRE_REPAIR_INTERVAL
-        # seconds and a worker runs it. Run exactly one beat per deployment.
+        # seconds and the requeue task every STORYWIRE_REQUEUE_INTERVAL, to the
+        # maintenance queue, and a worker runs them. Run exactly one beat per deployment.
         schedule = Path(env.get("STORYWIRE_DATA_DIR", ROOT / "var")) / "celerybeat-schedule"
         schedule.parent.mkdir(parents=True, exist_ok=True)
         return [py, "-m", "celery", "-A", "workers.main", "beat", "--schedule", str(schedule),
@@ -103,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     api = f"http://{env.get('API_HOST', '127.0.0.1')}:{env.get('API_PORT', '8000')}"
     print(f"api     {api}  (try {api}/v1/stories)", flush=True)
     print(f"flower  http://{env.get('FLOWER_HOST', '127.0.0.1')}:{env.get('FLOWER_PORT', '5555')}", flush=True)
-    print("worker  1 Celery worker on queue 'storywire'; Ctrl-C stops everything", flush=True)
-    print(f"beat    repair pass every {env.get('STORYWIRE_REPAIR_INTERVAL', '60')} s", flush=True)
+    print(f"worker  1 Celery worker on queues '{QUEUE}' and '{MAINTENANCE_QUEUE}'; Ctrl-C stops everything",
+          flush=True)
+    print(f"beat    repair pass every {env.get('STORYWIRE_REPAIR_INTERVAL', '60')} s, requeue pass every "
+          f"{env.get('STORYWIRE_REQUEUE_INTERVAL', '20')} s", flush=True)
 
     stopping = False
 

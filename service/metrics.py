@@ -2,8 +2,9 @@
 
 The counts are made in every API and worker process (storyengine.metrics
 keeps them in one Redis hash), so any API process answers a scrape with the
-same figures: a custom collector reads the hash, the queued-articles set and
-the broker's queue in one round trip (two when the broker is another Redis).
+same figures: a custom collector reads the hash, the queued-articles set (its
+size and its oldest article), the workers' heartbeats (workers/heartbeat.py)
+and the broker's queue in one round trip (two when the broker is another Redis).
 Per-process metrics (the client library's process and GC collectors) are left
 out on purpose: a scrape lands on whichever gunicorn process is free, so they
 would jump between processes from one scrape to the next.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator
 
 import redis
@@ -33,8 +35,10 @@ from storyengine.metrics import MetricsSnapshot
 from storyengine.phases import PHASES
 from storyengine.store import connect
 from workers import names
+from workers.config import same_redis
 
 from .errors import ApiError
+from .health import worker_stale_seconds
 from .openapi import Reply, documented
 from .runtime import Runtime
 
@@ -61,10 +65,11 @@ def broker_queue_keys(queue: str = names.QUEUE) -> list[str]:
 class StorywireCollector(Collector):
     """Reads the deployment's figures from Redis on every scrape."""
 
-    def __init__(self, rt: Runtime, redis_url: str, broker_url: str) -> None:
+    def __init__(self, rt: Runtime, redis_url: str, broker_url: str, worker_stale_seconds: int = 30) -> None:
         self.rt = rt
+        self.worker_stale_seconds = worker_stale_seconds
         # The broker is usually the store's own server and database: then one pipeline reads everything.
-        self._same_server = _same_redis(broker_url or redis_url, redis_url)
+        self._same_server = same_redis(broker_url or redis_url, redis_url)
         self._broker: redis.Redis | None = None
         if not self._same_server and broker_url.startswith(("redis://", "rediss://", "unix://")):
             self._broker = connect(broker_url)
@@ -72,13 +77,22 @@ class StorywireCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         store = self.rt.store
         queue_keys = broker_queue_keys()
+        now = time.time()
         with store.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(store.keys.metrics)
             pipe.zcard(store.keys.queued)
+            pipe.zcount(store.keys.workers, now - self.worker_stale_seconds, "+inf")
+            # The waiting article with the lowest queued score (the longest since
+            # its task was sent: the head of the backlog, or one whose task was
+            # lost), with its receipt time, in one command: SORT BY nosort reads
+            # a sorted set in its order, and the pattern carries the hash tag.
+            pipe.sort(store.keys.queued, start=0, num=1, by="nosort",
+                      get=["#", store.keys.article("*") + "->received_ts"])
+            pipe.zrange(store.keys.queued, 0, 0, withscores=True)
             if self._same_server:
                 for key in queue_keys:
                     pipe.llen(key)
-            raw, queued, *lengths = pipe.execute()
+            raw, queued, workers_seen, oldest, lowest, *lengths = pipe.execute()
         if self._broker is not None:
             try:
                 with self._broker.pipeline(transaction=False) as pipe:
@@ -109,6 +123,16 @@ class StorywireCollector(Collector):
         yield GaugeMetricFamily("storywire_articles_queued",
                                 "Articles accepted and not yet processed (waiting, or being decided now).",
                                 value=queued)
+        yield GaugeMetricFamily(
+            "storywire_oldest_queued_age_seconds",
+            "Seconds since the API received the article that has waited longest since its task was sent (the "
+            "lowest score in the queued set); 0 when nothing waits. Growing: workers fall behind, or stopped.",
+            value=_oldest_age(oldest, lowest, now))
+        yield GaugeMetricFamily(
+            "storywire_workers_seen",
+            f"Workers heard from (a heartbeat in Redis) within the last {self.worker_stale_seconds} s "
+            "(STORYWIRE_WORKER_STALE_SECONDS); 0 makes /readyz answer 503.",
+            value=workers_seen)
         if lengths:
             queue = GaugeMetricFamily("storywire_queue_messages",
                                       "Tasks waiting in the broker queue (one per post: a batch is one task).",
@@ -117,16 +141,17 @@ class StorywireCollector(Collector):
             yield queue
 
 
-def _same_redis(a: str, b: str) -> bool:
-    """Whether two Redis URLs name the same server and database (written alike or not)."""
-    if a == b:
-        return True
+def _oldest_age(oldest: list, lowest: list, now: float) -> float:
+    """Age of the oldest waiting article: by its receipt time, or by its queued
+    score if the record has none (read between its accept and a retention pass)."""
+    if not lowest:
+        return 0.0
+    received = oldest[1] if len(oldest) == 2 else None
     try:
-        pa, pb = redis.connection.parse_url(a), redis.connection.parse_url(b)
-    except ValueError:  # not a Redis URL (another broker)
-        return False
-    defaults = {"host": "localhost", "port": 6379, "db": 0, "path": None}
-    return all(pa.get(name, d) == pb.get(name, d) for name, d in defaults.items())
+        since = float(received) if received else float(lowest[0][1])
+    except (TypeError, ValueError):
+        since = float(lowest[0][1])
+    return max(0.0, now - since)
 
 
 def registry_for(app: Flask) -> CollectorRegistry:
@@ -134,16 +159,17 @@ def registry_for(app: Flask) -> CollectorRegistry:
     if registry is None:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(StorywireCollector(app.extensions["storywire"], app.config["REDIS_URL"],
-                                             app.config["CELERY_BROKER_URL"]))
+                                             app.config["CELERY_BROKER_URL"], worker_stale_seconds(app)))
         app.extensions["storywire_metrics"] = registry
     return registry
 
 
 @documented(summary="Prometheus metrics for the whole deployment", tag="metrics",
             description="Counters (articles accepted, decided, duplicates, stories opened and merged, failed; the "
-                        "workers' seconds by phase of deciding), the processing latency histogram and the queue's "
-                        "depth, read from Redis: every API process answers with the same figures. Prometheus text "
-                        "format, or OpenMetrics when the Accept header asks for application/openmetrics-text.",
+                        "workers' seconds by phase of deciding), the processing latency histogram, the queue's "
+                        "depth, the oldest waiting article's age and the live workers, read from Redis: every API "
+                        "process answers with the same figures. Prometheus text format, or OpenMetrics when the "
+                        "Accept header asks for application/openmetrics-text.",
             replies={200: Reply("The metrics", media_type=("text/plain", "application/openmetrics-text"))},
             errors={406: "The Accept header names a metrics format version that cannot be read "
                                     "(not_acceptable)", 503: None})

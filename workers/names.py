@@ -6,3 +6,6 @@ PROCESS_ARTICLES = "storywire.process_articles"
 REPAIR_STORIES = "storywire.repair_stories"
 REQUEUE_STALE = "storywire.requeue_stale"
 QUEUE = "storywire"
+# Beat's passes (repair, requeue) have a queue of their own that every worker
+# also consumes, so a pass never waits (and expires) behind a backlog of articles.
+MAINTENANCE_QUEUE = "storywire.maintenance"

@@ -22,7 +22,7 @@ from storyengine.errors import ConfigError
 from tests.conftest import snapshot
 from tests.helpers import build_app as make_app
 from tests.service.envelope import assert_error
-from workers import names
+from workers import heartbeat, names
 
 KEY = "sw-live-7f3a9c2e41b8d6f0a5"
 OTHER = "sw-next-0b1c2d3e4f5a6b7c8d"
@@ -253,7 +253,8 @@ def test_every_false_spelling_makes_reads_private(redis_url, settings, public):
 
 @pytest.mark.parametrize("public", ["true", "false"])
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
-def test_health_checks_stay_public(redis_url, settings, public, path):
+def test_health_checks_stay_public(redis_url, settings, store, public, path):
+    heartbeat.record(store.redis, store.keys, "storywire-0a1b2c@test")  # /readyz: a worker heard from just now
     client = make_app(redis_url, settings, STORYWIRE_API_KEY=KEY, STORYWIRE_PUBLIC_READS=public).test_client()
     resp = client.get(path)
     assert resp.status_code == 200, resp.get_data(as_text=True)

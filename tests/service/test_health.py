@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import keys_under
 from tests.helpers import build_app
 from tests.service.envelope import ACTION_WORDS, assert_error  # noqa: F401
+from workers import heartbeat
 
 QUICK_SECONDS = 8.0
 
@@ -49,10 +50,12 @@ def test_healthz_answers_without_redis(dead_app):
     assert dead_app.test_client().get("/healthz").status_code == 200
 
 
-def test_readyz(client):
+def test_readyz(client, store):
+    heartbeat.record(store.redis, store.keys, "storywire-0a1b2c@test")  # a worker heard from just now
     resp = client.get("/readyz")
     assert resp.status_code == 200
-    assert resp.get_json() == {"status": "ready", "checks": {"redis": "ok", "broker": "ok"}}
+    assert resp.get_json() == {"status": "ready", "checks": {"redis": "ok", "broker": "ok", "workers": "ok",
+                                                             "workers_seen": 1, "queued": 0, "memory": "ok"}}
 
 
 def test_readyz_with_dead_redis_and_broker(dead_app):

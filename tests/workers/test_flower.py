@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import time
 import urllib.error
@@ -22,7 +23,7 @@ import pytest
 from celery import Celery
 
 from storyengine.embedded_redis import free_port
-from tests.helpers import RunningProcess, listening, start_role
+from tests.helpers import RunningProcess, listening, served_id, start_role
 from workers import names
 
 pytestmark = pytest.mark.e2e
@@ -91,14 +92,14 @@ def flower(worker_env, celery_worker, tmp_path_factory):
 
 
 def storywire_workers(status: dict) -> list[str]:
-    return [name for name, alive in status.items() if name.startswith("storywire@") and alive is True]
+    return [name for name, alive in status.items() if name.startswith("storywire-") and alive is True]
 
 
 @pytest.fixture(scope="module")
 def live_worker(flower) -> str:
     """The worker's name once Flower receives its events (heartbeats): tasks sent
     after this are seen by Flower from their start."""
-    status = poll("the storywire@ worker alive in its event stream", lambda: flower.json("/api/workers?status=true"),
+    status = poll("the storywire- worker alive in its event stream", lambda: flower.json("/api/workers?status=true"),
                   storywire_workers, flower)
     [name] = storywire_workers(status)
     return name
@@ -110,8 +111,10 @@ def test_flower_shows_the_worker_with_its_queue_and_storywire_tasks(flower, live
     info = workers[live_worker]
     registered = set(info["registered"])
     assert {names.PROCESS_ARTICLE, names.PROCESS_ARTICLES, names.REPAIR_STORIES, names.REQUEUE_STALE} <= registered
-    assert [q["name"] for q in info["active_queues"]] == [names.QUEUE], info["active_queues"]
-    assert live_worker == f"storywire@{socket.gethostname()}"  # role_command's --hostname storywire@%h
+    assert sorted(q["name"] for q in info["active_queues"]) == [names.QUEUE, names.MAINTENANCE_QUEUE], \
+        info["active_queues"]
+    # role_command's --hostname storywire-<6 random hex>@%h: one name per worker process
+    assert re.fullmatch(rf"storywire-[0-9a-f]{{6}}@{re.escape(socket.gethostname())}", live_worker), live_worker
 
 
 def fresh_articles(count: int) -> list[dict]:
@@ -135,8 +138,10 @@ def test_flower_shows_storywire_tasks_with_their_states(flower, live_worker, e2e
     for row in one_by_one:
         answer = client.post("/v1/articles", json=row)
         assert answer.status_code == 202, answer.get_json()
+        assert answer.get_json()["id"] == served_id(row), answer.get_json()  # tasks name the served ids
     answer = client.post("/v1/articles/batch", json={"articles": batch})
     assert answer.status_code in (200, 202), answer.get_json()
+    assert [r.get("id") for r in answer.get_json()["results"]] == [served_id(a) for a in batch], answer.get_json()
 
     # Sent by name, as the service does: an id that was never stored, and a malformed message.
     sender = Celery("storywire-test-sender", broker=worker_env["CELERY_BROKER_URL"], set_as_current=False)
@@ -147,26 +152,26 @@ def test_flower_shows_storywire_tasks_with_their_states(flower, live_worker, e2e
 
     # One process_article task per single post, by its article id in the arguments.
     def singles_done(found: dict) -> bool:
-        return all(any(a["id"] in str(t.get("args")) and t.get("state") == "SUCCESS" for t in found.values())
+        return all(any(served_id(a) in str(t.get("args")) and t.get("state") == "SUCCESS" for t in found.values())
                    for a in one_by_one)
 
     singles = poll("both process_article tasks in SUCCESS", lambda: tasks_named(flower, names.PROCESS_ARTICLE),
                    singles_done, flower)
     for row in one_by_one:
-        [task] = [t for t in singles.values() if row["id"] in str(t.get("args"))]
+        [task] = [t for t in singles.values() if served_id(row) in str(t.get("args"))]
         assert task["name"] == names.PROCESS_ARTICLE and task["worker"] == live_worker, task
-        assert "'processed'" in task["result"] and row["id"] in task["result"], task["result"]
+        assert "'processed'" in task["result"] and served_id(row) in task["result"], task["result"]
 
     # The batch post is one process_articles task listing its articles as decided.
     def batch_done(found: dict) -> bool:
-        return any(all(a["id"] in str(t.get("args")) for a in batch) and t.get("state") == "SUCCESS"
+        return any(all(served_id(a) in str(t.get("args")) for a in batch) and t.get("state") == "SUCCESS"
                    for t in found.values())
 
     batches = poll("the batch's process_articles task in SUCCESS", lambda: tasks_named(flower, names.PROCESS_ARTICLES),
                    batch_done, flower)
-    [batch_task] = [t for t in batches.values() if all(a["id"] in str(t.get("args")) for a in batch)]
+    [batch_task] = [t for t in batches.values() if all(served_id(a) in str(t.get("args")) for a in batch)]
     assert batch_task["worker"] == live_worker
-    assert "'decided'" in batch_task["result"] and all(a["id"] in batch_task["result"] for a in batch), batch_task
+    assert "'decided'" in batch_task["result"] and all(served_id(a) in batch_task["result"] for a in batch), batch_task
 
     # A missing article is no failure of the task: SUCCESS, and the result says it was missing.
     info = poll("the missing article's task finished", lambda: flower.json(f"/api/task/info/{missing.id}"),
@@ -182,7 +187,7 @@ def test_flower_shows_storywire_tasks_with_their_states(flower, live_worker, e2e
 
     # Flower and the API agree: what Flower shows as done, the API shows as processed.
     for row in one_by_one + batch:
-        assert client.get(f"/v1/articles/{row['id']}").get_json()["status"] == "processed", row["id"]
+        assert client.get(f"/v1/articles/{served_id(row)}").get_json()["status"] == "processed", served_id(row)
     failed = flower.json(f"/api/tasks?state=FAILURE&taskname={names.PROCESS_ARTICLES}")
     assert malformed.id in failed and missing.id not in failed
 

@@ -165,7 +165,7 @@ def test_the_beat_schedule_runs_repair_at_the_configured_interval(interval):
     assert entry["task"] == names.REPAIR_STORIES
     assert float(entry["schedule"]) == float(interval)
     options = entry["options"]
-    assert options["queue"] == names.QUEUE
+    assert options["queue"] == names.MAINTENANCE_QUEUE  # never behind a backlog of articles
     # A run not started before the next one is due is dropped rather than piled up.
     assert 0 < float(options["expires"]) <= float(interval)
     # The worker built from this app imports the tasks module and so knows the task.

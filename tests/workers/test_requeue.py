@@ -2,7 +2,8 @@
 
 The article waits in the queued set until it is processed, so losing its
 task (a broker that lost data, retries given up while Redis was away) loses
-nothing: the requeue pass finds it and sends it again."""
+nothing: the requeue pass finds it and sends it again. (Which articles it
+sends, and how many per pass: tests/workers/test_requeue_backlog.py.)"""
 from __future__ import annotations
 
 import time
@@ -10,6 +11,7 @@ from datetime import datetime, timezone
 
 from storyengine.articles import new_article_record
 from workers import names
+from tests.helpers import pairs
 
 
 def record(article_id: str) -> dict:
@@ -17,7 +19,7 @@ def record(article_id: str) -> dict:
         source="wire", url=f"https://wire.example/{article_id}", title="Ferry runs aground off Crete",
         body="A passenger ferry ran aground off the Greek island of Crete on Tuesday, the coast guard said. "
              "All 312 passengers were taken off safely and the ship was towed to port.",
-        published_at=datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc), client_id=article_id)
+        published_at=datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc), article_id=article_id)
 
 
 def test_an_article_whose_task_was_lost_is_processed_by_the_requeue_pass(e2e_app):
@@ -28,7 +30,7 @@ def test_an_article_whose_task_was_lost_is_processed_by_the_requeue_pass(e2e_app
     store.redis.zadd(store.keys.queued, {"lost-task": time.time() - 1000})
     time.sleep(1.0)
     assert store.get_article("lost-task")["status"] == "queued"
-    runtime.celery.send_task(names.REQUEUE_STALE, queue=names.QUEUE)
+    runtime.celery.send_task(names.REQUEUE_STALE, queue=names.MAINTENANCE_QUEUE)  # as beat sends it
     deadline = time.monotonic() + 20
     while store.get_article("lost-task")["status"] != "processed":
         assert time.monotonic() < deadline, "the requeue pass did not get the article processed"
@@ -39,10 +41,11 @@ def test_an_article_whose_task_was_lost_is_processed_by_the_requeue_pass(e2e_app
 def test_the_beat_schedule_runs_the_requeue_pass(worker_env):
     from workers.app import create_celery
     from workers.config import WorkerConfig
-    config = WorkerConfig.from_env(dict(worker_env, STORYWIRE_REPAIR_INTERVAL="30", STORYWIRE_REQUEUE_AFTER="120"))
-    assert config.requeue_after == 120
+    config = WorkerConfig.from_env(dict(worker_env, STORYWIRE_REQUEUE_INTERVAL="30", STORYWIRE_REQUEUE_AFTER="120"))
+    assert config.requeue_after == 120 and config.requeue_interval == 30
     entry = create_celery(config).conf.beat_schedule["requeue-stale"]
     assert entry["task"] == names.REQUEUE_STALE and entry["schedule"] == 30.0
+    assert entry["options"]["queue"] == names.MAINTENANCE_QUEUE
 
 
 def test_requeue_after_must_be_positive(worker_env):
