@@ -25,9 +25,17 @@ How an item becomes an article:
   http(s) link or a title is skipped (reported, not an error).
 - ``body``: the item's full content if it has one, else its summary; HTML is
   fine, the API reduces it to text.
-- ``published_at``: the item's published (else updated) date. An undated item,
-  or one dated in the future, gets the time it was fetched: it is posted once,
-  so that is when it was first seen.
+- ``published_at``: the item's own date, published (pubDate, Atom published),
+  else updated (Atom updated, dc:date), else created. An item without one (or
+  dated ahead of now: a feed's clock or time-zone mistake, not trusted; a few
+  minutes ahead is a fast clock and means now) is dated from its feed, never
+  from this machine's clock, so a replayed archive keeps the archive's time:
+  the nearest dated item before or after it in the feed (feeds list items in
+  time order, so it sits between its neighbours in time), else the channel's
+  own date (pubDate, lastBuildDate, Atom updated). Only in a feed that carries
+  no date at all is ``published_at`` left out; the API then assigns the
+  stream's current time and marks it as assigned. The progress line counts
+  each feed's items dated from a neighbour, from the channel, or left undated.
 - ``language``: the item's or the feed's, when it is a valid BCP 47 tag.
 
 A feed that is not well-formed XML but ends with its root element closed
@@ -35,6 +43,13 @@ A feed that is not well-formed XML but ends with its root element closed
 feedparser's forgiving parser reads it, with a warning. One that stops before
 its end is refused whole, since a cut-off download would post cut-off items;
 ``--lenient`` imports what the parser recovers from that too.
+
+The API's answer for each item: sent; refused (invalid, too large, ``too_old``:
+older than the service's retention window on its stream's clock,
+``id_conflict``), which is reported with the reason (and counted by it in the
+summary), remembered and never sent again; or not taken now (``queue_full`` with a Retry-After, the queue or store
+unavailable), which like a 503 for the whole request stops the posting: those
+items and the rest stay unsent and are posted next run.
 
 Exit status: 0 when every feed was read and every new item sent; 1 when a feed
 could not be read (it is named with the reason; the other feeds are still
@@ -432,6 +447,7 @@ class FeedResult:
     download: Download | None = None
     items: list[Item] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    dated: dict[str, int] = field(default_factory=dict)   # items by where their date came from (OWN, ...)
     entry_count: int = 0
     error: str | None = None
     warning: str | None = None
@@ -475,18 +491,86 @@ def _language(*candidates: object) -> str | None:
 EARLIEST_DATE = datetime(1990, 1, 1, tzinfo=timezone.utc)
 
 
-def _published(entry: feedparser.FeedParserDict, fetched_at: datetime) -> datetime:
+# A feed server whose clock runs a little fast dates its newest item a few minutes ahead: that is "now",
+# not a mistake. Anything further ahead is a clock or time-zone error and the date is not used.
+CLOCK_SKEW = timedelta(minutes=5)
+
+# Where an item's published_at came from (counted per feed in the progress line).
+OWN, NEIGHBOUR, CHANNEL, UNDATED = "own", "neighbour", "channel", "undated"
+
+
+def _trusted(value: object, fetched_at: datetime) -> datetime | None:
+    """A date feedparser parsed, if it can be believed: not a placeholder, not ahead of now."""
+    if not value:
+        return None
+    try:
+        when = datetime.fromtimestamp(calendar.timegm(value), timezone.utc)  # type: ignore[arg-type]
+    except (OverflowError, ValueError, OSError, TypeError):
+        return None
+    if when < EARLIEST_DATE or when > fetched_at + CLOCK_SKEW:
+        return None
+    return min(when, fetched_at)
+
+
+def _own_date(entry: feedparser.FeedParserDict, fetched_at: datetime) -> datetime | None:
+    """The item's own date: published (RSS pubDate, Atom published, dcterms:issued), else updated (Atom
+    updated, dc:date, dcterms:modified), else created (dcterms:created), the first that can be believed."""
+    try:
+        for name in ("published_parsed", "updated_parsed", "created_parsed"):
+            when = _trusted(entry.get(name), fetched_at)
+            if when is not None:
+                return when
+    except Exception:  # noqa: BLE001 - an odd value is no date; the item is dated like an undated one
+        pass
+    return None
+
+
+def channel_date(parsed: feedparser.FeedParserDict, fetched_at: datetime) -> datetime | None:
+    """The feed's own date: RSS pubDate, else lastBuildDate (or Atom's feed-level updated, dc:date)."""
     for name in ("published_parsed", "updated_parsed"):
-        value = entry.get(name)
-        if value:
-            try:
-                when = datetime.fromtimestamp(calendar.timegm(value), timezone.utc)
-            except (OverflowError, ValueError, OSError, TypeError):
-                continue
-            if when < EARLIEST_DATE:
-                continue
-            return min(when, fetched_at)  # a date ahead of now is a feed's clock or time-zone mistake
-    return fetched_at
+        when = _trusted(parsed.feed.get(name), fetched_at)
+        if when is not None:
+            return when
+    return None
+
+
+def feed_dates(parsed: feedparser.FeedParserDict, fetched_at: datetime) -> list[tuple[datetime | None, str]]:
+    """Each entry's published_at and where it came from, in document order.
+
+    Never the importing machine's clock: a replayed archive keeps the archive's time. An entry without a
+    date it can be believed about (none, a placeholder, one ahead of now) takes the date of the nearest
+    dated entry in document order (the preceding one when both are as near): feeds list their items in
+    time order (most newest first, a few oldest first), so an undated item sits between its neighbours in
+    time, and the nearest one is the closest estimate the feed itself gives. Without any dated entry, the
+    channel's own date (pubDate, lastBuildDate, Atom updated): the items were in the feed by then. A feed
+    with no date at all gives None: the article is posted without published_at and the API places it at
+    its stream's current time (and says the time was assigned)."""
+    own = [_own_date(entry, fetched_at) for entry in parsed.entries]
+    if not any(when is not None for when in own):
+        channel = channel_date(parsed, fetched_at)
+        return [(channel, CHANNEL) if channel is not None else (None, UNDATED) for _ in own]
+    preceding: list[int | None] = []      # the index of the nearest dated entry before each one
+    last = None
+    for index, when in enumerate(own):
+        preceding.append(last)
+        if when is not None:
+            last = index
+    following: list[int | None] = [None] * len(own)
+    last = None
+    for index in range(len(own) - 1, -1, -1):
+        following[index] = last
+        if own[index] is not None:
+            last = index
+    dates: list[tuple[datetime | None, str]] = []
+    for index, when in enumerate(own):
+        before, after = preceding[index], following[index]
+        if when is not None:
+            dates.append((when, OWN))
+        elif before is not None and (after is None or index - before <= after - index):
+            dates.append((own[before], NEIGHBOUR))
+        else:  # some entry is dated, so one of the two is
+            dates.append((own[after], NEIGHBOUR))
+    return dates
 
 
 def _body(entry: feedparser.FeedParserDict) -> str:
@@ -505,16 +589,18 @@ def item_key(entry: feedparser.FeedParserDict) -> str:
 
 
 def to_article(entry: feedparser.FeedParserDict, source: str, feed_language: object,
-               fetched_at: datetime) -> dict | str:
-    """The article to post, or why the entry is skipped."""
+               published: datetime | None) -> dict | str:
+    """The article to post, or why the entry is skipped. Without ``published`` (the feed carries no date at
+    all) the article has no published_at: the API assigns its stream's current time, never this machine's."""
     url = _http_url(entry.get("link"))
     if url is None:
         return "no http(s) link"
     title = _clean(entry.get("title"))
     if not title:
         return "no title"
-    article = {"source": source, "url": url, "title": title, "body": _body(entry),
-               "published_at": _published(entry, fetched_at).isoformat().replace("+00:00", "Z")}
+    article = {"source": source, "url": url, "title": title, "body": _body(entry)}
+    if published is not None:
+        article["published_at"] = published.isoformat().replace("+00:00", "Z")
     title_language = (entry.get("title_detail") or {}).get("language")
     language = _language(title_language, feed_language)
     if language:
@@ -553,10 +639,11 @@ def _collect_items(result: FeedResult, parsed: feedparser.FeedParserDict, locati
                    fetched_at: datetime) -> None:
     source = source_for(parsed, location)
     result.entry_count = len(parsed.entries)
+    dates = feed_dates(parsed, fetched_at)
     keys: set[str] = set()
-    for entry in parsed.entries:
+    for entry, (published, origin) in zip(parsed.entries, dates):
         try:
-            article = to_article(entry, source, parsed.feed.get("language"), fetched_at)
+            article = to_article(entry, source, parsed.feed.get("language"), published)
         except Exception as exc:  # noqa: BLE001 - one odd item is skipped with its reason, not its feed
             article = f"an item the importer cannot read ({type(exc).__name__}); please report it with the feed"
         if isinstance(article, str):
@@ -566,16 +653,45 @@ def _collect_items(result: FeedResult, parsed: feedparser.FeedParserDict, locati
         if key in keys:  # the same guid twice in one feed: one article
             continue
         keys.add(key)
-        published_ts = datetime.fromisoformat(article["published_at"].replace("Z", "+00:00")).timestamp()
-        result.items.append(Item(location, key, article, published_ts))
+        result.dated[origin] = result.dated.get(origin, 0) + 1
+        # Undated items sort last: the API places them at its stream's current time, after everything else.
+        result.items.append(Item(location, key, article, published.timestamp() if published else float("inf")))
 
 
 # ---------------------------------------------------------------- posting
+# The API's refusals of an item that sending it again cannot change, named in the summary with their reason.
+# Any other refusal (invalid_article, body_too_large) is recorded and not retried too.
+REFUSAL_REASONS = {
+    "too_old": "older than the service's retention window on its stream's clock",
+    "id_conflict": "its id belongs to another article",
+}
+# The API could not take an item now (backpressure, its store or queue down): left unsent, posted next run.
+BUSY_CODES = frozenset({"queue_full", "queue_unavailable", "unavailable"})
+
+
 @dataclass
 class Outcome:
-    status: Literal["sent", "rejected"]
+    status: Literal["sent", "rejected", "unsent"]   # unsent: not recorded, posted again next run
     article: str | None = None
     problem: str | None = None
+    code: str | None = None           # the API's error code, for a rejected or unsent item
+    reason: str | None = None         # what the summary says about the code, when more than the code is known
+
+    @property
+    def label(self) -> str:
+        """How the summary counts a rejection: the code, and the reason when there is one."""
+        code = self.code or "rejected"
+        return f"{code} ({self.reason})" if self.reason else code
+
+
+def _busy(status: int, code: str) -> bool:
+    return code in BUSY_CODES or status == 429 or status >= 500
+
+
+def _refusal(code: str, text: str) -> str:
+    reason = REFUSAL_REASONS.get(code)
+    head = f"{code} ({reason})" if reason else code
+    return _clean(f"{head}: {text}" if head and text else head or text or "rejected", 2000)
 
 
 class Api:
@@ -583,7 +699,8 @@ class Api:
         self.base, self.key, self.timeout = base.rstrip("/"), key, timeout
         self.batch_url = f"{self.base}/v1/articles/batch"
 
-    def _post(self, articles: list[dict]) -> tuple[int, object]:
+    def _post(self, articles: list[dict]) -> tuple[int, object, str]:
+        """The status, the JSON answer (None if not JSON) and the Retry-After header ("" if none)."""
         data = json.dumps({"articles": articles}).encode("utf-8")
         request = urllib.request.Request(self.batch_url, data=data, method="POST",
                                          headers={"Content-Type": "application/json", "User-Agent": USER_AGENT})
@@ -593,8 +710,10 @@ class Api:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 status, raw = response.status, response.read(MAX_API_ANSWER_BYTES)
+                retry_after = response.headers.get("Retry-After") or ""
         except urllib.error.HTTPError as exc:
             status = exc.code
+            retry_after = (exc.headers.get("Retry-After") if exc.headers is not None else None) or ""
             try:
                 raw = exc.read(MAX_API_ANSWER_BYTES)
             except (OSError, http.client.HTTPException):
@@ -610,57 +729,92 @@ class Api:
         except (http.client.HTTPException, ConnectionError) as exc:
             raise ApiStop(f"the API at {self.base} broke off the connection ({type(exc).__name__}); "
                           f"{unsent}") from None
+        retry_after = _clean(retry_after, 64)
         try:
-            return status, json.loads(raw)
+            return status, json.loads(raw), retry_after
         except ValueError:
-            return status, None
+            return status, None, retry_after
 
     def post(self, articles: list[dict]) -> list[Outcome]:
-        """One outcome per article, in order. A batch the API finds too large is halved until it fits."""
-        status, answer = self._post(articles)
+        """One outcome per article, in order. A batch the API finds too large is halved until it fits, and so
+        is one it refuses whole for a reason that belongs to one item (too_old, id_conflict)."""
+        status, answer, retry_after = self._post(articles)
         error = answer.get("error") if isinstance(answer, dict) and isinstance(answer.get("error"), dict) else {}
         message = error.get("message") if isinstance(error.get("message"), str) else ""
+        code = error.get("code") if isinstance(error.get("code"), str) else ""
+        details = error.get("details") if isinstance(error.get("details"), list) else []
+        wait = f" (Retry-After: {retry_after})" if retry_after else ""
         unsent = "the items stay unsent and are posted next run"
         if status in (200, 202):
             results = answer.get("results") if isinstance(answer, dict) else None
             if not isinstance(results, list) or len(results) != len(articles):
                 raise ApiStop(f"the API at {self.base} answered with something that is not Storywire's batch "
                               f"answer; check --api; {unsent}")
-            return [self._outcome(result) for result in results]
-        if status == 413:
+            outcomes = [self._outcome(result) for result in results]
+            for outcome in outcomes:
+                if outcome.status == "unsent" and wait:
+                    outcome.problem = f"{outcome.problem}{wait}"
+            return outcomes
+        if status == 413 or (status in (409, 422) and code in REFUSAL_REASONS and not details):
             if len(articles) == 1:
-                return [Outcome("rejected", problem=message or "the API finds this article too large")]
+                if status == 413:
+                    code, message = code or "body_too_large", message or "the API finds this article too large"
+                return [Outcome("rejected", problem=_refusal(code, message), code=code,
+                                reason=REFUSAL_REASONS.get(code))]
             middle = len(articles) // 2
             return self.post(articles[:middle]) + self.post(articles[middle:])
-        if status == 422 and isinstance(error.get("details"), list) and error["details"]:
-            # No item in the batch was valid: each is rejected with the problems listed for it.
-            return [Outcome("rejected", problem=self._problems(error["details"], index) or message)
-                    for index in range(len(articles))]
+        if status == 422 and details:
+            # No item in the batch was taken (invalid, or each refused: too old, an id conflict): each is
+            # rejected with the problems listed for it. This answer has no code per item, so the summary
+            # counts them under the batch's code with their problems.
+            outcomes = []
+            for index in range(len(articles)):
+                problems = self._problems(details, index, relative=True)
+                outcomes.append(Outcome("rejected", problem=_refusal(code, problems or message), code=code or None,
+                                        reason=REFUSAL_REASONS.get(code) or _clean(problems, 200) or None))
+            return outcomes
         if status in (401, 403):
             raise ApiStop(f"the API refused the key (HTTP {status}: {message or 'unauthorized'}); set "
                           f"STORYWIRE_API_KEY or pass --api-key with a key the service accepts; {unsent}")
         if status in (404, 405):
             raise ApiStop(f"there is no Storywire batch endpoint at {self.batch_url} (HTTP {status}); check "
                           f"--api; {unsent}")
-        raise ApiStop(f"the API answered HTTP {status}{': ' + message if message else ''}; {unsent}")
+        if code == "queue_full":
+            raise ApiStop(f"the API's queue is full (HTTP {status} queue_full{': ' + message if message else ''})"
+                          f"{wait}; it is shedding load: {unsent}")
+        raise ApiStop(f"the API answered HTTP {status}{': ' + message if message else ''}{wait}; {unsent}")
 
     @staticmethod
     def _outcome(result: object) -> Outcome:
-        if isinstance(result, dict) and isinstance(result.get("id"), str):
-            return Outcome("sent", article=result["id"])
+        # The error first: a refusal may name the id it concerns (too_old, id_conflict) and is still no success.
         error = result.get("error") if isinstance(result, dict) else None
+        if not isinstance(error, dict) and isinstance(result, dict) and isinstance(result.get("id"), str):
+            return Outcome("sent", article=result["id"])
         if isinstance(error, dict):
+            code = error.get("code") if isinstance(error.get("code"), str) else ""
+            status = error.get("status") if isinstance(error.get("status"), int) else 0
+            message = str(error.get("message") or "")
             details = error.get("details") if isinstance(error.get("details"), list) else []
             problems = "; ".join(f"{d.get('field')}: {d.get('problem')}" for d in details if isinstance(d, dict))
-            return Outcome("rejected", problem=problems or str(error.get("message") or "rejected"))
+            if _busy(status, code):  # the API could not take it now (queue_full): not recorded, sent next run
+                return Outcome("unsent", problem=_refusal(code, message or f"HTTP {status}"), code=code or None)
+            if code in REFUSAL_REASONS:  # the message says why with the dates or ids concerned
+                return Outcome("rejected", problem=_refusal(code, message or problems), code=code,
+                               reason=REFUSAL_REASONS[code])
+            return Outcome("rejected", problem=_refusal(code, problems or message), code=code or None)
         raise ApiStop("the API answered an item with neither an id nor an error; check --api")
 
     @staticmethod
-    def _problems(details: list, index: int) -> str:
+    def _problems(details: list, index: int, relative: bool = False) -> str:
+        """The problems the API listed for item ``index``; ``relative``: fields named within the item
+        (``published_at``, not ``articles.3.published_at``)."""
         prefix = f"articles.{index}"
-        return "; ".join(f"{d.get('field')}: {d.get('problem')}" for d in details
-                         if isinstance(d, dict) and (str(d.get("field", "")) == prefix
-                                                     or str(d.get("field", "")).startswith(prefix + ".")))
+        found = []
+        for d in details:
+            name = str(d.get("field", "")) if isinstance(d, dict) else ""
+            if name == prefix or name.startswith(prefix + "."):
+                found.append(f"{name[len(prefix) + 1:] or 'article' if relative else name}: {d.get('problem')}")
+        return "; ".join(found)
 
 
 def batches(items: list[Item], size: int, max_bytes: int) -> Iterator[list[Item]]:
@@ -715,6 +869,12 @@ def run(args: argparse.Namespace, state_file: StateFile) -> int:
             new = sum(1 for item in result.items if item.key not in known)
             skipped = "".join(f", {n} skipped ({why})" for why, n in sorted(result.skipped.items()))
             say(f"{prefix}: {result.entry_count} items, {new} new{skipped}")
+            borrowed = ", ".join(f"{result.dated[origin]} {what}" for origin, what in (
+                (NEIGHBOUR, "dated from a neighbouring item"), (CHANNEL, "dated from the feed's own date"),
+                (UNDATED, "undated (posted without published_at: the API assigns its stream's time)"))
+                if result.dated.get(origin))
+            if borrowed:
+                say(f"{prefix}: items without a usable date of their own: {borrowed}")
             if result.warning:
                 say(f"{prefix}: warning: {result.warning}")
 
@@ -730,11 +890,13 @@ def run(args: argparse.Namespace, state_file: StateFile) -> int:
                 known.seen = fetched_at
             else:
                 pending.append(item)
-    # Oldest first across all feeds: the engine's stories come out best in publication order.
+    # Oldest first across all feeds: the engine's stories come out best in publication order (items posted
+    # without a date last: the API places them at its stream's current time).
     pending.sort(key=lambda item: item.published_ts)
 
     api = Api(args.api, args.api_key, args.timeout)
     sent = rejected = 0
+    refusals: dict[str, int] = {}     # rejected items by the API's code
     unsent_feeds: set[str] = set()
     started = time.monotonic()
     start = 0
@@ -745,18 +907,32 @@ def run(args: argparse.Namespace, state_file: StateFile) -> int:
             unsent_feeds.update(item.feed for item in pending[start:])
             say(f"error: {exc}")
             break
+        busy: list[Outcome] = []
         for item, outcome in zip(batch, outcomes):
+            if outcome.status == "unsent":  # the API could not take it now (queue_full): next run
+                busy.append(outcome)
+                unsent_feeds.add(item.feed)
+                continue
             state.feeds[item.feed].items[item.key] = ItemState(status=outcome.status, seen=fetched_at,
                                                                article=outcome.article, problem=outcome.problem)
             if outcome.status == "sent":
                 sent += 1
             else:
                 rejected += 1
+                refusals[outcome.label] = refusals.get(outcome.label, 0) + 1
                 say(f"rejected by the API: {item.article['url']} from {_label(item.feed)}: {outcome.problem}")
         state_file.save()
         rate = (start + len(batch)) / max(time.monotonic() - started, 1e-9)
-        say(f"posted {start + len(batch)}/{len(pending)} ({sent} sent, {rejected} rejected, {rate:.0f}/s)")
+        waiting = f", {len(busy)} not taken" if busy else ""
+        say(f"posted {start + len(batch)}/{len(pending)} ({sent} sent, {rejected} rejected{waiting}, {rate:.0f}/s)")
         start += len(batch)
+        if busy:
+            # Backpressure: as with a 503 for the whole request, nothing more is sent this run.
+            unsent_feeds.update(item.feed for item in pending[start:])
+            rest = f" and the {len(pending) - start} not yet sent" if len(pending) > start else ""
+            say(f"error: the API could not take {len(busy)} item{'s' * (len(busy) != 1)} now ({busy[0].problem}); "
+                f"they{rest} stay unsent and are posted next run")
+            break
 
     for location in feeds:
         result = results[location]
@@ -771,9 +947,13 @@ def run(args: argparse.Namespace, state_file: StateFile) -> int:
 
     failed = [loc for loc in feeds if results[loc].error]
     left = len(pending) - sent - rejected
+    common = sorted(refusals.items(), key=lambda pair: (-pair[1], pair[0]))
+    why = ", ".join(f"{n} {label}" for label, n in common[:6])
+    if len(common) > 6:
+        why += f", {sum(n for _, n in common[6:])} for {len(common) - 6} other reasons"
     print(f"feeds: {len(feeds) - len(failed)} read, {len(failed)} failed; articles: {sent} sent, {rejected} "
           f"rejected, {left} left for the next run, {sum(sum(r.skipped.values()) for r in results.values())} "
-          "skipped")
+          f"skipped{'; rejected: ' + why if why else ''}")
     if failed:
         say(f"{len(failed)} feed{'s' * (len(failed) != 1)} could not be read: {', '.join(map(_label, failed))}; "
             "see the errors above")

@@ -53,23 +53,29 @@ def rss_item(guid: str, title: str, link: str, when: datetime | None, descriptio
 
 
 def rss(items: list[str], title: str = "Example News", link: str = "https://www.example-news.test/",
-        language: str = "en-GB", prolog: str = "") -> bytes:
+        language: str = "en-GB", prolog: str = "", channel: str = "") -> bytes:
+    """An RSS 2.0 feed; ``channel`` is more of the channel's own elements (pubDate, lastBuildDate)."""
     return (f'<?xml version="1.0" encoding="utf-8"?>{prolog}<rss version="2.0" '
-            'xmlns:content="http://purl.org/rss/1.0/modules/content/"><channel>'
+            'xmlns:content="http://purl.org/rss/1.0/modules/content/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+            'xmlns:dcterms="http://purl.org/dc/terms/" xmlns:atom="http://www.w3.org/2005/Atom"><channel>'
             f"<title>{escape(title)}</title><link>{escape(link)}</link><language>{escape(language)}</language>"
-            + "".join(items) + "</channel></rss>").encode("utf-8")
+            + channel + "".join(items) + "</channel></rss>").encode("utf-8")
 
 
-def atom_entry(entry_id: str, title: str, link: str, when: datetime, summary: str = "", content: str = "") -> str:
+def atom_entry(entry_id: str, title: str, link: str, when: datetime | None, summary: str = "",
+               content: str = "") -> str:
+    updated = f"<updated>{_date(when, False)}</updated>" if when is not None else ""
     return (f"<entry><id>{escape(entry_id)}</id><title>{escape(title)}</title><link href=\"{escape(link)}\"/>"
-            f"<updated>{_date(when, False)}</updated><summary>{escape(summary)}</summary>"
+            f"{updated}<summary>{escape(summary)}</summary>"
             f"<content type=\"html\">{escape(content)}</content></entry>")
 
 
-def atom(entries: list[str], title: str = "Le Monde Test", link: str = "https://atom-outlet.test/") -> bytes:
+def atom(entries: list[str], title: str = "Le Monde Test", link: str = "https://atom-outlet.test/",
+         updated: datetime | None = NOW) -> bytes:
     return ('<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom" xml:lang="fr">'
             f"<title>{escape(title)}</title><link href=\"{escape(link)}\"/><id>urn:feed</id>"
-            f"<updated>{_date(NOW, False)}</updated>" + "".join(entries) + "</feed>").encode("utf-8")
+            + (f"<updated>{_date(updated, False)}</updated>" if updated is not None else "")
+            + "".join(entries) + "</feed>").encode("utf-8")
 
 
 @dataclass
@@ -401,9 +407,7 @@ def test_hostile_and_odd_entries(feeds, api, store, tmp_path):
     feeds.routes["/hostile.xml"] = Route(body, content_type="text/plain; charset=utf-8")  # a feed all the same
     feeds.routes["/moved"] = Route(status=301, headers={"Location": "/hostile.xml"})
     state = tmp_path / "state.json"
-    before = datetime.now(timezone.utc).replace(microsecond=0)
     result = run_import(feeds.url("/moved"), api=api.url, state=state)
-    after = datetime.now(timezone.utc)
     assert result.returncode == 0, result.stderr
     assert "3 skipped (no http(s) link)" in result.stderr and "skipped (no title)" in result.stderr
     articles = {a["url"]: a for a in stored_articles(store).values()}
@@ -412,14 +416,153 @@ def test_hostile_and_odd_entries(feeds, api, store, tmp_path):
                              "https://www.example-news.test/undated", "https://www.example-news.test/twice",
                              "https://www.example-news.test/long", "https://www.example-news.test/xxe",
                              "https://www.example-news.test/year-1", "https://www.example-news.test/year-99"}
-    for url in ("https://www.example-news.test/future", "https://www.example-news.test/undated",
-                "https://www.example-news.test/year-1", "https://www.example-news.test/year-99"):
-        published = datetime.fromisoformat(articles[url]["published_at"].replace("Z", "+00:00"))
-        assert before <= published <= after  # the fetch time
+    # A date ahead of now, none, or a placeholder: the nearest dated item's in the feed (skipped ones count,
+    # their dates are the feed's all the same), the preceding one when both are as near; never the fetch time.
+    assert {url: articles[url]["published_at"] for url in (
+        "https://www.example-news.test/future", "https://www.example-news.test/undated",
+        "https://www.example-news.test/year-1", "https://www.example-news.test/year-99")} == {
+        "https://www.example-news.test/future": _date(NOW - timedelta(hours=3), False),    # relative, just above
+        "https://www.example-news.test/undated": _date(NOW - timedelta(hours=2), False),   # twice, just below
+        "https://www.example-news.test/year-1": _date(NOW - timedelta(hours=1), False),    # long, just above
+        "https://www.example-news.test/year-99": _date(NOW - timedelta(hours=4), False)}   # xxe, just below
+    assert "items without a usable date of their own: 4 dated from a neighbouring item" in result.stderr
     xxe = articles["https://www.example-news.test/xxe"]
     assert "root:" not in xxe["title"] + xxe["body"]  # an external entity is never read
     assert all(a["language"] in ("", None) for a in articles.values())  # "English" is not a language tag
     assert state.stat().st_size < 5_000  # item keys are hashed: a 20 kB guid does not grow the state
+
+
+# ---------------------------------------------------------------- dates: a feed keeps its own time
+ARCHIVE = datetime(2021, 3, 5, 12, 0, tzinfo=timezone.utc)   # a replayed archive: years before the fetch
+
+
+def raw_item(guid: str, dates: str = "") -> str:
+    """An RSS item with its date elements written out (``dates``: pubDate, dc:date, atom:updated...)."""
+    return (f"<item><title>Archive story {guid}</title><link>https://www.example-news.test/{guid}</link>"
+            f"<guid isPermaLink=\"false\">{guid}</guid>{dates}<description>Story {guid}.</description></item>")
+
+
+def pub(when: datetime) -> str:
+    return f"<pubDate>{_date(when, True)}</pubDate>"
+
+
+def posted(api: Api) -> dict[str, dict]:
+    """What the importer posted (whatever the API answered), by the item's path."""
+    return {a["url"].rsplit("/", 1)[1]: a for r in api.recorder.posts for a in r["articles"]}
+
+
+def test_an_undated_item_takes_the_date_of_its_nearest_dated_neighbour(feeds, api, tmp_path):
+    # Newest first, as feeds list their items: an undated item sits between its neighbours in time.
+    feeds.routes["/f.xml"] = Route(rss([
+        raw_item("a", pub(ARCHIVE)),
+        raw_item("b"),                                          # a and c as near: the preceding one
+        raw_item("c", pub(ARCHIVE - timedelta(hours=3))),
+        raw_item("d", pub(ARCHIVE - timedelta(hours=4))),
+        raw_item("e"),                                          # d nearer than g
+        raw_item("f"),                                          # g nearer than d
+        raw_item("g", pub(ARCHIVE - timedelta(hours=10))),
+    ]))
+    result = run_import(feeds.url("/f.xml"), api=api.url, state=tmp_path / "state.json")
+    assert result.returncode == 0, result.stderr
+    dates = {name: article["published_at"] for name, article in posted(api).items()}
+    assert dates == {"a": _date(ARCHIVE, False), "b": _date(ARCHIVE, False),
+                     "c": _date(ARCHIVE - timedelta(hours=3), False), "d": _date(ARCHIVE - timedelta(hours=4), False),
+                     "e": _date(ARCHIVE - timedelta(hours=4), False), "f": _date(ARCHIVE - timedelta(hours=10), False),
+                     "g": _date(ARCHIVE - timedelta(hours=10), False)}
+    assert (f"{feeds.url('/f.xml')}: items without a usable date of their own: 3 dated from a neighbouring item"
+            in result.stderr)
+
+
+CHANNEL_DATED: dict[str, tuple[Callable[[list[str]], bytes], datetime]] = {
+    # The channel's pubDate first, then its lastBuildDate (RSS); Atom's feed-level <updated>.
+    "RSS pubDate and lastBuildDate": (lambda items: rss(items, channel=f"{pub(ARCHIVE)}<lastBuildDate>"
+                                                        f"{_date(ARCHIVE + timedelta(days=1), True)}</lastBuildDate>"),
+                                      ARCHIVE),
+    "RSS lastBuildDate only": (lambda items: rss(items, channel=f"<lastBuildDate>{_date(ARCHIVE, True)}"
+                                                                "</lastBuildDate>"), ARCHIVE),
+    "RSS pubDate ahead of now, lastBuildDate": (
+        lambda items: rss(items, channel=pub(datetime(2100, 1, 1, tzinfo=timezone.utc))
+                          + f"<lastBuildDate>{_date(ARCHIVE, True)}</lastBuildDate>"), ARCHIVE),
+    "Atom feed updated": (lambda _: atom([atom_entry(f"urn:{n}", f"Archive story {n}",
+                                                     f"https://atom-outlet.test/{n}", None) for n in "xy"],
+                                         updated=ARCHIVE), ARCHIVE),
+}
+
+
+@pytest.mark.parametrize("kind", list(CHANNEL_DATED))
+def test_a_feed_dated_only_by_its_channel_dates_its_items_from_it(kind, feeds, api, tmp_path):
+    make_feed, expected = CHANNEL_DATED[kind]
+    feeds.routes["/f.xml"] = Route(make_feed([raw_item("x"), raw_item("y")]))
+    result = run_import(feeds.url("/f.xml"), api=api.url, state=tmp_path / "state.json")
+    assert result.returncode == 0, result.stderr
+    articles = posted(api)
+    assert sorted(articles) == ["x", "y"]
+    assert {a["published_at"] for a in articles.values()} == {_date(expected, False)}
+    assert "2 dated from the feed's own date" in result.stderr
+
+
+def test_an_item_dated_only_by_updated_dc_date_or_created_uses_that_date(feeds, api, tmp_path):
+    # Each item's date is its own and differs from its neighbours': a field not read would show.
+    future = pub(datetime(2100, 1, 1, tzinfo=timezone.utc))
+    feeds.routes["/f.xml"] = Route(rss([
+        raw_item("dc", f"<dc:date>{_date(ARCHIVE, False)}</dc:date>"),
+        raw_item("atom-updated", f"<atom:updated>{_date(ARCHIVE - timedelta(hours=1), False)}</atom:updated>"),
+        raw_item("created", f"<dcterms:created>{_date(ARCHIVE - timedelta(hours=2), False)}</dcterms:created>"),
+        # A pubDate ahead of now is a mistake: the item's own other date is used, not the fetch time.
+        raw_item("future", future + f"<dc:date>{_date(ARCHIVE - timedelta(hours=3), False)}</dc:date>"),
+        raw_item("pub", pub(ARCHIVE - timedelta(hours=4))),
+    ]))
+    feeds.routes["/a.xml"] = Route(atom([
+        atom_entry("urn:u", "Atom updated only", "https://atom-outlet.test/updated", ARCHIVE - timedelta(hours=5)),
+        atom_entry("urn:o", "Atom dated", "https://atom-outlet.test/other", ARCHIVE - timedelta(hours=9)),
+    ], updated=ARCHIVE), content_type="application/atom+xml")
+    result = run_import(feeds.url("/f.xml"), feeds.url("/a.xml"), api=api.url, state=tmp_path / "state.json")
+    assert result.returncode == 0, result.stderr
+    dates = {name: article["published_at"] for name, article in posted(api).items()}
+    assert dates == {name: _date(ARCHIVE - timedelta(hours=hours), False) for name, hours in (
+        ("dc", 0), ("atom-updated", 1), ("created", 2), ("future", 3), ("pub", 4), ("updated", 5), ("other", 9))}
+    assert "items without a usable date" not in result.stderr
+
+
+def test_a_feed_without_any_date_posts_its_items_without_published_at(feeds, api, tmp_path):
+    feeds.routes["/undated.xml"] = Route(rss([raw_item("u1"), raw_item("u2")]))
+    feeds.routes["/undated-atom.xml"] = Route(atom([atom_entry("urn:v", "No date", "https://atom-outlet.test/v", None)],
+                                                   updated=None), content_type="application/atom+xml")
+    feeds.routes["/dated.xml"] = Route(rss([raw_item("d1", pub(NOW - timedelta(hours=2))),
+                                            raw_item("d2", pub(NOW - timedelta(hours=3)))],
+                                           link="https://dated.test/"))
+    state = tmp_path / "state.json"
+    result = run_import(feeds.url("/undated.xml"), feeds.url("/undated-atom.xml"), feeds.url("/dated.xml"),
+                        api=api.url, state=state)
+    assert result.returncode == 0, result.stderr
+    articles = [a for r in api.recorder.posts for a in r["articles"]]
+    # Never the fetch time: no published_at at all, the API assigns its stream's current time. Posted last,
+    # after the dated items, since that is where the API places them.
+    assert [a["url"].rsplit("/", 1)[1] for a in articles] == ["d2", "d1", "u1", "u2", "v"]
+    assert [("published_at" in a) for a in articles] == [True, True, False, False, False]
+    assert (f"{feeds.url('/undated.xml')}: items without a usable date of their own: 2 undated (posted without "
+            "published_at" in result.stderr)
+    assert f"{feeds.url('/undated-atom.xml')}: items without a usable date of their own: 1 undated" in result.stderr
+    assert all(i["status"] == "sent" for i in state_items(state, feeds.url("/undated.xml")).values())
+
+
+def test_an_old_feed_with_one_undated_item_never_gets_todays_date(feeds, api, tmp_path):
+    """The replayed 2021 archive: its undated newest item once took the fetch time, moved the stream's clock
+    to today, and retention then deleted the whole archive."""
+    feeds.routes["/archive.xml"] = Route(rss([
+        raw_item("newest"),                                                         # no date: the item below
+        raw_item("n1", pub(ARCHIVE)),
+        raw_item("n2", pub(datetime(2100, 1, 1, tzinfo=timezone.utc))),           # a mistake: n1, as near as n3
+        raw_item("n3", pub(ARCHIVE - timedelta(days=1))),
+    ], channel=f"<lastBuildDate>{_date(ARCHIVE, True)}</lastBuildDate>"))
+    result = run_import(feeds.url("/archive.xml"), api=api.url, state=tmp_path / "state.json")
+    assert result.returncode == 0, result.stderr
+    dates = {name: article["published_at"] for name, article in posted(api).items()}
+    assert dates == {"newest": _date(ARCHIVE, False), "n1": _date(ARCHIVE, False), "n2": _date(ARCHIVE, False),
+                     "n3": _date(ARCHIVE - timedelta(days=1), False)}
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    assert all(when.startswith("2021-") and not when.startswith(today) for when in dates.values())
+    assert "2 dated from a neighbouring item" in result.stderr
 
 
 def test_a_redirect_is_followed_only_to_http(feeds, api, store, tmp_path):
@@ -475,6 +618,184 @@ def test_an_item_the_api_rejects_is_reported_once_and_not_sent_again(feeds, api,
     second = run_import(feeds.url("/f.xml"), api=api.url, state=state)
     assert second.returncode == 0, second.stderr
     assert len(api.recorder.posts) == 1 and "3 items, 0 new" in second.stderr
+
+
+# ---------------------------------------------------------------- the API's answers: refused, or not now
+class FakeApi:
+    """A batch endpoint on a localhost port that answers as ``respond(articles)`` says: (status, JSON, headers).
+    It stands for the API's answers this importer must handle whatever the service in the tree says today."""
+
+    def __init__(self, respond: Callable[[list[dict]], tuple[int, dict, dict]]) -> None:
+        self.respond = respond
+        self.posts: list[list[dict]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - the http.server name
+                articles = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))["articles"]
+                outer.posts.append(articles)
+                status, answer, headers = outer.respond(articles)
+                body = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeApi]:
+    server = FakeApi(lambda articles: (202, accept_all(articles), {}))
+    yield server
+    server.close()
+
+
+def accept_all(articles: list[dict]) -> dict:
+    return {"accepted": len(articles), "rejected": 0,
+            "results": [{"index": i, "id": f"a_{a['url'].rsplit('/', 1)[1]}", "status": "queued", "created": True}
+                        for i, a in enumerate(articles)]}
+
+
+def api_error(status: int, code: str, message: str) -> dict:
+    return {"error": {"status": status, "code": code, "message": message}}
+
+
+TOO_OLD = api_error(422, "too_old", "published_at 2021-03-05T12:00:00Z is more than 30 days before the stream's "
+                                    "clock 2026-11-30T09:00:00Z")
+CONFLICT = api_error(409, "id_conflict", "the id names another article (another source and URL)")
+QUEUE_FULL = api_error(503, "queue_full", "5000 articles are waiting to be decided; retry after Retry-After seconds")
+
+
+def refusing(whole: bool) -> Callable[[list[dict]], tuple[int, dict, dict]]:
+    """Items whose path starts with "old" are too old, with "conflict" an id conflict: answered per item, or
+    (``whole``) as the whole request's answer when the batch holds one."""
+    def respond(articles: list[dict]) -> tuple[int, dict, dict]:
+        names = [a["url"].rsplit("/", 1)[1] for a in articles]
+        if whole and any(n.startswith(("old", "conflict")) for n in names):
+            return (422, TOO_OLD, {}) if any(n.startswith("old") for n in names) else (409, CONFLICT, {})
+        results = accept_all(articles)["results"]
+        for index, name in enumerate(names):
+            if name.startswith("old"):  # a refusal may name the article it concerns: it is still no success
+                results[index] = {"index": index, "id": f"a_{name}", "error": TOO_OLD["error"]}
+            elif name.startswith("conflict"):
+                results[index] = {"index": index, "error": CONFLICT["error"]}
+        return 202, {"results": results}, {}
+    return respond
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["per item", "whole request"])
+def test_too_old_and_id_conflict_are_refusals_reported_with_their_reason_and_never_retried(whole, feeds, fake_api,
+                                                                                           tmp_path):
+    fake_api.respond = refusing(whole)
+    feeds.routes["/f.xml"] = Route(rss([raw_item("fresh", pub(NOW - timedelta(hours=1))),
+                                        raw_item("old", pub(ARCHIVE)),
+                                        raw_item("conflict", pub(NOW - timedelta(hours=2)))]), etag='"e"')
+    state = tmp_path / "state.json"
+    first = run_import(feeds.url("/f.xml"), api=fake_api.url, state=state)
+    assert first.returncode == 1  # a rejected item
+    assert ("rejected by the API: https://www.example-news.test/old from "
+            f"{feeds.url('/f.xml')}: too_old (older than the service's retention window" in first.stderr)
+    assert "more than 30 days before the stream's clock" in first.stderr
+    assert "rejected by the API: https://www.example-news.test/conflict" in first.stderr
+    assert "id_conflict (its id belongs to another article)" in first.stderr
+    assert ("1 sent, 2 rejected, 0 left for the next run, 0 skipped; rejected: 1 id_conflict (its id belongs to "
+            "another article), 1 too_old (older than the service's retention window on its stream's clock)"
+            in first.stdout)
+    items = list(state_items(state, feeds.url("/f.xml")).values())
+    assert [i["article"] for i in items if i["status"] == "sent"] == ["a_fresh"]
+    problems = sorted(i["problem"] for i in items if i["status"] == "rejected")
+    assert len(problems) == 2 and problems[0].startswith("id_conflict") and problems[1].startswith("too_old")
+    if whole:  # refused whole: the batch was halved until each refused item stood alone
+        assert len(fake_api.posts[0]) == 3
+        assert sorted(p[0]["url"].rsplit("/", 1)[1] for p in fake_api.posts if len(p) == 1) == ["conflict", "fresh",
+                                                                                                 "old"]
+    # Refused, not retried: the next full read of the feed posts nothing.
+    feeds.routes["/f.xml"].etag = '"e2"'
+    posts = len(fake_api.posts)
+    second = run_import(feeds.url("/f.xml"), api=fake_api.url, state=state)
+    assert second.returncode == 0, second.stderr
+    assert len(fake_api.posts) == posts and "3 items, 0 new" in second.stderr
+
+
+def test_the_api_refuses_an_item_older_than_its_retention_window_and_it_is_not_sent_again(feeds, api, store,
+                                                                                         tmp_path):
+    """The real service: its stream clock is today (as its workers would have set it), so a 2021 item is
+    older than its retention window. Refused with the reason, recorded, never posted again."""
+    store.redis.set(store.keys.clock, NOW.timestamp())
+    today, old = raw_item("today", pub(NOW - timedelta(hours=1))), raw_item("old2021", pub(ARCHIVE))
+    feeds.routes["/f.xml"] = Route(rss([today, old]), etag='"e1"')
+    state = tmp_path / "state.json"
+    first = run_import(feeds.url("/f.xml"), api=api.url, state=state)
+    assert first.returncode == 1
+    assert "rejected by the API: https://www.example-news.test/old2021" in first.stderr and "too_old" in first.stderr
+    assert ("1 sent, 1 rejected, 0 left for the next run, 0 skipped; rejected: 1 too_old (older than the service's "
+            "retention window" in first.stdout)
+    # A batch of old items only: the API answers each item with its code (too_old); refused with the
+    # reason, not left for the next run.
+    feeds.routes["/f.xml"] = Route(rss([today, old, raw_item("old2020", pub(ARCHIVE - timedelta(days=365)))]),
+                                   etag='"e2"')
+    second = run_import(feeds.url("/f.xml"), api=api.url, state=state)
+    assert second.returncode == 1
+    assert "rejected by the API: https://www.example-news.test/old2020" in second.stderr
+    assert "0 sent, 1 rejected, 0 left for the next run, 0 skipped; rejected: 1 too_old (older than the " \
+        "service's retention window" in second.stdout
+    feeds.routes["/f.xml"].etag = '"e3"'
+    posts = len(api.recorder.posts)
+    third = run_import(feeds.url("/f.xml"), api=api.url, state=state)
+    assert third.returncode == 0, third.stderr
+    assert len(api.recorder.posts) == posts and "3 items, 0 new" in third.stderr
+    assert [a["url"] for a in stored_articles(store).values()] == ["https://www.example-news.test/today"]
+
+
+@pytest.mark.parametrize("where", ["whole request", "per item"])
+def test_a_full_queue_leaves_the_items_for_the_next_run(where, feeds, fake_api, tmp_path):
+    def busy(articles: list[dict]) -> tuple[int, dict, dict]:
+        if where == "whole request":
+            return 503, QUEUE_FULL, {"Retry-After": "7"}
+        answer = accept_all(articles)
+        answer["results"][-1] = {"index": len(articles) - 1, "error": QUEUE_FULL["error"]}
+        return 202, answer, {"Retry-After": "7"}
+    fake_api.respond = busy
+    feeds.routes["/f.xml"] = Route(rss([raw_item(f"q{n}", pub(NOW - timedelta(hours=n))) for n in range(3)]),
+                                   etag='"same"')
+    state = tmp_path / "state.json"
+    first = run_import("--batch-size", "2", feeds.url("/f.xml"), api=fake_api.url, state=state)
+    assert first.returncode == 1
+    assert "Retry-After: 7" in first.stderr and "rejected by the API" not in first.stderr
+    if where == "whole request":
+        assert "error: the API's queue is full (HTTP 503 queue_full: 5000 articles are waiting" in first.stderr
+        assert "the items stay unsent and are posted next run" in first.stderr
+        assert "0 sent, 0 rejected, 3 left for the next run" in first.stdout
+        assert not state_items(state, feeds.url("/f.xml"))
+    else:
+        # The oldest two went in one batch; the API took one and could not take the other now: posting stops
+        # (backpressure), the item it did not take and the one not yet sent wait for the next run.
+        assert len(fake_api.posts) == 1
+        assert "error: the API could not take 1 item now (queue_full: 5000 articles" in first.stderr
+        assert "they and the 1 not yet sent stay unsent and are posted next run" in first.stderr
+        assert "1 sent, 0 rejected, 2 left for the next run" in first.stdout
+        assert [i["article"] for i in state_items(state, feeds.url("/f.xml")).values()] == ["a_q2"]
+    assert json.loads(state.read_text())["feeds"][feeds.url("/f.xml")]["etag"] is None  # no 304 hides them
+    fake_api.respond = lambda articles: (202, accept_all(articles), {})
+    later = run_import(feeds.url("/f.xml"), api=fake_api.url, state=state)
+    assert later.returncode == 0, later.stderr
+    assert feeds.statuses("/f.xml") == [200, 200]
+    assert sorted(i["article"] for i in state_items(state, feeds.url("/f.xml")).values()) == ["a_q0", "a_q1", "a_q2"]
+    assert all(i["status"] == "sent" for i in state_items(state, feeds.url("/f.xml")).values())
 
 
 def test_batches_follow_batch_size_and_a_too_large_batch_is_split(feeds, redis_url, settings, store, tmp_path):
