@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import heapq
 import json
 import os
 import sys
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from storyengine import evaluation  # noqa: E402
 from storyengine.articles import new_article_record  # noqa: E402
 from storyengine.embedded_redis import EmbeddedRedis  # noqa: E402
+from storyengine.errors import InvalidArticle  # noqa: E402
 from storyengine.pipeline import Processor  # noqa: E402
 from storyengine.repair import Repairer  # noqa: E402
 from storyengine.settings import Settings  # noqa: E402
@@ -103,38 +105,205 @@ class Progress:
 REPAIR_EVERY = 200
 # Articles decided per call, as a worker takes them from one batch post.
 BATCH = 100
+# Answers are read back from the store this long (at most a quarter of the
+# retention window) before retention could delete them on the stream's clock
+# (see run_engine).
+READ_BACK_MARGIN = 86400.0
+# Answers read from the store per round trip.
+READ_CHUNK = 1000
+DAY = 86400.0
+
+
+def _admitted(result) -> tuple[str, str]:
+    """(id, outcome) of one accepted record, outcome "created", "known",
+    "too_old" or "conflict": the store answers an Admission per record, or
+    (as it did before admissions) an (id, created) pair."""
+    if isinstance(result, tuple):
+        article_id, created = result
+        return article_id, "created" if created else "known"
+    return result.id, result.outcome
+
+
+_NOT_ACCEPTED = {
+    "known": "not accepted: an earlier article has the same source and URL",
+    "too_old": "not accepted: older than the retention window on the stream clock",
+    "conflict": "not accepted: its id names another article",
+}
+
+
+def read_back(store: RedisStore, decisions: evaluation.Decisions, article_ids: list[str]) -> set[str]:
+    """Take the answers the store holds now for these articles (pipelined).
+    Returns the ids it no longer holds."""
+    gone = set()
+    k = store.keys
+    for start in range(0, len(article_ids), READ_CHUNK):
+        chunk = article_ids[start:start + READ_CHUNK]
+        with store.redis.pipeline(transaction=False) as pipe:
+            for article_id in chunk:
+                pipe.hmget(k.article(article_id), ("status", "story", "duplicate_of"))
+            rows = pipe.execute()
+        for article_id, (status, story, duplicate_of) in zip(chunk, rows):
+            if status is None:
+                gone.add(article_id)
+            elif status == b"processed" and story:
+                decisions.decided(article_id, story.decode(), duplicate_of.decode() if duplicate_of else None)
+    return gone
 
 
 def run_engine(rows: list[dict], redis_url: str, settings: Settings, repair_every: int = REPAIR_EVERY,
-               label: str = "engine") -> list[dict]:
+               label: str = "engine", notes: list[str] | None = None) -> list[dict]:
+    """Replay ``rows`` in order through the engine; one prediction per row
+    (story null for an article that got no answer). ``notes``, if given,
+    receives lines for the report: articles with no answer and why, and how
+    many had aged out of the store by the end.
+
+    The answers are kept as the engine gives them (the Outcome of each
+    article), not read back at the end: on a stream longer than the
+    retention window (30 days on the stream's clock by default) retention
+    has deleted most articles by then. What changes an answer later is
+    followed (evaluation.Decisions): the story merges of each repair pass,
+    and, for the rest (an earlier copy arriving late and taking over as the
+    canonical article), the store's own answer, read back for each article
+    just before retention could delete it (when the clock is about to pass
+    its time, less a margin) and once more at the end for those still stored.
+    The store's answer is what the service would show for the article, so it
+    is the one scored while there is one; an article aged out is scored by its
+    last answer, through the merges made since (its story can still be merged
+    while newer articles keep it alive)."""
     store = RedisStore(connect(redis_url), settings)
     store.clear()
     processor = Processor(store)
     repairer = Repairer(store)
+    decisions = evaluation.Decisions()  # by the engine's article ids
+    keys: list[str] = []  # per row: its engine id (or its own id, if it never got one)
+    row_of: dict[str, str] = {}  # engine id -> stream id
+    published: dict[str, float] = {}
+    to_read: list[tuple[float, str]] = []  # heap of (published, id): answered, not read back near retention yet
+    newest = float("-inf")
     progress = Progress(len(rows), label)
+
+    def repair() -> None:
+        for merge in repairer.run().merges:
+            decisions.merged(merge.kept, merge.merged)
+
     try:
         # As a worker does: accept a batch, then decide it in one go (the
-        # engine decides a batch exactly as it would one article at a time).
-        batch = max(1, min(BATCH, repair_every or BATCH))
-        for start in range(0, len(rows), batch):
-            records = []
-            for row in rows[start:start + batch]:
-                article = without_gold(row)
-                records.append(new_article_record(
-                    source=article["source"], url=article["url"], title=article["title"],
-                    body=article.get("body", ""),
-                    published_at=datetime.fromisoformat(article["published_at"].replace("Z", "+00:00")),
-                    client_id=article.get("id"), language=article.get("language")))
-            ids = [article_id for article_id, _ in store.accept_articles(records)]
-            processor.process_many(ids)
-            done = start + len(ids)
+        # engine decides a batch as it would one article at a time, as long
+        # as the batch spans less than the retention window: see batches).
+        size = max(1, min(BATCH, repair_every or BATCH))
+        retention = settings.retention_days * DAY
+        span = max(retention - settings.story_window_hours * 3600.0, retention / 2)
+        margin = min(READ_BACK_MARGIN, retention / 4)
+        for start, end in batches(rows, size, span):
+            chunk, records, ids = rows[start:end], [], []
+            for row in chunk:
+                try:
+                    records.append(record_of(row))
+                except (InvalidArticle, ValueError) as exc:
+                    records.append(None)
+                    decisions.refused(row["id"], f"not accepted: {exc}")
+            valid = [record for record in records if record is not None]
+            results = iter(store.accept_articles(valid) if valid else [])
+            for row, record in zip(chunk, records):
+                if record is None:
+                    keys.append(row["id"])
+                    continue
+                article_id, outcome = _admitted(next(results))
+                keys.append(record["id"])
+                if outcome in ("created", "known") and article_id == record["id"]:
+                    ids.append(article_id)  # known: the same article again, its answer is the stored one
+                    published[article_id] = float(record["published_ts"])
+                    row_of.setdefault(article_id, row["id"])
+                else:
+                    decisions.refused(record["id"], _NOT_ACCEPTED.get(outcome, f"not accepted ({outcome})"))
+            # This batch moves the clock, and retention may then delete what is
+            # older than the window on it: read those answers back first.
+            newest = max([newest] + [published[i] for i in ids])
+            horizon = newest - retention + margin
+            due = []
+            while to_read and to_read[0][0] < horizon:
+                due.append(heapq.heappop(to_read)[1])
+            read_back(store, decisions, due)
+            for outcome in processor.process_many(ids) if ids else []:
+                if outcome.error is not None:
+                    decisions.refused(outcome.article_id, f"failed: {type(outcome.error).__name__}: {outcome.error}")
+                else:
+                    decisions.decided(outcome.article_id, outcome.story_id, outcome.duplicate_of)
+                    heapq.heappush(to_read, (published[outcome.article_id], outcome.article_id))
+            done = end
             if repair_every and done // repair_every > start // repair_every:
-                repairer.run()
+                repair()
             progress.update(done)
-        repairer.run()
-        return [prediction(store.get_article(row["id"])) for row in rows]
+        repair()
+        gone = read_back(store, decisions, list(dict.fromkeys(k for k in keys if k in decisions.answers)))
+        predictions = predictions_of(rows, keys, decisions, row_of)
+        if notes is not None:
+            if gone:
+                notes.append(f"{len(gone)} of {len(rows)} articles had aged out of the store by the end "
+                             f"(retention {settings.retention_days:g} days on the stream clock): scored by the "
+                             f"answers kept as they were given, through {len(decisions.merged_into)} story merges")
+            notes.extend(unpredicted_notes(rows, predictions, decisions.why_unpredicted(keys)))
+        return predictions
     finally:
         store.clear()
+
+
+def batches(rows: list[dict], size: int, span: float):
+    """(start, end) of each batch of at most ``size`` rows, in order. A batch
+    also ends before a row that would make it span more than ``span`` seconds
+    of published time: the engine ages stories out on the clock a batch moves
+    to before deciding any of it, so a batch of a sparse stream that spans
+    more than the retention window (less the story window) would take away
+    stories the batch's first articles still belong to. A live stream never
+    posts months in one batch; a replay of a sparse archive should not either."""
+    start = 0
+    while start < len(rows):
+        end, low, high = start, float("inf"), float("-inf")
+        while end < len(rows) and end - start < size:
+            t = _published(rows[end])
+            if t is not None:
+                low, high = min(low, t), max(high, t)
+                if high - low > span and end > start:
+                    break
+            end += 1
+        yield start, end
+        start = end
+
+
+def _published(row: dict) -> float | None:
+    try:
+        return datetime.fromisoformat(row["published_at"].replace("Z", "+00:00")).timestamp()
+    except (KeyError, ValueError, AttributeError):
+        return None
+
+
+def predictions_of(rows: list[dict], keys: list[str], decisions, row_of: dict) -> list[dict]:
+    """One prediction per stream row, in the stream's ids: the service's ids
+    are made from them (scoped by outlet), and ``row_of`` maps them back."""
+    predictions = []
+    for row, key in zip(rows, keys):
+        answer = decisions.prediction(key)
+        predictions.append({"id": row["id"], "story": answer["story"],
+                            "duplicate_of": row_of.get(answer["duplicate_of"], answer["duplicate_of"])})
+    return predictions
+
+
+def record_of(row: dict) -> dict:
+    """The record the service would make of a stream row (without its gold)."""
+    article = without_gold(row)
+    return new_article_record(
+        source=article["source"], url=article["url"], title=article["title"], body=article.get("body", ""),
+        published_at=datetime.fromisoformat(article["published_at"].replace("Z", "+00:00")),
+        client_id=article.get("id"), language=article.get("language"))
+
+
+def unpredicted_notes(rows: list[dict], predictions: list[dict], reasons: dict[str, int]) -> list[str]:
+    missing = evaluation.unpredicted(predictions, rows)
+    if not missing:
+        return []
+    return [f"{len(missing)} of {len(rows)} articles have no prediction, each scored as a story of its own "
+            f"and a copy of nothing (e.g. {', '.join(missing[:3])}):"] + \
+        [f"  {count} {reason}" for reason, count in reasons.items()]
 
 
 def _http(method: str, url: str, body: dict | None = None, token: str | None = None) -> dict:
@@ -146,32 +315,82 @@ def _http(method: str, url: str, body: dict | None = None, token: str | None = N
         return json.loads(response.read())
 
 
-def run_api(rows: list[dict], api: str, token: str | None, timeout: float) -> list[dict]:
+def run_api(rows: list[dict], api: str, token: str | None, timeout: float,
+            notes: list[str] | None = None) -> list[dict]:
     """Post the stream through a running service's HTTP API, in order, in batches, then
-    wait until every article is processed and read the answers back."""
+    wait until every article is processed and read the answers back.
+
+    The answers are read at the end, so the service must still hold the whole
+    stream then: its retention (``STORYWIRE_RETENTION_DAYS``, on the stream's
+    clock) must cover the stream's span. An article it no longer holds
+    (410 Gone once retention removed it, or 404) has no prediction, like one
+    that failed or was refused: each is scored as a story of its own and
+    counted in ``notes``. Engine mode keeps the answers as they are made and
+    scores streams of any span."""
     api = api.rstrip("/")
+    decisions = evaluation.Decisions()  # by the service's article ids
+    keys: list[str] = []  # per row: the id the service answered with (or its own id, if refused)
+    row_of: dict[str, str] = {}  # service id -> stream id
     progress = Progress(len(rows), "posted")
-    for start in range(0, len(rows), 100):
-        batch = [without_gold(r) for r in rows[start:start + 100]]
-        answer = _http("POST", f"{api}/v1/articles/batch", {"articles": batch}, token)
-        failed = [r for r in answer["results"] if r.get("error")]
-        if failed:
-            raise SystemExit(f"the service rejected articles: {failed[:3]}")
-        progress.update(start + len(batch))
     deadline = time.monotonic() + timeout
-    predictions = []
-    progress = Progress(len(rows), "processed")
-    for n, row in enumerate(rows, 1):
+    for start in range(0, len(rows), BATCH):
+        chunk = rows[start:start + BATCH]
         while True:
-            article = _http("GET", f"{api}/v1/articles/{row['id']}", token=token)
-            if article["status"] in ("processed", "failed"):
+            try:
+                answer = _http("POST", f"{api}/v1/articles/batch", {"articles": [without_gold(r) for r in chunk]},
+                               token)
+                results = answer["results"]
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code == 503 and time.monotonic() < deadline:  # busy (or Redis away): as a client would, wait
+                    time.sleep(float(exc.headers.get("Retry-After") or 1))
+                    continue
+                if exc.code == 422:  # no article of the batch is valid
+                    results = [{"error": {"code": "invalid_batch", "message": _error_message(exc)}}] * len(chunk)
+                    break
+                raise SystemExit(f"the service answered {exc.code} to a batch post: {_error_message(exc)}") from None
+        for row, result in zip(chunk, results):
+            error = result.get("error")
+            if error or not result.get("id"):
+                keys.append(row["id"])
+                decisions.refused(row["id"], f"refused: {(error or {}).get('code', 'no id')}")
+            else:
+                keys.append(result["id"])
+                row_of.setdefault(result["id"], row["id"])
+        progress.update(start + len(chunk))
+    progress = Progress(len(rows), "processed")
+    for n, (row, key) in enumerate(zip(rows, keys), 1):
+        while key not in decisions.answers and key not in decisions.problems:
+            try:
+                article = _http("GET", f"{api}/v1/articles/{key}", token=token)
+            except urllib.error.HTTPError as exc:
+                if exc.code not in (404, 410):
+                    raise SystemExit(f"the service answered {exc.code} for article {key}: "
+                                     f"{_error_message(exc)}") from None
+                decisions.refused(key, f"gone from the service ({exc.code}) before it was read back: its "
+                                       "retention must cover the stream in --api mode")
+                break
+            if article["status"] == "processed":
+                decisions.decided(key, article["story"], article.get("duplicate_of"))
+                break
+            if article["status"] == "failed":
+                decisions.refused(key, f"failed: {article.get('error') or 'no reason given'}")
                 break
             if time.monotonic() > deadline:
                 raise SystemExit(f"timed out waiting for {row['id']} to be processed")
             time.sleep(0.2)
-        predictions.append(prediction(article))
         progress.update(n)
+    predictions = predictions_of(rows, keys, decisions, row_of)
+    if notes is not None:
+        notes.extend(unpredicted_notes(rows, predictions, decisions.why_unpredicted(keys)))
     return predictions
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str:
+    try:
+        return json.loads(exc.read())["error"]["message"]
+    except (ValueError, KeyError, TypeError, OSError):
+        return exc.reason
 
 
 def eval_settings(**changes) -> Settings:
@@ -225,11 +444,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--snippet-words must be 0 or more")
         rows = [dict(r, body=" ".join(r.get("body", "").split()[:args.snippet_words])) for r in rows]
     started = time.monotonic()
+    notes: list[str] = []
     if args.api:
-        predictions = run_api(rows, args.api, args.token, args.timeout)
+        predictions = run_api(rows, args.api, args.token, args.timeout, notes=notes)
     else:
         with engine_redis() as redis_url:
-            predictions = run_engine(rows, redis_url, eval_settings(), args.repair_every)
+            predictions = run_engine(rows, redis_url, eval_settings(), args.repair_every, notes=notes)
     elapsed = time.monotonic() - started
 
     if args.out:
@@ -237,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
             for p in predictions:
                 fh.write(json.dumps(p) + "\n")
     print(f"{len(rows)} articles in {elapsed:.1f}s ({len(rows) / elapsed:.0f} articles/s)")
+    for note in notes:
+        print(note)
     if all("gold" in r for r in rows):
         scores = evaluation.score(predictions, rows, gray_pairs(args.stream, args.meta))
         width = max(map(len, scores))

@@ -75,23 +75,39 @@ def duplicate_scores(predicted: dict[str, str | None], gold: dict[str, str | Non
     return precision, recall, _f1(precision, recall)
 
 
+# The predicted story of an article with no prediction: a story of its own
+# (the NUL keeps it apart from any id the engine gives).
+_UNPREDICTED = "\0unpredicted:"
+
+
+def unpredicted(predictions: list[dict], gold_rows: list[dict]) -> list[str]:
+    """Ids of the gold rows with no prediction: none at all, or no story
+    (an article that failed, was refused, or could not be read back)."""
+    by_id = {p["id"]: p for p in predictions}
+    return [r["id"] for r in gold_rows if not (by_id.get(r["id"]) or {}).get("story")]
+
+
 def score(predictions: list[dict], gold_rows: list[dict], gray_pairs: list[list[str]]) -> dict[str, float]:
     """All metrics for predictions ``{"id", "story", "duplicate_of"}`` against
-    gold rows ``{"id", "gold": {"story", "duplicate_of"}}``."""
+    gold rows ``{"id", "gold": {"story", "duplicate_of"}}``.
+
+    An article with no prediction (missing, or its story null: it failed, was
+    refused, or could not be read back) is not left out, which would score
+    the run on the articles it managed: it counts as a story of its own and a
+    copy of nothing, and ``unpredicted`` says how many there were."""
     by_id = {p["id"]: p for p in predictions}
-    missing = [r["id"] for r in gold_rows if r["id"] not in by_id]
-    if missing:
-        raise ValueError(f"{len(missing)} articles have no prediction, e.g. {missing[:3]}")
+    missing = set(unpredicted(predictions, gold_rows))
     ids = [r["id"] for r in gold_rows]
     gold_story = {r["id"]: r["gold"]["story"] for r in gold_rows}
-    pred_story = {i: by_id[i]["story"] for i in ids}
+    pred_story = {i: _UNPREDICTED + i if i in missing else by_id[i]["story"] for i in ids}
     p, r, f = bcubed(pred_story, gold_story)
     labels_true = [gold_story[i] for i in ids]
     labels_pred = [pred_story[i] for i in ids]
-    dp, dr, df = duplicate_scores({i: by_id[i].get("duplicate_of") for i in ids},
+    dp, dr, df = duplicate_scores({i: None if i in missing else by_id[i].get("duplicate_of") for i in ids},
                                   {r["id"]: r["gold"]["duplicate_of"] for r in gold_rows}, gray_pairs)
     return {
         "articles": len(ids),
+        "unpredicted": len(missing),
         "bcubed_precision": p, "bcubed_recall": r, "bcubed_f1": f,
         "ari": adjusted_rand_score(labels_true, labels_pred),
         "ami": adjusted_mutual_info_score(labels_true, labels_pred),
@@ -166,3 +182,65 @@ def replicate(rows: list[dict], gray_pairs: list[list[str]], copies: int,
     out.sort(key=lambda r: r["published_at"])
     gray = [[a + (f"~c{c}" if c else ""), b + (f"~c{c}" if c else "")] for c in range(copies) for a, b in gray_pairs]
     return out, gray
+
+
+class Decisions:
+    """The engine's answer about each article of a replay, kept from the
+    moment it is given: ``{"id", "story", "duplicate_of"}`` per article.
+
+    Retention deletes what is older than its window on the stream's own
+    clock, so when a replayed stream spans more than the window, most of its
+    articles are gone from the store by the end: their answers cannot be read
+    back then, and are kept here as they are made (``decided``). Two things
+    change an answer after it was given, and are followed:
+
+    - the repair pass merges one story into another (``merged``, from its
+      report): an article's story is the end of the chain of merges from the
+      story it was given, however many merges later;
+    - a copy published earlier than the canonical article arriving after it
+      becomes the canonical one, and the old canonical article and its copies
+      now name it as what they copy: only the store knows, so the replay reads
+      answers back (``decided`` again) while the articles are still stored.
+
+    An article that failed or was refused gets no answer, and says why
+    (``refused``): it is scored as a story of its own, never left out."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, tuple[str, str | None]] = {}
+        self.merged_into: dict[str, str] = {}
+        self.problems: dict[str, str] = {}
+
+    def decided(self, article_id: str, story: str, duplicate_of: str | None) -> None:
+        self.answers[article_id] = (story, duplicate_of or None)
+        self.problems.pop(article_id, None)
+
+    def refused(self, article_id: str, reason: str) -> None:
+        if article_id not in self.answers:
+            self.problems[article_id] = reason
+
+    def merged(self, kept: str, merged: str) -> None:
+        if kept != merged:
+            self.merged_into[merged] = kept
+
+    def story(self, story_id: str) -> str:
+        """Where a story's articles are now: itself, or the end of its chain of merges."""
+        seen = set()
+        while story_id in self.merged_into and story_id not in seen:
+            seen.add(story_id)
+            story_id = self.merged_into[story_id]
+        return story_id
+
+    def prediction(self, article_id: str) -> dict:
+        """The answer to score; story null when there is none."""
+        if article_id not in self.answers:
+            return {"id": article_id, "story": None, "duplicate_of": None}
+        story, duplicate_of = self.answers[article_id]
+        return {"id": article_id, "story": self.story(story), "duplicate_of": duplicate_of}
+
+    def why_unpredicted(self, article_ids: list[str]) -> dict[str, int]:
+        """Reasons for the articles of ``article_ids`` with no answer, most common first."""
+        reasons: dict[str, int] = defaultdict(int)
+        for i in article_ids:
+            if i not in self.answers:
+                reasons[self.problems.get(i, "no decision")] += 1
+        return dict(sorted(reasons.items(), key=lambda x: (-x[1], x[0])))

@@ -3,16 +3,22 @@ API mode against a running service (gunicorn + a real worker)."""
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from scripts import evaluate
 from scripts.evaluate import INPUT_FIELDS, without_gold
+from storyengine import evaluation
 from storyengine.embedded_redis import free_port
+from storyengine.store import RedisStore
+from tests.conftest import keys_under
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
@@ -120,3 +126,209 @@ def test_a_stream_file_that_is_not_utf8_is_refused(tmp_path):
     stream.write_bytes('{"title": "caf\u00e9"}\n'.encode("latin-1"))
     result = run_evaluate("--stream", str(stream))
     assert result.returncode == 1 and "not UTF-8" in result.stderr and "Traceback" not in result.stderr
+
+
+# ============================================================ a stream of ten years
+# 40 small stories spread over 2015-2025, each of 3 to 6 articles published
+# within a day by different outlets, every story about its own event in its
+# own city (so the stories are trivially separable), a syndicated reprint in
+# every fifth story, and in the second story the wire original of its first
+# article arriving after the story's other articles (published two hours
+# before it: it becomes the canonical article, and the first article its copy).
+CITIES = ["Aberdeen", "Bratislava", "Cordoba", "Dunedin", "Esbjerg", "Fukuoka", "Galway", "Hobart", "Izmir",
+          "Jaipur", "Kaunas", "Leipzig", "Mombasa", "Nantes", "Oulu", "Porto", "Quito", "Rosario", "Sapporo",
+          "Tampere", "Utrecht", "Valparaiso", "Winnipeg", "Xiamen", "Yerevan", "Zagreb", "Antwerp", "Bergen",
+          "Cusco", "Durban", "Eindhoven", "Faro", "Ghent", "Halifax", "Innsbruck", "Jena", "Kobe", "Lyon",
+          "Malmo", "Nagoya"]
+SURNAMES = ["Okafor", "Lindqvist", "Moreau", "Takahashi", "Brennan", "Vasquez", "Kowalczyk", "Haddad", "Novak",
+            "Oyelaran", "Petrov", "Quintero", "Rasmussen", "Szabo", "Tremblay", "Ugarte", "Varga", "Whitlock",
+            "Yilmaz", "Zielinski", "Abernathy", "Bjornsson", "Castellano", "Delacroix", "Eriksen", "Fitzgerald",
+            "Gunawardena", "Hollister", "Iglesias", "Jovanovic", "Kaminski", "Lombardi", "Mbeki", "Nakamura",
+            "Ostrowski", "Pellegrini", "Rahimi", "Sorensen", "Tanaka", "Valdivia"]
+FIRST = ["Amara", "Bruno", "Clara", "Dmitri", "Elena", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Luca"]
+EVENTS = [  # (what happened, the thing it happened to, what was done to people): one per story
+    ("fire", "warehouse", "evacuated"), ("flood", "riverside district", "rescued"),
+    ("collapse", "footbridge", "cordoned off"), ("strike", "container port", "picketed"),
+    ("chemical leak", "fertiliser plant", "sheltered"), ("derailment", "freight line", "diverted"),
+    ("power cut", "tram network", "stranded"), ("theft", "maritime museum", "questioned"),
+    ("landslide", "mountain road", "airlifted"), ("outbreak", "care home", "isolated"),
+    ("explosion", "gas depot", "treated"), ("blackout", "airport terminal", "rebooked"),
+    ("sinkhole", "shopping street", "relocated"), ("cyberattack", "city hospital", "turned away"),
+    ("blizzard", "motorway", "sheltered overnight"), ("wildfire", "pine forest", "moved to safety"),
+    ("roof failure", "sports arena", "led out"), ("water contamination", "reservoir", "supplied"),
+    ("crane accident", "shipyard", "pulled clear"), ("stampede", "football stadium", "carried out"),
+    ("tunnel flood", "metro line", "walked out"), ("boiler blast", "textile mill", "hospitalised"),
+    ("ferry grounding", "harbour channel", "ferried ashore"), ("oil spill", "estuary", "warned"),
+    ("building fire", "student hostel", "rehoused"), ("dam breach", "irrigation canal", "evacuated uphill"),
+    ("storm", "seafront promenade", "kept indoors"), ("bus crash", "ring road", "freed"),
+    ("heatwave", "old town", "cooled"), ("ammonia leak", "ice rink", "decontaminated"),
+    ("hailstorm", "vineyards", "compensated"), ("grain silo fire", "rail yard", "kept back"),
+    ("scaffold collapse", "cathedral", "dug out"), ("avalanche", "ski resort", "located"),
+    ("gas leak", "primary school", "sent home"), ("lightning strike", "oil terminal", "withdrawn"),
+    ("pipeline burst", "industrial estate", "diverted"), ("pier collapse", "marina", "pulled from the water"),
+    ("forest fire", "national park", "escorted"), ("tram collision", "main square", "attended to"),
+]
+HEADLINES = [
+    "{Event} at {city} {thing} leaves {n} injured",
+    "{city} {thing} {event}: {official} orders inquiry",
+    "Hundreds {did} after {event} hits {city}",
+    "{agency} says {city} {event} was preventable",
+    "What we know about the {city} {thing} {event}",
+    "{city} residents count cost of {thing} {event}",
+]
+SENTENCES = [
+    ["The {event} broke out at the {thing} in {city} early on {day}, and {n} people were injured.",
+     "Mayor {official} said the {thing} in {city} would stay closed while engineers assess it.",
+     "Emergency crews {did} about {m} people from streets around the {thing} overnight.",
+     "Investigators from the {agency} arrived in {city} on {day} to examine the {thing}.",
+     "Local businesses near the {thing} said the {event} had cut their trade in half.",
+     "Witnesses in {city} described hearing a loud bang shortly before the {event} began."],
+    ["{official}, who has led {city} since the last election, promised compensation for families.",
+     "The {agency} confirmed that {n} of the injured remained in hospital in {city}.",
+     "Union representative {worker} said staff at the {thing} had warned of the risk for months.",
+     "Insurers estimate the damage caused by the {event} in {city} at several million.",
+     "Schools within two kilometres of the {thing} were told to keep pupils indoors.",
+     "The {agency} has opened a formal investigation into the {thing} {event}."],
+    ["{worker} told reporters the {thing} had failed two safety inspections last year.",
+     "A spokesperson for the {agency} declined to speculate on the cause of the {event}.",
+     "Roads into central {city} reopened by the evening, police said.",
+     "{official} thanked volunteers who {did} neighbours through the night.",
+     "The owners of the {thing} said they were cooperating fully with the {agency}.",
+     "It is the worst {event} in {city} in more than a decade, according to {agency} records."],
+]
+OUTLETS = ["northern-courier", "daily-ledger", "metro-wire", "coastal-times", "evening-post", "city-herald",
+           "morning-star", "valley-news"]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def decade_stream(stories: int = 40, seed: int = 14) -> list[dict]:
+    """The labelled stream, in time order."""
+    rng = random.Random(seed)
+    start, end = datetime(2015, 1, 5, tzinfo=timezone.utc), datetime(2025, 11, 20, tzinfo=timezone.utc)
+    step = (end - start) / (stories - 1)
+    rows = []
+    for s in range(stories):
+        city = CITIES[s]
+        event, thing, did = EVENTS[s % len(EVENTS)]
+        slots = {"city": city, "event": event, "Event": event.capitalize(), "thing": thing, "did": did,
+                 "official": f"{rng.choice(FIRST)} {SURNAMES[s]}", "worker": f"{rng.choice(FIRST)} {SURNAMES[-1 - s]}",
+                 "agency": f"{city} Safety Board", "n": rng.randint(3, 40), "m": rng.randint(100, 900)}
+        began = start + s * step + timedelta(hours=rng.randint(0, 12))
+        story = f"story-{s:02d}"
+        for a in range(rng.randint(3, 6)):
+            published = began + timedelta(hours=a * 4, minutes=rng.randint(0, 59))
+            slots["day"] = DAYS[published.weekday()]
+            body = " ".join(group[a].format(**slots) for group in SENTENCES)
+            rows.append(stream_row(f"{story}-{a}", OUTLETS[(s + a) % len(OUTLETS)], HEADLINES[a].format(**slots),
+                                   body, published, story))
+        if s % 5 == 2:  # a syndicated reprint of the story's first article, a few hours later
+            first = next(r for r in rows if r["id"] == f"{story}-0")
+            rows.append(stream_row(f"{story}-reprint", "wire-syndicate", "UPDATE: " + first["title"],
+                                   first["body"] + " Reporting by the syndicate desk; editing by the night team.",
+                                   parse_time(first["published_at"]) + timedelta(hours=5), story,
+                                   duplicate_of=first["id"]))
+    rows.sort(key=lambda r: r["published_at"])
+    return rows
+
+
+def stream_row(article_id, source, title, body, published, story, duplicate_of=None) -> dict:
+    return {"id": article_id, "source": source, "url": f"https://{source}.example/{article_id}", "title": title,
+            "body": body, "published_at": published.strftime("%Y-%m-%dT%H:%M:%SZ"), "language": "en",
+            "gold": {"story": story, "duplicate_of": duplicate_of}}
+
+
+def parse_time(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def with_late_earlier_copy(rows: list[dict], story: str = "story-01") -> list[dict]:
+    """The wire original of ``story``'s first article, published two hours
+    before it, arriving after the story's other articles: it becomes the
+    canonical article, and the first article its copy."""
+    first = next(r for r in rows if r["id"] == f"{story}-0")
+    city = first["title"].split()[2]
+    early = stream_row(f"{story}-wire", "wire-syndicate", first["title"], f"{city.upper()} (Wire) - " + first["body"],
+                       parse_time(first["published_at"]) - timedelta(hours=2), story)
+    out = [dict(r, gold=dict(r["gold"], duplicate_of=early["id"])) if r is first else r for r in rows]
+    last = max(i for i, r in enumerate(out) if r["gold"]["story"] == story)
+    return out[:last + 1] + [early] + out[last + 1:]
+
+
+def test_a_decade_long_stream_is_scored_whole_with_the_default_retention(tmp_path, redis_url, monkeypatch, capsys):
+    """Issue 14, point 8: `make eval` on a stream of ten years. With 30 days of
+    retention on the stream clock, all but the last story are gone from Redis
+    by the end of the replay, and every article is still scored, by the
+    answers kept as they were given (and the late wire original still counts
+    as the canonical article, as the store said before its story aged out)."""
+    rows = with_late_earlier_copy(decade_stream())
+    assert len({r["gold"]["story"] for r in rows}) == 40
+    assert rows[0]["published_at"] < "2015-02" and rows[-1]["published_at"] > "2025-11"
+    stream = tmp_path / "decade.jsonl"
+    stream.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.delenv("STORYWIRE_RETENTION_DAYS", raising=False)
+    assert evaluate.eval_settings().retention_days == 30.0  # the default
+
+    at_end = {}
+
+    class Watched(RedisStore):
+        def clear(self) -> int:  # run_engine clears the store when it starts and when it is done
+            at_end["keys"] = [key.decode() for key in keys_under(self.redis, self.settings.key_prefix)]
+            return super().clear()
+
+    monkeypatch.setattr(evaluate, "RedisStore", Watched)
+
+    assert evaluate.main(["--stream", str(stream), "--out", str(out)]) == 0
+
+    stdout = capsys.readouterr().out
+    predictions = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [p["id"] for p in predictions] == [r["id"] for r in rows]
+    assert all(p["story"] for p in predictions), [p for p in predictions if not p["story"]][:3]
+    scores = scores_from(stdout)
+    assert scores["articles"] == len(rows) and scores["unpredicted"] == 0, stdout
+    assert scores["bcubed_f1"] >= 0.98, stdout
+    assert scores["bcubed_precision"] == 1.0, stdout
+    assert scores["duplicate_f1"] == 1.0, stdout
+    by_id = {p["id"]: p for p in predictions}
+    assert by_id["story-01-0"]["duplicate_of"] == "story-01-wire"
+    assert by_id["story-01-wire"]["duplicate_of"] is None
+    assert by_id["story-02-reprint"]["duplicate_of"] == "story-02-0"
+
+    # Retention ran: at the end the first story was gone from Redis, the last one was not.
+    first_story, last_story = by_id["story-00-0"]["story"], by_id[rows[-1]["id"]]["story"]
+    assert not any(first_story in key for key in at_end["keys"])
+    assert any(last_story in key for key in at_end["keys"])
+    last = [r for r in rows if r["gold"]["story"] == rows[-1]["gold"]["story"]]
+    assert sum(":article:" in key for key in at_end["keys"]) == len(last)  # the last story's articles only
+    assert f"{len(rows) - len(last)} of {len(rows)} articles had aged out of the store" in stdout, stdout
+
+
+def test_articles_that_fail_are_scored_as_stories_of_their_own(tmp_path, redis_url, monkeypatch, capsys):
+    """An article the engine cannot decide (no words) gets no prediction: the
+    report says so, and scores it as a story of its own rather than leaving
+    it out or lumping every failure into one story."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    rows = [json.loads(line) for line in SMALL.read_text(encoding="utf-8").splitlines()]
+    stories = sorted({r["gold"]["story"] for r in rows})
+    for n, story in enumerate(stories):
+        first = next(r for r in rows if r["gold"]["story"] == story)
+        rows.append(dict(first, id=f"wordless-{n}", url=f"https://x.example/wordless-{n}", title="!!!", body="...",
+                         gold={"story": story, "duplicate_of": None}))
+    rows.sort(key=lambda r: r["published_at"])
+    stream = tmp_path / "with-failures.jsonl"
+    stream.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+
+    assert evaluate.main(["--stream", str(stream), "--out", str(out)]) == 0
+
+    stdout = capsys.readouterr().out
+    assert f"2 of {len(rows)} articles have no prediction" in stdout, stdout
+    assert "2 failed: InvalidArticle" in stdout, stdout
+    scores = scores_from(stdout)
+    assert scores["unpredicted"] == 2
+    assert scores["bcubed_precision"] == pytest.approx(1.0), stdout  # the two failures are not one story
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [p["id"] for p in lines] == [r["id"] for r in rows]
+    assert {p["id"]: p["story"] for p in lines if p["id"].startswith("wordless")} == {"wordless-0": None,
+                                                                                     "wordless-1": None}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from storyengine.evaluation import bcubed, duplicate_groups, duplicate_scores, score
+from storyengine.evaluation import Decisions, bcubed, duplicate_groups, duplicate_scores, score, unpredicted
 
 
 # ---------------------------------------------------------------- B-cubed
@@ -83,10 +83,58 @@ def gold_row(article_id, story, duplicate_of=None):
     return {"id": article_id, "gold": {"story": story, "duplicate_of": duplicate_of}}
 
 
-def test_score_raises_naming_missing_predictions():
+def test_score_counts_articles_without_prediction_as_stories_of_their_own():
     rows = [gold_row("a", "s1"), gold_row("b", "s1", "a"), gold_row("c", "s2")]
-    with pytest.raises(ValueError, match=r"1 articles have no prediction.*'c'"):
-        score([{"id": "a", "story": "x"}, {"id": "b", "story": "x", "duplicate_of": "a"}], rows, [])
+    # c has no prediction at all: alone, it is exactly right.
+    result = score([{"id": "a", "story": "x"}, {"id": "b", "story": "x", "duplicate_of": "a"}], rows, [])
+    assert result["unpredicted"] == 1
+    assert result["bcubed_f1"] == pytest.approx(1.0) and result["duplicate_f1"] == pytest.approx(1.0)
+    # b's story is null (it failed): alone, it costs recall (a 1/2, b 1/2, c 1) and the duplicate pair,
+    # whatever duplicate_of says.
+    result = score([{"id": "a", "story": "x"}, {"id": "b", "story": None, "duplicate_of": "a"},
+                    {"id": "c", "story": "y"}], rows, [])
+    assert result["unpredicted"] == 1
+    assert result["bcubed_precision"] == pytest.approx(1.0)
+    assert result["bcubed_recall"] == pytest.approx(2 / 3)
+    assert result["duplicate_recall"] == 0.0
+
+
+def test_score_never_puts_two_unpredicted_articles_together():
+    # Two failures of different stories: together they would cost precision.
+    rows = [gold_row("a", "s1"), gold_row("b", "s2")]
+    result = score([{"id": "a", "story": None}, {"id": "b", "story": None}], rows, [])
+    assert result["unpredicted"] == 2
+    assert (result["bcubed_precision"], result["bcubed_recall"]) == pytest.approx((1.0, 1.0))
+    assert unpredicted([{"id": "a", "story": ""}], rows) == ["a", "b"]
+
+
+# ---------------------------------------------------------------- Decisions
+def test_decisions_follow_chains_of_merges_made_after_the_answer():
+    d = Decisions()
+    d.decided("a", "S1", None)
+    d.decided("b", "S1", "a")
+    d.decided("c", "S4", None)
+    d.merged(kept="S2", merged="S1")   # a later repair pass
+    d.merged(kept="S3", merged="S2")   # and another
+    assert d.prediction("a") == {"id": "a", "story": "S3", "duplicate_of": None}
+    assert d.prediction("b") == {"id": "b", "story": "S3", "duplicate_of": "a"}
+    assert d.prediction("c")["story"] == "S4"
+    d.merged(kept="S1", merged="S3")   # a cycle (never made) still ends
+    assert d.story("S1") in {"S1", "S2", "S3"}
+
+
+def test_decisions_take_the_later_answer_and_say_why_others_have_none():
+    d = Decisions()
+    d.decided("old", "S1", None)
+    d.decided("old", "S1", "early")  # read back: an earlier copy took over as the canonical article
+    assert d.prediction("old")["duplicate_of"] == "early"
+    d.refused("x", "failed: no words")
+    d.refused("y", "failed: no words")
+    d.refused("z", "not accepted: too old")
+    d.refused("old", "failed: late")  # an answer is never taken back
+    assert d.prediction("x") == {"id": "x", "story": None, "duplicate_of": None}
+    assert d.why_unpredicted(["old", "x", "y", "z", "w"]) == {"failed: no words": 2, "no decision": 1,
+                                                              "not accepted: too old": 1}
 
 
 def test_score_combines_story_and_duplicate_metrics():
