@@ -22,7 +22,16 @@ same stream. In the order it runs (progress goes to stderr):
    ``--naive-articles``;
 5. end to end: the real API and Celery worker, started with the commands
    ``make run`` uses, with 1 and then 2 worker processes; ``--e2e-articles``
-   posted in batches of 100 by 4 client threads.
+   posted in batches of 100 by 4 client threads;
+6. retention, in-process with the default settings (a 30-day window,
+   tombstones for 7 days): ``--retention-windows`` windows of stream (5: 150
+   days) at ``--retention-rate`` articles a day (50: 7,500 articles),
+   posted and decided in order in batches of ``--batch``, as a feed would;
+   at each window's end, used memory and the articles, stories and
+   tombstones held. Bytes per article held (tombstones included), whether
+   memory holds steady from the second window to the last, and what the
+   tombstones cost once they expire (they expire by the wall clock, so none
+   does within the run). ``--only retention`` runs this part alone.
 
 Then one table (figure, value, target, PASS or MISS) on stdout, where the
 time goes per article by phase (storyengine.phases: in-process from the
@@ -70,6 +79,7 @@ from scripts.naive_reference import NaiveReference  # noqa: E402
 from scripts.run import role_command  # noqa: E402
 from storyengine import evaluation  # noqa: E402
 from storyengine.articles import new_article_record  # noqa: E402
+from storyengine.clock import parse as parse_clock  # noqa: E402
 from storyengine.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from storyengine.metrics import MetricsSnapshot  # noqa: E402
 from storyengine.phases import PHASES  # noqa: E402
@@ -77,19 +87,24 @@ from storyengine.pipeline import Processor, collect_less  # noqa: E402
 from storyengine.settings import Settings  # noqa: E402
 from storyengine.store import RedisStore, connect  # noqa: E402
 
-# Long enough that no article of the run ages out, so every article counts in
-# the store's size and in bytes per article.
+# Long enough that no article of sections 2 to 5 ages out, so every article
+# counts in the store's size and in bytes per article (section 6 runs with
+# the default retention).
 RETENTION_DAYS = 3650
 ACCEPT_CHUNK = 500
 POST_CHUNK = 100
 POST_CLIENTS = 4
 POLL_WINDOW = 500   # articles asked about per poll, end to end
+READ_CHUNK = 1000   # articles asked about per round trip, retention run
+DAY = 86400.0
 TIMED_WINDOW = (9_000, 11_000)   # "at 10k stored"
 REQUIRED_KEYS = (
     "engine_articles_per_s", "engine_article_p50_ms", "engine_article_p99_ms", "naive_articles_per_s",
     "engine_vs_naive", "e2e_articles_per_s_1_worker", "e2e_articles_per_s_2_workers", "e2e_latency_p50_ms",
     "e2e_latency_p99_ms", "get_stories_p50_ms", "get_stories_p99_ms", "get_story_p50_ms", "get_story_p99_ms",
     "reads_redis_round_trips_max", "redis_bytes_per_article", "cost_100k_vs_10k", "stored_articles",
+    "retention_bytes_per_article", "retention_tombstone_share", "retention_memory_steady",
+    "retention_tombstone_bound_bytes", "retention_clock_lag_hours", "retention_seconds",
 )
 
 
@@ -132,7 +147,7 @@ def to_record(row: dict) -> dict:
     return new_article_record(
         source=article["source"], url=article["url"], title=article["title"], body=article.get("body", ""),
         published_at=datetime.fromisoformat(article["published_at"].replace("Z", "+00:00")),
-        client_id=article.get("id"), language=article.get("language"))
+        article_id=article.get("id"), language=article.get("language"))
 
 
 # ---------------------------------------------------------------- Redis and settings
@@ -150,8 +165,8 @@ def bench_redis() -> Iterator[tuple[str, bool]]:
 
 
 def retention_overrides() -> dict[str, int]:
-    """Keep every article for the run (the stream spans 40 days at the
-    default rate; retention's own behaviour is tested, not timed)."""
+    """Keep every article for sections 2 to 5 (the stream spans 40 days at
+    the default rate); section 6 measures retention with its default window."""
     return {"retention_days": RETENTION_DAYS}
 
 
@@ -286,8 +301,7 @@ def accept_all(store: RedisStore, records: list[dict], label: str) -> list[str]:
     ids: list[str] = []
     progress = Progress(len(records), f"{label}: accept")
     for start in range(0, len(records), ACCEPT_CHUNK):
-        ids.extend(article_id for article_id, created in store.accept_articles(records[start:start + ACCEPT_CHUNK])
-                   if created)
+        ids.extend(a.id for a in store.accept_articles(records[start:start + ACCEPT_CHUNK]) if a.created)
         progress.update(min(start + ACCEPT_CHUNK, len(records)))
     return ids
 
@@ -625,6 +639,7 @@ def end_to_end(rows: list[dict], redis_url: str, settings: Settings, workers: in
     for start in range(0, len(articles), POST_CHUNK):
         batches.put(articles[start:start + POST_CHUNK])
     answered_at: dict[str, float] = {}
+    service_id: dict[str, str] = {}   # stream id -> the id the API answered (it scopes a client's id by outlet)
     sent_first: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -644,14 +659,15 @@ def end_to_end(rows: list[dict], redis_url: str, settings: Settings, workers: in
                     errors.append(f"POST failed: {exc}")
                 return
             answered = time.time()
-            rejected = [r for r in json.loads(payload).get("results", [])
-                        if r.get("error")] if status in (200, 202) else [payload[:300]]
+            results = json.loads(payload).get("results", []) if status in (200, 202) else []
+            rejected = [r for r in results if r.get("error")] if status in (200, 202) else [payload[:300]]
             with lock:
                 sent_first.append(sent)
                 if status not in (200, 202) or rejected:
                     errors.append(f"POST answered {status}: {rejected[:2]!r}")
-                for article in batch:
+                for article, answer in zip(batch, results):
                     answered_at[article["id"]] = answered
+                    service_id[article["id"]] = answer.get("id", article["id"])
 
     try:
         with running_role("worker", env, worker_log, worker_ready(worker_log)), \
@@ -671,8 +687,12 @@ def end_to_end(rows: list[dict], redis_url: str, settings: Settings, workers: in
                 # The articles answered first are processed first (one queue), so
                 # only the oldest few are asked about: polling all of them would
                 # take CPU from the workers being measured.
-                oldest = sorted(pending, key=lambda i: answered_at.get(i, math.inf))[:POLL_WINDOW]
-                processed.update(poll(oldest))
+                with lock:
+                    oldest = sorted((i for i in pending if i in service_id), key=answered_at.__getitem__)[:POLL_WINDOW]
+                    asked: dict[str, list[str]] = {}   # two posts can name one article (the same outlet and URL)
+                    for i in oldest:
+                        asked.setdefault(service_id[i], []).append(i)
+                processed.update({i: done for sid, done in poll(list(asked)).items() for i in asked[sid]})
                 pending = [i for i in pending if i not in processed]
                 progress.update(len(processed))
                 if time.monotonic() > deadline:
@@ -707,6 +727,215 @@ def worker_phase_ms(store: RedisStore, articles: int, wait: float = 10.0) -> dic
         if counted >= articles or time.monotonic() > deadline:
             return {phase: 1000 * seconds / articles for phase, seconds in snapshot.engine_seconds.items()}
         time.sleep(0.05)
+
+
+# ---------------------------------------------------------------- 6. retention over 5 windows
+@dataclass(frozen=True)
+class Boundary:
+    """The store at the end of one retention window of stream time."""
+    windows: int            # windows of stream time passed (1 = the first full window)
+    clock: float | None     # the stream clock
+    used_memory: int        # the server's used_memory
+    articles: int           # articles held (canonical, copies and failed)
+    stories: int            # stories held
+    tombstones: int         # tombstone entries held (HLEN of every {p}:gone:{day})
+    tombstone_bytes: int    # their memory (MEMORY USAGE of those hashes), in used_memory too
+
+
+@dataclass
+class RetentionRun:
+    window_days: float
+    rate_per_day: float
+    baseline_memory: int = 0                  # used_memory before the run (the prefix empty)
+    boundaries: list[Boundary] = field(default_factory=list)
+    processed: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    last_published: float = math.nan
+    held_past_window: int = 0                 # articles held, published before the final cutoff (in live stories)
+    removed_inside_window: int = 0            # articles published after that cutoff, not held (must be 0)
+    df_bytes: int = 0                         # the term statistics, a fixed size whatever the store holds
+    stories_past_window: int = 0              # stories held whose newest article is before it (must be 0)
+    gone_without_tombstone: int = 0           # articles removed with no tombstone (must be 0)
+
+
+def retention_settings(prefix: str) -> Settings:
+    """The deployment's own retention (by default 30 days, tombstones for
+    7): not the bench's long override, so articles age out as they would live."""
+    return Settings.from_env().replace(key_prefix=prefix)
+
+
+def retention_stream(rows: list[dict], settings: Settings, rate_per_day: float, windows: int,
+                     end: datetime) -> list[dict]:
+    """``windows`` retention windows of stream at ``rate_per_day``, ending at ``end``."""
+    return build_stream(rows, round(rate_per_day * settings.retention_days * windows), rate_per_day, end)
+
+
+def tombstone_keys(store: RedisStore) -> list[bytes]:
+    return list(store.redis.scan_iter(match=store.keys.gone("*"), count=1000))
+
+
+def held_ids(store: RedisStore, ids: list[str]) -> list[str]:
+    """Of ``ids``, those whose article the store still holds."""
+    held = []
+    for start in range(0, len(ids), READ_CHUNK):
+        chunk = ids[start:start + READ_CHUNK]
+        with store.redis.pipeline(transaction=False) as pipe:
+            for article_id in chunk:
+                pipe.exists(store.keys.article(article_id))
+            held += [i for i, there in zip(chunk, pipe.execute()) if there]
+    return held
+
+
+def boundary(store: RedisStore, windows: int, articles: int) -> Boundary:
+    gone = tombstone_keys(store)
+    with store.redis.pipeline(transaction=False) as pipe:
+        for key in gone:
+            pipe.hlen(key)
+        for key in gone:
+            pipe.memory_usage(key, samples=0)   # every field counted, not a sample
+        pipe.zcard(store.keys.stories_kept)
+        pipe.get(store.keys.clock)
+        *sizes, stories, clock = pipe.execute()
+    return Boundary(windows, parse_clock(clock), used_memory(store.redis), articles, int(stories),
+                    sum(sizes[:len(gone)]), sum(s or 0 for s in sizes[len(gone):]))
+
+
+def retention_run(store: RedisStore, records: list[dict], batch: int, label: str = "retention") -> RetentionRun:
+    """Post ``records`` (in published order) and decide them as a live feed
+    would: accept a batch, decide it, then the next, each batch moving the
+    stream clock and ageing out what it leaves behind (storyengine.retention).
+    After each ``retention_days`` of stream time from the first article, the
+    store's size: used memory, articles, stories and tombstones held."""
+    s = store.settings
+    window = s.retention_days * DAY
+    first, last = float(records[0]["published_ts"]), float(records[-1]["published_ts"])
+    # Evenly spaced (build_stream): n articles span n - 1 gaps.
+    run = RetentionRun(window_days=s.retention_days,
+                       rate_per_day=(len(records) - 1) / ((last - first) / DAY) if last > first else math.nan)
+    run.last_published = last
+    run.baseline_memory = used_memory(store.redis)
+    collect_less()  # as a worker process does (workers/tasks.py)
+    processor = Processor(store)
+    accepted: list[str] = []       # every id accepted so far
+    published: dict[str, float] = {}
+    maybe_held: list[str] = []     # not yet seen removed
+    progress = Progress(len(records), f"{label}: post and decide")
+    began = time.perf_counter()
+    start, windows = 0, 1
+    while start < len(records):
+        # A batch ends at the batch size or at a window boundary, so each
+        # boundary is measured with exactly the articles published before it.
+        edge = first + windows * window
+        end = start
+        while end < len(records) and end - start < batch and float(records[end]["published_ts"]) < edge:
+            end += 1
+        chunk = records[start:end]
+        if chunk:
+            ids = [a.id for a in store.accept_articles(chunk) if a.created]
+            for record in chunk:
+                published[record["id"]] = float(record["published_ts"])
+            accepted += ids
+            maybe_held += ids
+            outcomes = processor.process_many(ids) if ids else []
+            errors = sum(1 for o in outcomes if getattr(o, "error", None) is not None)
+            run.failed += errors
+            run.processed += len(outcomes) - errors
+            progress.update(end)
+        start = end
+        if start == len(records) or float(records[start]["published_ts"]) >= edge:
+            maybe_held = held_ids(store, maybe_held)
+            run.boundaries.append(boundary(store, windows, len(maybe_held)))
+            windows += 1
+    run.seconds = time.perf_counter() - began
+
+    # What must hold at the end: nothing past the window on the final clock
+    # (stories by their newest article), and a tombstone for each article removed.
+    clock = run.boundaries[-1].clock
+    before = (clock if clock is not None else math.inf) - window
+    run.held_past_window = sum(1 for i in maybe_held if published[i] < before)
+    run.removed_inside_window = sum(1 for i in set(accepted) - set(maybe_held) if published[i] >= before)
+    run.df_bytes = sum(store.redis.memory_usage(key, samples=0) or 0
+                       for key in (store.keys.df, store.keys.df_docs, store.keys.df_version))
+    run.stories_past_window = int(store.redis.zcount(store.keys.stories_kept, "-inf", f"({before}"))
+    stones: set[bytes] = set()
+    for key in tombstone_keys(store):
+        stones.update(store.redis.hkeys(key))
+    run.gone_without_tombstone = sum(1 for i in set(accepted) - set(maybe_held) if i.encode() not in stones)
+    return run
+
+
+def retention_figures(run: RetentionRun, settings: Settings) -> dict[str, object]:
+    """Flat figures of a :class:`RetentionRun`, ``retention_`` each.
+
+    Bytes per article held: used memory over the baseline at the last
+    boundary, tombstones included, over the articles held then. Memory
+    steady: used memory (over the baseline) at the last boundary over that at
+    the second, the first whose window had been ageing out for a whole
+    window. No tombstone expires during the run (they expire by the wall
+    clock, ``tombstone_days`` after their day, and the run lasts minutes), so
+    the run ends holding one for every id removed since the start; in
+    production at most ``tombstone_days`` + 1 days of them are held, which
+    ``retention_tombstone_bound_bytes`` prices at the run's rate.
+    ``retention_w{n}_*``: the store at the end of window n (``used_bytes``:
+    used memory over the baseline)."""
+    b = run.boundaries
+    last, second = b[-1], b[1] if len(b) > 1 else b[-1]
+    delta = [x.used_memory - run.baseline_memory for x in b]
+    per_tombstone = last.tombstone_bytes / last.tombstones if last.tombstones else math.nan
+    # Tombstones left per stream-day once retention runs (the first window removes nothing).
+    days_removing = (last.windows - b[0].windows) * run.window_days
+    tombstones_per_day = (last.tombstones - b[0].tombstones) / days_removing if days_removing else math.nan
+    bound_days = math.ceil(settings.tombstone_days) + 1   # today's hash and the tombstone_days before it
+    bound_bytes = tombstones_per_day * bound_days * per_tombstone
+    held = max(last.articles, 1)
+    clock_lag_h = (run.last_published - last.clock) / 3600 if last.clock is not None else math.nan
+    figures: dict[str, object] = {
+        "retention_days": settings.retention_days, "retention_tombstone_days": settings.tombstone_days,
+        "retention_windows": last.windows, "retention_rate_per_day": run.rate_per_day,
+        "retention_articles": run.processed + run.failed, "retention_failed_articles": run.failed,
+        "retention_seconds": run.seconds,
+        "retention_bytes_per_article": delta[-1] / held,
+        "retention_tombstone_bytes_per_article": last.tombstone_bytes / held,
+        "retention_tombstone_share": last.tombstone_bytes / delta[-1] if delta[-1] > 0 else math.nan,
+        "retention_bytes_per_article_without_tombstones": (delta[-1] - last.tombstone_bytes) / held,
+        "retention_bytes_per_tombstone": per_tombstone,
+        "retention_memory_steady": delta[-1] / delta[1] if len(b) > 1 and delta[1] > 0 else math.nan,
+        "retention_memory_steady_without_tombstones":
+            (delta[-1] - last.tombstone_bytes) / (delta[1] - second.tombstone_bytes)
+            if len(b) > 1 and delta[1] - second.tombstone_bytes > 0 else math.nan,
+        "retention_tombstones_per_day": tombstones_per_day,
+        "retention_tombstone_bound_days": bound_days,
+        "retention_tombstone_bound_bytes": bound_bytes,
+        "retention_bytes_per_article_at_tombstone_bound": (delta[-1] - last.tombstone_bytes + bound_bytes) / held,
+        "retention_tombstone_bytes_per_article_at_bound": bound_bytes / held,
+        "retention_clock_lag_hours": clock_lag_h,
+        "retention_held_days": last.articles / run.rate_per_day,
+        "retention_held_inside_window_days": (last.articles - run.held_past_window) / run.rate_per_day,
+        "retention_held_past_window": run.held_past_window,
+        "retention_removed_inside_window": run.removed_inside_window,
+        "retention_df_bytes": run.df_bytes,
+        "retention_stories_past_window": run.stories_past_window,
+        "retention_gone_without_tombstone": run.gone_without_tombstone,
+    }
+    for x, used in zip(b, delta):
+        figures.update({f"retention_w{x.windows}_{name}": value for name, value in (
+            ("used_bytes", used), ("articles", x.articles), ("stories", x.stories),
+            ("tombstones", x.tombstones), ("tombstone_bytes", x.tombstone_bytes))})
+    return figures
+
+
+def retention_bench(rows: list[dict], redis_url: str, prefix: str, rate_per_day: float, windows: int, batch: int,
+                    end: datetime) -> dict[str, object]:
+    settings = retention_settings(prefix)
+    records = [to_record(row) for row in retention_stream(rows, settings, rate_per_day, windows, end)]
+    store = RedisStore(connect(redis_url), settings)
+    store.clear()
+    try:
+        run = retention_run(store, records, batch)
+    finally:
+        store.clear()
+    return retention_figures(run, settings)
 
 
 # ---------------------------------------------------------------- machine
@@ -748,9 +977,15 @@ class Row:
     met: bool | None = None   # None: shown for context, no target
 
 
+def ok(value: float, test: Callable[[float], bool]) -> bool:
+    return math.isfinite(value) and test(value)
+
+
 def report_rows(r: dict) -> list[Row]:
-    def ok(value: float, test: Callable[[float], bool]) -> bool:
-        return math.isfinite(value) and test(value)
+    """The speed rows (sections 2 to 5, unless the run had only retention),
+    with the retention rows beside the bytes per article."""
+    if "engine_articles_per_s" not in r:
+        return retention_rows(r)
 
     def failed(run: str) -> str:
         count = r.get(f"e2e_failed_articles_{run}", 0)
@@ -783,9 +1018,77 @@ def report_rows(r: dict) -> list[Row]:
             ok(r["reads_redis_round_trips_max"], lambda v: v <= 2)),
         Row("Redis bytes per article", f"{r['redis_bytes_per_article']:.0f} B", "<= 4096 B",
             ok(r["redis_bytes_per_article"], lambda v: v <= 4096)),
+        *retention_rows(r),
         Row("cost per article, end / 10k stored", f"{r['cost_100k_vs_10k']:.2f}x "
             f"({r['cost_late_ms_per_article']:.2f} / {r['cost_early_ms_per_article']:.2f} ms)", "~1x (<= 1.25)",
             ok(r["cost_100k_vs_10k"], lambda v: v <= 1.25)),
+    ]
+
+
+def retention_rows(r: dict) -> list[Row]:
+    """The retention run: bytes per article held with tombstones, whether
+    memory holds steady over the windows, and whether it aged out on time."""
+    if "retention_bytes_per_article" not in r:
+        return []
+    w, last = 2, r["retention_windows"]
+    days = r["retention_days"]
+    mib = 1 / (1 << 20)
+
+    def held(n: int) -> str:
+        return (f"{r[f'retention_w{n}_articles']} articles, {r[f'retention_w{n}_stories']} stories, "
+                f"{r[f'retention_w{n}_tombstones']} tombstones")
+
+    # Inside the window: every article published since the clock less the
+    # window, up to the newest (at most a day past the clock), at the rate.
+    slack = 1 / r["retention_rate_per_day"]
+    on_time = ok(r["retention_held_inside_window_days"], lambda v: days - slack <= v <= days + 1 + slack) and \
+        r["retention_stories_past_window"] == 0 and r["retention_removed_inside_window"] == 0 and \
+        r["retention_gone_without_tombstone"] == 0
+    return [
+        Row(f"Redis bytes per article, {last}x-window run",
+            f"{r['retention_bytes_per_article']:.0f} B ({r[f'retention_w{last}_articles']} held, tombstones incl.)"),
+        Row("  of which tombstones (every id removed)",
+            f"{r['retention_tombstone_bytes_per_article']:.0f} B = {r['retention_tombstone_share']:.1%} "
+            f"({r[f'retention_w{last}_tombstones']} x {r['retention_bytes_per_tombstone']:.0f} B)"),
+        Row(f"  tombstones at {r['retention_tombstone_days']:g}-day steady state",
+            f"{r['retention_tombstone_bytes_per_article_at_bound']:.0f} B per article held "
+            f"({r['retention_tombstones_per_day']:.0f}/day x {r['retention_tombstone_bound_days']} days x "
+            f"{r['retention_bytes_per_tombstone']:.0f} B = {r['retention_tombstone_bound_bytes'] * mib:.2f} MiB)"),
+        Row(f"memory steady, window {last} / window {w}",
+            f"{r['retention_memory_steady']:.3f}x, tombstones incl. ({r[f'retention_w{last}_used_bytes'] * mib:.1f}"
+            f" / {r[f'retention_w{w}_used_bytes'] * mib:.1f} MiB added)", "<= 1.1",
+            ok(r["retention_memory_steady"], lambda v: v <= 1.1)),
+        Row("  without tombstones", f"{r['retention_memory_steady_without_tombstones']:.3f}x"),
+        Row(f"  held at window {w}", held(w)),
+        Row(f"  held at window {last}", held(last)),
+        Row("  clock behind the newest article", f"{r['retention_clock_lag_hours']:.1f} h", "< 24 h",
+            ok(r["retention_clock_lag_hours"], lambda v: 0 <= v < 24)),
+        Row("  held inside the window",
+            f"{r['retention_held_inside_window_days']:.1f} days of stream (+{r['retention_held_past_window']} "
+            f"older, in live stories)", f"{days:g}-{days + 1:g} days, none lost", on_time),
+    ]
+
+
+def retention_lines(r: dict) -> list[str]:
+    if "retention_bytes_per_article" not in r:
+        return []
+    last = r["retention_windows"]
+    return [
+        f"retention run: {r['retention_articles']} articles over {r['retention_days'] * last:g} stream-days "
+        f"({last} windows of {r['retention_days']:g} days, default settings) at {r['retention_rate_per_day']:g}/day, "
+        f"posted and decided in order in batches: {r['retention_seconds']:.0f} s "
+        f"({r['retention_elapsed_s']:.0f} s with building the stream)",
+        f"  its bytes per article are those of a store of {r[f'retention_w{last}_articles']} articles, where "
+        f"fixed-size structures weigh on each (the term statistics alone: "
+        f"{r['retention_df_bytes'] / r[f'retention_w{last}_articles']:.0f} B per article held): not comparable "
+        f"with the row at 100,000 stored",
+        f"  no tombstone expires during the run (they expire by the wall clock, {r['retention_tombstone_days']:g} "
+        f"days after their day, and the run lasts minutes), so it ends holding one for every id removed, and used "
+        f"memory grows by about {r['retention_bytes_per_tombstone']:.0f} B per tombstone; a deployment holds at "
+        f"most {r['retention_tombstone_bound_days']} days of them (the steady state above)",
+        f"  at the end: {r['retention_stories_past_window']} stories past the window, "
+        f"{r['retention_removed_inside_window']} articles inside it removed, "
+        f"{r['retention_gone_without_tombstone']} removed articles without a tombstone (each must be 0)",
     ]
 
 
@@ -810,7 +1113,8 @@ def print_report(r: dict) -> None:
                                                        ("figure", "value", "target"))]
     line = f"{{:<{widths[0]}}}  {{:>{widths[1]}}}  {{:<{widths[2]}}}  {{}}"
     print()
-    print(f"Storywire bench: {r['stored_articles']} articles stored, {r['cpu_cores']} cores ({r['cpu_model']}), "
+    stored = f"{r['stored_articles']} articles stored" if "stored_articles" in r else "retention run only"
+    print(f"Storywire bench: {stored}, {r['cpu_cores']} cores ({r['cpu_model']}), "
           f"Python {r['python_version']}, Redis {r['redis_version']}"
           f"{' (embedded)' if r['redis_embedded'] else ''}, {r['elapsed_s']:.0f} s")
     print(line.format("figure", "value", "target", "result"))
@@ -819,11 +1123,15 @@ def print_report(r: dict) -> None:
         print(line.format(row.figure, row.value, row.target, "" if row.met is None else "PASS" if row.met else "MISS"))
     if r.get("engine_failed_articles"):
         print(f"warning: the engine failed {r['engine_failed_articles']} articles in-process; they are not stored")
-    print(f"cost windows: {r['cost_ratio_windows']}")
-    for line in phase_lines(r):
+    if r.get("retention_failed_articles"):
+        print(f"warning: the retention run failed {r['retention_failed_articles']} articles")
+    if "cost_ratio_windows" in r:
+        print(f"cost windows: {r['cost_ratio_windows']}")
+    for line in phase_lines(r) + retention_lines(r):
         print(line)
-    print(f"read times: {r['reads_timing_source']}; round trips: {r['reads_round_trips_source']}")
-    print(f"end-to-end processing times: {r['e2e_processed_time_source']}")
+    if "reads_timing_source" in r:
+        print(f"read times: {r['reads_timing_source']}; round trips: {r['reads_round_trips_source']}")
+        print(f"end-to-end processing times: {r['e2e_processed_time_source']}")
     missed = [row.figure.strip() for row in rows if row.met is False]
     print(f"MISSED {len(missed)} of {sum(row.met is not None for row in rows)} targets: {'; '.join(missed)}"
           if missed else "every target met")
@@ -857,12 +1165,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--read-clients", type=int, default=8, help="concurrent reading threads")
     parser.add_argument("--read-seconds", type=float, default=10, help="seconds of reads")
     parser.add_argument("--logs", type=Path, help="keep the api and worker logs here (default: deleted after the run)")
+    parser.add_argument("--retention-rate", type=float, default=50,
+                        help="articles per stream-day in the retention run (default 100)")
+    parser.add_argument("--retention-windows", type=int, default=5,
+                        help="retention windows of stream in the retention run (default 5)")
+    parser.add_argument("--only", choices=("retention",),
+                        help="run only this part (retention: the run over --retention-windows windows)")
     args = parser.parse_args(argv)
     for name in ("articles", "batch", "naive_articles", "naive_probe", "e2e_articles", "read_clients"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.rate <= 0 or args.read_seconds <= 0:
-        parser.error("--rate and --read-seconds must be positive")
+    if args.rate <= 0 or args.read_seconds <= 0 or args.retention_rate <= 0:
+        parser.error("--rate, --read-seconds and --retention-rate must be positive")
+    if args.retention_windows < 2:
+        parser.error("--retention-windows must be at least 2 (memory is compared with the second)")
     if args.naive_probe >= args.articles:
         parser.error("--naive-probe must be less than --articles")
     if args.naive_articles > args.articles or args.e2e_articles > args.articles:
@@ -872,20 +1188,45 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     run_tag = uuid.uuid4().hex[:8]
-    log(f"== stream: {args.stream.name} to {args.articles} articles at {args.rate:g} per day")
     # The last article an hour ago: published_at must not be in the future for the API.
     end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
-    rows = build_stream(read_stream(args.stream), args.articles, args.rate, end)
-    records = [to_record(row) for row in rows]
+    source_rows = read_stream(args.stream)
+    result: dict[str, object] = {"batch": args.batch}
+    with bench_redis() as (redis_url, embedded):
+        result.update(machine_info(redis_url, embedded))
+        if args.only != "retention":
+            result.update(speed_bench(args, source_rows, end, redis_url, embedded, run_tag))
+        window_days = retention_settings("sw").retention_days
+        log(f"== retention, in-process: {args.retention_windows} windows of {window_days:g} days at "
+            f"{args.retention_rate:g} articles per day, posted and decided in batches of {args.batch}")
+        began = time.monotonic()
+        # Default settings (30-day window) and, on its own server, the default prefix, as a deployment has them.
+        result.update(retention_bench(source_rows, redis_url, Settings().key_prefix if embedded
+                                      else f"sw-bench-{run_tag}-retention", args.retention_rate,
+                                      args.retention_windows, args.batch, end))
+        result["retention_elapsed_s"] = time.monotonic() - began
 
+    result["elapsed_s"] = time.monotonic() - started
+    print_report(result)
+    if args.out:
+        args.out.write_text(json.dumps(finite_or_none(result), indent=2) + "\n", encoding="utf-8")
+        log(f"wrote {args.out}")
+    return 0
+
+
+def speed_bench(args: argparse.Namespace, source_rows: list[dict], end: datetime, redis_url: str, embedded: bool,
+                run_tag: str) -> dict[str, object]:
+    """Sections 1 to 5: the stream, in-process ingest, reads, the naive reference, end to end."""
+    log(f"== stream: {args.stream.name} to {args.articles} articles at {args.rate:g} per day")
+    rows = build_stream(source_rows, args.articles, args.rate, end)
+    records = [to_record(row) for row in rows]
     result: dict[str, object] = {
-        "articles": args.articles, "rate_per_day": args.rate, "batch": args.batch,
+        "articles": args.articles, "rate_per_day": args.rate,
         "e2e_articles": args.e2e_articles, "read_clients": args.read_clients, "read_seconds": args.read_seconds,
     }
-    with bench_redis() as (redis_url, embedded), tempfile.TemporaryDirectory(prefix="storywire-bench-logs-") as logs:
+    with tempfile.TemporaryDirectory(prefix="storywire-bench-logs-") as logs:
         log_dir = args.logs or Path(logs)
         log_dir.mkdir(parents=True, exist_ok=True)
-        result.update(machine_info(redis_url, embedded))
 
         log(f"== engine ingest, in-process: {args.articles} articles in chunks of {args.batch}")
         # On its own server the main run uses the default key prefix, so bytes
@@ -933,13 +1274,7 @@ def main(argv: list[str] | None = None) -> int:
         # One deployment's default is one worker process: its latency is the headline.
         result["e2e_latency_p50_ms"] = result["e2e_latency_p50_ms_1_worker"]
         result["e2e_latency_p99_ms"] = result["e2e_latency_p99_ms_1_worker"]
-
-    result["elapsed_s"] = time.monotonic() - started
-    print_report(result)
-    if args.out:
-        args.out.write_text(json.dumps(finite_or_none(result), indent=2) + "\n", encoding="utf-8")
-        log(f"wrote {args.out}")
-    return 0
+    return result
 
 
 if __name__ == "__main__":

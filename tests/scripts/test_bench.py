@@ -7,14 +7,18 @@ import math
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from scripts.bench import (REQUIRED_KEYS, IngestRun, build_stream, cost_ratio, engine_phase_figures,
-                           parse_server_timing)
+from scripts.bench import (DAY, REQUIRED_KEYS, Boundary, IngestRun, RetentionRun, build_stream, cost_ratio,
+                           engine_phase_figures, parse_server_timing, retention_figures, retention_run,
+                           retention_stream, to_record)
+from storyengine import tombstones
 from storyengine.phases import PHASES
+from storyengine.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
@@ -35,7 +39,7 @@ def test_a_tiny_run_writes_every_figure(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CELERY_BROKER_URL", "STORYWIRE_API_KEY")}
     result = subprocess.run(
         [sys.executable, "scripts/bench.py", "--articles", "600", "--naive-articles", "150", "--e2e-articles", "200",
-         "--read-seconds", "2", "--read-clients", "2", "--out", str(out)],
+         "--read-seconds", "2", "--read-clients", "2", "--retention-rate", "3", "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
@@ -57,6 +61,88 @@ def test_a_tiny_run_writes_every_figure(tmp_path):
     assert "by phase" in result.stdout
     # The readable table, with a verdict on each target.
     assert "engine in-process" in result.stdout and ("PASS" in result.stdout or "MISS" in result.stdout)
+    assert "memory steady" in result.stdout and figures["retention_articles"] == 450
+
+
+def test_only_retention_runs_the_retention_part_alone(tmp_path):
+    """``--only retention``: the 5-window run alone, its rows and its figures."""
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CELERY_BROKER_URL", "STORYWIRE_API_KEY")}
+    result = subprocess.run(
+        [sys.executable, "scripts/bench.py", "--only", "retention", "--stream", str(SMALL), "--retention-rate", "2",
+         "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert "engine_articles_per_s" not in figures and figures["retention_articles"] == 300
+    assert figures["retention_days"] == Settings().retention_days and figures["retention_windows"] == 5
+    assert "memory steady, window 5 / window 2" in result.stdout and "tombstones" in result.stdout
+    assert "engine in-process" not in result.stdout
+
+
+def test_the_retention_run_ages_out_leaves_tombstones_and_stays_bounded(store):
+    """Five windows of a tiny stream with the default settings, posted and
+    decided in batches: what is older than the window is gone and has a
+    tombstone, what is inside it is held, and the store holds about one
+    window's articles at every boundary after the first."""
+    from scripts.evaluate import read_stream
+    s = store.settings
+    assert s.retention_days == Settings().retention_days   # the default window, not the bench's long one
+    rate = 4.0
+    end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+    records = [to_record(r) for r in retention_stream(read_stream(SMALL), s, rate, 5, end)]
+    assert len(records) == 600
+    run = retention_run(store, records, batch=50)
+
+    assert [b.windows for b in run.boundaries] == [1, 2, 3, 4, 5]
+    last = run.boundaries[-1]
+    assert last.clock is not None and run.last_published - DAY < last.clock <= run.last_published
+    before = last.clock - s.retention_days * DAY
+    with store.redis.pipeline(transaction=False) as pipe:
+        for record in records:
+            pipe.exists(store.keys.article(record["id"]))
+        held = dict(zip((r["id"] for r in records), pipe.execute()))
+    # Stories of this stream span a few days: a week before the window, nothing is held.
+    old = [r["id"] for r in records if r["published_ts"] < before - 7 * DAY]
+    assert old and not any(held[i] for i in old)
+    assert all(held[r["id"]] for r in records if r["published_ts"] >= before)
+    assert run.stories_past_window == 0 and run.removed_inside_window == 0 and run.gone_without_tombstone == 0
+    for article_id in old[:20] + old[-20:]:
+        stone = tombstones.find(store.redis, store.keys, article_id, time.time(), s.tombstone_days)
+        assert stone is not None and stone.kind in ("article", "failed"), article_id
+    assert last.tombstones >= len(old)
+
+    # Bounded: about one window's articles held at every boundary after the
+    # first; tombstones only grow (none expires within the run).
+    window_articles = rate * s.retention_days
+    for b in run.boundaries[1:]:
+        assert window_articles <= b.articles <= 1.5 * window_articles, b
+    assert [b.tombstones for b in run.boundaries] == sorted(b.tombstones for b in run.boundaries)
+
+    figures = retention_figures(run, s)
+    for key, value in figures.items():
+        assert isinstance(value, (int, float)) and math.isfinite(value), (key, value)
+    assert figures["retention_held_past_window"] + figures["retention_held_inside_window_days"] * rate \
+        == pytest.approx(last.articles)
+    assert 0 < figures["retention_tombstone_share"] < 1 and figures["retention_bytes_per_tombstone"] > 0
+
+
+def test_retention_figures_price_tombstones_and_compare_window_5_with_2():
+    run = RetentionRun(window_days=30, rate_per_day=100, baseline_memory=1_000, seconds=1.0,
+                       last_published=100 * DAY)
+    for n, (used, articles, stones, stone_bytes) in enumerate(
+            [(5_000, 3000, 0, 0), (11_000, 3000, 4000, 400), (11_400, 3000, 8000, 800),
+             (11_800, 3000, 12000, 1200), (12_200, 3000, 16000, 1600)], 1):
+        run.boundaries.append(Boundary(n, 100 * DAY - 3600, 1_000 + used, articles, 1000, stones, stone_bytes))
+    figures = retention_figures(run, Settings())
+    assert figures["retention_bytes_per_article"] == pytest.approx(12_200 / 3000)
+    assert figures["retention_tombstone_share"] == pytest.approx(1600 / 12_200)
+    assert figures["retention_memory_steady"] == pytest.approx(12_200 / 11_000)
+    assert figures["retention_memory_steady_without_tombstones"] == pytest.approx(10_600 / 10_600)
+    assert figures["retention_bytes_per_tombstone"] == pytest.approx(0.1)
+    # 16,000 tombstones over the 120 days after the first window, 8 days of them held at 0.1 B each.
+    assert figures["retention_tombstones_per_day"] == pytest.approx(16_000 / 120)
+    assert figures["retention_tombstone_bound_bytes"] == pytest.approx(16_000 / 120 * 8 * 0.1)
+    assert figures["retention_clock_lag_hours"] == pytest.approx(1.0)
 
 
 def test_the_stream_is_evenly_spaced_with_fresh_ids():
