@@ -244,6 +244,8 @@ def test_evaluate_scores_one_half_of_a_labelled_stream(small_dev, engine_redis_u
     predictions = [json.loads(line) for line in out.read_text().splitlines()]
     assert [p["id"] for p in predictions] == [r["id"] for r in expected]
     assert all(set(p) == {"id", "story", "duplicate_of"} and p["story"] for p in predictions)
+    # Copies name their canonical article by the stream's id (the engine's own ids are scoped by outlet).
+    assert {p["duplicate_of"] for p in predictions} - {None} <= {r["id"] for r in expected}
     # The run cleared its own keys.
     assert set(redis_client.scan_iter(match="{sw-eval-*", count=1000)) == keys_before
 

@@ -26,7 +26,7 @@ from storyengine.embedded_redis import free_port
 from storyengine.pipeline import Processor
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
-from tests.helpers import answers, browser_problem, chromium_driver, require_browser, start_role
+from tests.helpers import answers, browser_problem, chromium_driver, pairs, require_browser, start_role
 from tests.service.test_page import HOSTILE_BODY, HOSTILE_SOURCE, HOSTILE_TITLE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +127,7 @@ def empty(service):
 
 def decide(store: RedisStore, records: list[dict]) -> dict[str, str]:
     """Accept and decide records with the engine, as a worker would; returns article id -> story id."""
-    store.accept_articles(records)
+    assert pairs(store.accept_articles(records)) == [(r["id"], True) for r in records]
     outcomes = Processor(store).process_many([r["id"] for r in records])
     assert all(o.error is None for o in outcomes), [o.error for o in outcomes]
     return {r["id"]: o.story_id for r, o in zip(records, outcomes)}
@@ -142,7 +142,7 @@ def two_events(empty):
     published = [datetime.fromisoformat(a["published_at"].replace("Z", "+00:00")) for a in lines]
     shift = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1) - max(published)
     records = [new_article_record(source=a["source"], url=a["url"], title=a["title"], body=a["body"],
-                                  published_at=when + shift, client_id=a["id"]) for a, when in zip(lines, published)]
+                                  published_at=when + shift, article_id=a["id"]) for a, when in zip(lines, published)]
     story_of = decide(store, records)
     gold = {a["id"]: a["gold"] | {"title": r["title"], "source": a["source"]} for a, r in zip(lines, records)}
     by_story: dict[str, list[str]] = {}

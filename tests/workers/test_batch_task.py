@@ -23,8 +23,10 @@ from datetime import timedelta
 
 import pytest
 
+from tests.helpers import served_id
 from tests.storyengine.test_pipeline import BANK, COURIER, REPRINT, T0
 from tests.workers.test_end_to_end import wait_processed
+from storyengine.pipeline import Processor
 from workers import names
 
 
@@ -74,9 +76,11 @@ def test_a_single_post_enqueues_one_process_article_task(client, redis_client):
     assert enqueued(redis_client, {article_id}) == [(names.PROCESS_ARTICLE, [article_id])]
 
 
-def test_known_articles_are_left_out_of_the_batch_task(client, redis_client):
-    """A batch of an article posted before, two new ones and a repeat of one of
-    them (same outlet and URL): the task carries only the two new ids, once each."""
+def test_a_batch_task_carries_the_new_articles_and_the_known_ones_still_waiting(client, redis_client):
+    """A batch of an article posted before (still waiting: no worker here), two
+    new ones and a repeat of one of them (same outlet and URL): one task
+    carries the new ids and the waiting one, once each; the waiting one's
+    task is sent again, since a client's retry may follow a task that was lost."""
     earlier = new_article("earlier")
     first = client.post("/v1/articles", json=earlier).get_json()["id"]
     fresh = [new_article("d"), new_article("e")]
@@ -87,27 +91,29 @@ def test_known_articles_are_left_out_of_the_batch_task(client, redis_client):
     new_ids = [r["id"] for r in body["results"][1:3]]
     assert body["results"][3]["id"] == new_ids[0]
     assert enqueued(redis_client, {first, *new_ids}) == [(names.PROCESS_ARTICLE, [first]),
-                                                        (names.PROCESS_ARTICLES, [new_ids])]
+                                                        (names.PROCESS_ARTICLES, [[*new_ids, first]])]
 
 
-def test_a_batch_with_one_new_article_enqueues_a_single_article_task(client, redis_client):
-    """As service/runtime.py documents: one task per post, a single article's task when only one is new."""
+def test_a_batch_with_one_new_article_enqueues_a_single_article_task(client, redis_client, store):
+    """As service/runtime.py documents: one task per post, a single article's task when only one needs it."""
     known = new_article("known")
-    client.post("/v1/articles", json=known)
+    known_id = client.post("/v1/articles", json=known).get_json()["id"]
+    Processor(store).process(known_id)  # decided: nothing to send for it again
     fresh = new_article("only")
     body = post_batch(client, [known, fresh])
     new_id = body["results"][1]["id"]
     assert enqueued(redis_client, {new_id}) == [(names.PROCESS_ARTICLE, [new_id])]
 
 
-def test_sending_a_batch_again_enqueues_nothing(client, redis_client):
+def test_sending_a_decided_batch_again_enqueues_nothing(client, redis_client, store):
     """Every article of a re-sent batch is "known" (created false, its id as
-    before), and no task names any of them again."""
+    before); once they are decided, no task names any of them again."""
     articles = [new_article("f"), new_article("g"), new_article("h")]
     first = post_batch(client, articles)
     ids = {r["id"] for r in first["results"]}
     before = enqueued(redis_client, ids)
     assert len(before) == 1
+    Processor(store).process_many(sorted(ids))
     again = post_batch(client, articles)
     assert [(r["id"], r["status"], r["created"]) for r in again["results"]] == \
         [(r["id"], "known", False) for r in first["results"]]
@@ -170,23 +176,25 @@ def test_a_batch_is_decided_by_one_task_and_a_resend_by_none(e2e_app, celery_wor
     body = post_batch(client, batch)
     assert body["accepted"] == 4 and [r["status"] for r in body["results"]] == ["queued"] * 4
     ids = [r["id"] for r in body["results"]]
-    assert ids == ["fire-courier", "fire-reprint", "bank", "wordless"]
+    assert ids == [served_id(a) for a in batch]  # each client id, scoped by its outlet
+    assert [r["client_id"] for r in body["results"]] == ["fire-courier", "fire-reprint", "bank", "wordless"]
+    courier, reprint, bank, wordless = ids
 
     articles = wait_processed(client, ids)
     [(name, result)] = log.wait_for_results(1)
     assert name == names.PROCESS_ARTICLES
     assert result["articles"] == 4
-    assert result["decided"] == ["fire-courier", "fire-reprint", "bank"]
-    assert result["failed"] == ["wordless"]
+    assert result["decided"] == [courier, reprint, bank]
+    assert result["failed"] == [wordless]
     assert result["already_processed"] == result["missing"] == result["queued"] == []
     assert log.received() == [names.PROCESS_ARTICLES]
 
-    assert {a: articles[a]["status"] for a in ids} == {"fire-courier": "processed", "fire-reprint": "processed",
-                                                      "bank": "processed", "wordless": "failed"}
-    assert articles["fire-reprint"]["duplicate_of"] == "fire-courier"
-    assert articles["fire-reprint"]["story"] == articles["fire-courier"]["story"] != articles["bank"]["story"]
-    assert "no words" in articles["wordless"]["error"]
-    assert articles["wordless"]["story"] is None
+    assert {a: articles[a]["status"] for a in ids} == {courier: "processed", reprint: "processed",
+                                                      bank: "processed", wordless: "failed"}
+    assert articles[reprint]["duplicate_of"] == courier
+    assert articles[reprint]["story"] == articles[courier]["story"] != articles[bank]["story"]
+    assert "no words" in articles[wordless]["error"]
+    assert articles[wordless]["story"] is None
 
     # Again: every article known, nothing enqueued.
     log = WorkerLog(celery_worker)
@@ -197,9 +205,9 @@ def test_a_batch_is_decided_by_one_task_and_a_resend_by_none(e2e_app, celery_wor
                     body="Dredging of the harbour resumed on Monday.",
                     published_at=(T0 + timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%SZ"))
     assert client.post("/v1/articles", json=sentinel).status_code == 202
-    wait_processed(client, ["sentinel"])
+    wait_processed(client, [served_id(sentinel)])
     [(name, result)] = log.wait_for_results(1)
-    assert (name, result["article"]) == (names.PROCESS_ARTICLE, "sentinel")
+    assert (name, result["article"]) == (names.PROCESS_ARTICLE, served_id(sentinel))
     assert log.received() == [names.PROCESS_ARTICLE]
     after = {a: client.get(f"/v1/articles/{a}").get_json() for a in ids}
     assert after == {a: articles[a] for a in ids}

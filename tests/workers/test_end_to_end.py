@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import served_id, stream_ids
+
 pytestmark = pytest.mark.e2e
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "two_events.jsonl"
@@ -24,7 +26,9 @@ def wait_processed(client, ids, timeout=60.0) -> dict[str, dict]:
     seen: dict[str, dict] = {}
     while pending:
         for article_id in sorted(pending):
-            answer = client.get(f"/v1/articles/{article_id}").get_json()
+            response = client.get(f"/v1/articles/{article_id}")
+            answer = response.get_json()
+            assert response.status_code == 200, (article_id, answer)
             if answer["status"] != "queued":
                 seen[article_id] = answer
                 pending.discard(article_id)
@@ -37,16 +41,23 @@ def wait_processed(client, ids, timeout=60.0) -> dict[str, dict]:
 def test_two_events_with_reprints_become_two_stories(e2e_app):
     client = e2e_app.test_client()
     rows = load_articles()
-    gold = {r["id"]: r.pop("gold") for r in rows}  # never sent
+    gold = {r["id"]: r.pop("gold") for r in rows}  # never sent; keyed by the stream's ids
     for row in rows:
         answer = client.post("/v1/articles", json=row)
         assert answer.status_code == 202, answer.get_json()
-    articles = wait_processed(client, [r["id"] for r in rows])
+        # The client's id, scoped by its outlet, is the id the article is served under.
+        assert (answer.get_json()["id"], answer.get_json()["client_id"]) == (served_id(row), row["id"])
+    stream_id = stream_ids(rows)  # served id -> the stream's id
+    assert len(stream_id) == len(rows)
+    by_served = wait_processed(client, list(stream_id))
+    articles = {stream_id[a]: view for a, view in by_served.items()}  # by the stream's ids, as gold is
     assert {a["status"] for a in articles.values()} == {"processed"}
+    assert {a: v["client_id"] for a, v in articles.items()} == {a: a for a in gold}
 
     # Duplicate links: each reprint names its canonical copy, originals name none.
     for article_id, g in gold.items():
-        assert articles[article_id].get("duplicate_of") == g["duplicate_of"], article_id
+        duplicate_of = articles[article_id].get("duplicate_of")
+        assert stream_id.get(duplicate_of, duplicate_of) == g["duplicate_of"], article_id
         decision = articles[article_id]["decision"]
         assert "duplicate" in decision and "story" in decision
 
@@ -69,6 +80,9 @@ def test_two_events_with_reprints_become_two_stories(e2e_app):
         folded = [a for a in story["articles"] if a["duplicates"]]
         assert len(folded) == 1 and len(folded[0]["duplicates"]) == 1
         assert folded[0]["duplicates"][0]["duplicate_of"] == folded[0]["id"]
+        # Its members, by the stream's ids, are exactly one gold story's articles.
+        members = {stream_id.get(m["id"], m["id"]) for a in story["articles"] for m in (a, *a["duplicates"])}
+        assert members in [{a for a, g in gold.items() if g["story"] == s} for s in by_gold], members
 
 
 def test_posting_again_processes_nothing_twice(e2e_app):
@@ -77,12 +91,12 @@ def test_posting_again_processes_nothing_twice(e2e_app):
     for row in rows:
         row.pop("gold")
         assert client.post("/v1/articles", json=row).status_code == 202
-    wait_processed(client, [r["id"] for r in rows])
+    wait_processed(client, [served_id(r) for r in rows])
     before = client.get("/v1/stories").get_json()
     for row in rows:
         again = client.post("/v1/articles", json=row)
         assert again.status_code == 200 and again.get_json()["created"] is False
-        assert again.get_json()["id"] == row["id"]
+        assert (again.get_json()["id"], again.get_json()["client_id"]) == (served_id(row), row["id"])
     time.sleep(1.0)  # any (wrongly) enqueued task would have run by now
     after = client.get("/v1/stories").get_json()
     assert after == before

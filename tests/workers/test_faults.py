@@ -42,6 +42,7 @@ from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
 from tests.service.envelope import assert_error
 from workers import names
+from tests.helpers import pairs, served_id
 
 pytestmark = pytest.mark.e2e
 
@@ -337,13 +338,13 @@ def unacked(store: RedisStore) -> int:
 
 
 # ====================================================================== 1. SIGKILL
-# For this test only, an unacknowledged message comes back after a few seconds.
-# Production keeps 3600 (workers/config.py): with acks_late, a message taken
-# by a worker that is alive but slow (waiting on the assignment lock, or a long
-# article) must not be handed to a second worker, so the timeout has to exceed
-# the longest a task can take; a dead worker's messages then wait that long,
-# and the requeue pass (workers/tasks.py) covers articles meanwhile.
-VISIBILITY = 5
+# For this test only, an unacknowledged message comes back after 10 s (the
+# lowest STORYWIRE_VISIBILITY_TIMEOUT allowed). Production keeps 40 s
+# (workers/config.py says why): several times the longest task, so a worker
+# alive but slow is rarely doubled (and a doubled task changes nothing), and a
+# dead worker's messages come back within a minute
+# (tests/workers/test_killed_worker.py, with the shipped settings).
+VISIBILITY = 10
 
 
 def kill_pool_child_mid_task(worker: Role, store: RedisStore, ids: list[str], attempts: int = 10) -> int:
@@ -379,10 +380,11 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_counts_nothing_twice(stack,
     (storyengine/locking.py), which is the point of the TTL."""
     stack.api()
     rows = realistic_articles(600, victim)  # long enough that a kill lands mid-batch
-    ids = [row["id"] for row in rows]
-    for row in rows:  # the whole batch is queued before any worker takes from it
+    ids = [served_id(row) for row in rows]  # the ids the articles are stored under
+    for row, article_id in zip(rows, ids):  # the whole batch is queued before any worker takes from it
         answer = stack.post(row)
         assert answer.status_code == 202, answer.get_data(as_text=True)
+        assert answer.get_json()["id"] == article_id, answer.get_json()
     store = stack.store
     # Two pool children, each with prefetched messages: several tasks in flight.
     worker = stack.worker(STORYWIRE_VISIBILITY_TIMEOUT=str(VISIBILITY), WORKER_CONCURRENCY="2")
@@ -405,8 +407,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_counts_nothing_twice(stack,
         assert in_flight > 0 and left > 0, (in_flight, left)  # it died with work taken and not done
         # A worker started again finds the dead one's messages once they are
         # older than the visibility timeout: kombu's Redis transport sweeps for
-        # them when the consumer starts, then only every ~100 s (its
-        # unacked_restore_interval 10 s x unacked_restore_throttle 10).
+        # them when the consumer starts, then every 5 s (workers/app.py).
         time.sleep(max(0.0, killed_at + VISIBILITY + 0.5 - time.monotonic()))
         stack.worker(STORYWIRE_VISIBILITY_TIMEOUT=str(VISIBILITY), WORKER_CONCURRENCY="2")
 
@@ -451,7 +452,8 @@ def redis_outage_mid_stream(stack: Stack, **worker_env) -> Outage:
     for row in first:  # queued before the worker starts, so it is mid-stream when Redis goes
         answer = stack.post(row)
         assert answer.status_code == 202, answer.get_data(as_text=True)
-        accepted.append(row["id"])
+        assert answer.get_json()["id"] == served_id(row), answer.get_json()
+        accepted.append(answer.get_json()["id"])
     worker = stack.worker(**worker_env)
     wait_until(lambda: sum(s == "processed" for s in statuses(store, accepted).values()) >= 10, 30,
                "some articles processed", interval=0.01)
@@ -473,12 +475,13 @@ def redis_outage_mid_stream(stack: Stack, **worker_env) -> Outage:
     wait_until(lambda: stack.get("/readyz").status_code == 200, 10, "/readyz ready again")
     # What was processed before the stop is still there (the append-only file).
     assert set(statuses(store, processed_before).values()) == {"processed"}
-    assert stack.get(f"/v1/articles/{refused['id']}").status_code == 404  # refused, so never stored
+    assert stack.get(f"/v1/articles/{served_id(refused)}").status_code == 404  # refused, so never stored
     for row in rest:
         answer = stack.post(row)
         assert answer.status_code == 202, answer.get_data(as_text=True)
-        accepted.append(row["id"])
-    return Outage(worker, accepted, processed_before, refused["id"], stopped_at)
+        assert answer.get_json()["id"] == served_id(row), answer.get_json()
+        accepted.append(answer.get_json()["id"])
+    return Outage(worker, accepted, processed_before, served_id(refused), stopped_at)
 
 
 def test_redis_stopped_and_started_again_mid_stream(stack):
@@ -486,8 +489,9 @@ def test_redis_stopped_and_started_again_mid_stream(stack):
     outage (with a BRPOP in flight too: workers/kombu_fixes.py, whose test
     makes that case every time) and reconnects with backoff; the articles whose tasks the outage
     took are sent again by the requeue pass, which
-    beat runs in production (every STORYWIRE_REPAIR_INTERVAL, for articles
-    queued longer than STORYWIRE_REQUEUE_AFTER) and this test sends by name."""
+    beat runs in production (every STORYWIRE_REQUEUE_INTERVAL, for articles
+    queued longer than STORYWIRE_REQUEUE_AFTER whose task cannot still be
+    waiting) and this test sends by name."""
     outage = redis_outage_mid_stream(stack, STORYWIRE_REQUEUE_AFTER="2")
     store, worker = stack.store, outage.worker
     # The consumer lost the broker, retried with backoff, and came back.
@@ -500,7 +504,7 @@ def test_redis_stopped_and_started_again_mid_stream(stack):
     while not all(s == "processed" for s in statuses(store, outage.accepted).values()):
         assert time.monotonic() < deadline, {i: s for i, s in statuses(store, outage.accepted).items()
                                               if s != "processed"}
-        client.send_task(names.REQUEUE_STALE, queue=names.QUEUE)  # what beat sends
+        client.send_task(names.REQUEUE_STALE, queue=names.MAINTENANCE_QUEUE)  # what beat sends
         time.sleep(2)
     assert_processed_exactly_once(store, outage.accepted)
     assert worker.proc.poll() is None
@@ -512,13 +516,14 @@ def test_tasks_caught_by_a_redis_outage_are_retried_not_dropped(stack):
     """The shipped setup: a worker and beat, Redis as store and broker. The
     task running when Redis goes away retries in the task, with backoff (a
     Celery retry could not be published to the Redis that is away, and the
-    message would be dropped); the tasks the worker had prefetched are stranded
-    in kombu's unacknowledged set until the visibility timeout, so beat's
-    requeue pass sends their articles again. Every article accepted before the
+    message would be dropped); a task the worker had taken and not finished
+    stays in kombu's unacknowledged set until the visibility timeout, when a
+    worker's sweep puts it back, and beat's requeue pass sends again the
+    articles whose tasks the outage lost. Every article accepted before the
     stop is processed soon after Redis is back, none twice. (The deadline
     allows for the assignment lock, whose 10 s TTL can outlive a worker that
     took it as Redis went away, and for the requeue period.)"""
-    timing = dict(STORYWIRE_REPAIR_INTERVAL="1", STORYWIRE_REQUEUE_AFTER="3")
+    timing = dict(STORYWIRE_REPAIR_INTERVAL="1", STORYWIRE_REQUEUE_INTERVAL="1", STORYWIRE_REQUEUE_AFTER="3")
     outage = redis_outage_mid_stream(stack, **timing)
     beat = Role("beat", dict(stack.env, STORYWIRE_DATA_DIR=str(stack.tmp / "beat"), **timing),
                 stack.tmp / "beat.log").start()
@@ -557,17 +562,19 @@ def test_broker_unreachable_answers_503_promptly_and_stores_nothing(stack):
     again = stack.post(rows[0])  # a client retrying gets the same prompt answer
     assert_unavailable(again, "queue_unavailable")
 
-    # Nothing is left behind for articles that were never queued.
+    # Nothing is left behind for articles that were never queued: not under
+    # the id the service would have stored each under (the record it makes).
     k = store.keys
     for row in rows:
         record = new_article_record(source=row["source"], url=row["url"], title=row["title"], body=row["body"],
                                     published_at=datetime.fromisoformat(row["published_at"].replace("Z", "+00:00")),
                                     client_id=row["id"])
-        assert not store.redis.exists(k.article(row["id"]))
+        assert record["id"] == served_id(row)
+        assert not store.redis.exists(k.article(record["id"]))
         assert not store.redis.exists(k.article_ref(record["source"], record["canonical_url"]))
-        assert store.redis.zscore(k.queued, row["id"]) is None
-        assert stack.get(f"/v1/articles/{row['id']}").status_code == 404
-    assert list(store.redis.scan_iter(match=f"{PREFIX}:*")) == []
+        assert store.redis.zscore(k.queued, record["id"]) is None
+        assert stack.get(f"/v1/articles/{record['id']}").status_code == 404
+    assert list(store.redis.scan_iter(match=f"{k.prefix}:*")) == []  # the keys carry the prefix as a hash tag
 
     ready = stack.get("/readyz")
     err = assert_unavailable(ready, "not_ready")
@@ -596,13 +603,13 @@ def test_a_bad_article_is_marked_failed_and_never_retried(stack, case):
     record = new_article_record(source="wire", url=f"https://wire.example/{case}", title="Ferry runs aground",
                                 body="A passenger ferry ran aground off Crete on Tuesday; all 312 passengers "
                                      "were taken off safely.",
-                                published_at=datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc), client_id=f"bad-{case}")
+                                published_at=datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc), article_id=f"bad-{case}")
     for name, value in changes.items():
         if value is None:
             del record[name]
         else:
             record[name] = value
-    assert store.accept_articles([record]) == [(record["id"], True)]
+    assert pairs(store.accept_articles([record])) == [(record["id"], True)]
     assert stack.get(f"/v1/articles/{record['id']}").get_json()["status"] == "queued"
 
     task = celery_client(stack.redis.url).send_task(names.PROCESS_ARTICLE, args=[record["id"]],

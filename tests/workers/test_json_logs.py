@@ -23,7 +23,7 @@ from storyengine.embedded_redis import EmbeddedRedis
 from storyengine.errors import ConfigError
 from storyengine.logs import JsonLineFormatter, log_format
 from storyengine.settings import Settings
-from tests.helpers import build_app, log_says, start_role
+from tests.helpers import build_app, log_says, served_id, start_role
 from tests.workers.test_end_to_end import wait_processed
 from workers import names
 from workers.logs import TaskContext
@@ -107,8 +107,9 @@ def test_every_worker_line_is_json_and_names_its_task_and_articles(api, json_wor
                                                               body="\u2014")]
     assert client.post("/v1/articles", json=single).status_code == 202
     assert client.post("/v1/articles/batch", json={"articles": batch}).status_code == 202
-    wait_processed(client, [single["id"]] + [a["id"] for a in batch])
-    batch_ids = [a["id"] for a in batch]
+    single_id = served_id(single)  # the id the article is served (and logged) under
+    batch_ids = [served_id(a) for a in batch]
+    wait_processed(client, [single_id] + batch_ids)
     [done] = json_worker.wait_for(lambda r: "succeeded" in r["message"] and r.get("article_ids") == batch_ids)
 
     records = json_worker.records()
@@ -122,8 +123,8 @@ def test_every_worker_line_is_json_and_names_its_task_and_articles(api, json_wor
     def about(task_name: str, word: str) -> list[dict]:
         return [r for r in records if r.get("task_name") == task_name and f"] {word}" in r["message"]]
 
-    [received_one] = [r for r in about(names.PROCESS_ARTICLE, "received") if r.get("article_id") == single["id"]]
-    [succeeded_one] = [r for r in about(names.PROCESS_ARTICLE, "succeeded") if r.get("article_id") == single["id"]]
+    [received_one] = [r for r in about(names.PROCESS_ARTICLE, "received") if r.get("article_id") == single_id]
+    [succeeded_one] = [r for r in about(names.PROCESS_ARTICLE, "succeeded") if r.get("article_id") == single_id]
     assert received_one["task_id"] == succeeded_one["task_id"] and received_one["task_id"] in received_one["message"]
     [received_batch] = [r for r in about(names.PROCESS_ARTICLES, "received") if r.get("article_ids") == batch_ids]
     assert done["task_id"] == received_batch["task_id"]
