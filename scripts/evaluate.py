@@ -187,9 +187,8 @@ def run_engine(rows: list[dict], redis_url: str, settings: Settings, repair_ever
             decisions.merged(merge.kept, merge.merged)
 
     try:
-        # As a worker does: accept a batch, then decide it in one go (the
-        # engine decides a batch as it would one article at a time, as long
-        # as the batch spans less than the retention window: see batches).
+        # As a worker does: accept a batch, then decide it in one go (batches
+        # span less than the retention window, so the read-back below is in time: see batches).
         size = max(1, min(BATCH, repair_every or BATCH))
         retention = settings.retention_days * DAY
         span = max(retention - settings.story_window_hours * 3600.0, retention / 2)
@@ -251,11 +250,11 @@ def run_engine(rows: list[dict], redis_url: str, settings: Settings, repair_ever
 def batches(rows: list[dict], size: int, span: float):
     """(start, end) of each batch of at most ``size`` rows, in order. A batch
     also ends before a row that would make it span more than ``span`` seconds
-    of published time: the engine ages stories out on the clock a batch moves
-    to before deciding any of it, so a batch of a sparse stream that spans
-    more than the retention window (less the story window) would take away
-    stories the batch's first articles still belong to. A live stream never
-    posts months in one batch; a replay of a sparse archive should not either."""
+    of published time. The engine decides such a batch correctly (it splits
+    it into runs of its own: storyengine.pipeline), but the answers that the
+    batch's clock will let retention take must be read back before the batch
+    is decided (see run_engine), and that is only right for a batch that
+    spans less than the window."""
     start = 0
     while start < len(rows):
         end, low, high = start, float("inf"), float("-inf")

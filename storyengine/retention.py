@@ -127,8 +127,8 @@ class Retention:
                 slot_values[slot] = " ".join(ids)
 
         failed_set = set(failed)
-        stones = [(a, "failed" if a in failed_set else "article", sid)
-                  for sid in story_ids for a in members[sid]] + [(a, "failed", "") for a in failed]
+        stones = [(a, "article", sid) for sid in story_ids for a in members[sid] if a not in failed_set]
+        stones += [(a, "failed", "") for a in failed]
         for sid in story_ids:
             last = f"{kept_until[sid]:.0f}"
             stones += [(sid, "story", last)] + [(m, "story", last) for m in json.loads(story_rows[sid][1] or "[]")]
