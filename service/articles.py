@@ -46,7 +46,7 @@ def _accept(records: list[dict]) -> list[Admission]:
     rt = runtime()
     admissions = rt.store.accept_articles(records)
     created = [record for record, a in zip(records, admissions) if a.created]
-    waiting = [a.id for a in admissions if a.outcome == "known" and a.status == "queued"]
+    waiting = [a.id for a in admissions if a.resend]
     ids = list(dict.fromkeys([record["id"] for record in created] + waiting))
     try:
         task_id = rt.enqueue_process(ids)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from storyengine.errors import Gone, InvalidArticle, InvalidCursor, NotFound, QueueFull, StoreUnavailable
+from storyengine.store import out_of_memory
 
 log = logging.getLogger("storywire.api")
 
@@ -103,7 +104,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(redis.ResponseError)
     def store_refused(exc):
-        if "OOM command not allowed" in str(exc):  # alone, or inside a script's error
+        if out_of_memory(exc):
             log.error("store out of memory: %s", exc)
             return error_response(ApiError(503, "store_full", "The store is out of memory and refuses writes; "
                                            "nothing was stored. Retry after Retry-After seconds; operators: raise "

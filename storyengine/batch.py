@@ -214,6 +214,7 @@ class Batch:
         self.docs_change = 0
         self.article_writes: list = []  # (article_id, fields, story_id, source, published)
         self.decided: list[tuple[float | None, bool, bool]] = []  # (received_ts, duplicate, opened) to count
+        self.new_canonicals: list[tuple[str, np.ndarray, float]] = []  # (id, shingles, published) once committed
         self._written_fps: set[str] = set()  # fingerprints and band slots this batch writes
         self._written_slots: set[tuple[str, bytes]] = set()
 

@@ -28,6 +28,7 @@ prefix, over its shards: docs/scaling.md.)
     {p}:term:{feature}           zset   story -> newest published time, for stories that term indexes
     {p}:clock                    string the stream clock (storyengine.clock): a watermark of published times
     {p}:clock:times              zset   "n\\0outlet" -> each outlet's n-th newest published time (n <= 2)
+    {p}:clock:seen               zset   outlet -> when it last advanced the clock (wall clock): idle outlets leave
     {p}:gone:{day}               hash   tombstones of what retention removed on that (UTC) day: id ->
                                         "kind deleted_at clock detail"; expires tombstone_days later
     {p}:df                       string document frequency per hashed term (BITFIELD u32 counters)
@@ -123,6 +124,10 @@ class Keys:
     @property
     def clock_times(self) -> str:
         return self._k("clock", "times")
+
+    @property
+    def clock_seen(self) -> str:
+        return self._k("clock", "seen")
 
     def gone(self, day: int) -> str:
         return self._k("gone", day)

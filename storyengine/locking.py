@@ -25,6 +25,9 @@ LEASE_SECONDS = 1.0
 # loses it while the holder is alive.
 RENEW_EVERY_SECONDS = 0.25
 LOCK_WAIT_SECONDS = 60.0
+# A commit (one MULTI/EXEC, a large batch's writes) may take longer than a
+# lease while the renewer waits for it: its lease is extended to this first.
+COMMIT_BUDGET_SECONDS = 5.0
 
 
 class AssignmentConflict(StoreUnavailable):
@@ -63,8 +66,10 @@ class AssignmentLock:
                 with self._guard:
                     if self._token is None or not self._lock.reacquire():
                         return
-            except (redis.RedisError, redis.exceptions.LockError):
+            except redis.exceptions.LockError:
                 return  # lost: the WATCH in commit() refuses a decision made after it
+            except redis.RedisError:
+                continue  # a blip: try again at the next tick, while the lease may still hold
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
@@ -81,11 +86,14 @@ class AssignmentLock:
         """Run ``writes(pipe)`` in one transaction, only if we still hold the lock."""
         with self._guard, self.redis.pipeline(transaction=True) as pipe:
             try:
+                # The renewer waits while we commit: give the commit a budget of its own.
+                if not self._lock.extend(COMMIT_BUDGET_SECONDS, replace_ttl=True):
+                    raise AssignmentConflict("the assignment lock expired before the decision was written")
                 pipe.watch(self.key)
                 if self._token is None or pipe.get(self.key) != self._token:
                     raise AssignmentConflict("the assignment lock expired before the decision was written")
                 pipe.multi()
                 writes(pipe)
                 pipe.execute()
-            except redis.WatchError:
+            except (redis.WatchError, redis.exceptions.LockError):
                 raise AssignmentConflict("the assignment lock expired before the decision was written") from None

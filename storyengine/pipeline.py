@@ -46,7 +46,7 @@ from .locking import AssignmentConflict, AssignmentLock  # noqa: F401 - Assignme
 from .metrics import queue_decided
 from .retention import Retention
 from .settings import Settings
-from .store import RedisStore
+from .store import RedisStore, out_of_memory
 from .stories import Bucket, bucket_field, bucket_index, choose_story, rank_stories, updated_centroid
 from .text import ENTITY_PREFIX, content_terms, normalise, words
 from .vectors import SparseVector, Vectorizer, tfidf
@@ -59,10 +59,9 @@ def _transient(exc: BaseException) -> bool:
     call is retried later. Anything else is an error of ours about the articles at hand."""
     if isinstance(exc, (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)):
         return True
-    # Redis names these at the start of its answer, or inside a script's error ("... -OOM command not allowed").
-    return isinstance(exc, redis.ResponseError) and any(
-        code in str(exc) for code in ("OOM command not allowed", "BUSY", "LOADING", "MASTERDOWN", "READONLY",
-                                      "TRYAGAIN", "CLUSTERDOWN"))
+    # Redis names these at the start of its answer, or inside a script's error.
+    return out_of_memory(exc) or (isinstance(exc, redis.ResponseError) and str(exc).startswith(
+        ("BUSY", "LOADING", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN")))
 
 
 @dataclass
@@ -237,6 +236,9 @@ class Processor:
                     outcomes[article_id] = self._failed(article_id, NotFound(f"no article with id {article_id!r}"))
                 elif record.get("status") == "processed":
                     outcomes[article_id] = self._already(article_id, record)
+                elif record.get("status") == "failed":  # final: a later delivery never decides it
+                    outcomes[article_id] = self._failed(article_id, InvalidArticle(
+                        f"already failed: {record.get('error') or 'no reason recorded'}"))
                 else:
                     try:
                         pending.append((article_id, record, self.featurise(record)))
@@ -291,8 +293,16 @@ class Processor:
         """Advance the stream clock by the chunk's dated articles, give the
         undated ones the stream's time, and age out what the clock leaves
         behind first, so a batch decides as its articles would one at a time."""
-        clock = self._retention.advance_and_age_out(
-            lock, [(record["source"], f.published) for _, record, f in chunk if f.dated])
+        try:
+            clock = self._retention.advance_and_age_out(
+                lock, [(record["source"], f.published) for _, record, f in chunk if f.dated])
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            # A damaged record in an old story must not stop every decision: this
+            # pass is skipped (and logged), the next batch tries again.
+            log.exception("the retention pass failed; deciding this batch without it")
+            clock = self._retention.clock.read()
         undated = [f for _, _, f in chunk if not f.dated]
         if undated:
             assigned = stream_time(clock, time.time(), self.settings.live_stream_hours)
@@ -310,6 +320,7 @@ class Processor:
                 raise
             self._forget_uncommitted()
             if len(chunk) == 1:
+                log.exception("deciding article %s failed", chunk[0][0], extra={"article_id": chunk[0][0]})
                 return {chunk[0][0]: self._failed(chunk[0][0], DecisionFailed.of(exc))}
             log.warning("a batch of %d raised %s; deciding its articles one at a time", len(chunk),
                         type(exc).__name__)
@@ -354,6 +365,9 @@ class Processor:
             status = batch.status.get(article_id)
             if status == b"processed":
                 outcomes[article_id] = self._already(article_id, self.store.load_article(article_id) or {})
+                continue
+            if status == b"failed":  # failed meanwhile by another delivery: final
+                outcomes[article_id] = self._failed(article_id, InvalidArticle("already failed"))
                 continue
             if status is None:
                 outcomes[article_id] = self._failed(
@@ -669,7 +683,7 @@ class Processor:
                                      story_id, record["source"], f.published))
         batch.articles[article_id] = {"story": story_id, "duplicate_of": None, "published": f.published,
                                       "shingles": f.shingle_set}
-        self._shingles.put(article_id, f.shingle_set, f.published)
+        batch.new_canonicals.append((article_id, f.shingle_set, f.published))  # cached once committed
         batch.index_canonical(article_id, f.fingerprint, f.slots)
         batch.count_terms(f.term_indices, 1)
         self._df.counts[f.term_indices] += 1  # later articles of this batch weigh against it already
@@ -688,6 +702,8 @@ class Processor:
             raise
         if batch.docs_change or batch.df_changes is not None:
             self._df.version += 1  # our own commit, made under the lock the version was read under
+        for article_id, shingles, published in batch.new_canonicals:
+            self._shingles.put(article_id, shingles, published)  # only what was written: it never changes
 
     def _commit(self, writes) -> None:
         """Write a decision only if we still hold the lock it was made under."""

@@ -27,15 +27,20 @@ like every other decision.
 from __future__ import annotations
 
 import json
+import logging
 import time
+
+import redis
 
 from . import tombstones
 from .batch import decode
 from .clock import StreamClock, parse
 from .locking import AssignmentLock
 from .signatures import BandLayout
-from .store import RedisStore
+from .store import RedisStore, out_of_memory
 from .text import canonical_url
+
+log = logging.getLogger("storywire.engine")
 
 DAY = 86400.0
 # Stories deleted per call: a call runs once per batch, so this bounds how long
@@ -65,10 +70,21 @@ class Retention:
         k, r = self.keys, self.redis
         with r.pipeline(transaction=False) as pipe:
             self.clock.advance(events, client=pipe)
+            pipe.get(k.clock)
             pipe.zrange(k.stories_kept, 0, 0, withscores=True)
             pipe.zrange(k.failed, 0, 0, withscores=True)
-            clock, oldest_story, oldest_failed = pipe.execute()
-        clock = parse(clock)
+            advanced, current, oldest_story, oldest_failed = pipe.execute(raise_on_error=False)
+        for result in (current, oldest_story, oldest_failed):
+            if isinstance(result, Exception):
+                raise result
+        if isinstance(advanced, Exception):
+            if not out_of_memory(advanced):
+                raise advanced
+            # Redis at maxmemory refuses the clock's writes, but deleting is what frees memory:
+            # age out on the clock as it stands.
+            log.warning("the stream clock could not advance (Redis is out of memory); ageing out on it as it is")
+            advanced = current
+        clock = parse(advanced)
         if clock is None:
             return None
         before = cutoff(clock, self.settings.retention_days)
@@ -134,7 +150,6 @@ class Retention:
             stones += [(sid, "story", last)] + [(m, "story", last) for m in json.loads(story_rows[sid][1] or "[]")]
 
         def writes(pipe):
-            tombstones.leave(pipe, k, stones, clock, time.time(), self.settings.tombstone_days)
             for a, row in zip(articles, article_rows):
                 pipe.delete(k.article(a))
                 if row[0] is not None and row[1] is not None:
@@ -159,4 +174,17 @@ class Retention:
             if failed:
                 pipe.zrem(k.failed, *failed)
         lock.commit(writes)
+        # The tombstones after the deletes, on their own: Redis at maxmemory refuses
+        # them but not the deletes, which free the memory. Until they are written an
+        # id removed answers 404 instead of 410.
+        try:
+            with r.pipeline(transaction=False) as pipe:
+                tombstones.leave(pipe, k, stones, clock, time.time(), self.settings.tombstone_days)
+                pipe.execute()
+        except redis.ResponseError as exc:
+            if not out_of_memory(exc):
+                raise
+            log.warning("%d tombstones not written (Redis is out of memory): those ids answer 404, not 410",
+                        len(stones))
         return len(story_ids)
+

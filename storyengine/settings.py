@@ -85,6 +85,9 @@ class Settings:
     # article or outlet can move it (storyengine.clock says why).
     clock_support: int = 3
     clock_per_source: int = 2
+    # An outlet silent this long (wall clock) leaves the clock until it posts
+    # again, so one that stopped does not hold the clock back.
+    clock_idle_hours: float = 6.0
     # An undated article takes now while the clock is within this many hours
     # of now (a live stream), else the clock (a replayed archive).
     live_stream_hours: float = 24.0
@@ -112,6 +115,10 @@ class Settings:
         for name in ("lsh_threshold", "duplicate_containment", "story_threshold", "merge_threshold"):
             if not 0 < getattr(self, name) <= 1:
                 problems.append(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
+        if 1 < self.clock_support <= self.clock_per_source:
+            problems.append(f"clock_support ({self.clock_support}) must exceed clock_per_source "
+                            f"({self.clock_per_source}), or one outlet could move the clock (1 makes the clock the "
+                            "newest time seen, trusting every date)")
         if self.hash_features > 1 << 24:
             problems.append(f"hash_features must be at most {1 << 24} (stored in 3 bytes), got {self.hash_features!r}")
         if self.shingle_size > MAX_SHINGLE_SIZE:

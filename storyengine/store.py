@@ -25,16 +25,17 @@ from .settings import Settings
 # stores it; a post past the waiting limit stores nothing; and the accepted
 # counter moves in the same step as the articles it counts.
 # KEYS: queued, metrics, clock, then (article, article-ref) per article.
-# ARGV: now, max waiting, retention seconds, then per article: id, published
-# ('' when undated), field count, fields...
-# Per article: {1, id} stored; {0, id, status} known (same id with the same
-# source and URL, or the same source and URL under any id); {2, id, clock}
+# ARGV: now, max waiting, retention seconds, resend seconds, then per article:
+# id, published ('' when undated), field count, fields...
+# Per article: {1, id} stored; {0, id, status[, 'resend']} known (same id with
+# the same source and URL, or the same source and URL under any id; 'resend':
+# still waiting, its task sent more than resend seconds ago: send it again); {2, id, clock}
 # older than the retention window on the stream clock; {3, id, source, url}
 # the id names another article. Whole post: {{-1, waiting}} over the limit.
 _ACCEPT = """
-local now, limit, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now, limit, retention, resend = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local clock = tonumber(redis.call('GET', KEYS[3]) or '')
-local plan, pos, new = {}, 4, 0
+local plan, pos, new = {}, 5, 0
 local planned_ids, planned_refs = {}, {}  -- what this post stores, so a repeat inside it is known too
 for i = 1, (#KEYS - 3) / 2 do
   local akey, rkey = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
@@ -81,9 +82,14 @@ for i, item in ipairs(plan) do
     redis.call('SET', KEYS[3 + 2 * i], row[2])
     redis.call('ZADD', KEYS[1], now, row[2])
   elseif row[1] == 0 and row[3] == 'queued' then
-    -- a client's retry of an article still waiting: its task is sent again,
-    -- and its wait restarts (see claim_stale_queued)
-    redis.call('ZADD', KEYS[1], 'XX', now, row[2])
+    -- a client's retry of an article still waiting, its task sent more than
+    -- resend seconds ago: its task is sent again and its wait restarts (see
+    -- claim_stale_queued); a retry sooner than that sends nothing more
+    local sent = tonumber(redis.call('ZSCORE', KEYS[1], row[2]) or '')
+    if sent and sent < tonumber(now) - resend then
+      redis.call('ZADD', KEYS[1], 'XX', now, row[2])
+      row[4] = 'resend'
+    end
   end
   out[i] = row
 end
@@ -98,6 +104,8 @@ return out
 # counter goes back with it.
 _FORGET = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+-- another client's retry sent its task since (its wait restarted): it stays
+if tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]) or '') ~= tonumber(ARGV[2]) then return 0 end
 redis.call('DEL', KEYS[1])
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 redis.call('ZREM', KEYS[3], ARGV[1])
@@ -112,18 +120,19 @@ return 1
 
 # Marking an article failed never overwrites a success: a redelivered task can
 # fail after another delivery of it already processed the article. A failure
-# is filed by the stream's time when it failed (the clock, or the article's
-# own time if later; now for an undated one before any clock), so retention keeps its reason as long as it would keep
-# an article decided then, however old the article's date.
+# is filed by the stream's time when it failed (the clock; before any clock,
+# its own date, never ahead of now), so retention keeps its reason as long as
+# it would keep an article decided then, however far ahead it was dated.
 _MARK_FAILED = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2], 'failed_ts', ARGV[3])
+redis.call('HDEL', KEYS[1], 'body')  -- never decided now: the text is not needed
 redis.call('ZREM', KEYS[2], ARGV[1])
 local at = tonumber(redis.call('GET', KEYS[4]) or '')
-local published = tonumber(redis.call('HGET', KEYS[1], 'published_ts') or '')
-if published and (not at or published > at) then at = published end
-if not at then at = tonumber(ARGV[3]) end  -- undated, before any clock: now
+if not at then  -- no clock yet: its own time (never ahead of now), else now
+  at = math.min(tonumber(redis.call('HGET', KEYS[1], 'published_ts') or '') or tonumber(ARGV[3]), tonumber(ARGV[3]))
+end
 redis.call('ZADD', KEYS[3], at, ARGV[1])
 local kind = redis.call('TYPE', KEYS[5]).ok
 if kind == 'hash' or kind == 'none' then redis.call('HINCRBY', KEYS[5], 'articles_failed', 1) end
@@ -169,7 +178,7 @@ ARTICLE_VIEW_ORDER = ("id", "client_id", "source", "url", "title", "language", "
                       "received_at", "status", "story", "duplicate_of", "similarity", "decision", "error",
                       "processed_at")
 # Fields of a new article record that the store derives instead of keeping.
-_DERIVED_FIELDS = frozenset({"published_at", "received_at", "canonical_url"})
+_DERIVED_FIELDS = frozenset({"published_at", "received_at", "canonical_url", "accepted_at"})
 STORY_FIELDS = ("id", "headline", "representative", "first_seen", "last_updated", "article_count",
                 "originals", "top_terms", "merged_from")
 
@@ -211,6 +220,10 @@ def iso(ts: float) -> str:
 
 
 DAY = 86400.0
+# A retry of an article still waiting sends its task again only if the last
+# one went out longer ago than this: a client retrying after a lost task gets
+# it sent, one retrying in a loop (or eight posting at once) does not multiply tasks.
+RESEND_AFTER_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -221,6 +234,7 @@ class Admission:
     status: str | None = None  # known: the article's status now ("queued", "processed", "failed")
     clock: float | None = None  # too_old: the stream clock it was measured against
     stored: tuple[str, str] | None = None  # conflict: (source, url) the id already names
+    resend: bool = False  # known and still waiting, its task sent a while ago: send it again
 
     @property
     def created(self) -> bool:
@@ -232,7 +246,7 @@ class Admission:
         if code == 1:
             return cls(article_id, "created")
         if code == 0:
-            return cls(article_id, "known", status=_s(row[2]) or None)
+            return cls(article_id, "known", status=_s(row[2]) or None, resend=len(row) > 3)
         if code == 2:
             return cls(article_id, "too_old", clock=float(row[2]))
         return cls(article_id, "conflict", stored=(_s(row[2]), _s(row[3])))
@@ -242,6 +256,11 @@ class Admission:
 class Page:
     items: list[dict]
     next_after: tuple[float, str] | None
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Redis at maxmemory (noeviction) refusing a write, alone or inside a script's error."""
+    return isinstance(exc, redis.ResponseError) and "OOM command not allowed" in str(exc)
 
 
 def connect(url: str, **kwargs) -> redis.Redis:
@@ -281,7 +300,7 @@ class RedisStore:
         k, s = self.keys, self.settings
         now = time.time()
         keys = [k.queued, k.metrics, k.clock]
-        args: list = [now, s.max_waiting, s.retention_days * DAY]
+        args: list = [now, s.max_waiting, s.retention_days * DAY, RESEND_AFTER_SECONDS]
         for record in records:
             # Kept small: what can be derived (the ISO times, the canonical URL) is not stored.
             fields = {name: value for name, value in record.items()
@@ -294,6 +313,8 @@ class RedisStore:
         rows = self._accept(keys=keys, args=args)
         if rows and rows[0][0] == -1:
             raise QueueFull(int(rows[0][1]), s.max_waiting)
+        for record in records:
+            record["accepted_at"] = now  # the wait it starts: forget_queued undoes only that one
         admissions = [Admission.from_row(row) for row in rows]
         first = {}
         for i, (record, admission) in enumerate(zip(records, admissions)):
@@ -308,7 +329,7 @@ class RedisStore:
         """Undo the accept of an article whose task could not be sent (and its count)."""
         k = self.keys
         return bool(self._forget(keys=[k.article(record["id"]), k.article_ref(record["source"], record["canonical_url"]),
-                                       k.queued, k.metrics], args=[record["id"]]))
+                                       k.queued, k.metrics], args=[record["id"], record["accepted_at"]]))
 
     # ------------------------------------------------------------------ articles
     def get_article(self, article_id: str) -> dict:

@@ -18,6 +18,7 @@ import pytest
 
 from service.metrics import broker_queue_keys
 from storyengine.pipeline import Processor
+from storyengine.store import RESEND_AFTER_SECONDS
 from tests.conftest import keys_under, snapshot
 from tests.helpers import build_app
 from tests.service.envelope import assert_error
@@ -117,8 +118,15 @@ def test_past_the_waiting_limit_a_post_is_a_503_and_stores_nothing(redis_url, se
 
 # ---------------------------------------------------------------- retries
 def test_a_retry_of_an_article_still_waiting_sends_its_task_again(client, store):
+    """Once its task went out more than RESEND_AFTER_SECONDS ago (the API may
+    have died before sending it); a retry sooner than that sends nothing more."""
     first = client.post("/v1/articles", json=article(1))
+    article_id = first.get_json()["id"]
     sent = broker_length(store)
+    soon = client.post("/v1/articles", json=article(1))
+    assert soon.status_code == 200 and soon.get_json()["status"] == "known"
+    assert broker_length(store) == sent  # a retry in a loop does not multiply tasks
+    store.redis.zadd(store.keys.queued, {article_id: time.time() - RESEND_AFTER_SECONDS - 1})  # a while later
     again = client.post("/v1/articles", json=article(1))
     assert again.status_code == 200 and again.get_json()["status"] == "known"
     assert broker_length(store) == sent + 1

@@ -105,7 +105,8 @@ def state(store: RedisStore) -> dict[str, object]:
     """Every key under the store's prefix (prefix stripped) with its value,
     wall-clock fields and {p}:df:version left out. Read in pipelines."""
     r, prefix = store.redis, store.keys.prefix
-    keys = sorted(k for k in r.scan_iter(match=f"{prefix}:*", count=1000) if not k.endswith(b":df:version"))
+    keys = sorted(k for k in r.scan_iter(match=f"{prefix}:*", count=1000)
+                  if not k.endswith((b":df:version", b":clock:seen")))  # wall-clock times
     with r.pipeline(transaction=False) as pipe:
         for key in keys:
             pipe.type(key)

@@ -7,6 +7,7 @@ an undated article never reaches it and takes the stream's time instead.
 """
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -64,10 +65,45 @@ def test_several_outlets_agreeing_move_it(clock):
 def test_a_stream_of_one_outlet_advances_when_two_of_its_articles_agree(clock):
     t = ts(ARCHIVE)
     clock.advance([("only.example", t)])
+    assert clock.read() is None  # one article alone never sets it
     clock.advance([("only.example", t + 5 * DAY)])  # one outlier: the clock stays at the older time
     assert clock.read() == pytest.approx(t)
     clock.advance([("only.example", t + 5 * DAY + 60)])
     assert clock.read() == pytest.approx(t + 5 * DAY)
+
+
+def test_the_first_article_alone_cannot_set_it(clock):
+    """A fresh deployment whose first article is dated today, in a replay of
+    2021: no clock yet, so the archive that follows is not refused."""
+    clock.advance([("broken.example", ts(datetime(2026, 12, 1, tzinfo=timezone.utc)))])
+    assert clock.read() is None
+    clock.advance([("bbc", ts(ARCHIVE)), ("cnn", ts(ARCHIVE) + 60)])
+    assert clock.read() == pytest.approx(ts(ARCHIVE))
+
+
+def test_a_retried_article_is_not_counted_twice(clock):
+    t = ts(ARCHIVE)
+    clock.advance([("bbc", t), ("cnn", t), ("wsj", t)])
+    for _ in range(3):  # the same far-ahead article decided again and again (retries, a resent task)
+        clock.advance([("bbc", t + 400 * DAY)])
+    clock.advance([("cnn", t + 400 * DAY)])  # a second outlier: still one short
+    assert clock.read() == pytest.approx(t)
+
+
+def test_an_outlet_that_stopped_does_not_hold_the_clock_back(store):
+    """Two outlets, then one goes silent: after clock_idle_hours of wall clock
+    it leaves the clock, which follows the outlet still publishing."""
+    from storyengine.clock import StreamClock
+    settings = store.settings.replace(clock_idle_hours=1 / 3600)  # one second, for the test
+    clock = StreamClock(store.redis, store.keys, settings)
+    t = ts(ARCHIVE)
+    clock.advance([("bbc", t), ("bbc", t + 60), ("cnn", t), ("cnn", t + 60)])
+    assert clock.read() == pytest.approx(t)
+    time.sleep(1.2)
+    clock.advance([("bbc", t + 3 * DAY), ("bbc", t + 3 * DAY + 60)])
+    assert clock.read() == pytest.approx(t + 3 * DAY)  # cnn, silent, no longer holds it at day 0
+    clock.advance([("cnn", t + 3 * DAY - 600)])  # back: it counts again
+    assert store.redis.zscore(store.keys.clock_times, "1\0cnn") == pytest.approx(t + 3 * DAY - 600)
 
 
 def test_it_never_goes_back(clock):

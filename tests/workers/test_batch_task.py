@@ -27,6 +27,7 @@ from tests.helpers import served_id
 from tests.storyengine.test_pipeline import BANK, COURIER, REPRINT, T0
 from tests.workers.test_end_to_end import wait_processed
 from storyengine.pipeline import Processor
+from storyengine.store import RESEND_AFTER_SECONDS
 from workers import names
 
 
@@ -76,13 +77,15 @@ def test_a_single_post_enqueues_one_process_article_task(client, redis_client):
     assert enqueued(redis_client, {article_id}) == [(names.PROCESS_ARTICLE, [article_id])]
 
 
-def test_a_batch_task_carries_the_new_articles_and_the_known_ones_still_waiting(client, redis_client):
+def test_a_batch_task_carries_the_new_articles_and_the_known_ones_still_waiting(client, redis_client, store):
     """A batch of an article posted before (still waiting: no worker here), two
     new ones and a repeat of one of them (same outlet and URL): one task
     carries the new ids and the waiting one, once each; the waiting one's
     task is sent again, since a client's retry may follow a task that was lost."""
     earlier = new_article("earlier")
     first = client.post("/v1/articles", json=earlier).get_json()["id"]
+    # Its task went out a while ago (RESEND_AFTER_SECONDS): a retry sends it again.
+    redis_client.zadd(store.keys.queued, {first: time.time() - RESEND_AFTER_SECONDS - 1})
     fresh = [new_article("d"), new_article("e")]
     repeat = dict(fresh[0], url=fresh[0]["url"] + "?utm_source=feed")  # the same canonical URL
     body = post_batch(client, [earlier, *fresh, repeat])
