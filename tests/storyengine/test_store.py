@@ -310,3 +310,26 @@ def test_list_stories_paginates_through_many_equal_timestamps(store):
         put_story(store, sid, T0)  # e.g. a feed that stamps everything to the minute
     pages = all_pages(store, limit=5, sort="recent")
     assert sum(pages, []) == sorted(ids, reverse=True)
+
+
+def test_an_undone_accept_leaves_an_article_another_post_sent_again(store):
+    """A's accept stores it; B's retry, a while later, finds it waiting and its
+    task is sent again; then A's send fails and A undoes its accept: the
+    article stays, since B was told it is known and its task went out."""
+    r = record()
+    [mine] = store.accept_articles([r])
+    store.redis.zadd(store.keys.queued, {mine.id: time.time() - 60})  # A's task went out a minute ago
+    [theirs] = store.accept_articles([record()])
+    assert (theirs.outcome, theirs.resend) == ("known", True)
+    assert store.forget_queued(r) is False
+    assert store.get_article(mine.id)["status"] == "queued"
+
+
+def test_a_failed_article_is_final(store):
+    r = record()
+    store.accept_articles([r])
+    assert store.mark_failed(r["id"], "boom")
+    [outcome] = Processor(store).process_many([r["id"]])
+    assert "already failed: boom" in str(outcome.error)
+    assert store.get_article(r["id"])["status"] == "failed"
+    assert store.redis.hget(store.keys.article(r["id"]), "body") is None  # its text dropped
