@@ -504,8 +504,7 @@ def test_tasks_caught_by_a_redis_outage_are_retried_not_dropped(stack):
     worker's sweep puts it back, and beat's requeue pass sends again the
     articles whose tasks the outage lost. Every article accepted before the
     stop is processed soon after Redis is back, none twice. (The deadline
-    allows for the assignment lock, whose 10 s TTL can outlive a worker that
-    took it as Redis went away, and for the requeue period.)"""
+    allows for the visibility timeout and the requeue period.)"""
     timing = dict(STORYWIRE_REPAIR_INTERVAL="1", STORYWIRE_REQUEUE_INTERVAL="1", STORYWIRE_REQUEUE_AFTER="3")
     outage = redis_outage_mid_stream(stack, **timing)
     beat = Role("beat", dict(stack.env, STORYWIRE_DATA_DIR=str(stack.tmp / "beat"), **timing),
