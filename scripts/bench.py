@@ -74,11 +74,10 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.evaluate import DEFAULT_STREAM, Progress, read_stream, without_gold  # noqa: E402
+from scripts.evaluate import DEFAULT_STREAM, Progress, read_stream, record_of, without_gold  # noqa: E402
 from scripts.naive_reference import NaiveReference  # noqa: E402
 from scripts.run import role_command  # noqa: E402
 from storyengine import evaluation  # noqa: E402
-from storyengine.articles import new_article_record  # noqa: E402
 from storyengine.clock import parse as parse_clock  # noqa: E402
 from storyengine.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from storyengine.metrics import MetricsSnapshot  # noqa: E402
@@ -139,15 +138,6 @@ def build_stream(rows: list[dict], total: int, rate_per_day: float, end: datetim
     first = end - spacing * (len(replicated) - 1)
     return [dict(row, published_at=(first + spacing * i).strftime("%Y-%m-%dT%H:%M:%SZ"))
             for i, row in enumerate(replicated)]
-
-
-def to_record(row: dict) -> dict:
-    """The record the API would store for this row (the same cleaning)."""
-    article = without_gold(row)
-    return new_article_record(
-        source=article["source"], url=article["url"], title=article["title"], body=article.get("body", ""),
-        published_at=datetime.fromisoformat(article["published_at"].replace("Z", "+00:00")),
-        article_id=article.get("id"), language=article.get("language"))
 
 
 # ---------------------------------------------------------------- Redis and settings
@@ -928,7 +918,7 @@ def retention_figures(run: RetentionRun, settings: Settings) -> dict[str, object
 def retention_bench(rows: list[dict], redis_url: str, prefix: str, rate_per_day: float, windows: int, batch: int,
                     end: datetime) -> dict[str, object]:
     settings = retention_settings(prefix)
-    records = [to_record(row) for row in retention_stream(rows, settings, rate_per_day, windows, end)]
+    records = [record_of(row) for row in retention_stream(rows, settings, rate_per_day, windows, end)]
     store = RedisStore(connect(redis_url), settings)
     store.clear()
     try:
@@ -1219,7 +1209,7 @@ def speed_bench(args: argparse.Namespace, source_rows: list[dict], end: datetime
     """Sections 1 to 5: the stream, in-process ingest, reads, the naive reference, end to end."""
     log(f"== stream: {args.stream.name} to {args.articles} articles at {args.rate:g} per day")
     rows = build_stream(source_rows, args.articles, args.rate, end)
-    records = [to_record(row) for row in rows]
+    records = [record_of(row) for row in rows]
     result: dict[str, object] = {
         "articles": args.articles, "rate_per_day": args.rate,
         "e2e_articles": args.e2e_articles, "read_clients": args.read_clients, "read_seconds": args.read_seconds,

@@ -15,7 +15,8 @@ import pytest
 
 from scripts.bench import (DAY, REQUIRED_KEYS, Boundary, IngestRun, RetentionRun, build_stream, cost_ratio,
                            engine_phase_figures, parse_server_timing, retention_figures, retention_run,
-                           retention_stream, to_record)
+                           retention_stream)
+from scripts.evaluate import record_of
 from storyengine import tombstones
 from storyengine.phases import PHASES
 from storyengine.settings import Settings
@@ -89,7 +90,7 @@ def test_the_retention_run_ages_out_leaves_tombstones_and_stays_bounded(store):
     assert s.retention_days == Settings().retention_days   # the default window, not the bench's long one
     rate = 4.0
     end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
-    records = [to_record(r) for r in retention_stream(read_stream(SMALL), s, rate, 5, end)]
+    records = [record_of(r) for r in retention_stream(read_stream(SMALL), s, rate, 5, end)]
     assert len(records) == 600
     run = retention_run(store, records, batch=50)
 
