@@ -22,7 +22,9 @@ How an item becomes an article:
   feed's URL, else the feed's title; the API counts a story's outlets by
   source, and one outlet's several feeds are one outlet.
 - ``url`` and ``title``: the item's link and title; an item without an
-  http(s) link or a title is skipped (reported, not an error).
+  http(s) link, or with neither a title nor a description, is skipped
+  (reported, not an error). An untitled item is posted without a title: the
+  API makes its headline from the body.
 - ``body``: the item's full content if it has one, else its summary; HTML is
   fine, the API reduces it to text.
 - ``published_at``: the item's own date, published (pubDate, Atom published),
@@ -595,10 +597,11 @@ def to_article(entry: feedparser.FeedParserDict, source: str, feed_language: obj
     url = _http_url(entry.get("link"))
     if url is None:
         return "no http(s) link"
-    title = _clean(entry.get("title"))
-    if not title:
-        return "no title"
-    article = {"source": source, "url": url, "title": title, "body": _body(entry)}
+    title, body = _clean(entry.get("title")), _body(entry)
+    if not title and not body.strip():
+        return "no title or description"
+    # RSS allows an item with a description and no title: the API makes its headline from the body.
+    article = {"source": source, "url": url, "title": title, "body": body}
     if published is not None:
         article["published_at"] = published.isoformat().replace("+00:00", "Z")
     title_language = (entry.get("title_detail") or {}).get("language")

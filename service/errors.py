@@ -62,7 +62,8 @@ def invalid_article(exc: ValidationError | InvalidArticle, prefix: str = "") -> 
         details = [{"field": prefix.rstrip(".") or "body", "problem": str(exc)}]
     fields = ", ".join(d["field"] for d in details)
     return ApiError(422, "invalid_article", f"The article is not valid ({fields}); fix the listed fields and "
-                    "send it again. Required: source, url, title; optional: body, published_at, id, language.",
+                    "send it again. Required: source, url, and a title or a body (or both); optional: published_at, id, "
+                    "language.",
                     details)
 
 

@@ -79,7 +79,9 @@ class ArticleView(_Answer):
     client_id: str | None = Field(description="The id the client sent, if any")
     source: str
     url: str
-    title: str
+    title: str = Field(description="The headline (made from the body's first sentence when none was sent)")
+    title_derived: bool = Field(description="True when the article came without a title and its headline was "
+                                            "made from its body")
     language: str | None
     published_at: datetime | None = Field(description="When it was published; null while an undated article waits "
                                                       "(it takes the stream's time when decided)")

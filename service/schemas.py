@@ -47,8 +47,12 @@ class ArticleIn(BaseModel):
     source: str = Field(min_length=1, max_length=200, description="The outlet, e.g. 'reuters.com'")
     url: str = Field(min_length=1, max_length=2048, description="The article's absolute http(s) URL",
                      json_schema_extra={"format": "uri"})
-    title: str = Field(min_length=1, max_length=1000, description="The headline")
-    body: str = Field(default="", description="Plain text or HTML (reduced to text with a real parser)")
+    title: str = Field(default="", max_length=1000, description="The headline. An item may come without one (RSS "
+                       "allows a description alone): then a body is required, and the headline is made from its "
+                       "first sentence")
+    body: str = Field(default="", validate_default=True,
+                      description="Plain text or HTML (reduced to text with a real parser); required when there is "
+                                  "no title")
     published_at: str | None = Field(default=None, max_length=64, description="ISO 8601 with a time; a missing "
                                      "offset means UTC; at most a day ahead. Without it the article takes the "
                                      "stream's time when decided (now on a live stream, the archive's time in a "
@@ -72,6 +76,9 @@ class ArticleIn(BaseModel):
         limit = (info.context or {}).get("max_body_chars", 200_000)
         if len(value) > limit:
             raise ValueError(f"body has {len(value)} characters; at most {limit} are accepted")
+        # title is validated first (declared first); absent from data when it was itself invalid
+        if not value.strip() and info.data.get("title", "invalid") == "":
+            raise ValueError("an article needs a title or a body (or both); both are missing or blank")
         return value
 
     @field_validator("url")

@@ -10,9 +10,22 @@ import re
 from datetime import datetime, timezone
 
 from .errors import InvalidArticle
-from .text import canonical_url, clean_text
+from .text import canonical_url, clean_text, first_sentence
 
 CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~:\-]{0,127}$")
+# A headline made for an untitled item is its body's first sentence, cut at a
+# word to at most this many characters (about what feeds put in a title).
+DERIVED_HEADLINE_CHARS = 120
+
+
+def derived_headline(body: str) -> str:
+    """A headline for an item that came without one (RSS allows a description
+    alone): the first line's first sentence, cut at a word boundary."""
+    sentence = first_sentence(body)
+    if len(sentence) <= DERIVED_HEADLINE_CHARS:
+        return sentence
+    cut = sentence[:DERIVED_HEADLINE_CHARS - 1].rsplit(" ", 1)[0].rstrip(" ,;:-")
+    return (cut or sentence[:DERIVED_HEADLINE_CHARS - 1]) + "\u2026"
 
 
 def article_id_for(source: str, url: str) -> str:
@@ -42,18 +55,22 @@ def new_article_record(*, source: str, url: str, title: str, body: str, publishe
     source = source.strip()
     title = clean_text(title)
     body = clean_text(body)
-    if not title:
-        raise InvalidArticle("title has no text once markup is removed")
+    if not title and not body:
+        raise InvalidArticle("title and body have no text once markup is removed; send a headline, a body or both")
     record = {
         "id": article_id or (scoped_id_for(source, client_id) if client_id else article_id_for(source, url)),
         "client_id": client_id or "",
         "source": source,
         "url": url.strip(),
         "canonical_url": canonical_url(url),
-        "title": title,
+        # An untitled item shows a headline made from its body; its features
+        # come from the body alone (the pipeline skips a derived title).
+        "title": title or derived_headline(body),
         "body": body,
         "language": language or "",
     }
+    if not title:
+        record["title_derived"] = "1"
     if published_at is None:
         record["published_assigned"] = "1"
         return record

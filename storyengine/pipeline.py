@@ -184,7 +184,8 @@ class Processor:
     # ------------------------------------------------------------------ pure part
     def featurise(self, record: dict) -> Features:
         s = self.settings
-        title = record.get("title", "")
+        # A headline made from the body (an untitled item) would count its first sentence twice.
+        title = "" if record.get("title_derived") == "1" else record.get("title", "")
         body = record.get("body", "")
         # Copies are compared on headline and body together: a changed headline
         # costs a long article a few shingles out of hundreds, and a short item

@@ -173,8 +173,9 @@ return out
 ARTICLE_PUBLIC_FIELDS = (
     "id", "source", "url", "title", "language", "published_ts", "received_ts", "status",
     "story", "duplicate_of", "similarity", "decision", "error", "processed_ts", "client_id", "published_assigned",
+    "title_derived",
 )
-ARTICLE_VIEW_ORDER = ("id", "client_id", "source", "url", "title", "language", "published_at", "published_assigned",
+ARTICLE_VIEW_ORDER = ("id", "client_id", "source", "url", "title", "title_derived", "language", "published_at", "published_assigned",
                       "received_at", "status", "story", "duplicate_of", "similarity", "decision", "error",
                       "processed_at")
 # Fields of a new article record that the store derives instead of keeping.
@@ -342,6 +343,8 @@ class RedisStore:
             view[f"{name}_at"] = iso(float(ts)) if ts else None
         # True when the article came without a date and took the stream's time (storyengine.clock).
         view["published_assigned"] = view["published_assigned"] == "1"
+        # True when the article came without a title and its headline was made from its body.
+        view["title_derived"] = view["title_derived"] == "1"
         view = {name: view[name] for name in ARTICLE_VIEW_ORDER}
         decision = view.get("decision")
         if decision:

@@ -149,6 +149,16 @@ _TITLES = frozenset(("Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "Gen", "Sen", "R
 # punctuation, so the look-behinds only run there.
 _SENTENCE_BREAK = re.compile(
     r"\n|[.!?]" + "".join(rf"(?<!\b{t}\.)" for t in sorted(_TITLES)) + r"(?<!\b[A-Z]\.)(?=\s)")
+
+
+def first_sentence(text: str) -> str:
+    """The text's first sentence (up to its full stop), by the same breaks
+    :func:`entities` uses: "Mr. Smith" and "U.S. Navy" end no sentence."""
+    text = text.strip()
+    match = _SENTENCE_BREAK.search(text)
+    return (text[:match.end()] if match else text).strip()
+
+
 _ENTITY_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 # Capitalised by convention, not because they name who or where.
 _NOT_NAMES = frozenset(

@@ -387,7 +387,8 @@ def test_hostile_and_odd_entries(feeds, api, store, tmp_path):
         rss_item("js", "Script link", "javascript:alert(1)", NOW, "x"),
         rss_item("bracket", "Broken host", "http://[not-an-address/x", NOW, "x"),
         rss_item("port", "Broken port", "https://www.example-news.test:99999/x", NOW, "x"),
-        rss_item("untitled", "", "https://www.example-news.test/untitled", NOW, "No title here."),
+        rss_item("untitled", "", "https://www.example-news.test/untitled", NOW, "No title here. Only a description."),
+        rss_item("empty", "", "https://www.example-news.test/empty", NOW, ""),
         rss_item("relative", "Relative link", "/story/relative", NOW - timedelta(hours=3), "Resolved."),
         rss_item("future", "From the future", "https://www.example-news.test/future",
                  datetime(2100, 1, 1, tzinfo=timezone.utc), "A clock mistake."),
@@ -409,10 +410,14 @@ def test_hostile_and_odd_entries(feeds, api, store, tmp_path):
     state = tmp_path / "state.json"
     result = run_import(feeds.url("/moved"), api=api.url, state=state)
     assert result.returncode == 0, result.stderr
-    assert "3 skipped (no http(s) link)" in result.stderr and "skipped (no title)" in result.stderr
+    assert "3 skipped (no http(s) link)" in result.stderr and "skipped (no title or description)" in result.stderr
     articles = {a["url"]: a for a in stored_articles(store).values()}
     # The relative link resolves against where the feed was finally served from.
-    assert set(articles) == {feeds.url("/story/relative"), "https://www.example-news.test/future",
+    # An item with a description and no title is posted; the API makes its headline from the body.
+    assert articles["https://www.example-news.test/untitled"]["title"] == "No title here."
+    assert articles["https://www.example-news.test/untitled"]["title_derived"] is True
+    assert set(articles) - {"https://www.example-news.test/untitled"} == {
+                             feeds.url("/story/relative"), "https://www.example-news.test/future",
                              "https://www.example-news.test/undated", "https://www.example-news.test/twice",
                              "https://www.example-news.test/long", "https://www.example-news.test/xxe",
                              "https://www.example-news.test/year-1", "https://www.example-news.test/year-99"}

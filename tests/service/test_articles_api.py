@@ -212,12 +212,40 @@ def test_json_that_is_not_an_object(client, redis_client, settings, data):
     nothing_stored(redis_client, settings)
 
 
-@pytest.mark.parametrize("field", ["source", "url", "title"])
+@pytest.mark.parametrize("field", ["source", "url"])
 def test_missing_required_field(client, redis_client, settings, field):
     err = assert_error(post_json(client, make_article(**{field: ...})), 422, "invalid_article")
     assert [d["field"] for d in err["details"]] == [field]
     assert field in err["message"]
     nothing_stored(redis_client, settings)
+
+
+@pytest.mark.parametrize("title,body", [(..., ...), ("", ""), ("   ", " \n\t "), (..., "  "), ("", ...)],
+                         ids=["neither", "both-empty", "both-blank", "no-title-blank-body", "empty-title-no-body"])
+def test_an_article_needs_a_title_or_a_body(client, redis_client, settings, title, body):
+    err = assert_error(post_json(client, make_article(title=title, body=body)), 422, "invalid_article")
+    assert [d["field"] for d in err["details"]] == ["body"]
+    assert "title or a body" in err["details"][0]["problem"]
+    assert "a title or a body" in err["message"]
+    nothing_stored(redis_client, settings)
+
+
+@pytest.mark.parametrize("title", [..., "", "   "], ids=["absent", "empty", "blank"])
+def test_an_untitled_item_gets_a_headline_from_its_body(client, title):
+    # RSS allows an item with a description and no title.
+    body = ("<p>Firefighters contained a blaze at the Oakridge paper mill late on Tuesday after six hours. "
+            "No one was hurt, the county said.</p><p>Follow us on Twitter</p>")
+    resp = post_json(client, make_article(title=title, body=body))
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    article = client.get(resp.get_json()["status_url"]).get_json()
+    assert article["title"] == "Firefighters contained a blaze at the Oakridge paper mill late on Tuesday after six hours."
+    assert article["title_derived"] is True
+
+
+def test_a_titled_article_says_its_title_was_sent(client):
+    resp = post_json(client, make_article())
+    article = client.get(resp.get_json()["status_url"]).get_json()
+    assert article["title_derived"] is False
 
 
 @pytest.mark.parametrize("field,value", [
@@ -238,7 +266,7 @@ def test_unknown_fields(client, redis_client, settings):
 
 
 @pytest.mark.parametrize("field,value", [
-    ("source", ""), ("source", "   "), ("url", ""), ("title", ""), ("title", "   \t\n "),
+    ("source", ""), ("source", "   "), ("url", ""),
 ])
 def test_empty_or_blank_strings(client, redis_client, settings, field, value):
     err = assert_error(post_json(client, make_article(**{field: value})), 422, "invalid_article")
@@ -246,10 +274,19 @@ def test_empty_or_blank_strings(client, redis_client, settings, field, value):
     nothing_stored(redis_client, settings)
 
 
-def test_title_that_is_only_markup(client, redis_client, settings):
-    err = assert_error(post_json(client, make_article(title="<script>alert(1)</script>")), 422, "invalid_article")
-    assert "title" in err["details"][0]["problem"]
+def test_title_and_body_that_are_only_markup(client, redis_client, settings):
+    err = assert_error(post_json(client, make_article(title="<script>alert(1)</script>", body="<p> </p>")), 422,
+                       "invalid_article")
+    assert "title and body" in err["details"][0]["problem"]
     nothing_stored(redis_client, settings)
+
+
+def test_title_that_is_only_markup_takes_a_headline_from_the_body(client):
+    resp = post_json(client, make_article(title="<script>alert(1)</script>"))
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    article = client.get(resp.get_json()["status_url"]).get_json()
+    assert article["title"].startswith("The harbour authority reopened the northern pier on Monday")
+    assert article["title_derived"] is True
 
 
 def test_request_body_over_max_content_length(redis_url, redis_client, settings):
@@ -386,7 +423,7 @@ def test_several_problems_are_all_listed(client, redis_client, settings):
 # ============================================================ batches
 def test_mixed_batch_rejects_only_the_bad_item(client, store, redis_client, settings):
     good0 = make_article()
-    bad1 = make_article(title=...)
+    bad1 = make_article(title=..., body=...)
     good2 = make_article()
     repeat3 = dict(good0, url=good0["url"] + "?utm_campaign=x")  # same article as item 0
     bad4 = make_article(url="javascript:alert(1)")
@@ -406,7 +443,7 @@ def test_mixed_batch_rejects_only_the_bad_item(client, store, redis_client, sett
         assert r["status_url"] == f"/v1/articles/{r['id']}"
         assert client.get(r["status_url"]).get_json()["status"] == "queued"
 
-    for i, field in ((1, "articles.1.title"), (4, "articles.4.url")):
+    for i, field in ((1, "articles.1.body"), (4, "articles.4.url")):
         err = results[i]["error"]
         assert "id" not in results[i]
         assert err["status"] == 422 and err["code"] == "invalid_article"
@@ -475,7 +512,7 @@ def test_batch_with_non_json_content_type(client, redis_client, settings):
 
 
 def test_batch_with_only_invalid_articles_uses_the_error_envelope(client, redis_client, settings):
-    resp = post_json(client, {"articles": [make_article(title=...), make_article(url="ftp://x")]},
+    resp = post_json(client, {"articles": [make_article(title=..., body=...), make_article(url="ftp://x")]},
                      path="/v1/articles/batch")
     nothing_stored(redis_client, settings)
     assert_error(resp, 422)
