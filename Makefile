@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test eval tune stream bench feeds screenshot clean
+.PHONY: run test eval eval-all tune stream bench feeds screenshot clean
 .DEFAULT_GOAL := run
 
 $(VENV)/.installed: requirements.txt
@@ -18,9 +18,14 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# make eval [STREAM=path.jsonl] [OUT=pred.jsonl] [API=http://127.0.0.1:8000]
+# make eval [STREAM=path.jsonl] [OUT=pred.jsonl] [API=http://127.0.0.1:8000] [ARGS="--headlines-only ..."]
 eval: $(VENV)/.installed
-	$(PY) scripts/evaluate.py $(if $(STREAM),--stream $(STREAM)) $(if $(OUT),--out $(OUT)) $(if $(API),--api $(API))
+	$(PY) scripts/evaluate.py $(if $(STREAM),--stream $(STREAM)) $(if $(OUT),--out $(OUT)) $(if $(API),--api $(API)) $(ARGS)
+
+# make eval-all [ARGS="--split held-out --out table.json"]: dev, dev at 30 words, dev headlines only and
+# feeds-dev (../shared/eval), scored in one run, printed as one Markdown table
+eval-all: $(VENV)/.installed
+	$(PY) scripts/eval_all.py $(ARGS)
 
 # make tune [STREAM=labelled.jsonl] [OUT=results.json]: tune on half the stories, report on the rest
 tune: $(VENV)/.installed

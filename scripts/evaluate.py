@@ -1,6 +1,7 @@
 """Run a labelled stream through Storywire and score it.
 
     python scripts/evaluate.py [--stream PATH] [--out PRED.jsonl] [--api URL] [--split tune|held-out]
+                               [--snippet-words N | --headlines-only]
 
 Engine mode (the default) feeds the stream, in order, through the same engine
 code the workers run, against a real Redis: ``REDIS_URL`` if set, otherwise a
@@ -11,6 +12,13 @@ field is removed before anything is sent, and it is only used for scoring.
 ``--split`` keeps only half of the stream's stories, split by topic (see
 :func:`storyengine.evaluation.split_of`): ``tune`` is the half settings are
 tuned on, ``held-out`` the half they are reported on (scripts/tune.py).
+``--snippet-words N`` keeps the first N words of each body and
+``--headlines-only`` the titles alone, as feeds of short items give them.
+
+A line that is not an article (see :func:`line_problem`) is skipped and named
+on stderr with its line number; the rest of the stream is scored.
+``scripts/eval_all.py`` (``make eval-all``) scores the shared streams in one
+table.
 """
 from __future__ import annotations
 
@@ -44,13 +52,37 @@ DEFAULT_STREAM = ROOT.parent / "shared" / "eval" / "dev.jsonl"
 INPUT_FIELDS = ("id", "source", "url", "title", "body", "published_at", "language")
 
 
-REQUIRED_FIELDS = ("id", "source", "url", "title", "published_at")
+# Every line must carry these as non-blank strings, and a title or a body (or both) with text.
+REQUIRED_FIELDS = ("id", "source", "url", "published_at")
+TEXT_FIELDS = ("title", "body")
+# Skipped lines named one by one on stderr; the rest are counted.
+SHOWN_PROBLEMS = 10
+STREAM_RULES = (f"each line must be one JSON object with {', '.join(REQUIRED_FIELDS)} and a title or a body "
+                "(optionally language and gold)")
 
 
-def read_stream(path: Path) -> list[dict]:
-    """The stream's articles, in order. A line that is not a JSON object
-    with the required fields stops the run with its line number,
-    before anything is processed."""
+def line_problem(row) -> str | None:
+    """Why a parsed stream line is not an article the run can send, or None."""
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    missing = [f for f in REQUIRED_FIELDS if not isinstance(row.get(f), str) or not row[f].strip()]
+    if missing:
+        return f"missing or empty {', '.join(missing)}"
+    wrong = [f for f in TEXT_FIELDS if row.get(f) is not None and not isinstance(row[f], str)]
+    if wrong:
+        return f"{' and '.join(wrong)} not a string"
+    if not any((row.get(f) or "").strip() for f in TEXT_FIELDS):
+        return "title and body are both blank"
+    gold = row.get("gold")
+    if gold is not None and not (isinstance(gold, dict) and isinstance(gold.get("story"), str) and gold["story"]
+                                 and (gold.get("duplicate_of") is None or isinstance(gold["duplicate_of"], str))):
+        return "gold is not an object with a story (and duplicate_of null or an id)"
+    return None
+
+
+def scan_stream(path: Path) -> tuple[list[dict], list[str]]:
+    """The stream's valid articles, in order, and one problem per line that is
+    not one (``"line N: why"``). Blank lines are neither."""
     rows, problems = [], []
     try:
         with open(path, encoding="utf-8") as fh:
@@ -62,24 +94,50 @@ def read_stream(path: Path) -> list[dict]:
                 except ValueError as exc:
                     problems.append(f"line {number}: not JSON ({exc.msg})")
                     continue
-                if not isinstance(row, dict):
-                    problems.append(f"line {number}: not a JSON object")
-                    continue
-                missing = [f for f in REQUIRED_FIELDS if not isinstance(row.get(f), str) or not row[f].strip()]
-                if missing:
-                    problems.append(f"line {number}: missing or empty {', '.join(missing)}")
+                problem = line_problem(row)
+                if problem:
+                    problems.append(f"line {number}: {problem}")
                     continue
                 rows.append(row)
     except UnicodeDecodeError:
         raise SystemExit(f"{path} is not UTF-8 text; a stream is JSON lines in UTF-8") from None
     except OSError as exc:
         raise SystemExit(f"cannot read {path}: {exc.strerror}") from None
+    return rows, problems
+
+
+def read_stream(path: Path) -> list[dict]:
+    """The stream's articles, in order. A line that is not an article (not
+    JSON, not an object, without source, url, published_at or id, or with
+    neither a title nor a body) is skipped, and named with its line number
+    on stderr (the first SHOWN_PROBLEMS of them; the rest are counted): one
+    bad line never refuses the whole run. A stream with no article at all
+    stops the run."""
+    rows, problems = scan_stream(path)
     if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise SystemExit(f"{path} is not a valid stream ({shown}). Each line must be one JSON object with "
-                         f"{', '.join(REQUIRED_FIELDS)} (and optionally body, language, gold).")
+        for problem in problems[:SHOWN_PROBLEMS]:
+            print(f"{path}: skipped {problem}", file=sys.stderr)
+        if len(problems) > SHOWN_PROBLEMS:
+            print(f"{path}: ... and {len(problems) - SHOWN_PROBLEMS} more lines skipped", file=sys.stderr)
+        print(f"{path}: skipped {len(problems)} of {len(problems) + len(rows)} lines that are not articles "
+              f"({STREAM_RULES})", file=sys.stderr, flush=True)
     if not rows:
+        if problems:
+            raise SystemExit(f"{path} holds no valid article: all {len(problems)} lines were skipped ({STREAM_RULES})")
         raise SystemExit(f"{path} holds no articles; a stream is one JSON object per line")
+    return rows
+
+
+def shorten(rows: list[dict], snippet_words: int | None = None, headlines_only: bool = False) -> list[dict]:
+    """The rows as a feed of short items would give them: ``headlines_only``
+    keeps each title alone (the body dropped), ``snippet_words`` N keeps the
+    first N words of each body (0: none of it). Neither: the rows as they are."""
+    if headlines_only:
+        return [dict(r, body="") for r in rows]
+    if snippet_words is not None:
+        if snippet_words < 0:
+            raise ValueError("snippet_words must be 0 or more")
+        return [dict(r, body=" ".join((r.get("body") or "").split()[:snippet_words])) for r in rows]
     return rows
 
 
@@ -291,7 +349,7 @@ def record_of(row: dict) -> dict:
     """The record the service would make of a stream row (without its gold)."""
     article = without_gold(row)
     return new_article_record(
-        source=article["source"], url=article["url"], title=article["title"], body=article.get("body", ""),
+        source=article["source"], url=article["url"], title=article.get("title", ""), body=article.get("body", ""),
         published_at=datetime.fromisoformat(article["published_at"].replace("Z", "+00:00")),
         client_id=article.get("id"), language=article.get("language"))
 
@@ -425,8 +483,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=os.environ.get("STORYWIRE_API_KEY"), help="API key for --api")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for processing (--api)")
     parser.add_argument("--split", choices=("tune", "held-out"), help="only this half of the stories, by topic")
-    parser.add_argument("--snippet-words", type=int,
-                        help="keep only the first N words of each body (a feed of headlines and snippets)")
+    short = parser.add_mutually_exclusive_group()
+    short.add_argument("--snippet-words", type=int,
+                       help="keep only the first N words of each body (a feed of headlines and snippets)")
+    short.add_argument("--headlines-only", action="store_true",
+                       help="each article keeps its title alone, its body dropped (a feed of headlines)")
     parser.add_argument("--repair-every", type=int, default=REPAIR_EVERY,
                         help="run the repair pass every N articles (engine mode; 0: only at the end)")
     args = parser.parse_args(argv)
@@ -438,10 +499,9 @@ def main(argv: list[str] | None = None) -> int:
         if not all("gold" in r for r in rows):
             parser.error("--split needs a labelled stream (every line with a gold field)")
         rows = evaluation.split(rows, args.split)
-    if args.snippet_words is not None:
-        if args.snippet_words < 0:
-            parser.error("--snippet-words must be 0 or more")
-        rows = [dict(r, body=" ".join(r.get("body", "").split()[:args.snippet_words])) for r in rows]
+    if args.snippet_words is not None and args.snippet_words < 0:
+        parser.error("--snippet-words must be 0 or more")
+    rows = shorten(rows, args.snippet_words, args.headlines_only)
     started = time.monotonic()
     notes: list[str] = []
     if args.api:

@@ -106,19 +106,162 @@ def test_api_mode_runs_a_stream_through_a_running_service(worker_env, celery_wor
         api.wait(timeout=20)
 
 
+VALID = ('{"id": "a", "source": "s", "url": "https://x.example/a", "title": "t", '
+         '"published_at": "2026-03-02T11:27:47Z"}')
+
+
 @pytest.mark.parametrize("content, expected", [
-    ('{"id": "a", "source": "s", "url": "https://x.example/a", "title": "t", "published_at": "2026-03-02T11:27:47Z"}\n'
-     '{not json}\n', "line 2: not JSON"),
-    ('[1, 2]\n', "line 1: not a JSON object"),
-    ('{"id": "a", "source": "s", "title": "t"}\n', "line 1: missing or empty url, published_at"),
-    ('\n\n', "holds no articles"),
+    ('{not json}\n', ["line 1: not JSON"]),
+    ('[1, 2]\n\n{"id": "a", "source": "s", "title": "t"}\n', ["line 1: not a JSON object",
+                                                               "line 3: missing or empty url, published_at"]),
+    (VALID.replace('"title": "t"', '"title": " ", "body": ""') + "\n", ["line 1: title and body are both blank"]),
 ])
-def test_a_malformed_stream_file_stops_with_the_line_that_is_wrong(tmp_path, content, expected):
+def test_a_stream_with_no_valid_line_stops_and_names_every_line_that_is_wrong(tmp_path, content, expected):
     stream = tmp_path / "bad.jsonl"
     stream.write_text(content, encoding="utf-8")
     result = run_evaluate("--stream", str(stream))
-    assert result.returncode == 1 and expected in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 1, result.stderr[-2000:]
+    for problem in expected:
+        assert f"skipped {problem}" in result.stderr, result.stderr[-2000:]
+    assert "holds no valid article" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_empty_stream_stops_the_run(tmp_path):
+    stream = tmp_path / "empty.jsonl"
+    stream.write_text("\n\n", encoding="utf-8")
+    result = run_evaluate("--stream", str(stream))
+    assert result.returncode == 1 and "holds no articles" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def small_rows() -> list[dict]:
+    return [json.loads(line) for line in SMALL.read_text(encoding="utf-8").splitlines()]
+
+
+def test_bad_lines_are_skipped_with_their_line_numbers_and_the_rest_is_scored(tmp_path, redis_url, monkeypatch,
+                                                                               capsys):
+    """One bad line (from a real feed) never refuses the run: each is named on
+    stderr with its line number, and the valid articles are scored."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    rows = small_rows()
+    first = rows[0]
+    bad = {
+        3: json.dumps(dict(first, id="blank", url="https://x.example/blank", title="  ", body="")),
+        6: '{"id": "broken", "source": "s", ',
+        9: json.dumps({k: v for k, v in dict(first, id="no-url").items() if k != "url"}),
+        11: json.dumps(["not", "an", "object"]),
+        13: json.dumps(dict(first, id="no-text", url="https://x.example/no-text", title=None, body=None)),
+    }
+    lines = [json.dumps(r) for r in rows]
+    for number in sorted(bad):
+        lines.insert(number - 1, bad[number])
+    stream = tmp_path / "with-bad-lines.jsonl"
+    stream.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+
+    assert evaluate.main(["--stream", str(stream), "--out", str(out)]) == 0
+
+    captured = capsys.readouterr()
+    assert f"{stream}: skipped line 3: title and body are both blank" in captured.err, captured.err
+    assert f"{stream}: skipped line 6: not JSON" in captured.err, captured.err
+    assert f"{stream}: skipped line 9: missing or empty url" in captured.err, captured.err
+    assert f"{stream}: skipped line 11: not a JSON object" in captured.err, captured.err
+    assert f"{stream}: skipped line 13: title and body are both blank" in captured.err, captured.err
+    assert f"skipped 5 of {len(rows) + 5} lines" in captured.err, captured.err
+    reported = [line for line in captured.err.splitlines() if ": skipped line " in line]
+    assert len(reported) == 5, captured.err
+    scores = scores_from(captured.out)
+    assert scores["articles"] == len(rows) and scores["unpredicted"] == 0, captured.out
+    assert scores["bcubed_f1"] == pytest.approx(1.0), captured.out
+    assert scores["duplicate_f1"] == pytest.approx(1.0), captured.out
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [r["id"] for r in rows]
+
+
+def test_only_the_first_bad_lines_are_named_and_the_rest_counted(tmp_path, capsys):
+    good = json.loads(VALID)
+    lines = [VALID] + ["{oops"] * 15 + [json.dumps(dict(good, id="b", url="https://x.example/b"))]
+    stream = tmp_path / "many-bad.jsonl"
+    stream.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    rows = evaluate.read_stream(stream)
+
+    err = capsys.readouterr().err
+    assert [r["id"] for r in rows] == ["a", "b"]
+    named = [line for line in err.splitlines() if ": skipped line " in line]
+    assert len(named) == evaluate.SHOWN_PROBLEMS == 10, err
+    assert named[0].endswith("skipped line 2: not JSON (Expecting property name enclosed in double quotes)")
+    assert "skipped line 11: not JSON" in err and "skipped line 12:" not in err, err
+    assert "and 5 more lines skipped" in err, err
+    assert "skipped 15 of 17 lines" in err, err
+
+
+@pytest.mark.parametrize("text, kept", [
+    ({"title": "Headline only"}, True),
+    ({"title": "Headline only", "body": ""}, True),
+    ({"title": "", "body": "A body without a headline."}, True),
+    ({"body": "A body without a headline."}, True),
+    ({"title": None, "body": "A body without a headline."}, True),
+    ({"title": " ", "body": "\n"}, False),
+    ({}, False),
+    ({"title": "t", "body": 3}, False),
+])
+def test_an_article_needs_a_title_or_a_body(tmp_path, capsys, text, kept):
+    row = {"id": "x", "source": "s", "url": "https://x.example/x", "published_at": "2026-03-02T11:27:47Z", **text}
+    stream = tmp_path / "one.jsonl"
+    stream.write_text(VALID + "\n" + json.dumps(row) + "\n", encoding="utf-8")
+    rows = evaluate.read_stream(stream)
+    assert [r["id"] for r in rows] == (["a", "x"] if kept else ["a"])
+    assert ("skipped line 2" in capsys.readouterr().err) is not kept
+
+
+def sent_records(monkeypatch) -> list[dict]:
+    """The rows run_engine turns into records (what the engine is given), as they are."""
+    seen = []
+    real = evaluate.record_of
+
+    def record_of(row):
+        seen.append(row)
+        return real(row)
+
+    monkeypatch.setattr(evaluate, "record_of", record_of)
+    return seen
+
+
+def test_headlines_only_drops_every_body(tmp_path, redis_url, monkeypatch, capsys):
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    rows = small_rows()
+    assert all(r["body"].strip() for r in rows)
+    seen = sent_records(monkeypatch)
+
+    assert evaluate.main(["--stream", str(SMALL), "--headlines-only"]) == 0
+
+    assert [r["id"] for r in seen] == [r["id"] for r in rows]
+    assert [r["title"] for r in seen] == [r["title"] for r in rows]
+    assert all(r["body"] == "" for r in seen), [r["body"][:40] for r in seen]
+    scores = scores_from(capsys.readouterr().out)
+    assert scores["articles"] == len(rows) and scores["unpredicted"] == 0
+
+
+@pytest.mark.parametrize("words", [0, 3])
+def test_snippet_words_keeps_the_first_words_of_each_body(tmp_path, redis_url, monkeypatch, capsys, words):
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    rows = small_rows()
+    seen = sent_records(monkeypatch)
+
+    assert evaluate.main(["--stream", str(SMALL), "--snippet-words", str(words)]) == 0
+
+    assert [r["body"] for r in seen] == [" ".join(r["body"].split()[:words]) for r in rows]
+    assert [r["title"] for r in seen] == [r["title"] for r in rows]
+    assert scores_from(capsys.readouterr().out)["articles"] == len(rows)
+
+
+@pytest.mark.parametrize("args", [["--headlines-only", "--snippet-words", "30"], ["--snippet-words", "-1"]])
+def test_short_item_options_are_checked(args, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--stream", str(SMALL), *args])
+    assert exit_.value.code == 2
+    assert "--snippet-words" in capsys.readouterr().err
 
 
 def test_a_stream_file_that_is_not_utf8_is_refused(tmp_path):
