@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import boilerplate
 from .keys import Keys
 from .metrics import queue_decided
 from .settings import Settings
@@ -215,6 +217,7 @@ class Batch:
         self.article_writes: list = []  # (article_id, fields, story_id, source, published)
         self.decided: list[tuple[float | None, bool, bool]] = []  # (received_ts, duplicate, opened) to count
         self.new_canonicals: list[tuple[str, np.ndarray, float]] = []  # (id, shingles, published) once committed
+        self.sentences_seen: dict[str, Counter] = {}  # outlet -> edge-sentence digest -> decided items using it
         self._written_fps: set[str] = set()  # fingerprints and band slots this batch writes
         self._written_slots: set[tuple[str, bytes]] = set()
 
@@ -226,6 +229,11 @@ class Batch:
             if value:
                 found.update(value.split(" "))
         return found
+
+    def count_sentences(self, source: str, digests: list[bytes]) -> None:
+        """A decided item's edge sentences, counted at the commit (storyengine.boilerplate)."""
+        if digests:
+            self.sentences_seen.setdefault(source, Counter()).update(digests)
 
     # ------------------------------------------------------------------ stories
     def touch(self, story: Story) -> None:
@@ -308,6 +316,7 @@ class Batch:
         if kept:
             # A story is kept while any of its articles is inside retention (GT: only ever later).
             pipe.zadd(k.stories_kept, kept, gt=True)
+        boilerplate.queue_counts(pipe, scripts["boilerplate_count"], k, self.settings, self.sentences_seen)
         for fp in self._written_fps:
             pipe.set(k.fingerprint(fp), self.fingerprints[fp])
         slots = [(slot, self.band_values[slot]) for slot in self._written_slots]

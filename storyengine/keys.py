@@ -132,6 +132,11 @@ class Keys:
     def gone(self, day: int) -> str:
         return self._k("gone", day)
 
+    def boilerplate(self, source: str) -> str:
+        """One outlet's boilerplate counts (storyengine.boilerplate)."""
+        digest = hashlib.blake2b(source.encode("utf-8"), digest_size=8).hexdigest()
+        return self._k("boilerplate", digest)
+
     @property
     def df(self) -> str:
         return self._k("df")

@@ -36,7 +36,7 @@ from operator import itemgetter
 import numpy as np
 import redis
 
-from . import signatures
+from . import boilerplate, signatures
 from .batch import (BAND_LOOKUP, BAND_SLOT_IDS, BAND_WRITE, DF_CHANGE, INDEX_STORY, STORY_FIELDS, TERM_LOOKUP,
                     Batch, Candidate, DocumentFrequencies, ShingleCache, Story, compress_features, decode,
                     decompress_features, scored_members)
@@ -48,7 +48,7 @@ from .retention import Retention
 from .settings import Settings
 from .store import RedisStore, out_of_memory
 from .stories import Bucket, bucket_field, bucket_index, choose_story, rank_stories, updated_centroid
-from .text import ENTITY_PREFIX, content_terms, normalise, words
+from .text import ENTITY_PREFIX, content_terms, normalise, without_addresses, words
 from .vectors import SparseVector, Vectorizer, tfidf
 
 log = logging.getLogger("storywire.engine")
@@ -79,6 +79,10 @@ class Features:
     # False for an article posted without a date: ``published`` is set, under
     # the lock, to the stream's time (storyengine.clock.stream_time).
     dated: bool = True
+    # Its body's edge sentences (counted for its outlet once it is decided)
+    # and how many of them were boilerplate and left out (storyengine.boilerplate).
+    sentences: list[bytes] = field(default_factory=list)
+    boilerplate: int = 0
 
 
 @dataclass
@@ -150,6 +154,13 @@ def _membership_update(raw: list, published: float) -> tuple[float, float, int, 
             int(raw[2] or 0) + 1, json.loads(raw[3] or "[]"))
 
 
+def _with_text_report(decision: dict, f: Features) -> dict:
+    """The decision, saying how many of the body's sentences were its outlet's boilerplate and left out."""
+    if f.boilerplate:
+        decision["text"] = {"boilerplate_sentences_left_out": f.boilerplate}
+    return decision
+
+
 def compact_decision(decision: dict) -> bytes:
     """A decision as stored: the parts that differ per article (the rule and
     method texts are the settings', added back when it is read), compressed."""
@@ -179,28 +190,37 @@ class Processor:
         self._term_lookup = self.redis.register_script(TERM_LOOKUP)
         self._retention = Retention(store, self._band_lookup, self._band_write)
         self._scripts = {"band_write": self._band_write, "df_change": self.redis.register_script(DF_CHANGE),
-                         "index_story": self.redis.register_script(INDEX_STORY)}
+                         "index_story": self.redis.register_script(INDEX_STORY),
+                         "boilerplate_count": self.redis.register_script(boilerplate.COUNT)}
 
     # ------------------------------------------------------------------ pure part
-    def featurise(self, record: dict) -> Features:
+    def featurise(self, record: dict, body: str | None = None, copy_body: str | None = None) -> Features:
+        """``body``: the body the story terms come from, and ``copy_body`` the
+        one copies are compared on, each with its outlet's boilerplate left
+        out (storyengine.boilerplate); the stored body if not given."""
         s = self.settings
         # A headline made from the body (an untitled item) would count its first sentence twice.
         title = "" if record.get("title_derived") == "1" else record.get("title", "")
-        body = record.get("body", "")
+        body = record.get("body", "") if body is None else body
+        copy_body = body if copy_body is None else copy_body
+        # Addresses and handles say where to find an outlet, not what happened.
         # Copies are compared on headline and body together: a changed headline
         # costs a long article a few shingles out of hundreds, and a short item
         # (headline and a snippet) is mostly its headline.
         # Words never span a line break, so these are the words of "title\nbody".
-        title, body = normalise(title), normalise(body)  # once, for the words and the entities
+        title = normalise(without_addresses(title))  # once, for the words and the entities
+        body = normalise(without_addresses(body))
         title_words, body_words = words(title, normalised=True), words(body, normalised=True)
-        tokens = title_words + body_words
+        copy_words = body_words if copy_body is body or copy_body == body else \
+            words(normalise(without_addresses(copy_body)), normalised=True)
+        tokens = title_words + copy_words
         if not tokens:
             raise InvalidArticle("the article has no words in its title or body")
         joined = " ".join(tokens).encode("utf-8")  # shingles and the fingerprint both hash the words from it
         shingles = signatures.shingle_hashes(tokens, s.shingle_size, joined)
         signature = signatures.minhash(shingles, s.num_perm)
         terms = content_terms(title, body, s.title_weight, s.entity_weight, title_words, body_words,
-                              normalised=True) or tokens
+                              normalised=True) or title_words + body_words or tokens
         indices, counts, names = self.vectorizer.counted(terms)
         dated = record.get("published_assigned") != "1"
         try:
@@ -232,6 +252,9 @@ class Processor:
             began = time.perf_counter()
             records = self.store.load_articles(ids)
             began = self._lap("load", began)
+            learnt = boilerplate.Boilerplate(self.keys, self.settings)
+            learnt.read(self.redis, [(i, r) for i, r in zip(ids, records)
+                                     if r is not None and r.get("status") not in ("processed", "failed")])
             for article_id, record in zip(ids, records):
                 if record is None:
                     outcomes[article_id] = self._failed(article_id, NotFound(f"no article with id {article_id!r}"))
@@ -242,7 +265,10 @@ class Processor:
                         f"already failed: {record.get('error') or 'no reason recorded'}"))
                 else:
                     try:
-                        pending.append((article_id, record, self.featurise(record)))
+                        body, copy_body, sentences, dropped = learnt.strip(article_id, record)
+                        features = self.featurise(record, body, copy_body)
+                        features.sentences, features.boilerplate = sentences, dropped
+                        pending.append((article_id, record, features))
                     except InvalidArticle as exc:
                         outcomes[article_id] = self._failed(article_id, exc)
                     except Exception as exc:  # noqa: BLE001 - a bug on one text fails that article alone
@@ -607,9 +633,11 @@ class Processor:
         story_id = match["story"]
         self._fetch(batch, [story_id], ())
         story = batch.stories[story_id]
-        decision = {"duplicate": dup_report,
-                    "story": {"action": "followed_canonical", "story": story_id,
-                              "reason": f"a copy shares the story of its canonical article {match['article']}"}}
+        decision = _with_text_report({"duplicate": dup_report,
+                                      "story": {"action": "followed_canonical", "story": story_id,
+                                                "reason": "a copy shares the story of its canonical article "
+                                                          f"{match['article']}"}}, f)
+        batch.count_sentences(record["source"], f.sentences)
         if abs(f.published - match["published"]) <= self.settings.story_window_hours * 3600.0:
             story.first_seen = min(story.first_seen, f.published)
             story.last_updated = max(story.last_updated, f.published)
@@ -679,7 +707,8 @@ class Processor:
         details["top_terms"] = readable_terms([details["names"][x] for x in heaviest if x in details["names"]],
                                               s.top_terms)
         story.details_changed = True  # written once per batch, however many articles joined
-        decision = {"duplicate": dup_report, "story": story_report}
+        decision = _with_text_report({"duplicate": dup_report, "story": story_report}, f)
+        batch.count_sentences(record["source"], f.sentences)
         batch.article_writes.append((article_id, self._article_fields(record, f, story_id, None, similarity, decision),
                                      story_id, record["source"], f.published))
         batch.articles[article_id] = {"story": story_id, "duplicate_of": None, "published": f.published,

@@ -40,6 +40,29 @@ class Settings:
     # Jaccard, so LSH alone misses it).
     story_duplicate_candidates: int = 64
 
+    # --- boilerplate, learnt per outlet (storyengine.boilerplate)
+    # A sentence or line the same outlet has used word for word in this many
+    # earlier items is its furniture (a footer, "Read more", a share bar),
+    # not news: left out of story terms (from the second item on, so two
+    # items of a new outlet are not joined through it) and of the text
+    # copies are compared on (from the third: an outlet may reprint one
+    # wire article twice, and the second must still be found a copy by its
+    # whole text). News sentences are rewritten as a story develops;
+    # templates are not. An item whose every sentence was seen is a repeat,
+    # judged whole.
+    boilerplate_min_items: int = 1
+    boilerplate_min_items_copies: int = 2
+    # Only this many sentences at each end of a body are counted and judged:
+    # furniture sits at the edges of an item.
+    boilerplate_edge_sentences: int = 5
+    # Counters kept per outlet (Misra-Gries): a line in more than 1/k of what
+    # an outlet sends always survives; memory stays about 100 KB per outlet.
+    boilerplate_counters: int = 2048
+    # A line at the edge of a body that gives an address (a URL, a handle)
+    # with at most this many other words is a link to the outlet ("Follow us
+    # on Twitter: https://..."), left out from an outlet's very first item.
+    boilerplate_link_words: int = 8
+
     # --- stories (TF-IDF, online average link with a time kernel)
     hash_features: int = 1 << 18
     title_weight: int = 2

@@ -47,6 +47,34 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _STOPWORDS = frozenset(ENGLISH_STOP_WORDS) | {"said", "says", "new", "year", "years", "just", "like", "told", "according", "including", "reuters", "ap", "update", "breaking"}
 _TRACKING_PARAMS = frozenset({"fbclid", "gclid", "mc_cid", "mc_eid", "cmpid", "ocid"})
+# Web and mail addresses, handles and bare domains are where to find an
+# outlet, not what an article is about: they never become words. A token is
+# a run without white space; it is judged whole, so the check is linear.
+_DOMAIN = re.compile(r"(?:[a-z0-9-]+\.)+(?:com|org|net|gov|edu|int|mil|info|news|io|co|tv|uk|us|au|ca|in|eu|de|fr|"
+                     r"ie|nz|za)(?:/\S*)?", re.ASCII)
+_ADDRESS_HINTS = ("://", "@", "www.", ".com", ".org", ".net", ".co", ".gov", ".edu", ".news", ".io", ".tv", ".uk",
+                  ".us", ".au", ".ca", ".in", ".eu", ".de", ".fr", ".ie", ".nz", ".za", ".int", ".mil", ".info")
+
+
+def _address(token: str) -> bool:
+    token = token.strip("()[]<>{}\"'.,;:!?").casefold()
+    return "://" in token or "@" in token or token.startswith("www.") or _DOMAIN.fullmatch(token) is not None
+
+
+def addresses_in(text: str) -> tuple[int, int]:
+    """(addresses, other tokens) among the white-space tokens of ``text``."""
+    tokens = text.split()
+    found = sum(map(_address, tokens)) if any(hint in text.casefold() for hint in _ADDRESS_HINTS) else 0
+    return found, len(tokens) - found
+
+
+def without_addresses(text: str) -> str:
+    """The text with URLs, e-mail addresses, @handles and bare domains
+    (``aljazeera.com``) taken out, line breaks kept."""
+    folded = text.casefold()
+    if not any(hint in folded for hint in _ADDRESS_HINTS):
+        return text  # most texts hold none: one scan each for a few short strings
+    return "\n".join(" ".join(t for t in line.split() if not _address(t)) for line in text.split("\n"))
 
 
 def looks_like_html(text: str) -> bool:
@@ -149,6 +177,12 @@ _TITLES = frozenset(("Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "Gen", "Sen", "R
 # punctuation, so the look-behinds only run there.
 _SENTENCE_BREAK = re.compile(
     r"\n|[.!?]" + "".join(rf"(?<!\b{t}\.)" for t in sorted(_TITLES)) + r"(?<!\b[A-Z]\.)(?=\s)")
+
+
+def sentences(text: str) -> list[str]:
+    """The text's sentences and lines, trimmed, empty ones left out (the
+    break itself, a full stop or a line break, is not kept)."""
+    return [part.strip() for part in _SENTENCE_BREAK.split(text) if part.strip()]
 
 
 def first_sentence(text: str) -> str:

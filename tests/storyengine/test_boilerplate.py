@@ -1,0 +1,153 @@
+"""Boilerplate learnt per outlet from the stream (storyengine.boilerplate), against a real Redis."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from storyengine.articles import new_article_record
+from storyengine.boilerplate import COUNT, Edges, sentence_digest
+from storyengine.pipeline import Processor
+from storyengine.settings import Settings
+from storyengine.text import without_addresses
+
+ITEMS = [json.loads(line) for line in (Path(__file__).parent.parent / "data" / "feed_items.jsonl").open()]
+ITEMS.sort(key=lambda r: r["published_at"])
+
+# The footer Al Jazeera's video feed put under every item: unrelated videos became one story through it.
+LINK_FOOTER = ("Subscribe to our channel http://bit.ly/AJSubscribe\nFollow us on Twitter https://twitter.com/AJEnglish\n"
+               "Find us on Facebook https://www.facebook.com/aljazeera\nCheck our website: http://www.aljazeera.com/")
+# Furniture without a link: learnt from the outlet's earlier items.
+SHARE_FOOTER = ("Share this article on Facebook, Twitter, WhatsApp or by email.\n"
+                "Read more about this and other stories on our website.\n"
+                "Sign up for our morning newsletter and get the day's headlines delivered to your inbox every day.")
+FOOTER_WORDS = {"subscribe", "channel", "twitter", "facebook", "website", "aljazeera", "ajenglish", "com", "https",
+                "http", "www", "bit", "ly", "share", "whatsapp", "email", "newsletter", "inbox", "headlines", "read"}
+
+
+def records(outlet: str, footer: str) -> list[dict]:
+    return [new_article_record(source=outlet, url=f"https://{outlet}/{row['id']}", title=row["title"],
+                               body=f"{row['body']}\n{footer}", article_id=f"{outlet}-{n}",
+                               published_at=datetime.fromisoformat(row["published_at"].replace("Z", "+00:00")))
+            for n, row in enumerate(ITEMS)]
+
+
+def decide(store, recs: list[dict], one_by_one: bool = False) -> list:
+    store.accept_articles(recs)
+    if one_by_one:
+        return [Processor(store).process(r["id"]) for r in recs]  # a fresh process each time: the counts are in Redis
+    return Processor(store).process_many([r["id"] for r in recs])
+
+
+def left_out(store, article_id: str) -> int:
+    return (store.get_article(article_id)["decision"].get("text") or {}).get("boilerplate_sentences_left_out", 0)
+
+
+@pytest.mark.parametrize("footer", [LINK_FOOTER, SHARE_FOOTER], ids=["links", "share-bar"])
+@pytest.mark.parametrize("one_by_one", [False, True], ids=["one-batch", "one-at-a-time"])
+def test_a_footer_on_every_item_joins_nothing_and_names_nothing(store, footer, one_by_one):
+    outcomes = decide(store, records("video-news.example", footer), one_by_one)
+    stories = [o.story_id for o in outcomes]
+    assert len(set(stories)) == len(ITEMS), "unrelated items were joined through their footer"
+    assert not any(o.duplicate_of for o in outcomes), "unrelated items were taken for copies through their footer"
+    # An outlet's first item has nothing to be compared with: only its link lines are known to be furniture.
+    named_by_the_footer = [story_id for story_id in stories if set(store.get_story(story_id)["top_terms"]) & FOOTER_WORDS]
+    assert named_by_the_footer == ([] if footer is LINK_FOOTER else stories[:1])
+
+
+def test_what_is_left_out_is_said_in_the_decision(store):
+    recs = records("video-news.example", SHARE_FOOTER)
+    decide(store, recs)
+    # Seen in an earlier item: from the second item on, the three lines are the outlet's furniture.
+    assert [left_out(store, r["id"]) for r in recs] == [0] + [3] * (len(recs) - 1)
+    links = records("links.example", LINK_FOOTER)
+    decide(store, links)
+    # Lines that only point elsewhere are left out from the first item.
+    assert all(left_out(store, r["id"]) == 4 for r in links)
+
+
+def test_the_stored_text_keeps_the_footer(store):
+    recs = records("video-news.example", SHARE_FOOTER)[:4]
+    store.accept_articles(recs)
+    assert "Read more about this" in store.load_article(recs[3]["id"])["body"]
+
+
+def test_boilerplate_is_per_outlet(store):
+    decide(store, records("first.example", SHARE_FOOTER)[:5])
+    other = records("second.example", SHARE_FOOTER)[5:6]
+    decide(store, other)
+    assert left_out(store, other[0]["id"]) == 0  # another outlet's furniture says nothing about this one
+
+
+def test_the_same_wire_item_under_two_outlets_is_one_article_despite_their_furniture(store):
+    # Two outlets run one wire item, each under its own learnt footer: a copy, found through the text alone.
+    first = records("first.example", SHARE_FOOTER)
+    second = records("second.example", LINK_FOOTER)
+    decide(store, first[:6])
+    decide(store, second[:3])
+    item = ITEMS[8]
+    wire = [new_article_record(source=outlet, url=f"https://{outlet}/wire", title=item["title"],
+                               body=f"{item['body']}\n{footer}", article_id=f"wire-{n}",
+                               published_at=datetime.fromisoformat(item["published_at"].replace("Z", "+00:00")))
+            for n, (outlet, footer) in enumerate((("first.example", SHARE_FOOTER), ("second.example", LINK_FOOTER)))]
+    outcomes = decide(store, wire)
+    assert outcomes[1].duplicate_of == "wire-0" or outcomes[1].duplicate_of == first[8]["id"]
+
+
+def test_a_repeat_of_an_item_is_judged_whole(store):
+    recs = records("video-news.example", "")[:3]
+    decide(store, recs)
+    again = new_article_record(source="video-news.example", url="https://video-news.example/repeat",
+                               title=recs[0]["title"], body=recs[0]["body"], article_id="repeat",
+                               published_at=datetime.fromisoformat(recs[0]["published_at"].replace("Z", "+00:00")))
+    [outcome] = decide(store, [again])
+    assert left_out(store, "repeat") == 0
+    assert outcome.duplicate_of == recs[0]["id"]
+
+
+def test_a_retried_batch_counts_its_items_once(store, redis_client):
+    recs = records("video-news.example", SHARE_FOOTER)[:3]
+    decide(store, recs)
+    key = store.keys.boilerplate("video-news.example")
+    before = redis_client.hgetall(key)
+    Processor(store).process_many([r["id"] for r in recs])  # delivered again: already decided
+    assert redis_client.hgetall(key) == before
+    assert sorted(map(int, before.values()))[-3:] == [3, 3, 3]
+
+
+def test_the_counters_are_bounded_and_keep_what_recurs(store, redis_client):
+    settings: Settings = store.settings
+    script = redis_client.register_script(COUNT)
+    key = store.keys.boilerplate("bounded.example")
+    footer = sentence_digest("Follow us for more")
+    for n in range(200):
+        unique = [sentence_digest(f"news line number {n} part {part}") for part in range(3)]
+        script(keys=[key], args=[16, 3600, footer, *unique])
+        assert redis_client.hlen(key) <= 16 + 3  # pruned each time it passes the bound
+    assert int(redis_client.hget(key, footer)) > 100  # a line on every item survives every pruning
+    assert 0 < redis_client.ttl(key) <= 3600
+    assert settings.boilerplate_counters >= 1024
+
+
+def test_only_the_edges_of_a_long_body_are_judged():
+    body = "\n".join(f"Sentence number {n} of the article." for n in range(20))
+    edges = Edges(body, 3)
+    assert sorted(edges.digests) == [0, 1, 2, 17, 18, 19]
+    assert len(Edges("One. Two. Three.", 3).digests) == 3
+
+
+def test_a_line_is_the_same_line_whatever_its_case_and_typography():
+    assert sentence_digest("Read more \u2014 \u201cclick\u201d") == sentence_digest("READ MORE - \"click\"")
+    assert sentence_digest("...") is None
+
+
+@pytest.mark.parametrize("text,kept", [
+    ("Follow us https://twitter.com/x and mail desk@example.org", "Follow us and mail"),
+    ("See aljazeera.com or www.example.net/page for more", "See or for more"),
+    ("@AJEnglish reports", "reports"),
+    ("U.S. stocks rose 3.5 pct", "U.S. stocks rose 3.5 pct"),
+])
+def test_addresses_never_become_words(text, kept):
+    assert without_addresses(text) == kept
