@@ -131,6 +131,9 @@ def story_id_for(article_id: str) -> str:
 
 _MEMBERSHIP_FIELDS = ("first_seen", "last_updated", "article_count", "indexed")
 
+# The representative's heaviest terms kept with its story, to compare newcomers with.
+REPRESENTATIVE_TERMS = 64
+
 # Decisions per hold of the assignment lock: enough to spread the round trips
 # thin, few enough that a waiting worker never waits long.
 BATCH_LIMIT = 200
@@ -681,10 +684,14 @@ class Processor:
             story.first_seen = min(story.first_seen, f.published)
             story.last_updated = max(story.last_updated, f.published)
             details["centroid"] = centroid
-            # The representative is whichever of the current one and the newcomer
-            # is closer to the updated centroid: the headline follows what the
-            # story is about as a whole, not its first or latest article.
-            if vector.cosine(centroid) > details["rep_vec"].cosine(centroid) + 1e-9:
+            # The representative is the original closest to the story's centre,
+            # the earlier one unless a newcomer is clearly closer: the headline
+            # follows what the story is about as a whole, not its latest
+            # write-up. Both are compared as stored (their heaviest terms), and
+            # a headline made from a body never replaces one an outlet wrote.
+            rep_vec = vector.top(REPRESENTATIVE_TERMS).stored()
+            if record.get("title_derived") != "1" and rep_vec.cosine(centroid) > \
+                    details["rep_vec"].cosine(centroid) + s.representative_margin:
                 details.update(headline=record["title"], representative=article_id, rep_vec=vector)
             story_report.update(action="joined", story=story_id)
             similarity = chosen.score
@@ -693,7 +700,7 @@ class Processor:
         # back from Redis: vectors at stored precision, the representative's cut to its stored terms.
         story.buckets[day] = story.buckets[day].stored()
         centroid = details["centroid"] = centroid.stored()
-        details["rep_vec"] = details["rep_vec"].top(64).stored()
+        details["rep_vec"] = details["rep_vec"].top(REPRESENTATIVE_TERMS).stored()
         story.dirty_buckets.add(day)
         story.article_count += 1
         story.originals += 1

@@ -97,6 +97,10 @@ class Settings:
     # How many centroid terms a story keeps (the rest is noise).
     centroid_terms: int = 400
     top_terms: int = 10
+    # A newcomer becomes a story's representative (its headline) only when it
+    # is this much closer to the story's centre (cosine) than the current one:
+    # the earlier original is kept unless another clearly represents it better.
+    representative_margin: float = 0.05
 
     # --- the stream clock and retention (storyengine.clock, storyengine.retention)
     # A story whose newest article is this many days older than the stream

@@ -48,3 +48,28 @@ def test_an_untitled_record_has_a_derived_headline_and_says_so():
 def test_neither_title_nor_body_is_refused(title, body):
     with pytest.raises(InvalidArticle, match="title and body"):
         record(title, body)
+
+
+def test_an_untitled_item_joins_its_story_and_never_names_it(store):
+    # Real coverage of one earthquake (tests/data/two_events.jsonl): one titled write-up, then another
+    # outlet's item that came with a description alone.
+    import json
+    from pathlib import Path
+
+    from storyengine.pipeline import Processor
+
+    rows = [json.loads(line) for line in (Path(__file__).parent.parent / "data" / "two_events.jsonl").open()]
+    originals = [r for r in rows if not r["gold"]["duplicate_of"]]
+    first = originals[0]
+    second = next(r for r in originals[1:] if r["gold"]["story"] == first["gold"]["story"])
+    records = [new_article_record(source=r["source"], url=r["url"], title=r["title"], body=r["body"],
+                                  published_at=datetime.fromisoformat(r["published_at"].replace("Z", "+00:00")),
+                                  article_id=f"a{n}")
+               for n, r in enumerate(originals) if r is not second]
+    when = datetime.fromisoformat(second["published_at"].replace("Z", "+00:00"))
+    untitled = new_article_record(source="b.example", url="https://b.example/2", title="",
+                                  body=" ".join(second["body"].split()[:40]), published_at=when, article_id="untitled")
+    store.accept_articles(records + [untitled])
+    outcomes = Processor(store).process_many([r["id"] for r in records] + ["untitled"])
+    assert outcomes[-1].story_id == outcomes[0].story_id
+    assert store.get_story(outcomes[0].story_id)["headline"] != untitled["title"]
