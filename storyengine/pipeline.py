@@ -47,7 +47,8 @@ from .metrics import queue_decided
 from .retention import Retention
 from .settings import Settings
 from .store import RedisStore, out_of_memory
-from .stories import Bucket, bucket_field, bucket_index, choose_story, rank_stories, updated_centroid
+from .stories import (Bucket, base_threshold, bucket_field, bucket_index, choose_story, rank_stories, threshold_for,
+                      updated_centroid)
 from .text import ENTITY_PREFIX, content_terms, normalise, without_addresses, words
 from .vectors import SparseVector, Vectorizer, tfidf
 
@@ -83,6 +84,7 @@ class Features:
     # and how many of them were boilerplate and left out (storyengine.boilerplate).
     sentences: list[bytes] = field(default_factory=list)
     boilerplate: int = 0
+    distinct_words: int | None = None  # set when its stories are ranked
 
 
 @dataclass
@@ -162,6 +164,19 @@ def _with_text_report(decision: dict, f: Features) -> dict:
     if f.boilerplate:
         decision["text"] = {"boilerplate_sentences_left_out": f.boilerplate}
     return decision
+
+
+def word_groups(f: "Features") -> np.ndarray:
+    """One id per feature of the article (in ``term_indices`` order): a word
+    and its entity feature ("e:" + the word) share one, so shared words are
+    counted once however the article weighs them."""
+    ids: dict[str, int] = {}
+    out = np.empty(len(f.term_indices), dtype=np.int64)
+    for n, feature in enumerate(f.term_indices.tolist()):
+        name = f.term_names.get(feature, str(feature))
+        word = name[len(ENTITY_PREFIX):] if name.startswith(ENTITY_PREFIX) else name
+        out[n] = ids.setdefault(word, len(ids))
+    return out
 
 
 def compact_decision(decision: dict) -> bytes:
@@ -545,7 +560,10 @@ class Processor:
                                             s.candidate_stories)
         self._fetch(batch, story_ids, ())
         stories = {sid: batch.stories[sid] for sid in sorted(story_ids) if batch.stories.get(sid) is not None}
-        scores = rank_stories(vector, f.published, [st.state() for st in stories.values()], s)
+        groups = word_groups(f)
+        f.distinct_words = int(groups.max()) + 1 if len(groups) else 0
+        scores = rank_stories(vector, f.published, [st.state() for st in stories.values()], s, groups,
+                              f.distinct_words)
 
         # Duplicate candidates: LSH finds copies of about the same length; the
         # newest canonical articles of the best-matching stories find short
@@ -660,8 +678,24 @@ class Processor:
     def _assign_story(self, batch: Batch, article_id, record, f: Features, vector: SparseVector,
                       stories: dict[str, Story], scores: list, dup_report: dict) -> Outcome:
         s = self.settings
-        chosen = choose_story(scores, s)
+        chosen = choose_story(scores, s, f.distinct_words)
         story_report = {"candidates": [sc.as_dict() for sc in scores[:3]]}
+        # The rule each candidate was held to (storyengine.stories.choose_story):
+        # the threshold for this article's length and the story's size, and the
+        # shared words needed, so a join or a new story can be read off the record.
+        floor = base_threshold(s, f.distinct_words)
+        for report, sc in zip(story_report["candidates"], scores[:3]):
+            report["threshold"] = round(threshold_for(sc.members, floor, s, f.distinct_words), 4)
+        story_report["article_words"] = f.distinct_words
+        # The threshold the joined story (or, for a new story, the best one) was held to.
+        story_report["threshold"] = (story_report["candidates"][scores.index(chosen)]["threshold"]
+                                     if chosen is not None and scores.index(chosen) < 3 else
+                                     round(threshold_for(chosen.members if chosen else
+                                                         (scores[0].members if scores else 1),
+                                                         floor, s, f.distinct_words), 4))
+        if chosen is not None and chosen is not scores[0]:
+            story_report["passed_over"] = (f"{scores[0].story_id} scored higher but did not reach its threshold "
+                                           f"or shared fewer than {s.min_shared_words} words")
         day = bucket_index(f.published, s)
         if chosen is None:
             story_id = story_id_for(article_id)

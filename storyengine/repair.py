@@ -29,7 +29,7 @@ from .locking import AssignmentLock
 from .pipeline import readable_terms
 from .settings import Settings
 from .store import RedisStore, iso
-from .stories import Bucket, story_link
+from .stories import Bucket, short_share, story_link, story_words, threshold_for
 from .vectors import SparseVector
 
 _MAX_MERGES_PER_RUN = 200
@@ -46,6 +46,11 @@ class _Story:
     @property
     def first_seen(self) -> float:
         return float(self.raw["first_seen"])
+
+    @property
+    def originals_count(self) -> int:
+        """Members in the window's buckets (what the link is over)."""
+        return sum(b.count for b in self.buckets.values())
 
     @property
     def last_updated(self) -> float:
@@ -130,8 +135,14 @@ class Repairer:
                     continue
                 seen.add(pair)
                 report.pairs_compared += 1
-                link = story_link(st.buckets, stories[other].buckets, s)
-                if link >= s.merge_threshold:
+                # Stories of short texts are linked by their centroids, of full
+                # texts by average link, as an article is scored (stories.rank_stories).
+                words = max(story_words(st.buckets, s), story_words(stories[other].buckets, s))
+                short = short_share(words, s)
+                link = story_link(st.buckets, stories[other].buckets, s, short)
+                smaller = min(st.originals_count, stories[other].originals_count)
+                floor = short * s.short_merge_threshold + (1.0 - short) * s.merge_threshold
+                if link >= threshold_for(smaller, floor, s, words):
                     links.append((link, *pair))
         # Best pair first; a story merged away this run is not merged again
         # (its survivor is compared afresh on the next run).

@@ -69,9 +69,38 @@ class Settings:
     # Capitalised words inside a sentence (names, places, organisations)
     # count this many extra times, as their own features.
     entity_weight: int = 2
-    # An article joins the story whose members are, on average, most similar
-    # to it (cosine weighed by the time kernel), if that reaches this.
+    # An article joins the best-scoring story whose score reaches its
+    # threshold (storyengine.stories.choose_story); else it opens a new story.
+    # What a story's score is (storyengine.stories.rank_stories): "by_length"
+    # or "average". "average" is the mean cosine over the story's members in
+    # the window (average link). "by_length" keeps that for full texts, where
+    # it keeps two similar events (two earthquakes) apart better than a
+    # centroid, and for short texts (a headline, a snippet) takes the cosine
+    # with each time bucket's centroid instead: an average over hundreds of
+    # short, varied members sinks as the story grows (two headlines of one
+    # event share a word or two), and big stories of short items split; the
+    # centroid holds the story's common words at their weight and does not sink.
+    story_score: str = "by_length"
+    # The threshold for an article of full_text_words distinct words or more
+    # (average link)...
     story_threshold: float = 0.16
+    # ...and for one of short_text_words or fewer (centroid cosine), both the
+    # score and the threshold blended linearly in log(words) between: a short
+    # text names fewer of its story's words.
+    short_text_threshold: float = 0.12
+    short_text_words: int = 20
+    full_text_words: int = 60
+    # Against a single member, a short article must reach this instead: two
+    # short texts share a word or two ("coronavirus", "Premier League") by
+    # chance, so one pair's cosine is a noisy measure of one event. The excess
+    # over the threshold shrinks as 1/sqrt(members) (a centroid of many
+    # averages the noise away) and as short_text_words/words for longer
+    # articles (stories.threshold_for). Without it, on a feed of mostly
+    # single items, unrelated short items paired at 0.16-0.25.
+    single_member_threshold: float = 0.23
+    # A join needs at least this many distinct words shared with the story
+    # (a word and its entity feature are one): one word is a topic, not an event.
+    min_shared_words: int = 2
     # Gaussian time kernel between an article and each story member, in hours.
     time_sigma_hours: float = 36.0
     # Members further apart than this never count; stories whose newest
@@ -81,8 +110,13 @@ class Settings:
     # many of each bucket's heaviest terms.
     bucket_hours: float = 24.0
     bucket_terms: int = 500
-    # The repair pass merges two stories whose average link reaches this.
+    # The repair pass merges two stories whose link (stories.story_link: the
+    # same score as assignment, between their buckets, for the length of their
+    # texts) reaches this for full texts, short_merge_threshold for short ones
+    # (blended between), plus the single-member excess when the smaller story
+    # is small and its texts short.
     merge_threshold: float = 0.2
+    short_merge_threshold: float = 0.2
     # How many of an article's heaviest terms look up candidate stories.
     lookup_terms: int = 20
     # Of the stories those terms find, the ones sharing the most term weight
@@ -139,7 +173,12 @@ class Settings:
                     problems.append("key_prefix must be letters, digits, '-', '_' or '.'")
             elif isinstance(value, (int, float)) and value <= 0:
                 problems.append(f"{f.name} must be positive, got {value!r}")
-        for name in ("lsh_threshold", "duplicate_containment", "story_threshold", "merge_threshold"):
+        if self.story_score not in ("by_length", "average"):
+            problems.append(f"story_score must be 'by_length' or 'average', got {self.story_score!r}")
+        if self.full_text_words < self.short_text_words:
+            problems.append("full_text_words must be at least short_text_words")
+        for name in ("lsh_threshold", "duplicate_containment", "story_threshold", "merge_threshold",
+                     "short_text_threshold", "single_member_threshold", "short_merge_threshold"):
             if not 0 < getattr(self, name) <= 1:
                 problems.append(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
         if 1 < self.clock_support <= self.clock_per_source:

@@ -358,9 +358,20 @@ class RedisStore:
                     "earliest published copy")
             story = decision.get("story", {})
             if story.get("action") in ("opened", "joined"):
-                story["threshold"] = s.story_threshold
-                story["method"] = (f"mean cosine to the story's members, each weighed by a Gaussian time kernel "
-                                   f"(sigma {s.time_sigma_hours:g} h, window {s.story_window_hours:g} h)")
+                # Older records kept no threshold of their own: the setting's.
+                story.setdefault("threshold", s.story_threshold)
+                kernel = f"Gaussian time kernel (sigma {s.time_sigma_hours:g} h, window {s.story_window_hours:g} h)"
+                if s.story_score == "by_length":
+                    story["method"] = (
+                        f"for a full text ({s.full_text_words} words or more) the mean cosine to the story's "
+                        f"members, for a short one ({s.short_text_words} or fewer) the cosine to the centroid of "
+                        f"each {s.bucket_hours:g}-hour bucket of them, averaged over the members (a blend between), "
+                        f"each weighed by a {kernel}; joins the best story that reaches its threshold "
+                        f"({s.story_threshold:g} for a full text, {s.short_text_threshold:g} for a short one; up to "
+                        f"{s.single_member_threshold:g} against a single short member, less as the story grows) "
+                        f"and shares at least {s.min_shared_words} words with it")
+                else:
+                    story["method"] = f"mean cosine to the story's members, each weighed by a {kernel}"
         return view
 
     def load_article(self, article_id: str) -> dict | None:

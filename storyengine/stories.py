@@ -15,6 +15,15 @@ that bridges two events resembles a few members of each, and the mean over
 all of a story's members stays low. Offline, average-link clustering is the
 classic method for this task; this is its online, one-pass form.
 
+Short texts (a headline, a snippet) are scored differently (see
+:func:`rank_stories`): two headlines of one event share a word or two, so
+their mean over hundreds of varied members sinks as a story grows, and big
+stories of short items split. For them the score is the cosine with each
+bucket's centroid instead, which does not sink, with a threshold calibrated
+to the article's length and to how many members the story has (one short
+member is a noisy measure; :func:`threshold_for`), and a join needs at least
+``min_shared_words`` words in common (one word is a topic, not an event).
+
 Members are not stored one by one: each story keeps, per time bucket
 (``bucket_hours``), the sum of its members' unit vectors, how many there are
 and the sum of their times. The mean cosine against a bucket is then one dot
@@ -105,11 +114,15 @@ class StoryState:
 @dataclass(frozen=True)
 class StoryScore:
     story_id: str
-    score: float     # time-weighted mean cosine against the members in the window
-    members: int     # how many members that mean is over
+    score: float     # time-weighted similarity to the members in the window (see rank_stories)
+    members: int     # how many members that score is over
+    shared: int | None = None  # distinct words the article shares with those members (None: not counted)
 
     def as_dict(self) -> dict:
-        return {"story": self.story_id, "score": round(self.score, 4), "members_compared": self.members}
+        out = {"story": self.story_id, "score": round(self.score, 4), "members_compared": self.members}
+        if self.shared is not None:
+            out["shared_words"] = self.shared
+        return out
 
 
 def average_link(vector: SparseVector, published: float, buckets: dict[int, Bucket],
@@ -127,11 +140,13 @@ def average_link(vector: SparseVector, published: float, buckets: dict[int, Buck
     return (total / members if members else 0.0), members
 
 
-def story_link(a: dict[int, Bucket], b: dict[int, Bucket], settings: Settings) -> float:
-    """Average link between two stories: the mean kernel-weighted cosine over
-    all pairs of their members (bucket by bucket). The repair pass merges
-    stories whose link reaches ``merge_threshold``."""
-    total = 0.0
+def story_link(a: dict[int, Bucket], b: dict[int, Bucket], settings: Settings, short: float = 0.0) -> float:
+    """The link between two stories, bucket by bucket, kernel-weighted and
+    averaged over all pairs of their members: the pairs' mean cosine (average
+    link), or, for stories of short texts, the cosine of the buckets'
+    centroids; ``short`` (0 to 1, see :func:`short_share`) blends the two.
+    The repair pass merges stories whose link reaches ``merge_threshold``."""
+    average = centroid = 0.0
     count_a = sum(x.count for x in a.values())
     count_b = sum(x.count for x in b.values())
     if not count_a or not count_b:
@@ -140,8 +155,33 @@ def story_link(a: dict[int, Bucket], b: dict[int, Bucket], settings: Settings) -
         for y in b.values():
             weight = kernel(x.mean_time - y.mean_time, settings)
             if weight:
-                total += weight * x.vector.dot(y.vector)
-    return total / (count_a * count_b)
+                average += weight * x.vector.dot(y.vector)
+                if short:
+                    centroid += weight * x.count * y.count * x.vector.cosine(y.vector)
+    return (short * centroid + (1.0 - short) * average) / (count_a * count_b)
+
+
+def short_share(words: float | None, settings: Settings) -> float:
+    """How short a text of ``words`` distinct words is, from 1 (``short_text_words``
+    or fewer: a headline, a snippet) to 0 (``full_text_words`` or more),
+    linear in log(words) between; 0 when the story score is "average"."""
+    if settings.story_score == "average" or words is None or words >= settings.full_text_words:
+        return 0.0
+    if words <= settings.short_text_words:
+        return 1.0
+    return 1.0 - math.log(words / settings.short_text_words) / math.log(
+        settings.full_text_words / settings.short_text_words)
+
+
+def story_words(buckets: dict[int, Bucket], settings: Settings) -> float:
+    """About how many distinct terms a story's members have each (for the
+    repair pass, which has no article): of each bucket, its distinct terms
+    over the square root of its members (members of one event share many of
+    their terms, so the union grows more slowly than the count; exact for one
+    member), the fewest; a bucket cut to ``bucket_terms`` counts as full texts."""
+    per_member = [len(b.vector.indices) / math.sqrt(b.count) for b in buckets.values()
+                  if b.count and len(b.vector.indices) < settings.bucket_terms]
+    return min(per_member) if per_member else float(settings.full_text_words)
 
 
 def in_window(published: float, story: StoryState, window_hours: float) -> bool:
@@ -150,9 +190,27 @@ def in_window(published: float, story: StoryState, window_hours: float) -> bool:
 
 
 def rank_stories(vector: SparseVector, published: float, candidates: list[StoryState],
-                 settings: Settings) -> list[StoryScore]:
-    """Candidate stories inside the window, best first: :func:`average_link`
-    for each, with every bucket's dot product taken in one vectorised pass."""
+                 settings: Settings, groups: np.ndarray | None = None,
+                 words: int | None = None) -> list[StoryScore]:
+    """Candidate stories inside the window, best first, with every bucket's
+    dot product taken in one vectorised pass.
+
+    A story's score is, for a full text, its *average link*: the mean
+    kernel-weighted cosine over its members in the window (:func:`average_link`).
+    For a short text (``words`` distinct words, see :func:`short_share`) it is
+    the kernel-weighted cosine with each bucket's centroid (the dot with the
+    bucket's sum over that sum's norm), averaged over the members; between
+    the two lengths, a blend. An average over hundreds of short, varied
+    members sinks as the story grows (two headlines of one event share a word
+    or two); the cosine with their centroid does not, as the centroid holds
+    the story's common words at their weight. Full texts share enough words
+    pairwise, and their average link keeps two similar events (two
+    earthquakes) apart better than a centroid does.
+
+    ``groups`` (one id per feature of ``vector``, a word and its entity
+    feature sharing one) lets each score count the distinct words the article
+    shares with the story's members in the window."""
+    short = short_share(words, settings)
     owners, weights, counts, indices, values = [], [], [], [], []
     ranked = []
     for position, story in enumerate(candidates):
@@ -170,31 +228,76 @@ def rank_stories(vector: SparseVector, published: float, candidates: list[StoryS
             values.append(bucket.vector.values)
     totals = np.zeros(len(candidates))
     members = np.zeros(len(candidates), dtype=np.int64)
+    shared = np.zeros(len(candidates), dtype=np.int64)
     if owners:
         lengths = np.fromiter((len(x) for x in indices), dtype=np.int64, count=len(indices))
         flat_indices = np.concatenate(indices)
+        flat_values = np.concatenate(values)
         # The article's weight of each bucket term: look the term up among the
         # article's own (sorted) features; terms it lacks weigh 0.
         at = np.searchsorted(vector.indices, flat_indices)
         at[at == len(vector.indices)] = 0
-        mine = np.where(vector.indices[at] == flat_indices, vector.values[at], 0.0) if len(vector.indices) else \
-            np.zeros(len(flat_indices))
-        products = mine * np.concatenate(values)
+        found = vector.indices[at] == flat_indices if len(vector.indices) else np.zeros(len(flat_indices), bool)
+        mine = np.where(found, vector.values[at], 0.0) if len(vector.indices) else np.zeros(len(flat_indices))
+        products = mine * flat_values
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        nonempty = lengths > 0
         dots = np.add.reduceat(products, starts) if len(products) else np.zeros(len(starts))
-        dots[lengths == 0] = 0.0  # reduceat gives the next value for an empty segment
-        np.add.at(totals, owners, np.asarray(weights) * dots)
+        dots[~nonempty] = 0.0  # reduceat gives the next value for an empty segment
+        np.add.at(totals, owners, (1.0 - short) * np.asarray(weights) * dots)
+        if short:
+            norms = np.sqrt(np.add.reduceat(flat_values * flat_values, starts)) if len(products) else \
+                np.zeros(len(starts))
+            norms[~nonempty] = 0.0
+            cosines = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+            np.add.at(totals, owners, short * np.asarray(weights) * np.asarray(counts, dtype=np.float64) * cosines)
         np.add.at(members, owners, counts)
-    scores = [StoryScore(candidates[p].story_id, float(totals[p] / members[p]) if members[p] else 0.0, int(members[p]))
+        if groups is not None and found.any():
+            owner_of = np.repeat(np.asarray(owners, dtype=np.int64), lengths)
+            keys = np.unique(owner_of[found] * (int(groups.max()) + 1) + groups[at[found]])
+            np.add.at(shared, keys // (int(groups.max()) + 1), 1)
+    scores = [StoryScore(candidates[p].story_id, float(totals[p] / members[p]) if members[p] else 0.0, int(members[p]),
+                         int(shared[p]) if groups is not None else None)
               for p in ranked]
     scores.sort(key=lambda s: (-s.score, s.story_id))
     return scores
 
 
-def choose_story(scores: list[StoryScore], settings: Settings) -> StoryScore | None:
-    """The best-scoring story if it clears the threshold, else None (open a new story)."""
-    if scores and scores[0].score >= settings.story_threshold:
-        return scores[0]
+def base_threshold(settings: Settings, words: int | None = None) -> float:
+    """The threshold an article of ``words`` distinct words must reach against
+    a large story: ``story_threshold`` (average link) for a full text,
+    ``short_text_threshold`` (centroid cosine) for a short one, blended
+    between as the score is (:func:`short_share`)."""
+    short = short_share(words, settings)
+    return short * settings.short_text_threshold + (1.0 - short) * settings.story_threshold
+
+
+def threshold_for(members: int, floor: float, settings: Settings, words: int | None = None) -> float:
+    """The score a story of ``members`` (compared) must reach when the article
+    has ``words`` distinct words: ``floor``, plus an excess for noise. Two
+    short texts share a word or two by chance, so their cosine is a noisy
+    measure: the excess is ``single_member_threshold - floor`` against one
+    member, falls as 1/sqrt(members) (a centroid of many averages the noise
+    away) and as short_text_words / words for a longer article (its cosine
+    rests on more words)."""
+    excess = max(settings.single_member_threshold - floor, 0.0) / math.sqrt(max(members, 1))
+    if words is not None and words > settings.short_text_words:
+        excess *= settings.short_text_words / words
+    return floor + excess
+
+
+def choose_story(scores: list[StoryScore], settings: Settings, words: int | None = None) -> StoryScore | None:
+    """The best-scoring story that clears its threshold (:func:`threshold_for`)
+    and shares at least ``min_shared_words`` distinct words with the article
+    (when counted), else None (open a new story)."""
+    floor = base_threshold(settings, words)
+    for score in scores:
+        if score.score < floor:
+            return None
+        if score.score < threshold_for(score.members, floor, settings, words):
+            continue
+        if score.shared is None or score.shared >= settings.min_shared_words:
+            return score
     return None
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from storyengine.settings import Settings
-from storyengine.stories import (HOUR, Bucket, StoryScore, StoryState, average_link, bucket_field, bucket_index,
-                                 buckets_near, choose_story, in_window, kernel, rank_stories, story_link,
-                                 updated_centroid)
+from storyengine.stories import (HOUR, Bucket, StoryScore, StoryState, average_link, base_threshold, bucket_field,
+                                 bucket_index, buckets_near, choose_story, in_window, kernel, rank_stories,
+                                 short_share, story_link, threshold_for, updated_centroid)
 from storyengine.vectors import SparseVector
 
 DAY = 24 * HOUR
@@ -263,3 +263,56 @@ def test_updated_centroid_adds_and_keeps_the_heaviest_terms():
     added = updated_centroid(centroid, SparseVector(np.array([2, 4]), np.array([0.3, 0.2])), settings)
     assert added.indices.tolist() == [1, 3]
     assert added.values.tolist() == pytest.approx([0.9, 0.5])
+
+
+# ---------------------------------------------------------------- short texts
+def test_a_short_texts_score_is_its_centroid_cosine_and_does_not_sink_as_the_story_grows():
+    settings = Settings()
+    # Varied short members: each shares the story's two common words (1, 2) and
+    # has two words of its own, so any two members share half their words.
+    def varied(n):
+        return members(*[(sv({1: 1.0, 2: 1.0, 100 + 2 * i: 1.0, 101 + 2 * i: 1.0}), T0) for i in range(n)])
+    article = sv({1: 1.0, 2: 1.0, 7: 1.0, 8: 1.0})
+    short, full = settings.short_text_words, settings.full_text_words
+    small = rank_stories(article, T0, [story("s", T0, T0, varied(3))], settings, words=short)[0].score
+    large = rank_stories(article, T0, [story("s", T0, T0, varied(300))], settings, words=short)[0].score
+    assert large >= small > 0.5  # the cosine with the centroid of the common words
+    # A full text is scored by average link: the mean cosine with the members, 0.5 each.
+    mean = rank_stories(article, T0, [story("s", T0, T0, varied(300))], settings, words=full)[0].score
+    assert mean == pytest.approx(0.5, abs=1e-3)
+
+
+def test_short_share_and_base_threshold_run_from_short_to_full_texts():
+    s = Settings()
+    assert short_share(s.short_text_words, s) == 1.0 and short_share(s.full_text_words, s) == 0.0
+    assert 0.0 < short_share((s.short_text_words + s.full_text_words) // 2, s) < 1.0
+    assert base_threshold(s, 3) == pytest.approx(s.short_text_threshold)
+    assert base_threshold(s, 500) == pytest.approx(s.story_threshold)
+    assert short_share(3, s.replace(story_score="average")) == 0.0
+
+
+def test_a_single_short_member_needs_more_than_a_large_story_or_a_long_text():
+    s = Settings()
+    floor = base_threshold(s, 8)
+    one, many = threshold_for(1, floor, s, 8), threshold_for(100, floor, s, 8)
+    assert one == pytest.approx(s.single_member_threshold)
+    assert floor < many < one
+    assert threshold_for(1, s.story_threshold, s, 400) < s.story_threshold + 0.01
+
+
+def test_choose_story_skips_a_story_sharing_too_few_words_or_below_its_own_threshold():
+    s = Settings()
+    one_word = StoryScore("a", score=0.5, members=5, shared=1)
+    lone = StoryScore("b", score=0.2, members=1, shared=3)  # below a single short member's threshold
+    good = StoryScore("c", score=0.19, members=9, shared=3)
+    assert choose_story([one_word, lone, good], s, words=8) is good
+    assert choose_story([one_word, lone], s, words=8) is None
+    assert choose_story([StoryScore("d", 0.5, 5)], s, words=8).story_id == "d"  # shared words not counted
+
+
+def test_rank_stories_counts_the_distinct_words_shared_a_word_and_its_entity_once():
+    s = Settings()
+    article = sv({1: 1.0, 2: 1.0, 3: 1.0})
+    groups = np.array([0, 0, 1])  # features 1 and 2 are one word (the word and its entity feature)
+    st = story("s", T0, T0, members((sv({1: 1.0, 2: 1.0, 3: 1.0, 9: 1.0}), T0)))
+    assert rank_stories(article, T0, [st], s, groups, words=3)[0].shared == 2
