@@ -49,7 +49,7 @@ from .settings import Settings
 from .store import RedisStore, out_of_memory
 from .stories import (Bucket, base_threshold, bucket_field, bucket_index, choose_story, rank_stories, threshold_for,
                       updated_centroid)
-from .text import ENTITY_PREFIX, content_terms, normalise, without_addresses, words
+from .text import ENTITY_PREFIX, content_terms, normalise, readable_forms, stem, without_addresses, words
 from .vectors import SparseVector, Vectorizer, tfidf
 
 log = logging.getLogger("storywire.engine")
@@ -175,7 +175,7 @@ def word_groups(f: "Features") -> np.ndarray:
     for n, feature in enumerate(f.term_indices.tolist()):
         name = f.term_names.get(feature, str(feature))
         word = name[len(ENTITY_PREFIX):] if name.startswith(ENTITY_PREFIX) else name
-        out[n] = ids.setdefault(word, len(ids))
+        out[n] = ids.setdefault(stem(word), len(ids))  # a name and the words of its stem are one word
     return out
 
 
@@ -240,6 +240,8 @@ class Processor:
         terms = content_terms(title, body, s.title_weight, s.entity_weight, title_words, body_words,
                               normalised=True) or title_words + body_words or tokens
         indices, counts, names = self.vectorizer.counted(terms)
+        forms = readable_forms(title_words, body_words)  # a stem is shown as the article's shortest word for it
+        names = {feature: forms.get(term, term) for feature, term in names.items()}
         dated = record.get("published_assigned") != "1"
         try:
             published = float(record["published_ts"]) if dated else math.nan

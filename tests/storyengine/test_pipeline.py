@@ -382,8 +382,8 @@ def test_document_frequencies_count_originals_only(store, processor):
         submit(store, processor, spec)
     # Five articles processed, one of them a copy: four documents.
     assert df_docs(store) == 4
-    counts = df_counts(store, ["kessel", "lindenmark", "moyes", "advertisement", "marrow", "halden"])
-    assert counts == {"kessel": 2, "lindenmark": 1, "moyes": 1, "advertisement": 0, "marrow": 2, "halden": 2}
+    counts = df_counts(store, ["kessel", "lindenmark", "moy", "advertis", "marrow", "halden"])  # terms are stems
+    assert counts == {"kessel": 2, "lindenmark": 1, "moy": 1, "advertis": 0, "marrow": 2, "halden": 2}
 
 
 def test_document_frequencies_grow_one_article_at_a_time(store, processor):
