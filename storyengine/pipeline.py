@@ -84,7 +84,9 @@ class Features:
     # and how many of them were boilerplate and left out (storyengine.boilerplate).
     sentences: list[bytes] = field(default_factory=list)
     boilerplate: int = 0
-    distinct_words: int | None = None  # set when its stories are ranked
+    # One id per term (a name and its word share one: storyengine.pipeline.word_groups), and how many there are.
+    word_groups: np.ndarray | None = None
+    distinct_words: int | None = None
 
 
 @dataclass
@@ -166,17 +168,16 @@ def _with_text_report(decision: dict, f: Features) -> dict:
     return decision
 
 
-def word_groups(f: "Features") -> np.ndarray:
-    """One id per feature of the article (in ``term_indices`` order): a word
-    and its entity feature ("e:" + the word) share one, so shared words are
+def word_groups(indices: np.ndarray, names: dict[int, str], vectorizer: Vectorizer) -> np.ndarray:
+    """One id per feature of ``indices`` (sorted): a name ("e:" and the word)
+    shares its id with the feature of its word's stem, so shared words are
     counted once however the article weighs them."""
-    ids: dict[str, int] = {}
-    out = np.empty(len(f.term_indices), dtype=np.int64)
-    for n, feature in enumerate(f.term_indices.tolist()):
-        name = f.term_names.get(feature, str(feature))
-        word = name[len(ENTITY_PREFIX):] if name.startswith(ENTITY_PREFIX) else name
-        out[n] = ids.setdefault(stem(word), len(ids))  # a name and the words of its stem are one word
-    return out
+    keys = indices.copy()
+    entity = [(feature, term) for feature, term in names.items() if term.startswith(ENTITY_PREFIX)]
+    if entity:
+        at = np.searchsorted(indices, [feature for feature, _ in entity])
+        keys[at] = [vectorizer.feature_of(stem(term[len(ENTITY_PREFIX):])) for _, term in entity]
+    return np.unique(keys, return_inverse=True)[1].astype(np.int64)
 
 
 def compact_decision(decision: dict) -> bytes:
@@ -240,6 +241,7 @@ class Processor:
         terms = content_terms(title, body, s.title_weight, s.entity_weight, title_words, body_words,
                               normalised=True) or title_words + body_words or tokens
         indices, counts, names = self.vectorizer.counted(terms)
+        groups = word_groups(indices, names, self.vectorizer)
         forms = readable_forms(title_words, body_words)  # a stem is shown as the article's shortest word for it
         names = {feature: forms.get(term, term) for feature, term in names.items()}
         dated = record.get("published_assigned") != "1"
@@ -250,7 +252,7 @@ class Processor:
         bands = self.layout.band_slots(signature)
         return Features(published, signatures.exact_fingerprint(tokens, joined), signature,
                         signatures.shingle_set(shingles), bands, self.keys.band_slots(bands), indices, counts, names,
-                        dated=dated)
+                        dated=dated, word_groups=groups, distinct_words=int(groups.max()) + 1 if len(groups) else 0)
 
     # ------------------------------------------------------------------ the flow
     def process(self, article_id: str) -> Outcome:
@@ -562,9 +564,7 @@ class Processor:
                                             s.candidate_stories)
         self._fetch(batch, story_ids, ())
         stories = {sid: batch.stories[sid] for sid in sorted(story_ids) if batch.stories.get(sid) is not None}
-        groups = word_groups(f)
-        f.distinct_words = int(groups.max()) + 1 if len(groups) else 0
-        scores = rank_stories(vector, f.published, [st.state() for st in stories.values()], s, groups,
+        scores = rank_stories(vector, f.published, [st.state() for st in stories.values()], s, f.word_groups,
                               f.distinct_words)
 
         # Duplicate candidates: LSH finds copies of about the same length; the
