@@ -168,16 +168,19 @@ def _with_text_report(decision: dict, f: Features) -> dict:
     return decision
 
 
-def word_groups(indices: np.ndarray, names: dict[int, str], vectorizer: Vectorizer) -> np.ndarray:
-    """One id per feature of ``indices`` (sorted): a name ("e:" and the word)
-    shares its id with the feature of its word's stem, so shared words are
-    counted once however the article weighs them."""
+def word_groups(indices: np.ndarray, entity_terms: list[str], vectorizer: Vectorizer) -> tuple[np.ndarray, int]:
+    """(one word id per feature of ``indices``, how many words): a name ("e:"
+    and the word) has the id of its word's stem, so shared words are counted
+    once however the article weighs them. Ids are feature numbers."""
     keys = indices.copy()
-    entity = [(feature, term) for feature, term in names.items() if term.startswith(ENTITY_PREFIX)]
-    if entity:
-        at = np.searchsorted(indices, [feature for feature, _ in entity])
-        keys[at] = [vectorizer.feature_of(stem(term[len(ENTITY_PREFIX):])) for _, term in entity]
-    return np.unique(keys, return_inverse=True)[1].astype(np.int64)
+    if entity_terms:
+        at = np.searchsorted(indices, [vectorizer.feature_of(term) for term in entity_terms])
+        keys[at] = [vectorizer.feature_of(stem(term[len(ENTITY_PREFIX):])) for term in entity_terms]
+    return keys, len(set(keys.tolist()))
+
+
+def _is_entity(term: str) -> bool:
+    return term.startswith(ENTITY_PREFIX)
 
 
 def compact_decision(decision: dict) -> bytes:
@@ -241,9 +244,9 @@ class Processor:
         terms = content_terms(title, body, s.title_weight, s.entity_weight, title_words, body_words,
                               normalised=True) or title_words + body_words or tokens
         indices, counts, names = self.vectorizer.counted(terms)
-        groups = word_groups(indices, names, self.vectorizer)
-        forms = readable_forms(title_words, body_words)  # a stem is shown as the article's shortest word for it
-        names = {feature: forms.get(term, term) for feature, term in names.items()}
+        groups, distinct = word_groups(indices, list(filter(_is_entity, set(terms))), self.vectorizer)
+        forms = readable_forms(title_words, body_words)  # a stem is shown as the article's own first word for it
+        names = dict(zip(names, map(forms.get, names.values(), names.values())))
         dated = record.get("published_assigned") != "1"
         try:
             published = float(record["published_ts"]) if dated else math.nan
@@ -252,7 +255,7 @@ class Processor:
         bands = self.layout.band_slots(signature)
         return Features(published, signatures.exact_fingerprint(tokens, joined), signature,
                         signatures.shingle_set(shingles), bands, self.keys.band_slots(bands), indices, counts, names,
-                        dated=dated, word_groups=groups, distinct_words=int(groups.max()) + 1 if len(groups) else 0)
+                        dated=dated, word_groups=groups, distinct_words=distinct)
 
     # ------------------------------------------------------------------ the flow
     def process(self, article_id: str) -> Outcome:

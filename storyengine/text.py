@@ -189,12 +189,12 @@ def _keep(ws: list[str]) -> list[str]:
 
 
 def readable_forms(*word_lists: list[str]) -> dict[str, str]:
-    """For each stem among these words, the shortest of their words with it:
-    what a term is shown as ("suspend" for "suspends" and "suspending")."""
-    distinct = set(filter(_CONTENT_WORD.__getitem__, itertools.chain.from_iterable(word_lists)))
-    # Longest first, so the shortest (of equal ones the first in order) is written last and kept.
-    ordered = sorted(distinct, key=lambda w: (len(w), w), reverse=True)
-    return dict(zip(map(_STEMS.__getitem__, ordered), ordered))
+    """For each stem among these words, the first of their words with it (the
+    headline's, when it has one): what a term is shown as ("suspends" for
+    "suspends", "suspending" and "suspend")."""
+    kept = list(filter(_CONTENT_WORD.__getitem__, itertools.chain.from_iterable(word_lists)))
+    kept.reverse()  # later pairs overwrite earlier ones in a dict: the first word is written last
+    return dict(zip(map(_STEMS.__getitem__, kept), kept))
 
 
 # Sentences end at . ! ? followed by white space, or at a line break; a word
