@@ -91,7 +91,9 @@ class ArticleView(_Answer):
     status: Literal["queued", "processed", "failed"]
     story: str | None = Field(description="The story it belongs to now (after any merge)")
     duplicate_of: str | None = Field(description="The canonical article it is a copy of")
-    similarity: float | None = Field(description="Containment with the canonical article, or the story score")
+    similarity: float | None = Field(description="Containment with the canonical article, or the score of the story "
+                                                 "it joined; null when it was compared with nothing (it opened its "
+                                                 "story, or became the canonical article of copies already held)")
     decision: dict[str, Any] | None = Field(
         description="Why: `duplicate` lists the candidate articles compared (found by lsh, story or exact; "
                     "containment, Jaccard, verdict) and the rule; `story` lists the candidate stories "

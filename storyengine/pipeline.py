@@ -639,9 +639,11 @@ class Processor:
         return report, verified
 
     def _article_fields(self, record: dict, f: Features, story_id: str, duplicate_of: str | None,
-                        similarity: float, decision: dict) -> dict:
+                        similarity: float | None, decision: dict) -> dict:
         fields = {"status": "processed", "story": story_id, "duplicate_of": duplicate_of or "",
-                  "similarity": round(float(similarity), 4), "decision": compact_decision(decision),
+                  # None when nothing was compared (it opened its story, or took over as the canonical article)
+                  "similarity": "" if similarity is None else round(float(similarity), 4),
+                  "decision": compact_decision(decision),
                   "fingerprint": f.fingerprint}
         if not f.dated:
             fields["published_ts"] = f.published  # the stream's time, given under the lock
@@ -711,7 +713,7 @@ class Processor:
             centroid = vector
             story.buckets[day] = Bucket.of(vector, f.published)
             story_report.update(action="opened", story=story_id)
-            similarity = 1.0
+            similarity = None  # it was compared with no story: no score to report
         else:
             story_id = chosen.story_id
             story = stories[story_id]
@@ -834,7 +836,7 @@ class Processor:
                                         "canonical article"}}
 
         def writes(pipe):
-            fields = self._article_fields(record, f, story_id, None, 1.0, decision)
+            fields = self._article_fields(record, f, story_id, None, None, decision)
             now = round(time.time(), 3)
             fields["processed_ts"] = now
             queue_decided(pipe, k.metrics, [(_received(record), False, False)], now)

@@ -274,6 +274,8 @@ def test_decision_lists_candidate_stories_with_scores(store, processor):
     # The first article of a stream had nothing to compare with.
     first = store.get_article("bank")["decision"]["story"]
     assert first["action"] == "opened" and first["candidates"] == [] and first["story"] == bank.story_id
+    # It was compared with no story: no score is reported (1.0 would read as a comparison made).
+    assert store.get_article("bank")["similarity"] is None
 
 
 def test_an_article_a_month_after_a_story_does_not_join_it(store, processor, redis_client):
