@@ -21,17 +21,20 @@ furniture, the lines that point elsewhere ("Follow us on Twitter:
 https://...", a URL with at most ``boilerplate_link_words`` other words) are
 left out all the same: a link is where to read on, not what happened.
 
-Only the first and last ``boilerplate_edge_sentences`` sentences of a body are
-counted and can be boilerplate: furniture sits at the edges of an item, and a
-full article's middle is never a template.
+Only the first and last ``boilerplate_edge_sentences`` sentences of a body,
+of at most ``boilerplate_max_words`` words, are counted and can be
+boilerplate: furniture sits at the edges of an item and is short, and a full
+article's middle is never a template.
 
 State: one hash per outlet, ``{p}:boilerplate:<outlet digest>``, from an
 8-byte digest of a sentence's words to how many items used it. Items are
 counted in the commit that decides them (so a retried batch counts once).
-The hash is bounded: past ``boilerplate_counters`` fields every count is
-lowered by one and the zeros dropped (the Misra-Gries frequent-items
-summary: a line in more than 1/k of what an outlet sends always survives),
-and it expires after ``retention_days`` without a new item from the outlet.
+The hash is bounded: past ``boilerplate_counters`` fields (500, under
+Redis's compact-encoding limit, so about 10 KB an outlet at most) every count
+is lowered by one and the zeros dropped (the Misra-Gries frequent-items
+summary: a line on every item, or most, always survives; one on a few items
+in a hundred may be forgotten), and it expires after ``retention_days``
+(wall clock) without a new item from the outlet.
 A batch reads the counts of its articles' sentences in one round trip before
 it takes the assignment lock, and counts its own articles in order as it
 goes, so an item is judged by the items before it, in the batch too.
@@ -65,7 +68,11 @@ def sentence_digest(sentence: str) -> bytes | None:
     """What two uses of one line share: its words, case and typography
     folded, hashed to 8 bytes (None for a line without words)."""
     ws = words(sentence)
-    return hashlib.blake2b(" ".join(ws).encode("utf-8"), digest_size=8).digest() if ws else None
+    return _digest(ws) if ws else None
+
+
+def _digest(ws: list[str]) -> bytes:
+    return hashlib.blake2b(" ".join(ws).encode("utf-8"), digest_size=8).digest()
 
 
 class Edges:
@@ -73,15 +80,15 @@ class Edges:
 
     __slots__ = ("sentences", "digests")
 
-    def __init__(self, body: str, edge: int) -> None:
+    def __init__(self, body: str, edge: int, max_words: int) -> None:
         self.sentences = sentences(body)
         n = len(self.sentences)
         positions = range(n) if n <= 2 * edge else [*range(edge), *range(n - edge, n)]
         self.digests: dict[int, bytes] = {}
         for i in positions:
-            digest = sentence_digest(self.sentences[i])
-            if digest is not None:
-                self.digests[i] = digest
+            ws = words(self.sentences[i])
+            if 0 < len(ws) <= max_words:
+                self.digests[i] = _digest(ws)
 
     def distinct(self) -> list[bytes]:
         return list(dict.fromkeys(self.digests.values()))
@@ -101,7 +108,7 @@ class Boilerplate:
         pairs), one HMGET per outlet, in one round trip."""
         wanted: dict[str, list[bytes]] = defaultdict(list)
         for article_id, record in records:
-            edges = self._edges[article_id] = Edges(record.get("body", ""), self.settings.boilerplate_edge_sentences)
+            edges = self._edges[article_id] = self._edges_of(record)
             wanted[record.get("source", "")].extend(edges.distinct())
         asked = [(source, list(dict.fromkeys(ds))) for source, ds in wanted.items() if ds]
         if not asked:
@@ -113,13 +120,17 @@ class Boilerplate:
         for (source, digests), values in zip(asked, replies):
             self.counts[source].update((d, int(v)) for d, v in zip(digests, values) if v)
 
+    def _edges_of(self, record: dict) -> Edges:
+        s = self.settings
+        return Edges(record.get("body", ""), s.boilerplate_edge_sentences, s.boilerplate_max_words)
+
     def strip(self, article_id: str, record: dict) -> tuple[str, str, list[bytes], int]:
         """(the body for story terms, the body copies are compared on, the
         digests this item counts for, how many sentences the story terms left
         out). The item itself then counts for the ones after it in the batch."""
         body = record.get("body", "")
         s = self.settings
-        edges = self._edges.get(article_id) or Edges(body, s.boilerplate_edge_sentences)
+        edges = self._edges.get(article_id) or self._edges_of(record)
         counts = self.counts[record.get("source", "")]
         seen = {i: counts.get(d, 0) for i, d in edges.digests.items()}
         links = {i for i in edges.digests if _link_line(edges.sentences[i], s)}

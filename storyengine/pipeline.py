@@ -99,6 +99,18 @@ class Outcome:
     error: Exception | None = None  # InvalidArticle or NotFound: this article was not decided
 
 
+class _EntityTest(dict):
+    """term -> whether it is a name's feature ("e:..."), remembered (``filter`` over a dict stays in C)."""
+
+    def __missing__(self, term: str) -> bool:
+        if len(self) > 500_000:
+            self.clear()
+        value = self[term] = term.startswith(ENTITY_PREFIX)
+        return value
+
+
+_IS_ENTITY = _EntityTest()
+
 # A containment counts only if an accidental overlap that large is this unlikely.
 CHANCE_LIMIT = 1e-6
 
@@ -179,10 +191,6 @@ def word_groups(indices: np.ndarray, entity_terms: list[str], vectorizer: Vector
     return keys, len(set(keys.tolist()))
 
 
-def _is_entity(term: str) -> bool:
-    return term.startswith(ENTITY_PREFIX)
-
-
 def compact_decision(decision: dict) -> bytes:
     """A decision as stored: the parts that differ per article (the rule and
     method texts are the settings', added back when it is read), compressed."""
@@ -244,7 +252,7 @@ class Processor:
         terms = content_terms(title, body, s.title_weight, s.entity_weight, title_words, body_words,
                               normalised=True) or title_words + body_words or tokens
         indices, counts, names = self.vectorizer.counted(terms)
-        groups, distinct = word_groups(indices, list(filter(_is_entity, set(terms))), self.vectorizer)
+        groups, distinct = word_groups(indices, list(filter(_IS_ENTITY.__getitem__, names.values())), self.vectorizer)
         forms = readable_forms(title_words, body_words)  # a stem is shown as the article's own first word for it
         names = dict(zip(names, map(forms.get, names.values(), names.values())))
         dated = record.get("published_assigned") != "1"

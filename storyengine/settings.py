@@ -52,12 +52,16 @@ class Settings:
     # judged whole.
     boilerplate_min_items: int = 1
     boilerplate_min_items_copies: int = 2
-    # Only this many sentences at each end of a body are counted and judged:
-    # furniture sits at the edges of an item.
-    boilerplate_edge_sentences: int = 5
-    # Counters kept per outlet (Misra-Gries): a line in more than 1/k of what
-    # an outlet sends always survives; memory stays about 100 KB per outlet.
-    boilerplate_counters: int = 2048
+    # Only this many sentences at each end of a body, of at most this many
+    # words, are counted and judged: furniture sits at the edges of an item
+    # and is short ("Read more", a share bar, a copyright line, a newsletter
+    # pitch), and counting less keeps the counters small.
+    boilerplate_edge_sentences: int = 4
+    boilerplate_max_words: int = 20
+    # Counters kept per outlet (Misra-Gries): a line on every item, or on most,
+    # always survives. Under 512, Redis keeps the hash in its compact
+    # encoding (hash-max-ziplist-entries): about 10 KB an outlet at most.
+    boilerplate_counters: int = 500
     # A line at the edge of a body that gives an address (a URL, a handle)
     # with at most this many other words is a link to the outlet ("Follow us
     # on Twitter: https://..."), left out from an outlet's very first item.

@@ -41,6 +41,7 @@ from scripts.run import ROLES, role_command
 from service.config import load_config
 from storyengine.embedded_redis import EmbeddedRedis, free_port
 from storyengine.errors import ConfigError
+from storyengine.settings import Settings
 from tests.helpers import RunningProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -265,11 +266,16 @@ def test_redis_compacts_hashes_as_the_embedded_server_does(resolved, tmp_path):
     command = resolved["services"]["redis"]["command"]
     options = dict(zip(command[1::2], command[2::2]))
     given = options.get("--hash-max-listpack-value") or options.get("--hash-max-ziplist-value")
+    entries = options.get("--hash-max-listpack-entries") or options.get("--hash-max-ziplist-entries")
     with EmbeddedRedis(tmp_path, appendonly=False) as server:
         client = redis.Redis(port=server.port)
         embedded = client.config_get("hash-max-ziplist-value")["hash-max-ziplist-value"]
+        embedded_entries = client.config_get("hash-max-ziplist-entries")["hash-max-ziplist-entries"]
         client.close()
     assert given == embedded, (given, embedded)
+    # An outlet's boilerplate counters (storyengine.boilerplate) stay compact under this many fields.
+    assert entries == embedded_entries, (entries, embedded_entries)
+    assert Settings().boilerplate_counters < int(entries)
 
 
 def test_health_checks(resolved):
