@@ -27,7 +27,7 @@ boilerplate: furniture sits at the edges of an item and is short, and a full
 article's middle is never a template.
 
 State: one hash per outlet, ``{p}:boilerplate:<outlet digest>``, from an
-8-byte digest of a sentence's words to how many items used it. Items are
+4-byte digest of a sentence's words to how many items used it. Items are
 counted in the commit that decides them (so a retried batch counts once).
 The hash is bounded: past ``boilerplate_counters`` fields (500, under
 Redis's compact-encoding limit, so about 10 KB an outlet at most) every count
@@ -66,13 +66,15 @@ return redis.call('HLEN', KEYS[1])
 
 def sentence_digest(sentence: str) -> bytes | None:
     """What two uses of one line share: its words, case and typography
-    folded, hashed to 8 bytes (None for a line without words)."""
+    folded, hashed to 4 bytes (None for a line without words). An outlet
+    holds at most 500, so a new line matches an unrelated one about once in
+    eight million."""
     ws = words(sentence)
     return _digest(ws) if ws else None
 
 
 def _digest(ws: list[str]) -> bytes:
-    return hashlib.blake2b(" ".join(ws).encode("utf-8"), digest_size=8).digest()
+    return hashlib.blake2b(" ".join(ws).encode("utf-8"), digest_size=4).digest()
 
 
 class Edges:
