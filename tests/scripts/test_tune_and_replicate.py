@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from scripts import evaluate, replicate_stream, tune
+from storyengine.settings import Settings
 from storyengine.evaluation import replicate, split, split_of, topic_of
 from storyengine.text import _STOPWORDS, content_terms, words
 from tests.scripts.test_evaluate import scores_from
@@ -281,7 +282,7 @@ def test_tune_picks_the_best_on_one_half_and_reports_both(small_dev, engine_redi
     best = max(results["grid"], key=lambda r: r["tune"]["bcubed_f1"])
     assert results["best"]["settings"] == best["settings"]
     assert results["best"]["tune"] == best["tune"]
-    assert results["defaults"]["settings"] == {"story_threshold": 0.16, "time_sigma_hours": 36.0}
+    assert results["defaults"]["settings"] == {"story_threshold": Settings().story_threshold, "time_sigma_hours": 36.0}
     assert results["defaults"]["tune"] == results["grid"][0]["tune"]
     for name in ("best", "defaults"):
         for half in ("tune", "held-out"):

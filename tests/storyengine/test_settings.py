@@ -94,7 +94,7 @@ def test_key_prefix_must_be_safe_for_keys_and_patterns(prefix):
 def test_replace_returns_a_validated_copy():
     base = Settings()
     changed = base.replace(story_threshold=0.5)
-    assert changed.story_threshold == 0.5 and base.story_threshold == 0.16
+    assert changed.story_threshold == 0.5 and base.story_threshold == 0.18
     with pytest.raises(ConfigError):
         base.replace(story_threshold=5.0)
 
@@ -109,7 +109,7 @@ def test_shingle_size_the_engine_cannot_hash_is_a_config_error():
 
 def test_defaults_of_the_average_link_model():
     s = Settings()
-    assert (s.story_threshold, s.time_sigma_hours, s.story_window_hours) == (0.16, 36.0, 96.0)
+    assert (s.story_threshold, s.time_sigma_hours, s.story_window_hours) == (0.18, 36.0, 96.0)
     assert (s.bucket_hours, s.bucket_terms, s.entity_weight, s.merge_threshold) == (24.0, 500, 2, 0.2)
     assert (s.duplicate_containment, s.containment_min_shingles, s.story_duplicate_candidates) == (0.8, 3, 64)
 
