@@ -10,7 +10,7 @@ import pytest
 
 from scripts import eval_all, evaluate
 from storyengine import evaluation
-from tests.scripts.test_evaluate import decade_stream
+from tests.scripts.test_evaluate import decade_stream, sent_records
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SMALL = ROOT / "tests" / "data" / "two_events.jsonl"
@@ -71,15 +71,7 @@ def redis_entries(monkeypatch):
 @pytest.fixture
 def sent(monkeypatch) -> list[dict]:
     """Every row the engine was given, in order, across the runs."""
-    seen = []
-    real = evaluate.record_of
-
-    def record_of(row):
-        seen.append(row)
-        return real(row)
-
-    monkeypatch.setattr(evaluate, "record_of", record_of)
-    return seen
+    return sent_records(monkeypatch)
 
 
 def test_one_table_of_every_variant_with_na_where_a_stream_has_no_duplicates(tmp_path, engine_redis_url,
