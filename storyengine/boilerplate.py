@@ -43,10 +43,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
+from typing import NamedTuple
 
 from .keys import Keys
 from .settings import Settings
-from .text import addresses_in, sentences, words
+from .text import addresses_in, headline_segments, sentences, words
+
+# Set apart a headline segment's digest from a body line's with the same words.
+_HEADLINE_MARK = "\x00headline"
 
 # Counts one outlet's items: each field of ARGV[3..] is a sentence digest
 # used by one item. ARGV[1] is the bound on fields, ARGV[2] the expiry.
@@ -78,11 +82,12 @@ def _digest(ws: list[str]) -> bytes:
 
 
 class Edges:
-    """A body's sentences, and the digest of each one at its edges."""
+    """A body's sentences, and the digest of each one at its edges; a
+    headline's segments, and the digest of each one when it has several."""
 
-    __slots__ = ("sentences", "digests")
+    __slots__ = ("sentences", "digests", "segments", "segment_digests")
 
-    def __init__(self, body: str, edge: int, max_words: int) -> None:
+    def __init__(self, body: str, edge: int, max_words: int, title: str = "") -> None:
         self.sentences = sentences(body)
         n = len(self.sentences)
         positions = range(n) if n <= 2 * edge else [*range(edge), *range(n - edge, n)]
@@ -91,9 +96,28 @@ class Edges:
             ws = words(self.sentences[i])
             if 0 < len(ws) <= max_words:
                 self.digests[i] = _digest(ws)
+        # A headline of one segment is the item's own: only a part of a
+        # headline ("…: Live Updates", "The Papers: …") can be the outlet's.
+        self.segments = headline_segments(title)
+        self.segment_digests: dict[int, bytes] = {}
+        if len(self.segments) > 1:
+            for i, segment in enumerate(self.segments):
+                ws = words(segment)
+                if 0 < len(ws) <= max_words:
+                    self.segment_digests[i] = _digest([_HEADLINE_MARK, *ws])
 
     def distinct(self) -> list[bytes]:
-        return list(dict.fromkeys(self.digests.values()))
+        return list(dict.fromkeys([*self.digests.values(), *self.segment_digests.values()]))
+
+
+class Stripped(NamedTuple):
+    """An item with its outlet's boilerplate left out (see :meth:`Boilerplate.strip`)."""
+    title: str            # the headline for story terms
+    body: str             # the body for story terms
+    copy_body: str        # the body copies are compared on
+    digests: list[bytes]  # what this item counts for, at the commit
+    sentences_dropped: int
+    segments_dropped: int
 
 
 class Boilerplate:
@@ -124,13 +148,15 @@ class Boilerplate:
 
     def _edges_of(self, record: dict) -> Edges:
         s = self.settings
-        return Edges(record.get("body", ""), s.boilerplate_edge_sentences, s.boilerplate_max_words)
+        # An untitled item's headline is made from its body: its sentences are counted there.
+        title = "" if record.get("title_derived") == "1" else record.get("title", "")
+        return Edges(record.get("body", ""), s.boilerplate_edge_sentences, s.boilerplate_max_words, title)
 
-    def strip(self, article_id: str, record: dict) -> tuple[str, str, list[bytes], int]:
-        """(the body for story terms, the body copies are compared on, the
-        digests this item counts for, how many sentences the story terms left
-        out). The item itself then counts for the ones after it in the batch."""
-        body = record.get("body", "")
+    def strip(self, article_id: str, record: dict) -> Stripped:
+        """The item with its outlet's boilerplate left out of the story terms
+        and of the text copies are compared on. The item itself then counts
+        for the ones after it in the batch."""
+        title, body = record.get("title", ""), record.get("body", "")
         s = self.settings
         edges = self._edges.get(article_id) or self._edges_of(record)
         counts = self.counts[record.get("source", "")]
@@ -138,12 +164,19 @@ class Boilerplate:
         links = {i for i in edges.digests if _link_line(edges.sentences[i], s)}
         for_terms = links | {i for i, n in seen.items() if n >= s.boilerplate_min_items}
         for_copies = links | {i for i, n in seen.items() if n >= s.boilerplate_min_items_copies}
+        segments = {i for i, d in edges.segment_digests.items() if counts.get(d, 0) >= s.boilerplate_min_items_headline}
         digests = edges.distinct()
         for digest in digests:
             counts[digest] = counts.get(digest, 0) + 1
+        if len(segments) == len(edges.segments):
+            segments = set()  # every part of the headline seen before: a repeated headline, judged whole
+        elif segments:
+            title = "\n".join(x for i, x in enumerate(edges.segments) if i not in segments)
         if len(for_terms) == len(edges.sentences):
-            return body, body, digests, 0  # every sentence seen before: a repeat of an item, judged whole
-        return (_without(edges, for_terms, body), _without(edges, for_copies, body), digests, len(for_terms))
+            # every sentence seen before: a repeat of an item, judged whole
+            return Stripped(title, body, body, digests, 0, len(segments))
+        return Stripped(title, _without(edges, for_terms, body), _without(edges, for_copies, body), digests,
+                        len(for_terms), len(segments))
 
 
 def _without(edges: Edges, dropped: set[int], body: str) -> str:

@@ -84,6 +84,7 @@ class Features:
     # and how many of them were boilerplate and left out (storyengine.boilerplate).
     sentences: list[bytes] = field(default_factory=list)
     boilerplate: int = 0
+    headline_boilerplate: int = 0  # parts of its headline left out as the outlet's furniture
     # One id per term (a name and its word share one: storyengine.pipeline.word_groups), and how many there are.
     word_groups: np.ndarray | None = None
     distinct_words: int | None = None
@@ -174,9 +175,12 @@ def _membership_update(raw: list, published: float) -> tuple[float, float, int, 
 
 
 def _with_text_report(decision: dict, f: Features) -> dict:
-    """The decision, saying how many of the body's sentences were its outlet's boilerplate and left out."""
+    """The decision, saying how many of the body's sentences and of the
+    headline's parts were its outlet's boilerplate and left out."""
     if f.boilerplate:
-        decision["text"] = {"boilerplate_sentences_left_out": f.boilerplate}
+        decision.setdefault("text", {})["boilerplate_sentences_left_out"] = f.boilerplate
+    if f.headline_boilerplate:
+        decision.setdefault("text", {})["headline_parts_left_out"] = f.headline_boilerplate
     return decision
 
 
@@ -224,13 +228,16 @@ class Processor:
                          "boilerplate_count": self.redis.register_script(boilerplate.COUNT)}
 
     # ------------------------------------------------------------------ pure part
-    def featurise(self, record: dict, body: str | None = None, copy_body: str | None = None) -> Features:
-        """``body``: the body the story terms come from, and ``copy_body`` the
-        one copies are compared on, each with its outlet's boilerplate left
-        out (storyengine.boilerplate); the stored body if not given."""
+    def featurise(self, record: dict, body: str | None = None, copy_body: str | None = None,
+                  terms_title: str | None = None) -> Features:
+        """``body`` and ``terms_title``: the body and headline the story terms
+        come from, and ``copy_body`` the body copies are compared on, each
+        with its outlet's boilerplate left out (storyengine.boilerplate); the
+        stored ones if not given."""
         s = self.settings
         # A headline made from the body (an untitled item) would count its first sentence twice.
         title = "" if record.get("title_derived") == "1" else record.get("title", "")
+        headline_stripped = bool(title) and terms_title is not None and terms_title != title
         body = record.get("body", "") if body is None else body
         copy_body = body if copy_body is None else copy_body
         # Addresses and handles say where to find an outlet, not what happened.
@@ -249,7 +256,13 @@ class Processor:
         joined = " ".join(tokens).encode("utf-8")  # shingles and the fingerprint both hash the words from it
         shingles = signatures.shingle_hashes(tokens, s.shingle_size, joined)
         signature = signatures.minhash(shingles, s.num_perm)
-        terms = content_terms(title, body, s.title_weight, s.entity_weight, title_words, body_words,
+        if headline_stripped:
+            # The outlet's headline furniture left out (storyengine.boilerplate): the words it kept.
+            terms_title = normalise(without_addresses(terms_title))
+            terms_title_words = words(terms_title, normalised=True)
+        else:
+            terms_title, terms_title_words = title, title_words
+        terms = content_terms(terms_title, body, s.title_weight, s.entity_weight, terms_title_words, body_words,
                               normalised=True) or title_words + body_words or tokens
         indices, counts, names = self.vectorizer.counted(terms)
         groups, distinct = word_groups(indices, list(filter(_IS_ENTITY.__getitem__, names.values())), self.vectorizer)
@@ -298,9 +311,11 @@ class Processor:
                         f"already failed: {record.get('error') or 'no reason recorded'}"))
                 else:
                     try:
-                        body, copy_body, sentences, dropped = learnt.strip(article_id, record)
-                        features = self.featurise(record, body, copy_body)
-                        features.sentences, features.boilerplate = sentences, dropped
+                        stripped = learnt.strip(article_id, record)
+                        features = self.featurise(record, stripped.body, stripped.copy_body, stripped.title)
+                        features.sentences = stripped.digests
+                        features.boilerplate = stripped.sentences_dropped
+                        features.headline_boilerplate = stripped.segments_dropped
                         pending.append((article_id, record, features))
                     except InvalidArticle as exc:
                         outcomes[article_id] = self._failed(article_id, exc)

@@ -52,6 +52,12 @@ class Settings:
     # judged whole.
     boilerplate_min_items: int = 1
     boilerplate_min_items_copies: int = 2
+    # A part of a headline ("…: Live Updates", "The Papers: …", "Your
+    # Monday Briefing") that the outlet has used in this many earlier
+    # headlines names its series or section, not the event: left out of story
+    # terms (a headline that is all such parts is judged whole). Two, not
+    # one: a story's own label ("Canada shooting: …") recurs too, but less.
+    boilerplate_min_items_headline: int = 2
     # Only this many sentences at each end of a body, of at most this many
     # words, are counted and judged: furniture sits at the edges of an item
     # and is short ("Read more", a share bar, a copyright line, a newsletter

@@ -224,6 +224,18 @@ def first_sentence(text: str) -> str:
     return (text[:match.end()] if match else text).strip()
 
 
+# Where a headline's parts meet: a colon or bar before a space ("Coronavirus:
+# …", "…: Live Updates"), or a dash between spaces ("… - BBC Sport"). No
+# quantifier, so it runs in linear time; "10:30" and "COVID-19" are not breaks.
+_HEADLINE_BREAK = re.compile(r"[:|](?=\s)|\s[-\u2013\u2014|](?=\s)")
+
+
+def headline_segments(title: str) -> list[str]:
+    """A headline's parts, trimmed, empty ones left out: "The Papers: Tests
+    'failure'" gives ["The Papers", "Tests 'failure'"]."""
+    return [part.strip() for part in _HEADLINE_BREAK.split(title) if part.strip()]
+
+
 _ENTITY_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 # Capitalised by convention, not because they name who or where.
 _NOT_NAMES = frozenset(

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from storyengine.articles import new_article_record
-from storyengine.boilerplate import COUNT, Edges, sentence_digest
+from storyengine.boilerplate import COUNT, Boilerplate, Edges, sentence_digest
+from storyengine.keys import Keys
 from storyengine.pipeline import Processor
 from storyengine.settings import Settings
+from storyengine.store import RedisStore
 from storyengine.text import without_addresses, words
 
 ITEMS = [json.loads(line) for line in (Path(__file__).parent.parent / "data" / "feed_items.jsonl").open()]
@@ -156,3 +158,71 @@ def test_a_line_is_the_same_line_whatever_its_case_and_typography():
 ])
 def test_addresses_never_become_words(text, kept):
     assert without_addresses(text) == kept
+
+
+SERIES = [json.loads(line) for line in (Path(__file__).parent.parent / "data" / "feed_series.jsonl").open()]
+
+
+def series_records() -> list[dict]:
+    return [new_article_record(source=row["source"], url=row["url"], title=row["title"], body=row["body"],
+                               article_id=row["id"],
+                               published_at=datetime.fromisoformat(row["published_at"].replace("Z", "+00:00")))
+            for row in SERIES]
+
+
+def headline_parts_left_out(store, article_id: str) -> int:
+    return (store.get_article(article_id)["decision"].get("text") or {}).get("headline_parts_left_out", 0)
+
+
+# Every item of the file is a different event from the items before it, but for one re-post.
+REPOST = "U.S. Oil Prices Plunge Into Negative Territory: Live Updates"
+# These come after their series part was used in two earlier headlines of the outlet.
+AFTER_THE_SERIES_IS_LEARNT = ["Stocks in Asia Decline, Following Wall Street: Live Updates",
+                              "Coronavirus in US: Live Updates",
+                              "The Papers: 'Glimmer of light' but social distancing to continue",
+                              "This Day in History: April 23",
+                              "Airlines and Automakers Consider Plans to Bring Workers Back: Live Updates",
+                              "Coronavirus News: Live Updates"]
+
+
+def actions(store, recs: list[dict]) -> dict[str, str]:
+    return {r["title"]: store.get_article(r["id"])["decision"]["story"]["action"] for r in recs}
+
+
+def test_a_series_name_in_headlines_joins_nothing_once_learnt(store):
+    recs = series_records()
+    decide(store, recs, one_by_one=True)
+    done = actions(store, recs)
+    assert [done[t] for t in AFTER_THE_SERIES_IS_LEARNT] == ["opened"] * len(AFTER_THE_SERIES_IS_LEARNT), \
+        "an item joined an earlier event through its outlet's series name"
+    # The event's own words stay: the re-post joins the first post.
+    assert done[REPOST] == "joined"
+    parts = {r["title"]: headline_parts_left_out(store, r["id"]) for r in recs}
+    assert [parts[t] for t in AFTER_THE_SERIES_IS_LEARNT] == [1] * len(AFTER_THE_SERIES_IS_LEARNT)
+    # Used in fewer than two earlier headlines: kept (a story's own label recurs too, less).
+    assert parts["This Day in History: April 21"] == parts["This Day in History: April 22"] == 0
+
+
+def test_without_the_headline_rule_the_series_joins_events(redis_client, settings):
+    # The check above can fail: with headline parts never learnt, these very items join earlier events.
+    store = RedisStore(redis_client, settings.replace(boilerplate_min_items_headline=10 ** 6))
+    try:
+        recs = series_records()
+        decide(store, recs, one_by_one=True)
+        done = actions(store, recs)
+        assert sum(done[t] == "joined" for t in AFTER_THE_SERIES_IS_LEARNT) >= 3
+    finally:
+        store.clear()
+
+
+def test_a_headline_that_is_all_series_parts_is_judged_whole(settings):
+    # A one-part headline is the item's own, never the outlet's.
+    assert Edges("", 4, 20, "Trump's approval rating is down significantly").segment_digests == {}
+    learnt = Boilerplate(Keys(settings.key_prefix), settings)
+    daily = [{"source": "paper.example", "title": "Coronavirus Briefing: What Happened Today", "body": f"Day {n}."}
+             for n in range(4)]
+    titles = [learnt.strip(str(n), record).title for n, record in enumerate(daily)]
+    assert titles == [record["title"] for record in daily]  # every part seen before: the headline kept whole
+    later = {"source": "paper.example", "title": "Oil Prices Plunge: What Happened Today", "body": "Oil."}
+    stripped = learnt.strip("later", later)
+    assert (stripped.title, stripped.segments_dropped) == ("Oil Prices Plunge", 1)
