@@ -21,6 +21,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     register_error_handlers(app)
     timing.install(app)
     auth.install(app)
+    app.after_request(no_sniffing)
 
     from . import articles, health, metrics, openapi, page, stories
     app.register_blueprint(articles.bp)
@@ -30,3 +31,11 @@ def create_app(config: Mapping | None = None) -> Flask:
     app.register_blueprint(page.bp)
     app.register_blueprint(openapi.bp)
     return app
+
+
+def no_sniffing(response):
+    """Every answer, errors too, says ``X-Content-Type-Options: nosniff``: a
+    browser must take a JSON body (which quotes article text) as the type it
+    is sent as, never guess it is HTML or script."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response

@@ -21,6 +21,8 @@ log = logging.getLogger("storywire.api")
 RETRY_AFTER_SECONDS = 5
 # Past the waiting limit the workers need time to catch up, not a moment.
 QUEUE_FULL_RETRY_AFTER_SECONDS = 30
+# A full store frees memory only when retention runs or an operator acts.
+STORE_FULL_RETRY_AFTER_SECONDS = 30
 
 
 class ApiError(Exception):
@@ -110,7 +112,7 @@ def register_error_handlers(app: Flask) -> None:
             return error_response(ApiError(503, "store_full", "The store is out of memory and refuses writes; "
                                            "nothing was stored. Retry after Retry-After seconds; operators: raise "
                                            "Redis maxmemory or shorten STORYWIRE_RETENTION_DAYS.",
-                                           headers={"Retry-After": str(RETRY_AFTER_SECONDS * 6)}))
+                                           headers={"Retry-After": str(STORE_FULL_RETRY_AFTER_SECONDS)}))
         return internal(exc)
 
     @app.errorhandler(InvalidCursor)

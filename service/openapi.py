@@ -74,7 +74,7 @@ ERROR_TEXT = {
     413: "The body is too large (body_too_large)",
     415: "The body is not JSON (unsupported_media_type): send Content-Type: application/json",
     422: "The content is not valid; details lists each field and its problem",
-    503: "Redis or the work queue is unreachable (unavailable): retry after Retry-After seconds",
+    503: "Redis or the work queue is unreachable (unavailable), or the store is out of memory (store_full): retry after Retry-After seconds",
 }
 ERROR_HEADERS = {401: ("WWW-Authenticate",), 503: ("Retry-After",)}
 SECURITY_SCHEME = "bearerAuth"

@@ -10,6 +10,7 @@ from flask import Blueprint, current_app, request, url_for
 from pydantic import ValidationError
 
 from storyengine.errors import InvalidCursor, NotFound, StoryMoved
+from storyengine.store import LIST_SCAN_ROWS
 
 from . import response_schemas as answers
 from .errors import ApiError, validation_details
@@ -44,8 +45,11 @@ def decode_cursor(cursor: str, sort: str) -> tuple[float, str]:
 
 
 @documented(summary="Stories, newest or largest first", tag="stories", query=StoriesQuery,
-            description="Paginated: pass next_cursor as cursor for the next page. Unknown or repeated query "
-                        "parameters are refused.",
+            description="Paginated: pass next_cursor as cursor for the next page, until it is null. A filter "
+                        "the index cannot answer (min_sources above 1, or since/until with sort=size) reads at "
+                        f"most {LIST_SCAN_ROWS} stories per request, so a page may hold fewer than limit stories, "
+                        "even none, and still carry a next_cursor: follow it to go on (only a null next_cursor "
+                        "means there are no more). Unknown or repeated query parameters are refused.",
             replies={200: Reply("A page of stories", answers.StoryPage)},
             errors={400: "A bad query parameter or cursor (invalid_query, invalid_cursor)", 503: None})
 @bp.get("")

@@ -199,6 +199,52 @@ end
 return out
 """
 
+# The next rows of a story index in its order (score descending, ties by id
+# descending, as Redis orders them), in one command: the rows strictly after
+# the position (score, id), or from the first row at or below the score when
+# the id is '', down to the lowest score. KEYS: the index. ARGV: the score
+# ('+inf' for the top), the id or '', the lowest score ('-inf' for none), how
+# many rows. Returns {1 if no row in the range follows these, flat [id, score, ...]}.
+# The position is found by rank (ZCOUNT, then a binary search among the ties
+# at that score), never by an offset, so a read deep in the index or after
+# thousands of equal scores costs O(log n), and going on from a cursor never
+# rescans. The cursor's own story need not be there any more (updated or removed).
+STORY_INDEX_AFTER = """
+local index, high, after, low, count = KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- Lua's < follows the server's locale; Redis orders members by their bytes
+local function before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local start = 0
+if high ~= '+inf' then start = redis.call('ZCOUNT', index, '(' .. high, '+inf') end
+if after ~= '' then
+  -- the ties at the cursor's score hold ranks [start, stop), ids descending: skip those not below it
+  local stop = start + redis.call('ZCOUNT', index, high, high)
+  while start < stop do
+    local mid = math.floor((start + stop) / 2)
+    if before(redis.call('ZREVRANGE', index, mid, mid)[1], after) then stop = mid else start = mid + 1 end
+  end
+end
+local last = redis.call('ZCOUNT', index, low, '+inf') - 1  -- the last rank at or above the lowest score
+local rows = {}
+if start <= last then  -- (a stop below 0 would count from the end)
+  rows = redis.call('ZREVRANGE', index, start, math.min(start + count - 1, last), 'WITHSCORES')
+end
+return {start + count > last and 1 or 0, rows}
+"""
+
+# The most index rows one listing reads. A filter the index cannot answer
+# (min_sources, or since/until with sort=size) is applied to the rows read, so
+# a filter few stories match would otherwise read the whole index for one
+# public, unauthenticated request. 1,000 rows is ten of the largest pages and
+# about a dozen round trips (chunks double from twice the page); a page that
+# stops here is short but carries a cursor at the last row read, to go on from.
+LIST_SCAN_ROWS = 1000
+
 
 def _s(value) -> str | None:
     return value.decode("utf-8") if isinstance(value, bytes) else value
@@ -260,8 +306,10 @@ class Page:
 
 
 def out_of_memory(exc: BaseException) -> bool:
-    """Redis at maxmemory (noeviction) refusing a write, alone or inside a script's error."""
-    return isinstance(exc, redis.ResponseError) and "OOM command not allowed" in str(exc)
+    """Redis at maxmemory (noeviction) refusing a write: a plain command's
+    OutOfMemoryError (whose text has lost the OOM code), or a script's error quoting it."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or (
+        isinstance(exc, redis.ResponseError) and "OOM command not allowed" in str(exc))
 
 
 def connect(url: str, **kwargs) -> redis.Redis:
@@ -488,49 +536,55 @@ class RedisStore:
         return story_id
 
     def list_stories(self, sort: str, limit: int, since: float | None = None, until: float | None = None,
-                     min_sources: int = 1, after: tuple[float, str] | None = None) -> Page:
+                     min_sources: int = 1, after: tuple[float, str] | None = None,
+                     scan_rows: int = LIST_SCAN_ROWS) -> Page:
         """Stories newest first (``recent``) or largest first (``size``), keyset-paginated
-        by (score, id). Filters that the index cannot answer are applied to
-        fetched chunks, which are read in one pipelined round trip each."""
+        by (score, id): ``after`` is the position to go on from. Filters that the
+        index cannot answer are applied to the rows read, in chunks that cost
+        one round trip for the index rows and one for their stories.
+
+        At most ``scan_rows`` index rows are read: a page that stops there holds
+        fewer than ``limit`` stories (maybe none) and its ``next_after`` is the
+        last row read, so the caller goes on from there. ``next_after`` is None
+        only once the index has no more rows in range."""
         k = self.keys
         index = k.stories_recent if sort == "recent" else k.stories_size
-        high = "+inf"
-        low = "-inf"
+        high: float | str = "+inf"
+        low: float | str = "-inf"
         if sort == "recent":
             if until is not None:
                 high = until
             if since is not None:
                 low = since
-        if after is not None:
-            high = after[0] if high == "+inf" else min(float(high), after[0])
-        items: list[dict] = []
+        # Where to start: after the cursor's row, or from the top of the range
+        # (a cursor above ``until`` starts at ``until``).
+        position: tuple[float | str, str] = (high, "")
+        if after is not None and (high == "+inf" or after[0] <= high):
+            position = after
         # Read exactly a page when the index alone decides what is on it; more
-        # when rows may still be filtered out (by outlets, or by time when sorted by size).
+        # when rows may still be filtered out (by outlets, or by time when
+        # sorted by size), doubling while the page stays short.
         filtered = min_sources > 1 or (sort != "recent" and (since is not None or until is not None))
         chunk = max(limit * 2, 20) if filtered else limit
-        if after is not None:
-            chunk += 1  # the bound is inclusive (ties on score): the cursor's own row comes back once
-        offset = 0
-        last: tuple[float, str] | None = None
-        while len(items) < limit:
-            page = self.redis.zrevrangebyscore(index, high, low, start=offset, num=chunk, withscores=True)
-            if not page:
-                last = None
-                break
-            offset += len(page)
-            exhausted = len(page) < chunk  # judged before the cursor filter drops rows
-            page = [(_s(m), s) for m, s in page]
-            if after is not None:
-                page = [(m, s) for m, s in page if s < after[0] or (s == after[0] and m < after[1])]
+        items: list[dict] = []
+        scanned = 0
+        more = True  # whether the range holds rows past ``position``
+        while len(items) < limit and scanned < scan_rows and more:
+            score, member = position
+            ended, flat = self.redis.eval(STORY_INDEX_AFTER, 1, index, _score_arg(score), member, _score_arg(low),
+                                          min(chunk, scan_rows - scanned))
+            page = [(_s(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+            more = not ended
             keys = [k.story(m) for m, _ in page] + [k.story_sources(m) for m, _ in page]
             fetched = self.redis.eval(STORY_ROWS, len(keys), *keys, *STORY_FIELDS) if page else []
             for i, (member, score) in enumerate(page):
-                story_raw, flat = fetched[2 * i], fetched[2 * i + 1]
-                sources = dict(zip(flat[::2], flat[1::2]))
+                scanned += 1
+                position = (score, member)
+                story_raw, flat_sources = fetched[2 * i], fetched[2 * i + 1]
                 if story_raw[0] is None:
                     continue  # removed between the two reads
-                story = self._story_view(dict(zip(STORY_FIELDS, story_raw)), sources)
-                last = (score, member)
+                story = self._story_view(dict(zip(STORY_FIELDS, story_raw)),
+                                         dict(zip(flat_sources[::2], flat_sources[1::2])))
                 if story["source_count"] < min_sources:
                     continue
                 if since is not None and story["last_updated_ts"] < since:
@@ -539,13 +593,12 @@ class RedisStore:
                     continue
                 items.append(story)
                 if len(items) == limit:
+                    more = more or i < len(page) - 1  # rows of this chunk are left for the next page
                     break
-            if exhausted and len(items) < limit:
-                last = None
-                break
+            chunk *= 2
         for story in items:
             story.pop("last_updated_ts")
-        return Page(items=items, next_after=last if len(items) == limit else None)
+        return Page(items=items, next_after=position if more else None)
 
     @staticmethod
     def _story_view(raw: dict, sources: dict) -> dict:
@@ -590,6 +643,11 @@ def fold_duplicates(rows: list[dict]) -> list[dict]:
             originals.append(dict(row, duplicates=[]))  # canonical outside this page
     originals.sort(key=lambda r: (r.get("published_at") or "", r["id"]))
     return originals
+
+
+def _score_arg(score: float | str) -> str:
+    """A score as Redis reads it back exactly: repr keeps every digit of a float."""
+    return score if isinstance(score, str) else repr(float(score))
 
 
 def _chunks(items: Iterable, size: int):

@@ -16,8 +16,11 @@ import pytest
 from service import create_app
 from storyengine.articles import new_article_record
 from storyengine.pipeline import Processor
+from storyengine.store import LIST_SCAN_ROWS
 from tests.service.envelope import ACTION_WORDS, assert_error  # noqa: F401
+from tests.service.test_server_timing import timing
 from tests.helpers import pairs
+from tests.storyengine.test_store import MOST_TRIPS_OF_A_CAPPED_LISTING, put_many_stories
 
 
 TOPICS = {
@@ -243,6 +246,57 @@ def test_filtered_page_after_a_cursor_reaches_stories_beyond_the_first_chunk(cli
     cursor = listing(client, limit=1)["next_cursor"]
     page = listing(client, limit=1, min_sources=2, cursor=cursor)
     assert [s["id"] for s in page["stories"]] == [many_single_outlet_stories["two_outlets"]]
+
+
+# ============================================================ bounded work per request
+# A filter the index cannot answer (min_sources, or since/until with sort=size) is applied to the
+# stories read: one public request for a filter nothing matches once read the whole index. Now it
+# reads at most LIST_SCAN_ROWS of it and answers a short page with a cursor to go on from.
+CAPPED_MANY = 3 * LIST_SCAN_ROWS
+
+
+def story_id(i: int) -> str:
+    return f"st_{i:016x}"
+
+
+@pytest.fixture
+def many_stories(store) -> list[str]:
+    """3,000 one-outlet stories (the story numbered 1,500 has two outlets), newest first."""
+    return put_many_stories(store, CAPPED_MANY, two_outlets=(1500,), story_id=story_id)
+
+
+@pytest.mark.parametrize("path", ["/v1/stories", "/"])
+def test_a_filter_nothing_matches_costs_a_bounded_number_of_round_trips(client, many_stories, path):
+    resp = client.get(path, query_string={"sort": "size", "min_sources": 10_000, "limit": 1})
+    assert resp.status_code == 200
+    assert timing(resp)[1] <= MOST_TRIPS_OF_A_CAPPED_LISTING  # before the cap: 300 at 3,000 stories
+    if path == "/":
+        html = resp.get_data(as_text=True)
+        assert 'rel="next"' in html  # the page links on, from the cursor
+        assert "No stories matched among those read" in html and "No stories yet" not in html
+    else:
+        page = resp.get_json()
+        assert page["stories"] == [] and page["next_cursor"]  # short, and not the end
+
+
+def test_following_next_cursor_through_capped_pages_finds_the_match_once(client, many_stories):
+    pages = []
+    cursor = None
+    while len(pages) < 10:
+        resp = client.get("/v1/stories", query_string={"min_sources": 2, "limit": 5,
+                                                       **({"cursor": cursor} if cursor else {})})
+        assert resp.status_code == 200 and timing(resp)[1] <= MOST_TRIPS_OF_A_CAPPED_LISTING
+        pages.append([s["id"] for s in resp.get_json()["stories"]])
+        cursor = resp.get_json()["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == [[], [many_stories[1500]], []]  # LIST_SCAN_ROWS a request, then the index ends
+
+
+def test_common_listings_of_many_stories_still_take_two_round_trips(client, many_stories):
+    for query in ({}, {"sort": "size"}, {"limit": 100}, {"min_sources": 1}):
+        resp = client.get("/v1/stories", query_string=query)
+        assert resp.status_code == 200 and timing(resp)[1] == 2, query
 
 
 # ============================================================ bad queries

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
 import pytest
 
+from service.timing import CountingConnection, round_trips
 from storyengine.articles import new_article_record
 from storyengine.errors import NotFound
 from storyengine.pipeline import Processor
-from storyengine.store import RedisStore
+from storyengine.store import LIST_SCAN_ROWS, RedisStore, connect
 from tests.conftest import keys_under, snapshot
 from tests.helpers import pairs
 
@@ -32,17 +34,34 @@ def record(client_id: str | None = "art-1", source: str = "harbour-news",
 
 
 def put_story(store: RedisStore, story_id: str, last_updated: float, article_count: int = 1,
-              sources: dict[str, int] | None = None) -> None:
-    """A story as the pipeline writes it (see keys.py for the layout)."""
+              sources: dict[str, int] | None = None, client=None) -> None:
+    """A story as the pipeline writes it (see keys.py for the layout); ``client``:
+    a pipeline to write it with (many stories in one round trip), else the store's."""
     k = store.keys
+    client = client if client is not None else store.redis
     sources = sources or {"outlet-a": article_count}
-    store.redis.hset(k.story(story_id), mapping={
+    client.hset(k.story(story_id), mapping={
         "id": story_id, "headline": f"Headline of {story_id}", "representative": f"{story_id}-rep",
         "first_seen": last_updated - 3600, "last_updated": last_updated, "article_count": article_count,
         "originals": article_count, "top_terms": json.dumps(["term"])})
-    store.redis.hset(k.story_sources(story_id), mapping=sources)
-    store.redis.zadd(k.stories_recent, {story_id: last_updated})
-    store.redis.zadd(k.stories_size, {story_id: article_count * 1e10 + last_updated})
+    client.hset(k.story_sources(story_id), mapping=sources)
+    client.zadd(k.stories_recent, {story_id: last_updated})
+    client.zadd(k.stories_size, {story_id: article_count * 1e10 + last_updated})
+
+
+def put_many_stories(store: RedisStore, count: int, two_outlets: Iterable[int] = (), same_time: bool = False,
+                     story_id: Callable[[int], str] = "st_{:05d}".format) -> list[str]:
+    """``count`` one-outlet stories, story i updated i seconds before T0 (all at T0
+    with ``same_time``), those numbered in ``two_outlets`` with a second outlet;
+    written in one round trip. Their ids, newest (and, at one time, highest id) first."""
+    two_outlets = set(two_outlets)
+    ids = [story_id(i) for i in range(count)]
+    with store.redis.pipeline(transaction=False) as pipe:
+        for i, sid in enumerate(ids):
+            put_story(store, sid, T0 if same_time else T0 - i, sources={"a": 1, "b": 1} if i in two_outlets else None,
+                      client=pipe)
+        pipe.execute()
+    return sorted(ids, reverse=True) if same_time else ids
 
 
 def all_pages(store: RedisStore, limit: int, **filters) -> list[list[str]]:
@@ -54,6 +73,22 @@ def all_pages(store: RedisStore, limit: int, **filters) -> list[list[str]]:
             return pages
         after = page.next_after
     raise AssertionError("pagination did not end")
+
+
+@pytest.fixture
+def counted_store(redis_url, settings, store):
+    """The ``store``'s stories, read through a connection that counts its round
+    trips (service.timing, as Server-Timing counts them)."""
+    client = connect(redis_url, connection_class=CountingConnection)
+    yield RedisStore(client, settings)
+    client.close()
+
+
+def trips_of(call: Callable[[], object]):
+    """call()'s answer and the Redis round trips it took (on a counting connection)."""
+    before = round_trips()
+    answer = call()
+    return answer, round_trips() - before
 
 
 # ---------------------------------------------------------------- accept
@@ -310,6 +345,83 @@ def test_list_stories_paginates_through_many_equal_timestamps(store):
         put_story(store, sid, T0)  # e.g. a feed that stamps everything to the minute
     pages = all_pages(store, limit=5, sort="recent")
     assert sum(pages, []) == sorted(ids, reverse=True)
+
+
+# ---------------------------------------------------------------- list stories: bounded work per request
+# A filter the index cannot answer (min_sources, or a time window with sort=size) once read on by
+# offset until the page filled or the index ended: one request for a story no one matches walked
+# every story, two round trips per 20. Now a request reads at most LIST_SCAN_ROWS index rows, in
+# chunks that double from twice the page (20, 40, ... 320, then the rest: six), and says where to
+# go on; at 3,000 stories the old read took 300 round trips.
+MOST_TRIPS_OF_A_CAPPED_LISTING = 12  # six chunks, a round trip for the index rows and one for their stories
+MANY = 3 * LIST_SCAN_ROWS
+
+
+@pytest.mark.parametrize("sort,filters", [
+    ("size", {"min_sources": 10_000}), ("recent", {"min_sources": 10_000}),
+    ("size", {"since": T0 + 1}), ("size", {"until": T0 - 10 * MANY}),
+])
+def test_a_filter_nothing_matches_reads_a_bounded_part_of_the_index(store, counted_store, sort, filters):
+    put_many_stories(store, MANY)
+    page, trips = trips_of(lambda: counted_store.list_stories(sort, 1, **filters))
+    assert page.items == []
+    assert 2 <= trips <= MOST_TRIPS_OF_A_CAPPED_LISTING
+    # Short, but not the end: the cursor is the last row read, LIST_SCAN_ROWS into the index.
+    index = store.keys.stories_size if sort == "size" else store.keys.stories_recent
+    last_read = store.redis.zrevrange(index, LIST_SCAN_ROWS - 1, LIST_SCAN_ROWS - 1, withscores=True)[0]
+    assert page.next_after == (last_read[1], last_read[0].decode())
+
+
+def test_following_the_cursors_of_capped_pages_visits_every_match_once(store, counted_store):
+    ids = put_many_stories(store, MANY, two_outlets=(5, 6, 1234, MANY - 1))
+    pages, after = [], None
+    while True:
+        page, trips = trips_of(lambda: counted_store.list_stories("recent", 2, min_sources=2, after=after))
+        assert trips <= MOST_TRIPS_OF_A_CAPPED_LISTING
+        pages.append([s["id"] for s in page.items])
+        if page.next_after is None:
+            break
+        after = page.next_after
+    # 5 and 6 fill the first page; each next request reads LIST_SCAN_ROWS on from its cursor: rows
+    # 7-1006 hold no match (an empty page, with a cursor), 1007-2006 hold 1234, and the last reads
+    # to the end of the index, where the last story is: nothing after it, so no cursor.
+    assert pages == [[ids[5], ids[6]], [], [ids[1234]], [ids[MANY - 1]]]
+
+
+@pytest.mark.parametrize("sort", ["recent", "size"])
+def test_capped_pages_go_on_through_more_equal_scores_than_one_request_reads(store, sort):
+    """Stories sharing one score, more of them than the cap: the position among them
+    is found by rank, so each request goes on from its cursor, never from the first tie."""
+    ids = put_many_stories(store, 2 * LIST_SCAN_ROWS + 500, two_outlets=(10, 1500, 2100), same_time=True)
+    matches = sorted((f"st_{i:05d}" for i in (10, 1500, 2100)), reverse=True)
+    assert sum(all_pages(store, limit=5, sort=sort, min_sources=2), []) == matches
+    assert sum(all_pages(store, limit=100, sort=sort), []) == ids
+
+
+def test_paging_goes_on_when_the_cursors_story_was_updated_or_removed(store):
+    for i in range(10):
+        put_story(store, f"st_{i}", T0 - i)  # newest first: st_0 ... st_9
+    first = store.list_stories("recent", 3)
+    assert [s["id"] for s in first.items] == ["st_0", "st_1", "st_2"]
+    put_story(store, "st_2", T0 + 60)  # the cursor's story moves to the top
+    second = store.list_stories("recent", 3, after=first.next_after)
+    assert [s["id"] for s in second.items] == ["st_3", "st_4", "st_5"]
+    store.redis.zrem(store.keys.stories_recent, "st_5")  # the cursor's story leaves the index
+    third = store.list_stories("recent", 3, after=second.next_after)
+    assert [s["id"] for s in third.items] == ["st_6", "st_7", "st_8"]
+
+
+def test_a_cursor_above_until_starts_at_until(store):
+    for i in range(6):
+        put_story(store, f"st_{i}", T0 - i)
+    ids = [s["id"] for s in store.list_stories("recent", 10, until=T0 - 2, after=(T0 + 100, "st_zzz")).items]
+    assert ids == ["st_2", "st_3", "st_4", "st_5"]
+
+
+def test_a_last_page_that_ends_the_index_carries_no_cursor(store):
+    for i in range(4):
+        put_story(store, f"st_{i}", T0 - i)
+    assert all_pages(store, limit=2, sort="recent") == [["st_0", "st_1"], ["st_2", "st_3"]]
 
 
 def test_an_undone_accept_leaves_an_article_another_post_sent_again(store):
