@@ -170,9 +170,7 @@ class Boilerplate:
             counts[digest] = counts.get(digest, 0) + 1
         if len(segments) == len(edges.segments):
             segments = set()  # every part of the headline seen before: a repeated headline, judged whole
-        if len(edges.segments) > 1:
-            # One part a line: the word after "Coronavirus:" is capitalised for
-            # where it stands, as a sentence's first word is, not as a name is.
+        elif segments:
             title = "\n".join(x for i, x in enumerate(edges.segments) if i not in segments)
         if len(for_terms) == len(edges.sentences):
             # every sentence seen before: a repeat of an item, judged whole
