@@ -1,14 +1,33 @@
 """Import RSS and Atom feeds into Storywire.
 
-    python scripts/import_feeds.py [--api URL] [--api-key KEY] [--state PATH] FEED [FEED ...]
+    python scripts/import_feeds.py [--api URL] [--api-key KEY] [--state PATH]
+                                   [--allow-private-addresses] FEED [FEED ...]
 
 FEED is an http(s) URL or a local file. Each feed is read with a size cap and
-a timeout and parsed by feedparser; its items are posted, oldest first across
-all feeds, through the API's batch form (``POST /v1/articles/batch``).
+a timeout (one deadline for all of it: name lookup, connection, headers and
+body, so a server that drips bytes cannot hold the run) and parsed by
+feedparser; its items are posted, oldest first across all feeds, through the
+API's batch form (``POST /v1/articles/batch``).
+
+A feed URL, and every redirect it answers with, must lead to public addresses:
+the host name is resolved, every address it resolves to is checked, and the
+connection goes to one of those checked addresses (no second lookup that DNS
+could answer differently). Loopback, private, link-local (169.254.169.254, a
+cloud's metadata service), unspecified, multicast, reserved and other
+non-public addresses are refused unless ``--allow-private-addresses`` is
+given, so a feed cannot make the importer read this machine's or its network's
+services and post them. Feeds are fetched directly (proxy variables are not
+used: a proxy would connect to an address not checked). Local files are read
+as always, and the API (``--api``, the user's own service) is not restricted.
+The API's redirects are never followed: urllib would send the key to wherever
+they point, and a redirected POST posts nothing; the error names the Location.
 
 What was sent is remembered in a state file (``var/feeds-state.json`` by
-default, under ``STORYWIRE_DATA_DIR`` when set), keyed by feed and by item id
-(the guid, else the link), so a second run posts nothing already sent. An item
+default, under ``STORYWIRE_DATA_DIR`` when set), kept apart for each API
+(named by its base URL: another ``--api`` starts with nothing sent, and the
+run says so), then keyed by feed and by item id (the guid, else the link), so
+a second run posts nothing already sent. A state file from before states were
+kept per API is taken as the run's API's. An item
 that could not be posted (the API down, a wrong key, a 5xx) is not recorded and
 is tried again next run; a feed's ETag and Last-Modified are kept for the
 next conditional GET only once none of its items are left unsent, or a 304
@@ -18,9 +37,14 @@ import running at once never leaves it half-written.
 
 How an item becomes an article:
 
-- ``source``: the host of the feed's site link (``www.`` dropped), else of the
-  feed's URL, else the feed's title; the API counts a story's outlets by
-  source, and one outlet's several feeds are one outlet.
+- ``source``: the site the feed's items link to (the host most of them share,
+  ``www.`` dropped), named by the feed's site link or URL when that is the
+  same site or its parent domain (feeds.outlet.test and edition.outlet.test
+  are outlet.test); a site link that points elsewhere (a video feed whose
+  channel link is the outlet's YouTube page) does not name the outlet. Without
+  item links: the site link's host, else the feed URL's, else the feed's
+  title. The API counts a story's outlets by source, and one outlet's several
+  feeds are one outlet.
 - ``url`` and ``title``: the item's link and title; an item without an
   http(s) link, or with neither a title nor a description, is skipped
   (reported, not an error). An untitled item is posted without a title: the
@@ -46,7 +70,10 @@ feedparser's forgiving parser reads it, with a warning. One that stops before
 its end is refused whole, since a cut-off download would post cut-off items;
 ``--lenient`` imports what the parser recovers from that too.
 
-The API's answer for each item: sent; refused (invalid, too large, ``too_old``:
+The API's answer for each item: sent, and then either new (stored now) or
+already known (posted before, nothing stored again: the progress and summary
+count the two apart, so a re-import that the API already had says so);
+refused (invalid, too large, ``too_old``:
 older than the service's retention window on its stream's clock,
 ``id_conflict``), which is reported with the reason (and counted by it in the
 summary), remembered and never sent again; or not taken now (``queue_full`` with a Retry-After, the queue or store
@@ -65,27 +92,32 @@ import argparse
 import calendar
 import contextlib
 import fcntl
+import functools
 import hashlib
 import http.client
 import io
+import ipaddress
 import json
 import os
 import re
 import socket
+import ssl
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 import xml.sax
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import feedparser
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -142,9 +174,22 @@ class FeedState(BaseModel):
     items: dict[str, ItemState] = Field(default_factory=dict)
 
 
+class ApiState(BaseModel):
+    """What was sent to one API, by feed: another API has none of it, so it gets every item."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    feeds: dict[str, FeedState] = Field(default_factory=dict)
+
+
 class State(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    version: Literal[1] = 1
+    version: Literal[2] = 2
+    apis: dict[str, ApiState] = Field(default_factory=dict)   # by api_address()
+
+
+class StateVersion1(BaseModel):
+    """The format before what was sent was kept per API; it is read as the state of the API of the run."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    version: Literal[1]
     feeds: dict[str, FeedState] = Field(default_factory=dict)
 
 
@@ -152,12 +197,26 @@ def default_state_path() -> Path:
     return Path(os.environ.get("STORYWIRE_DATA_DIR") or ROOT / "var") / "feeds-state.json"
 
 
-class StateFile:
-    """The state file, locked for the whole run so two imports never interleave their writes."""
+def api_address(url: str) -> str:
+    """The API's base URL as the state file names it: scheme and host in lower case, without the default
+    port or a trailing slash, so ``http://LOCALHOST:80/`` and ``http://localhost`` share one state."""
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = "" if parts.port in (None, {"http": 80, "https": 443}.get(scheme)) else f":{parts.port}"
+    return f"{scheme}://{host}{port}{parts.path.rstrip('/')}"
 
-    def __init__(self, path: Path) -> None:
+
+class StateFile:
+    """The state file, locked for the whole run so two imports never interleave their writes. It keeps what
+    was sent apart for each API (``api``: the run's, as api_address() names it)."""
+
+    def __init__(self, path: Path, api: str) -> None:
         self.path = path
+        self.api = api
         self.state = State()
+        self.adopted_version_1 = False   # the file was in the format before states were kept per API
         self._lock: io.TextIOWrapper | None = None
 
     def __enter__(self) -> StateFile:
@@ -197,12 +256,27 @@ class StateFile:
         except OSError as exc:
             raise StateError(f"cannot read the state file {self.path} ({exc.strerror})") from None
         try:
-            return State.model_validate_json(raw)
+            document = json.loads(raw)
+        except ValueError:  # not JSON, not UTF-8: the validation below says so
+            document = None
+        model = StateVersion1 if isinstance(document, dict) and document.get("version") == 1 else State
+        try:
+            state = model.model_validate_json(raw)
         except ValidationError as exc:
             first = exc.errors(include_url=False, include_input=False)[0]
             where = ".".join(str(p) for p in first["loc"]) or "the document"
             raise StateError(f"the state file {self.path} is not a feed import state ({where}: {first['msg']}); "
                              f"{fix}") from None
+        if isinstance(state, StateVersion1):
+            # It names no API: the importer then posted to one API only, most likely the one it posts to now.
+            self.adopted_version_1 = True
+            return State(apis={self.api: ApiState(feeds=state.feeds)})
+        return state
+
+    @property
+    def feeds(self) -> dict[str, FeedState]:
+        """The run's API's feeds (an API the file has not seen starts with none)."""
+        return self.state.apis.setdefault(self.api, ApiState()).feeds
 
     def save(self) -> None:
         """Write atomically: a reader or a crash sees the old file or the new one, never a mix."""
@@ -266,9 +340,195 @@ def check_feed_location(location: str) -> str:
     return location
 
 
+# A feed, or a redirect it answers with, must not make the importer read this machine (127.0.0.1), its network
+# (10.x, 192.168.x) or a cloud's metadata service (169.254.169.254) and post what it finds to the API: such
+# addresses are refused unless --allow-private-addresses allows every address (EVERY_ADDRESS).
+ALLOW_PRIVATE_FLAG = "--allow-private-addresses"
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+EVERY_ADDRESS: tuple[IPNetwork, ...] = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
+def non_public_kind(address: IPAddress) -> str | None:
+    """What kind of non-public address this is ("loopback", "link-local", ...), or None for a public one."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 reaches 127.0.0.1
+    for kind, matches in (("unspecified", address.is_unspecified), ("loopback", address.is_loopback),
+                          ("link-local", address.is_link_local), ("multicast", address.is_multicast),
+                          ("private", address.is_private), ("reserved", address.is_reserved),
+                          ("non-public", not address.is_global)):
+        if matches:
+            return kind
+    return None
+
+
+class AddressRefused(FeedError):
+    """A connection would go to a non-public address the run does not allow; ``place`` names it."""
+
+    def __init__(self, host: str, address: IPAddress, kind: str) -> None:
+        what = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} address"
+        self.place = f"{address}, {what}" if host == str(address) else f"{host} ({address}, {what})"
+        super().__init__(self.place)
+
+
+class _Fetch:
+    """One feed's download. Every connection it makes, the first and each redirect's, goes to an address checked
+    here; and all of it (name lookup, connect, TLS, headers, body) ends by one wall-clock deadline, since a
+    server that drips its headers or body a byte at a time never trips a per-read timeout."""
+
+    def __init__(self, timeout: float, allowed: tuple[IPNetwork, ...]) -> None:
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.allowed = allowed
+        self.answered = False                     # the final response's headers have arrived
+        self.redirected_to: str | None = None     # the URL of the last redirect followed
+
+    def time_left(self) -> float:
+        """The timeout of the next socket operation: the time left before the deadline."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the download's deadline has passed")
+        return left
+
+    def overdue(self) -> FeedError:
+        if self.answered:
+            return FeedError(f"took longer than {self.timeout:g} s to download; the server is too slow (raise "
+                             "--timeout if the feed is large)")
+        return FeedError(f"did not answer within {self.timeout:g} s; it is tried again next run")
+
+    def _resolve(self, host: str, port: int) -> list[tuple]:
+        """getaddrinfo, waited for until the deadline (a name lookup takes no timeout, so it runs in a thread
+        that is abandoned if it hangs)."""
+        answers: list = []
+
+        def look_up() -> None:
+            try:
+                answers.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+            except OSError as exc:
+                answers.append(exc)
+        lookup = threading.Thread(target=look_up, name="feed-name-lookup", daemon=True)
+        lookup.start()
+        lookup.join(self.time_left())
+        if not answers:
+            raise TimeoutError(f"looking up {host} took too long")
+        if isinstance(answers[0], OSError):
+            raise answers[0]
+        return answers[0]
+
+    def connect(self, address: tuple[str, int], _timeout: object = None,
+                source_address: tuple[str, int] | None = None) -> socket.socket:
+        """http.client's socket.create_connection, checked: every address the host resolves to must be allowed,
+        and the socket connects to one of those very addresses, so a second DNS answer (rebinding) cannot slip
+        in between the check and the connection. (The connection's timeout is not used: every operation waits
+        until the deadline.)"""
+        host, port = address
+        found = self._resolve(host, port)
+        for *_, sockaddr in found:
+            ip = ipaddress.ip_address(sockaddr[0])
+            kind = non_public_kind(ip)
+            if kind and not any(ip in network for network in self.allowed):
+                raise AddressRefused(host, ip, kind)
+        error: OSError = OSError(f"{host} resolves to no address")
+        for family, sock_type, proto, _, sockaddr in found:
+            sock = _DeadlineSocket(family, sock_type, proto)
+            sock.fetch = self
+            try:
+                if source_address:
+                    sock.bind(source_address)
+                sock.settimeout(self.time_left())
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+        raise error
+
+
+class _DeadlineMixin:
+    """A socket each of whose reads and writes waits at most until its download's deadline."""
+    fetch: _Fetch | None = None
+
+    def _until_deadline(self) -> None:
+        if self.fetch is not None:
+            self.settimeout(self.fetch.time_left())  # type: ignore[attr-defined]
+
+    def recv(self, *args, **kwargs):
+        self._until_deadline()
+        return super().recv(*args, **kwargs)  # type: ignore[misc]
+
+    def recv_into(self, *args, **kwargs):
+        self._until_deadline()
+        return super().recv_into(*args, **kwargs)  # type: ignore[misc]
+
+    def send(self, *args, **kwargs):
+        self._until_deadline()
+        return super().send(*args, **kwargs)  # type: ignore[misc]
+
+    def sendall(self, *args, **kwargs):
+        self._until_deadline()
+        return super().sendall(*args, **kwargs)  # type: ignore[misc]
+
+
+class _DeadlineSocket(_DeadlineMixin, socket.socket):
+    pass
+
+
+class _DeadlineSSLSocket(_DeadlineMixin, ssl.SSLSocket):
+    pass
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """urllib's default TLS settings, with sockets that keep the deadline."""
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(["http/1.1"])
+    context.sslsocket_class = _DeadlineSSLSocket
+    return context
+
+
+class _CheckedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args, fetch: _Fetch, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = fetch.connect
+
+
+class _CheckedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args, fetch: _Fetch, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = fetch.connect
+        self._fetch = fetch
+
+    def connect(self) -> None:
+        super().connect()  # the handshake is bounded by the socket's timeout: the time left when it connected
+        self.sock.fetch = self._fetch
+
+
+class _CheckedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, fetch: _Fetch) -> None:
+        super().__init__()
+        self.fetch = fetch
+
+    def http_open(self, req):
+        return self.do_open(_CheckedHTTPConnection, req, fetch=self.fetch)
+
+
+class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, fetch: _Fetch) -> None:
+        super().__init__()
+        self.fetch = fetch
+
+    def https_open(self, req):
+        return self.do_open(_CheckedHTTPSConnection, req, context=_tls_context(), fetch=self.fetch)
+
+
 class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
-    """Redirects are followed (at most 5) to http(s) URLs only: a feed cannot send the importer to ftp:// or file://."""
+    """Redirects are followed (at most 5) to http(s) URLs only: a feed cannot send the importer to ftp:// or
+    file://. The address a redirect leads to is checked when connecting, as the first URL's is."""
     max_redirections = 5
+
+    def __init__(self, fetch: _Fetch) -> None:
+        super().__init__()
+        self.fetch = fetch
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         target = urlsplit(newurl)
@@ -276,21 +536,23 @@ class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
             raise FeedError(f"redirects to a {target.scheme or 'relative'}: URL; only http(s) feeds are read")
         if target.username is not None or target.password is not None:
             raise FeedError("redirects to a URL with a user name or password; it is not followed")
+        self.fetch.redirected_to = newurl
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-_OPENER = urllib.request.build_opener(_HttpRedirectsOnly)
+def _opener(fetch: _Fetch) -> urllib.request.OpenerDirector:
+    # No proxy, whatever the environment says: a proxy would connect for the importer, to an address not checked.
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _CheckedHTTPHandler(fetch),
+                                       _CheckedHTTPSHandler(fetch), _HttpRedirectsOnly(fetch))
 
 
-def _read_capped(read_chunk, max_bytes: int, deadline: float, timeout: float, decoder=None) -> bytes:
-    """Read until the end, at most ``max_bytes`` (after decompression) and until ``deadline``: a server
-    that drips a byte at a time never trips a socket timeout, so the whole download has one."""
+def _read_capped(read_chunk, max_bytes: int, fetch: _Fetch, decoder=None) -> bytes:
+    """Read until the end, at most ``max_bytes`` (after decompression) and until the download's deadline."""
     chunks: list[bytes] = []
     total = 0
     while True:
-        if time.monotonic() > deadline:
-            raise FeedError(f"took longer than {timeout:g} s to download; the server is too slow (raise --timeout "
-                            "if the feed is large)")
+        if time.monotonic() > fetch.deadline:
+            raise fetch.overdue()
         chunk = read_chunk()
         if not chunk:
             break
@@ -323,16 +585,20 @@ def ascii_url(url: str) -> str:
                        quote(parts.fragment, safe=safe)))
 
 
-def download(url: str, *, etag: str | None, modified: str | None, timeout: float, max_bytes: int) -> Download:
+def download(url: str, *, etag: str | None, modified: str | None, timeout: float, max_bytes: int,
+             allowed: tuple[IPNetwork, ...] = ()) -> Download:
+    """The feed at ``url``, read within ``timeout`` seconds in all; ``allowed``: the non-public networks it may be
+    read from (EVERY_ADDRESS with --allow-private-addresses)."""
+    fetch = _Fetch(timeout, allowed)
     request = urllib.request.Request(ascii_url(url), headers={"User-Agent": USER_AGENT, "Accept": ACCEPT,
                                                    "Accept-Encoding": "gzip, deflate"})
     if etag:
         request.add_header("If-None-Match", etag)
     if modified:
         request.add_header("If-Modified-Since", modified)
-    deadline = time.monotonic() + timeout
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
+        with _opener(fetch).open(request, timeout=timeout) as response:
+            fetch.answered = True
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > max_bytes and not response.headers.get("Content-Encoding"):
                 raise FeedError(f"is {declared} bytes, more than {max_bytes}; a feed that big is refused (raise "
@@ -345,12 +611,16 @@ def download(url: str, *, etag: str | None, modified: str | None, timeout: float
             else:
                 raise FeedError(f"came with Content-Encoding {encoding!r}, which this importer cannot read")
             try:
-                content = _read_capped(lambda: response.read1(65536), max_bytes, deadline, timeout, decoder)
+                content = _read_capped(lambda: response.read1(65536), max_bytes, fetch, decoder)
             except zlib.error:
                 raise FeedError(f"claims Content-Encoding {encoding} but does not decompress; the server is "
                                 "sending a corrupt response") from None
             headers = {"content-type": response.headers.get("Content-Type", ""), "content-location": response.url}
             return Download(content, headers, response.headers.get("ETag"), response.headers.get("Last-Modified"))
+    except AddressRefused as exc:
+        where = f"redirects to {_label(fetch.redirected_to)}, on" if fetch.redirected_to else "is on"
+        raise FeedError(f"{where} {exc.place}; feeds on this machine or a private network are not read unless "
+                        f"{ALLOW_PRIVATE_FLAG} is given (give it only for feeds you trust there)") from None
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 304:
@@ -360,12 +630,12 @@ def download(url: str, *, etag: str | None, modified: str | None, timeout: float
         hint = hints.get(exc.code, "the server is failing; it is tried again next run" if exc.code >= 500
                          else "check the URL")
         raise FeedError(f"answered HTTP {exc.code} {exc.reason}; {hint}") from None
-    except (TimeoutError, socket.timeout):
-        raise FeedError(f"did not answer within {timeout:g} s; it is tried again next run") from None
+    except TimeoutError:  # every socket operation waits only until the deadline
+        raise fetch.overdue() from None
     except urllib.error.URLError as exc:
         reason = exc.reason
-        if isinstance(reason, (TimeoutError, socket.timeout)):
-            raise FeedError(f"did not answer within {timeout:g} s; it is tried again next run") from None
+        if isinstance(reason, TimeoutError):
+            raise fetch.overdue() from None
         if isinstance(reason, socket.gaierror):
             raise FeedError("names a host that does not resolve; check the URL") from None
         text = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
@@ -472,12 +742,33 @@ def _http_url(value: object) -> str | None:
     return None
 
 
+def _site(value: object) -> str | None:
+    """The host of an http(s) URL, ``www.`` dropped; None for anything else."""
+    url = _http_url(value)
+    if url is None:
+        return None
+    host = (urlsplit(url).hostname or "").lower()
+    return host[4:] if host.startswith("www.") and len(host) > 4 else host
+
+
+def _same_site(one: str, other: str) -> bool:
+    return one == other or one.endswith("." + other) or other.endswith("." + one)
+
+
 def source_for(parsed: feedparser.FeedParserDict, location: str) -> str:
-    for candidate in (parsed.feed.get("link"), location if is_url(location) else None):
-        url = _http_url(candidate)
-        if url:
-            host = (urlsplit(url).hostname or "").lower()
-            return host[4:] if host.startswith("www.") and len(host) > 4 else host
+    """The outlet: the site the items link to (the host most of them share), named by the feed's site link or
+    URL when that is the same site or its parent domain, so an outlet's feeds on feeds.outlet.test and
+    edition.outlet.test are all one outlet, outlet.test. A site link that points elsewhere (an outlet's video
+    feed whose channel link is its YouTube page) does not name the outlet. Without item links: the site link's
+    host, else the feed URL's, else the feed's title."""
+    linked = Counter(site for site in (_site(entry.get("link")) for entry in parsed.entries) if site)
+    named = [site for site in (_site(parsed.feed.get("link")), _site(location) if is_url(location) else None)
+             if site]
+    if linked:
+        common = linked.most_common(1)[0][0]   # on a tie, the first in the feed
+        return next((min(site, common, key=len) for site in named if _same_site(site, common)), common)
+    if named:
+        return named[0]
     return _clean(parsed.feed.get("title"), 200) or Path(location).stem or "feed"
 
 
@@ -618,7 +909,8 @@ def read_feed(location: str, feed_state: FeedState | None, args: argparse.Namesp
         if is_url(location):
             result.download = download(location, etag=feed_state.etag if feed_state else None,
                                        modified=feed_state.modified if feed_state else None,
-                                       timeout=args.timeout, max_bytes=args.max_feed_bytes)
+                                       timeout=args.timeout, max_bytes=args.max_feed_bytes,
+                                       allowed=EVERY_ADDRESS if args.allow_private_addresses else ())
         else:
             result.download = read_file(location, args.max_feed_bytes)
         if result.download.content is None:
@@ -679,6 +971,7 @@ class Outcome:
     problem: str | None = None
     code: str | None = None           # the API's error code, for a rejected or unsent item
     reason: str | None = None         # what the summary says about the code, when more than the code is known
+    created: bool | None = None       # for a sent item: stored by this request (new) or already known; None: not said
 
     @property
     def label(self) -> str:
@@ -697,6 +990,17 @@ def _refusal(code: str, text: str) -> str:
     return _clean(f"{head}: {text}" if head and text else head or text or "rejected", 2000)
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """The API's redirects are never followed: urllib would send the key along to wherever it points (another
+    host), and a 301-303 turns the POST into a GET that posts nothing. The 3xx is answered as an error."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_API_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 class Api:
     def __init__(self, base: str, key: str | None, timeout: float) -> None:
         self.base, self.key, self.timeout = base.rstrip("/"), key, timeout
@@ -711,18 +1015,25 @@ class Api:
             request.add_header("Authorization", f"Bearer {self.key}")
         unsent = "the items stay unsent and are posted next run"
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _API_OPENER.open(request, timeout=self.timeout) as response:
                 status, raw = response.status, response.read(MAX_API_ANSWER_BYTES)
                 retry_after = response.headers.get("Retry-After") or ""
         except urllib.error.HTTPError as exc:
             status = exc.code
             retry_after = (exc.headers.get("Retry-After") if exc.headers is not None else None) or ""
+            location = (exc.headers.get("Location") if exc.headers is not None else None) or ""
             try:
                 raw = exc.read(MAX_API_ANSWER_BYTES)
             except (OSError, http.client.HTTPException):
                 raw = b""
             finally:
                 exc.close()
+            if 300 <= status < 400:
+                target = urlsplit(urljoin(self.batch_url, _clean(location)))
+                shown = urlunsplit(target._replace(netloc=target.netloc.rpartition("@")[2]))  # no credentials
+                raise ApiStop(f"the API at {self.base} answered HTTP {status}, a redirect to {_label(shown)}; it is "
+                              "not followed, so the key is sent only to --api: if the service has moved there, "
+                              f"pass that address as --api; {unsent}")
         except (TimeoutError, socket.timeout):
             raise ApiStop(f"the API at {self.base} did not answer within {self.timeout:g} s; {unsent}") from None
         except urllib.error.URLError as exc:
@@ -792,7 +1103,10 @@ class Api:
         # The error first: a refusal may name the id it concerns (too_old, id_conflict) and is still no success.
         error = result.get("error") if isinstance(result, dict) else None
         if not isinstance(error, dict) and isinstance(result, dict) and isinstance(result.get("id"), str):
-            return Outcome("sent", article=result["id"])
+            created = result.get("created")
+            if not isinstance(created, bool):  # created is the API's word; its status says the same
+                created = {"queued": True, "known": False}.get(result.get("status"))  # type: ignore[arg-type]
+            return Outcome("sent", article=result["id"], created=created)
         if isinstance(error, dict):
             code = error.get("code") if isinstance(error.get("code"), str) else ""
             status = error.get("status") if isinstance(error.get("status"), int) else 0
@@ -850,14 +1164,48 @@ def _forget_old(feed_state: FeedState, current: set[str], now: datetime) -> None
         del feed_state.items[key]
 
 
+@dataclass
+class Tally:
+    """What the API made of the items posted this run."""
+    new: int = 0          # stored by this run's requests
+    known: int = 0        # the API had them already: nothing was stored again
+    unsaid: int = 0       # sent, the answer said neither (an API that does not say)
+    rejected: int = 0
+
+    @property
+    def sent(self) -> int:
+        return self.new + self.known + self.unsaid
+
+    def count(self, outcome: Outcome) -> None:
+        if outcome.status == "rejected":
+            self.rejected += 1
+        elif outcome.created is None:
+            self.unsaid += 1
+        elif outcome.created:
+            self.new += 1
+        else:
+            self.known += 1
+
+    def __str__(self) -> str:
+        unsaid = f", {self.unsaid} not said which" if self.unsaid else ""
+        return f"{self.sent} sent ({self.new} new, {self.known} already known{unsaid}), {self.rejected} rejected"
+
+
 def run(args: argparse.Namespace, state_file: StateFile) -> int:
-    state = state_file.state
+    others = [api for api in state_file.state.apis if api != state_file.api]
+    if state_file.adopted_version_1:
+        say(f"the state file {state_file.path} names no API (it was written by an earlier importer): what it "
+            f"records is taken as sent to {state_file.api}")
+    elif state_file.api not in state_file.state.apis and others:
+        say(f"the state file {state_file.path} has no record of the API at {state_file.api}: every item is new to "
+            f"it (what was sent to {', '.join(map(_label, others))} is kept apart)")
+    feed_states = state_file.feeds   # what was sent to this run's API, by feed
     fetched_at = datetime.now(timezone.utc).replace(microsecond=0)
     feeds = list(dict.fromkeys(args.feeds))  # each feed once, in the order given
     say(f"reading {len(feeds)} feed{'s' * (len(feeds) != 1)}")
     results: dict[str, FeedResult] = {}
     with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(feeds))) as pool:
-        futures = {pool.submit(read_feed, loc, state.feeds.get(loc), args, fetched_at): loc for loc in feeds}
+        futures = {pool.submit(read_feed, loc, feed_states.get(loc), args, fetched_at): loc for loc in feeds}
         for done, future in enumerate(as_completed(futures), 1):
             result = future.result()
             results[result.location] = result
@@ -868,7 +1216,7 @@ def run(args: argparse.Namespace, state_file: StateFile) -> int:
             if result.download is None or result.download.content is None:
                 say(f"{prefix}: not modified since the last run")
                 continue
-            known = state.feeds.get(result.location, FeedState()).items
+            known = feed_states.get(result.location, FeedState()).items
             new = sum(1 for item in result.items if item.key not in known)
             skipped = "".join(f", {n} skipped ({why})" for why, n in sorted(result.skipped.items()))
             say(f"{prefix}: {result.entry_count} items, {new} new{skipped}")
@@ -886,7 +1234,7 @@ def run(args: argparse.Namespace, state_file: StateFile) -> int:
         result = results[location]
         if result.error or result.download is None or result.download.content is None:
             continue
-        feed_state = state.feeds.setdefault(location, FeedState())
+        feed_state = feed_states.setdefault(location, FeedState())
         for item in result.items:
             known = feed_state.items.get(item.key)
             if known is not None:
@@ -898,7 +1246,7 @@ def run(args: argparse.Namespace, state_file: StateFile) -> int:
     pending.sort(key=lambda item: item.published_ts)
 
     api = Api(args.api, args.api_key, args.timeout)
-    sent = rejected = 0
+    tally = Tally()
     refusals: dict[str, int] = {}     # rejected items by the API's code
     unsent_feeds: set[str] = set()
     started = time.monotonic()
@@ -916,18 +1264,16 @@ def run(args: argparse.Namespace, state_file: StateFile) -> int:
                 busy.append(outcome)
                 unsent_feeds.add(item.feed)
                 continue
-            state.feeds[item.feed].items[item.key] = ItemState(status=outcome.status, seen=fetched_at,
+            feed_states[item.feed].items[item.key] = ItemState(status=outcome.status, seen=fetched_at,
                                                                article=outcome.article, problem=outcome.problem)
-            if outcome.status == "sent":
-                sent += 1
-            else:
-                rejected += 1
+            tally.count(outcome)
+            if outcome.status == "rejected":
                 refusals[outcome.label] = refusals.get(outcome.label, 0) + 1
                 say(f"rejected by the API: {item.article['url']} from {_label(item.feed)}: {outcome.problem}")
         state_file.save()
         rate = (start + len(batch)) / max(time.monotonic() - started, 1e-9)
         waiting = f", {len(busy)} not taken" if busy else ""
-        say(f"posted {start + len(batch)}/{len(pending)} ({sent} sent, {rejected} rejected{waiting}, {rate:.0f}/s)")
+        say(f"posted {start + len(batch)}/{len(pending)}: {tally}{waiting}, {rate:.0f}/s")
         start += len(batch)
         if busy:
             # Backpressure: as with a 503 for the whole request, nothing more is sent this run.
@@ -941,7 +1287,7 @@ def run(args: argparse.Namespace, state_file: StateFile) -> int:
         result = results[location]
         if result.error or result.download is None:
             continue
-        feed_state = state.feeds.setdefault(location, FeedState())
+        feed_state = feed_states.setdefault(location, FeedState())
         if location not in unsent_feeds:  # a 304 next time must not hide items still waiting to be sent
             feed_state.etag, feed_state.modified = result.download.etag, result.download.modified
         if result.download.content is not None:
@@ -949,18 +1295,18 @@ def run(args: argparse.Namespace, state_file: StateFile) -> int:
     state_file.save()
 
     failed = [loc for loc in feeds if results[loc].error]
-    left = len(pending) - sent - rejected
+    left = len(pending) - tally.sent - tally.rejected
     common = sorted(refusals.items(), key=lambda pair: (-pair[1], pair[0]))
     why = ", ".join(f"{n} {label}" for label, n in common[:6])
     if len(common) > 6:
         why += f", {sum(n for _, n in common[6:])} for {len(common) - 6} other reasons"
-    print(f"feeds: {len(feeds) - len(failed)} read, {len(failed)} failed; articles: {sent} sent, {rejected} "
-          f"rejected, {left} left for the next run, {sum(sum(r.skipped.values()) for r in results.values())} "
-          f"skipped{'; rejected: ' + why if why else ''}")
+    print(f"feeds: {len(feeds) - len(failed)} read, {len(failed)} failed; articles: {tally}, {left} left for the "
+          f"next run, {sum(sum(r.skipped.values()) for r in results.values())} skipped"
+          f"{'; rejected: ' + why if why else ''}")
     if failed:
         say(f"{len(failed)} feed{'s' * (len(failed) != 1)} could not be read: {', '.join(map(_label, failed))}; "
             "see the errors above")
-    return EXIT_INCOMPLETE if failed or rejected or left else EXIT_OK
+    return EXIT_INCOMPLETE if failed or tally.rejected or left else EXIT_OK
 
 
 # ---------------------------------------------------------------- the command line
@@ -1007,18 +1353,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the API key (default: STORYWIRE_API_KEY; prefer the variable, a command line is "
                              "visible to other users)")
     parser.add_argument("--state", type=Path, default=None,
-                        help="where to remember what was sent (default: var/feeds-state.json, under "
+                        help="where to remember what was sent, to each API apart (default: var/feeds-state.json, under "
                              "STORYWIRE_DATA_DIR when set)")
     parser.add_argument("--batch-size", type=_positive(int, "--batch-size", MAX_BATCH), default=DEFAULT_BATCH,
                         help=f"articles per request (default {DEFAULT_BATCH}, at most {MAX_BATCH})")
     parser.add_argument("--timeout", type=_positive(float, "--timeout", 3600), default=DEFAULT_TIMEOUT,
-                        help=f"seconds for one feed's download or one API request (default {DEFAULT_TIMEOUT:g})")
+                        help="seconds for the whole of one feed's download (name lookup, connection, headers and "
+                             f"body) or for one API request (default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--max-feed-bytes", type=_positive(int, "--max-feed-bytes"), default=DEFAULT_MAX_FEED_BYTES,
                         help=f"refuse a feed larger than this (default {DEFAULT_MAX_FEED_BYTES})")
     parser.add_argument("--lenient", action="store_true",
                         help="import what a forgiving parser recovers even from a feed that ends before its root "
                              "element closes (a feed that is complete but not well-formed is imported anyway, "
                              "with a warning)")
+    parser.add_argument(ALLOW_PRIVATE_FLAG, action="store_true",
+                        help="read feed URLs (and follow redirects) that lead to this machine or a private network "
+                             "(loopback, private, link-local and other non-public addresses), refused by default "
+                             "so that a feed cannot make the importer reach services there; --api is never "
+                             "restricted")
     args = parser.parse_args(argv)
     try:
         args.feeds = [check_feed_location(location) for location in args.feeds]
@@ -1039,7 +1391,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        with StateFile(args.state) as state_file:
+        with StateFile(args.state, api_address(args.api)) as state_file:
             return run(args, state_file)
     except StateError as exc:
         say(f"error: {exc}")

@@ -7,8 +7,13 @@ from __future__ import annotations
 import fcntl
 import gzip
 import io
+import ipaddress
+import itertools
 import json
 import os
+import re
+import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -33,6 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 SCRIPT = ROOT / "scripts" / "import_feeds.py"
 API_KEY = "feeds-test-key-0123456789abcdef"
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+DATA = ROOT / "tests" / "data"
+FLAG_HINT = "feeds on this machine or a private network are not read unless --allow-private-addresses is given"
 
 
 # ---------------------------------------------------------------- feeds
@@ -86,6 +95,7 @@ class Route:
     etag: str | None = None            # answer a matching If-None-Match with 304
     delay: float = 0.0                 # seconds before the answer
     drip: float = 0.0                  # seconds between bytes of the body
+    drip_head: float = 0.0             # seconds between bytes of a status line and headers that never end
     send_length: bool = True           # False: no Content-Length, the body ends when the connection closes
     gzip: bool = False                 # compress when the client accepts it
     headers: dict = field(default_factory=dict)
@@ -94,7 +104,8 @@ class Route:
 class FeedServer:
     """Feeds on a localhost port: each path answers as its Route says; every request is counted."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: tuple[Path, Path] | None = None) -> None:
+        """``tls``: a certificate and its key, to serve over HTTPS."""
         self.routes: dict[str, Route] = {}
         self.hits: list[tuple[str, int]] = []   # (path, status answered)
         outer = self
@@ -113,6 +124,9 @@ class FeedServer:
                     self.end_headers()
                     return
                 outer.hits.append((self.path, route.status))
+                if route.drip_head:
+                    self.drip_head_forever(route.drip_head)
+                    return
                 time.sleep(route.delay)
                 body = route.body
                 self.send_response(route.status)
@@ -138,9 +152,29 @@ class FeedServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            def drip_head_forever(self, interval: float) -> None:
+                """A status line, then one header whose value never ends, a byte every ``interval`` seconds:
+                no read ever waits long, so only a deadline for the whole download stops the client. It gives
+                up after 30 s (or once the client has gone)."""
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\nX-Slow: "
+                stop = time.monotonic() + 30
+                self.close_connection = True
+                try:
+                    for byte in itertools.chain(head, itertools.repeat(ord("a"))):
+                        if time.monotonic() > stop:
+                            return
+                        self.wfile.write(bytes([byte]))
+                        time.sleep(interval)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.base = f"{'https' if tls else 'http'}://{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -230,8 +264,11 @@ def stored_articles(store: RedisStore) -> dict[str, dict]:
 
 # ---------------------------------------------------------------- running the command
 def run_import(*args: str, api: str | None = None, state: Path | None = None, env: dict | None = None,
-               cwd: Path = ROOT, timeout: float = 90) -> subprocess.CompletedProcess:
+               cwd: Path = ROOT, timeout: float = 90, allow_private: bool = True) -> subprocess.CompletedProcess:
+    """The importer in a process of its own; ``allow_private``: the feeds here are served on loopback."""
     command = [sys.executable, str(SCRIPT)]
+    if allow_private:
+        command.append("--allow-private-addresses")
     if api is not None:
         command += ["--api", api]
     if state is not None:
@@ -241,8 +278,16 @@ def run_import(*args: str, api: str | None = None, state: Path | None = None, en
     return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=full_env)
 
 
-def state_items(state: Path, feed: str) -> dict:
-    return json.loads(state.read_text())["feeds"].get(feed, {}).get("items", {})
+def feed_states(state: Path, api: str | None = None) -> dict:
+    """The state file's feeds for ``api`` (None: the one API the file knows)."""
+    apis = json.loads(state.read_text())["apis"]
+    if api is None:
+        [api] = apis
+    return apis[import_feeds.api_address(api)]["feeds"]
+
+
+def state_items(state: Path, feed: str, api: str | None = None) -> dict:
+    return feed_states(state, api).get(feed, {}).get("items", {})
 
 
 def wire_items(prefix: str, count: int, start: datetime) -> list[str]:
@@ -295,8 +340,8 @@ def test_rss_and_atom_items_are_posted_once_and_new_items_on_a_later_run(feeds, 
     # Progress: one line per feed with its counts, then the posting.
     assert f"{feeds.url('/rss.xml')}: 3 items, 3 new" in first.stderr
     assert f"{feeds.url('/atom.xml')}: 2 items, 2 new" in first.stderr
-    assert "posted 5/5 (5 sent, 0 rejected" in first.stderr
-    assert "5 sent, 0 rejected, 0 left for the next run" in first.stdout
+    assert "posted 5/5: 5 sent (5 new, 0 already known), 0 rejected" in first.stderr
+    assert "5 sent (5 new, 0 already known), 0 rejected, 0 left for the next run" in first.stdout
 
     # Second run: the RSS feed answers 304 to the remembered ETag, the Atom feed has nothing new.
     second = run_import(feeds.url("/rss.xml"), feeds.url("/atom.xml"), api=api.url, state=state)
@@ -324,6 +369,32 @@ def test_rss_and_atom_items_are_posted_once_and_new_items_on_a_later_run(feeds, 
     assert ids <= set(stored_articles(store)) and len(ids) == 4
 
 
+def test_the_summary_says_how_many_items_the_api_took_as_new_and_how_many_it_knew(api, store, tmp_path):
+    """A re-import with a fresh state (a lost state file, another machine) sends every item again: the API answers
+    each as known and stores nothing, and the progress and summary say so instead of counting them as news."""
+    feed = tmp_path / "feed.xml"
+    feed.write_bytes(rss(wire_items("nk", 3, NOW - timedelta(days=1))))
+    first = run_import(str(feed), api=api.url, state=tmp_path / "one.json")
+    assert first.returncode == 0, first.stderr
+    assert "articles: 3 sent (3 new, 0 already known), 0 rejected, 0 left" in first.stdout
+    again = run_import(str(feed), api=api.url, state=tmp_path / "another.json")
+    assert again.returncode == 0, again.stderr
+    assert "posted 3/3: 3 sent (0 new, 3 already known), 0 rejected" in again.stderr
+    assert "articles: 3 sent (0 new, 3 already known), 0 rejected, 0 left" in again.stdout
+    assert len(stored_articles(store)) == 3
+
+
+def test_an_answer_that_says_neither_new_nor_known_is_counted_apart(fake_api, tmp_path):
+    def silent(articles: list[dict]) -> tuple[int, dict, dict]:
+        return 202, {"results": [{"index": i, "id": f"a_{i}"} for i in range(len(articles))]}, {}
+    fake_api.respond = silent
+    feed = tmp_path / "feed.xml"
+    feed.write_bytes(rss(wire_items("ns", 2, NOW - timedelta(days=1))))
+    result = run_import(str(feed), api=fake_api.url, state=tmp_path / "state.json")
+    assert result.returncode == 0, result.stderr
+    assert "articles: 2 sent (0 new, 0 already known, 2 not said which), 0 rejected" in result.stdout
+
+
 def test_a_feed_file_is_read_and_keyed_by_its_absolute_path(api, store, tmp_path):
     feed = tmp_path / "feeds" / "local.xml"
     feed.parent.mkdir()
@@ -340,7 +411,7 @@ def test_a_feed_file_is_read_and_keyed_by_its_absolute_path(api, store, tmp_path
     second = run_import(str(feed), api=api.url, state=state)
     assert second.returncode == 0, second.stderr
     assert len(api.recorder.posts) == 1 and "1 skipped" in second.stdout
-    assert list(json.loads(state.read_text())["feeds"]) == [str(feed)]
+    assert list(feed_states(state)) == [str(feed)]
 
 
 def test_a_feed_url_with_non_ascii_characters_is_requested_percent_encoded(feeds, api, store, tmp_path):
@@ -364,7 +435,7 @@ def test_items_gone_from_their_feed_for_90_days_are_forgotten(feeds, api, store,
     state = tmp_path / "state.json"
     assert run_import(feeds.url("/f.xml"), api=api.url, state=state).returncode == 0
     document = json.loads(state.read_text())
-    items = document["feeds"][feeds.url("/f.xml")]["items"]
+    items = document["apis"][api.url]["feeds"][feeds.url("/f.xml")]["items"]
     in_feed = set(items)
     old = {"status": "sent", "seen": _date(NOW - timedelta(days=91), False), "article": "a_old"}
     recent = {"status": "rejected", "seen": _date(NOW - timedelta(days=80), False), "problem": "x"}
@@ -435,6 +506,45 @@ def test_hostile_and_odd_entries(feeds, api, store, tmp_path):
     assert "root:" not in xxe["title"] + xxe["body"]  # an external entity is never read
     assert all(a["language"] in ("", None) for a in articles.values())  # "English" is not a language tag
     assert state.stat().st_size < 5_000  # item keys are hashed: a 20 kB guid does not grow the state
+
+
+def test_the_outlet_is_the_site_the_items_link_to_when_the_channel_link_points_elsewhere(api, store, tmp_path):
+    """feed_import_video_channel.xml is shaped like a news outlet's video feed: its channel link is the outlet's
+    YouTube page, its items link to the outlet's own site (one to a YouTube video). All are the outlet's items."""
+    result = run_import(str(DATA / "feed_import_video_channel.xml"), api=api.url, state=tmp_path / "state.json")
+    assert result.returncode == 0, result.stderr
+    articles = list(stored_articles(store).values())
+    assert len(articles) == 5 and {a["source"] for a in articles} == {"aljazeera.com"}
+
+
+def _linking(host: str) -> list[str]:
+    return [rss_item(f"{host}-{n}", f"Story {n}", f"https://{host}/news/{n}" if host else "", NOW, "Text.")
+            for n in range(3)]
+
+
+OUTLETS: dict[str, tuple[bytes, str, str]] = {
+    # (the feed, where it was read from, the outlet)
+    "the channel link points elsewhere": (rss(_linking("www.outlet.test"), link="https://www.youtube.com/c/outlet"),
+                                          "https://feeds.outlet.test/video.xml", "outlet.test"),
+    "the channel link is a subdomain of the items' site": (rss(_linking("www.outlet.test"),
+                                                               link="https://edition.outlet.test/"),
+                                                           "/saved/feed.xml", "outlet.test"),
+    "the items are on a subdomain of the channel's site": (rss(_linking("money.outlet.test"),
+                                                               link="https://www.outlet.test/"),
+                                                           "/saved/feed.xml", "outlet.test"),
+    "no channel link, the feed on a feed host": (rss(_linking("www.outlet.test"), link=""),
+                                                 "https://feeds.feedhost.test/outlet", "outlet.test"),
+    "no item links": (rss(_linking(""), link="https://www.outlet.test/"), "https://feeds.feedhost.test/o",
+                      "outlet.test"),
+    "no links at all": (rss(_linking(""), title="Outlet Daily", link=""), "/saved/feed.xml", "Outlet Daily"),
+}
+
+
+@pytest.mark.parametrize("kind", list(OUTLETS))
+def test_the_outlet_is_named_by_the_site_its_items_link_to(kind):
+    content, location, outlet = OUTLETS[kind]
+    parsed, _ = import_feeds.parse(content, {}, lenient=False)
+    assert import_feeds.source_for(parsed, location) == outlet
 
 
 # ---------------------------------------------------------------- dates: a feed keeps its own time
@@ -585,6 +695,93 @@ def test_a_redirect_is_followed_only_to_http(feeds, api, store, tmp_path):
     assert len(stored_articles(store)) == 2
 
 
+def test_a_feed_on_this_machine_is_refused_without_allow_private_addresses(feeds, api, store, tmp_path):
+    """By default a feed is read from public addresses only: a feed URL (or its redirect) could otherwise make the
+    importer read a service of this machine or its network and post it. A local file is read as before, and the
+    API, the user's own service (here on loopback too), is posted to."""
+    feeds.routes["/f.xml"] = Route(rss(wire_items("lo", 2, NOW - timedelta(days=1))))
+    by_name = feeds.url("/f.xml").replace("127.0.0.1", "localhost")
+    local = tmp_path / "saved.xml"
+    local.write_bytes(rss(wire_items("file", 2, NOW - timedelta(days=1))))
+    result = run_import(feeds.url("/f.xml"), by_name, str(local), api=api.url, state=tmp_path / "state.json",
+                        allow_private=False)
+    assert result.returncode == 1
+    assert f"error: {feeds.url('/f.xml')} is on 127.0.0.1, a loopback address; {FLAG_HINT}" in result.stderr
+    assert re.search(rf"error: {re.escape(by_name)} is on localhost \((127\.0\.0\.1|::1), a loopback address\); "
+                     + re.escape(FLAG_HINT), result.stderr), result.stderr
+    assert not feeds.hits
+    assert sorted(a["url"] for a in stored_articles(store).values()) == [
+        "https://www.example-news.test/file/0", "https://www.example-news.test/file/1"]
+
+
+_WATCHES: list[list] = []     # the open connections() blocks' records, innermost last
+_AUDITING = False
+
+
+def _stop_connections_off_loopback(event: str, args: tuple) -> None:
+    if event != "socket.connect" or not _WATCHES:
+        return
+    address = args[1]
+    _WATCHES[-1].append(address)
+    try:
+        loopback = ipaddress.ip_address(str(address[0]).split("%")[0]).is_loopback
+    except (ValueError, TypeError, IndexError):
+        loopback = False
+    if not loopback:
+        raise PermissionError(f"the test stopped a connection to {address} before it left this machine")
+
+
+@contextmanager
+def connections() -> Iterator[list]:
+    """The addresses this process connects to inside the block. One off loopback is stopped before a packet
+    leaves (PermissionError), so a test of refusals sends nothing to 169.254.169.254 even if the importer
+    regressed."""
+    global _AUDITING
+    if not _AUDITING:
+        sys.addaudithook(_stop_connections_off_loopback)  # for the rest of the process; idle outside a block
+        _AUDITING = True
+    seen: list = []
+    _WATCHES.append(seen)
+    try:
+        yield seen
+    finally:
+        _WATCHES.remove(seen)
+
+
+# Where a redirect leads (given the port of a feed server on 127.0.0.2), and the kind of address it is.
+NON_PUBLIC_TARGETS: dict[str, Callable[[int], tuple[str, str]]] = {
+    "another loopback address": lambda port: (f"http://127.0.0.2:{port}/f.xml", "a loopback address"),
+    "loopback written as a number": lambda port: (f"http://2130706434:{port}/f.xml", "a loopback address"),
+    "loopback as an IPv4-mapped IPv6 address": lambda port: (f"http://[::ffff:127.0.0.2]:{port}/f.xml",
+                                                             "a loopback address"),
+    "the unspecified address": lambda port: (f"http://0.0.0.0:{port}/f.xml", "an unspecified address"),
+    "a cloud metadata service": lambda _: ("http://169.254.169.254/latest/meta-data/", "a link-local address"),
+    "a private network": lambda _: ("http://10.11.12.13/feed.xml", "a private address"),
+}
+
+
+@pytest.mark.parametrize("kind", list(NON_PUBLIC_TARGETS))
+def test_a_redirect_to_a_non_public_address_is_refused_before_connecting(kind, feeds):
+    """The first hop must be allowed for its redirect to be tested on one machine: the importer's download is
+    called with 127.0.0.1 alone allowed (as --allow-private-addresses allows every address). A second server on
+    127.0.0.2 stands where the redirect would lead."""
+    inside = FeedServer("127.0.0.2")
+    try:
+        inside.routes["/f.xml"] = Route(rss(wire_items("inside", 1, NOW)))
+        target, what = NON_PUBLIC_TARGETS[kind](inside.server.server_address[1])
+        feeds.routes["/moved"] = Route(status=302, headers={"Location": target})
+        with connections() as seen, pytest.raises(import_feeds.FeedError) as refused:
+            import_feeds.download(feeds.url("/moved"), etag=None, modified=None, timeout=5, max_bytes=100_000,
+                                  allowed=(ipaddress.ip_network("127.0.0.1/32"),))
+    finally:
+        inside.close()
+    message = str(refused.value)
+    assert message.startswith(f"redirects to {target}, on ") and f", {what}" in message, message
+    assert message.endswith(FLAG_HINT + " (give it only for feeds you trust there)")
+    assert seen == [("127.0.0.1", feeds.server.server_address[1])]   # the redirect's target was never connected to
+    assert not inside.hits
+
+
 @pytest.mark.parametrize("where", ["feed", "api"])
 def test_credentials_in_a_url_are_refused_and_never_printed(feeds, api, tmp_path, where):
     state = tmp_path / "state.json"
@@ -616,7 +813,7 @@ def test_an_item_the_api_rejects_is_reported_once_and_not_sent_again(feeds, api,
     assert first.returncode == 1
     assert "rejected by the API: https://www.example-news.test/too-long" in first.stderr
     assert "title" in first.stderr and "1000" in first.stderr
-    assert "2 sent, 1 rejected, 0 left" in first.stdout and len(stored_articles(store)) == 2
+    assert "2 sent (2 new, 0 already known), 1 rejected, 0 left" in first.stdout and len(stored_articles(store)) == 2
     rejected = [i for i in state_items(state, feeds.url("/f.xml")).values() if i["status"] == "rejected"]
     assert len(rejected) == 1 and "title" in rejected[0]["problem"]
     feeds.routes["/f.xml"].etag = '"e2"'  # a full answer, so the item is seen again
@@ -717,9 +914,9 @@ def test_too_old_and_id_conflict_are_refusals_reported_with_their_reason_and_nev
     assert "more than 30 days before the stream's clock" in first.stderr
     assert "rejected by the API: https://www.example-news.test/conflict" in first.stderr
     assert "id_conflict (its id belongs to another article)" in first.stderr
-    assert ("1 sent, 2 rejected, 0 left for the next run, 0 skipped; rejected: 1 id_conflict (its id belongs to "
-            "another article), 1 too_old (older than the service's retention window on its stream's clock)"
-            in first.stdout)
+    assert ("1 sent (1 new, 0 already known), 2 rejected, 0 left for the next run, 0 skipped; rejected: "
+            "1 id_conflict (its id belongs to another article), 1 too_old (older than the service's retention "
+            "window on its stream's clock)" in first.stdout)
     items = list(state_items(state, feeds.url("/f.xml")).values())
     assert [i["article"] for i in items if i["status"] == "sent"] == ["a_fresh"]
     problems = sorted(i["problem"] for i in items if i["status"] == "rejected")
@@ -747,8 +944,8 @@ def test_the_api_refuses_an_item_older_than_its_retention_window_and_it_is_not_s
     first = run_import(feeds.url("/f.xml"), api=api.url, state=state)
     assert first.returncode == 1
     assert "rejected by the API: https://www.example-news.test/old2021" in first.stderr and "too_old" in first.stderr
-    assert ("1 sent, 1 rejected, 0 left for the next run, 0 skipped; rejected: 1 too_old (older than the service's "
-            "retention window" in first.stdout)
+    assert ("1 sent (1 new, 0 already known), 1 rejected, 0 left for the next run, 0 skipped; rejected: "
+            "1 too_old (older than the service's retention window" in first.stdout)
     # A batch of old items only: the API answers each item with its code (too_old); refused with the
     # reason, not left for the next run.
     feeds.routes["/f.xml"] = Route(rss([today, old, raw_item("old2020", pub(ARCHIVE - timedelta(days=365)))]),
@@ -756,8 +953,8 @@ def test_the_api_refuses_an_item_older_than_its_retention_window_and_it_is_not_s
     second = run_import(feeds.url("/f.xml"), api=api.url, state=state)
     assert second.returncode == 1
     assert "rejected by the API: https://www.example-news.test/old2020" in second.stderr
-    assert "0 sent, 1 rejected, 0 left for the next run, 0 skipped; rejected: 1 too_old (older than the " \
-        "service's retention window" in second.stdout
+    assert "0 sent (0 new, 0 already known), 1 rejected, 0 left for the next run, 0 skipped; rejected: " \
+        "1 too_old (older than the service's retention window" in second.stdout
     feeds.routes["/f.xml"].etag = '"e3"'
     posts = len(api.recorder.posts)
     third = run_import(feeds.url("/f.xml"), api=api.url, state=state)
@@ -784,7 +981,7 @@ def test_a_full_queue_leaves_the_items_for_the_next_run(where, feeds, fake_api, 
     if where == "whole request":
         assert "error: the API's queue is full (HTTP 503 queue_full: 5000 articles are waiting" in first.stderr
         assert "the items stay unsent and are posted next run" in first.stderr
-        assert "0 sent, 0 rejected, 3 left for the next run" in first.stdout
+        assert "0 sent (0 new, 0 already known), 0 rejected, 3 left for the next run" in first.stdout
         assert not state_items(state, feeds.url("/f.xml"))
     else:
         # The oldest two went in one batch; the API took one and could not take the other now: posting stops
@@ -792,9 +989,9 @@ def test_a_full_queue_leaves_the_items_for_the_next_run(where, feeds, fake_api, 
         assert len(fake_api.posts) == 1
         assert "error: the API could not take 1 item now (queue_full: 5000 articles" in first.stderr
         assert "they and the 1 not yet sent stay unsent and are posted next run" in first.stderr
-        assert "1 sent, 0 rejected, 2 left for the next run" in first.stdout
+        assert "1 sent (1 new, 0 already known), 0 rejected, 2 left for the next run" in first.stdout
         assert [i["article"] for i in state_items(state, feeds.url("/f.xml")).values()] == ["a_q2"]
-    assert json.loads(state.read_text())["feeds"][feeds.url("/f.xml")]["etag"] is None  # no 304 hides them
+    assert feed_states(state)[feeds.url("/f.xml")]["etag"] is None  # no 304 hides them
     fake_api.respond = lambda articles: (202, accept_all(articles), {})
     later = run_import(feeds.url("/f.xml"), api=fake_api.url, state=state)
     assert later.returncode == 0, later.stderr
@@ -817,7 +1014,7 @@ def test_batches_follow_batch_size_and_a_too_large_batch_is_split(feeds, redis_u
     posts = small_api.recorder.posts
     assert [len(p["articles"]) for p in posts if p["status"] == 413][0] == 4    # halved after a 413
     assert max(len(p["articles"]) for p in posts if p["status"] == 202) <= 2
-    assert len(stored_articles(store)) == 6 and "6 sent, 1 rejected" in result.stdout
+    assert len(stored_articles(store)) == 6 and "6 sent (6 new, 0 already known), 1 rejected" in result.stdout
 
 
 def test_large_articles_go_in_requests_of_at_most_4_mib(feeds, api, store, tmp_path):
@@ -907,6 +1104,52 @@ def test_an_unreadable_feed_location_fails_alone(kind, feeds, api, store, tmp_pa
     assert len(stored_articles(store)) == 2
 
 
+@pytest.mark.parametrize(("where", "message"), [("headers", "did not answer within 1 s; it is tried again next run"),
+                                                ("body", "took longer than 1 s to download")])
+def test_a_server_that_drips_a_byte_at_a_time_is_given_up_on_at_the_timeout(where, message, feeds, api, store,
+                                                                            tmp_path):
+    """A byte every 0.1 s never trips a per-read timeout: the whole download (connect, headers, body) has one
+    deadline, so the run, and the state file's lock it holds, ends on time."""
+    feeds.routes["/good.xml"] = Route(rss(wire_items("good", 2, NOW - timedelta(days=1))))
+    feeds.routes["/drip.xml"] = (Route(drip_head=0.1) if where == "headers"
+                                 else Route(b"<rss>" + b" " * 300, drip=0.1, send_length=False))
+    started = time.monotonic()
+    result = run_import("--timeout", "1", feeds.url("/good.xml"), feeds.url("/drip.xml"), api=api.url,
+                        state=tmp_path / "state.json", timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert f"] error: {feeds.url('/drip.xml')} {message}" in result.stderr, result.stderr
+    assert elapsed < 15, f"the run took {elapsed:.0f} s"   # generous: an interpreter's start, then 1 s
+    assert len(stored_articles(store)) == 2
+
+
+@pytest.fixture
+def tls_feeds(tmp_path) -> Iterator[tuple[FeedServer, Path]]:
+    """Feeds over HTTPS on localhost, and the certificate the importer must trust (its SSL_CERT_FILE)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    server = FeedServer(tls=(cert, key))
+    yield server, cert
+    server.close()
+
+
+def test_a_feed_over_https_is_read_and_kept_to_the_deadline(tls_feeds, api, store, tmp_path):
+    feeds, cert = tls_feeds
+    feeds.routes["/f.xml"] = Route(rss(wire_items("tls", 2, NOW - timedelta(days=1))))
+    feeds.routes["/drip.xml"] = Route(drip_head=0.1)
+    started = time.monotonic()
+    result = run_import("--timeout", "1", feeds.url("/f.xml"), feeds.url("/drip.xml"), api=api.url,
+                        state=tmp_path / "state.json", env={"SSL_CERT_FILE": str(cert)}, timeout=60)
+    assert time.monotonic() - started < 15
+    assert result.returncode == 1
+    assert f"] error: {feeds.url('/drip.xml')} did not answer within 1 s" in result.stderr, result.stderr
+    assert len(stored_articles(store)) == 2
+
+
 # feedparser's forgiving parser reads a bare "&T" as an entity reference and closes it: what it recovers.
 @pytest.mark.parametrize(("entity", "title"), [(b"&nbsp;", "n headline\xa0zero"), (b" AT&T ", "n headline AT&T; zero")])
 def test_a_complete_feed_that_is_not_well_formed_is_imported_with_a_warning(feeds, api, store, tmp_path, entity,
@@ -940,7 +1183,11 @@ BAD_STATES: dict[str, bytes] = {
     "empty": b"",
     "not UTF-8": b"\xff\xfe\x00\x81garbage",
     "a list": b"[]",
-    "another version": b'{"version": 2, "feeds": {}}',
+    "another version": b'{"version": 3, "apis": {}}',
+    "version 2 laid out as version 1": b'{"version": 2, "feeds": {}}',
+    "apis not an object": b'{"version": 2, "apis": ["http://127.0.0.1:8000"]}',
+    "a bad item under an API": b'{"version": 2, "apis": {"http://127.0.0.1:8000": {"feeds": {"http://x.test/f": '
+                               b'{"items": {"k": {"status": "maybe", "seen": "2026-01-01T00:00:00Z"}}}}}}}',
     "a bad item": b'{"version": 1, "feeds": {"http://x.test/f": {"items": {"k": {"status": "maybe", '
                   b'"seen": "2026-01-01T00:00:00Z"}}}}}',
     "a bad date": b'{"version": 1, "feeds": {"http://x.test/f": {"items": {"k": {"status": "sent", '
@@ -962,6 +1209,39 @@ def test_a_bad_state_file_stops_before_anything_is_fetched_and_is_kept(kind, fee
     assert "move it away to start afresh" in result.stderr
     assert state.read_bytes() == BAD_STATES[kind]
     assert not feeds.hits and not api.recorder.requests
+
+
+def test_another_api_gets_a_state_of_its_own_in_the_same_file(feeds, api, fake_api, tmp_path):
+    """What was sent is kept per API: pointed at another service, the importer sends it every item (and says
+    why), and back at the first it sends nothing again."""
+    feeds.routes["/f.xml"] = Route(rss(wire_items("two", 2, NOW - timedelta(days=1))))
+    state = tmp_path / "state.json"
+    first = run_import(feeds.url("/f.xml"), api=api.url, state=state)
+    assert first.returncode == 0 and len(api.recorder.accepted_articles()) == 2, first.stderr
+    other = run_import(feeds.url("/f.xml"), api=fake_api.url, state=state)
+    assert other.returncode == 0, other.stderr
+    assert [len(batch) for batch in fake_api.posts] == [2] and "articles: 2 sent" in other.stdout
+    assert (f"the state file {state} has no record of the API at {fake_api.url}: every item is new to it (what "
+            f"was sent to {api.url} is kept apart)") in other.stderr
+    back = run_import(feeds.url("/f.xml"), api=api.url + "/", state=state)   # the same API, a trailing slash
+    assert back.returncode == 0, back.stderr
+    assert "no record" not in back.stderr and "articles: 0 sent" in back.stdout and len(api.recorder.posts) == 1
+    assert sorted(json.loads(state.read_text())["apis"]) == sorted([api.url, fake_api.url])
+    assert len(state_items(state, feeds.url("/f.xml"), api.url)) == 2
+    assert len(state_items(state, feeds.url("/f.xml"), fake_api.url)) == 2
+
+
+def test_a_state_file_written_before_states_were_kept_per_api_is_the_runs_apis(feeds, api, tmp_path):
+    feeds.routes["/f.xml"] = Route(rss(wire_items("v1", 2, NOW - timedelta(days=1))))
+    state = tmp_path / "state.json"
+    assert run_import(feeds.url("/f.xml"), api=api.url, state=state).returncode == 0
+    state.write_text(json.dumps({"version": 1, "feeds": feed_states(state)}))  # as the earlier importer wrote it
+    result = run_import(feeds.url("/f.xml"), api=api.url, state=state)
+    assert result.returncode == 0, result.stderr
+    assert (f"the state file {state} names no API (it was written by an earlier importer): what it records is "
+            f"taken as sent to {api.url}") in result.stderr
+    assert len(api.recorder.posts) == 1 and "articles: 0 sent" in result.stdout
+    assert json.loads(state.read_text())["version"] == 2 and len(state_items(state, feeds.url("/f.xml"))) == 2
 
 
 @pytest.mark.parametrize("kind", ["a directory", "under a file"])
@@ -1000,14 +1280,32 @@ def test_a_missing_or_wrong_key_leaves_the_items_for_the_next_run(feeds, redis_u
         for result in (missing, refused):
             assert result.returncode == 1
             assert "the API refused the key (HTTP 401" in result.stderr and "STORYWIRE_API_KEY" in result.stderr
-            assert "0 sent, 0 rejected, 3 left for the next run" in result.stdout
+            assert "0 sent (0 new, 0 already known), 0 rejected, 3 left for the next run" in result.stdout
         assert wrong not in refused.stderr + refused.stdout
         assert not stored_articles(store) and not state_items(state, feeds.url("/f.xml"))
-        assert json.loads(state.read_text())["feeds"][feeds.url("/f.xml")]["etag"] is None
+        assert feed_states(state)[feeds.url("/f.xml")]["etag"] is None
         accepted = run_import(feeds.url("/f.xml"), api=keyed.url, state=state, env={"STORYWIRE_API_KEY": API_KEY})
     assert accepted.returncode == 0, accepted.stderr
     assert feeds.statuses("/f.xml") == [200, 200, 200]  # no ETag was kept while items waited
     assert len(stored_articles(store)) == 3 and API_KEY not in accepted.stderr + accepted.stdout
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_the_api_key_is_never_sent_where_an_api_redirect_points(code, feeds, api, fake_api, tmp_path):
+    """The importer posts to --api only. A redirect from it, here to the real API on another port (another
+    origin), is reported with where it points and not followed, so the key never reaches that host."""
+    target = f"{api.url}/v1/articles/batch"
+    fake_api.respond = lambda articles: (code, {}, {"Location": target})
+    feeds.routes["/f.xml"] = Route(rss(wire_items("rd", 2, NOW - timedelta(days=1))))
+    state = tmp_path / "state.json"
+    result = run_import(feeds.url("/f.xml"), api=fake_api.url, state=state, env={"STORYWIRE_API_KEY": API_KEY})
+    assert result.returncode == 1
+    assert (f"error: the API at {fake_api.url} answered HTTP {code}, a redirect to {target}; it is not followed, so "
+            "the key is sent only to --api: if the service has moved there, pass that address as --api; the items "
+            "stay unsent and are posted next run") in result.stderr
+    assert "2 left for the next run" in result.stdout and API_KEY not in result.stderr + result.stdout
+    assert not api.recorder.requests    # nothing reached the other origin: no key, no articles
+    assert len(fake_api.posts) == 1 and not state_items(state, feeds.url("/f.xml"))
 
 
 @pytest.mark.parametrize("kind", ["nothing listening", "its Redis down", "a wrong path"])
@@ -1099,3 +1397,32 @@ def test_a_worker_decides_what_two_feeds_sent(feeds, e2e_app, tmp_path):
     copy_article = store.get_article(copy)
     assert copy_article["duplicate_of"] == first
     assert copy_article["story"] == store.get_article(first)["story"]
+
+
+# ---------------------------------------------------------------- the patterns run in linear time
+# The worst inputs that can be built for each pattern in import_feeds.py: long runs that almost match, so a
+# backtracking engine with nested or overlapping quantifiers would retry every start and every split of them.
+LONG = 200_000
+WORST_INPUTS: dict[str, list] = {
+    "_LANGUAGE": ["a" * LONG, "ab" + "-abcdefgh" * (LONG // 9) + "!", "ab" + "-abcdefghi" * (LONG // 10),
+                  "ab" + "-a" * (LONG // 2), "ab-" * (LONG // 3)],
+    "_CONTROL": ["\x01" * LONG, "a" * LONG],
+    "_SPACE_OR_CONTROL": [" " * LONG, "a" * LONG],
+    "_COMPLETE": [b"</" + b"a" * LONG, b"</" * (LONG // 2), b"</a:" * (LONG // 4), b"</rss" + b" " * LONG + b"x",
+                  b"</rss>" + b" " * LONG + b"x", (b"</" + b"a." * 50) * (LONG // 102), b"</rss>" * (LONG // 6) + b"x",
+                  b"</" + b"rss" * (LONG // 3)],
+}
+
+
+def test_every_pattern_runs_in_linear_time_on_its_worst_inputs():
+    patterns = {name: value for name, value in vars(import_feeds).items() if isinstance(value, re.Pattern)}
+    assert set(patterns) == set(WORST_INPUTS), "give each pattern of import_feeds.py its worst inputs here"
+    for name, inputs in WORST_INPUTS.items():
+        pattern = patterns[name]
+        for text in inputs:
+            started = time.perf_counter()
+            pattern.search(text)
+            pattern.match(text)
+            pattern.findall(text)
+            took = time.perf_counter() - started
+            assert took < 1.0, f"{name} took {took:.1f} s on {text[:12]!r}... ({len(text)} characters)"
