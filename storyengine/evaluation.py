@@ -136,7 +136,9 @@ def split(rows: list[dict], half: str) -> list[dict]:
     return [r for r in rows if split_of(r["gold"]["story"]) == half]
 
 
-_LATIN_WORD = re.compile(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*")  # any word with a letter in it
+# Any word with a letter in it. The look-behind starts a match only where a
+# word starts, so a long run of digits is read once, not from every digit.
+_LATIN_WORD = re.compile(r"(?<![A-Za-z0-9])[0-9]*[A-Za-z][A-Za-z0-9]*")
 
 
 def _copy_suffix(copy: int) -> str:

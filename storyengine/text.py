@@ -25,8 +25,12 @@ _HTML_ELEMENTS = (
     "noscript|ol|option|p|picture|pre|s|script|section|select|small|source|span|strong|style|sub|sup|svg|"
     "table|tbody|td|template|textarea|tfoot|th|thead|time|title|tr|u|ul|video")
 # HTML only when a real element, a comment or a doctype appears: wire text such
-# as "Apple Inc <AAPL.O>" or "x<y and y>z" stays plain text.
-_TAG = re.compile(rf"<\s*/?\s*(?:{_HTML_ELEMENTS})(?:\s[^<>]*)?/?\s*>|<!--|<!doctype", re.IGNORECASE)
+# as "Apple Inc <AAPL.O>" or "x<y and y>z" stays plain text. Linear time on
+# any body: no two quantifiers in a row accept the same character, and each
+# is possessive (*+, Python 3.11), so "<a" and 200,000 spaces without a ">"
+# is one pass, not every split of the spaces between two of them (worst
+# inputs of every pattern: tests/storyengine/test_regex_linear.py).
+_TAG = re.compile(rf"<\s*+(?:/\s*+)?(?:{_HTML_ELEMENTS})(?:\s[^<>]*+|/\s*+)?>|<!--|<!doctype", re.IGNORECASE)
 _MAX_HTML_PASSES = 4
 _NON_CONTENT_TAGS = ["script", "style", "noscript", "template", "iframe", "svg", "head"]
 _BLOCK_TAGS = ("p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article", "blockquote")
