@@ -39,9 +39,11 @@ stream: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) scripts/bench.py $(if $(BENCH_OUT),--out $(BENCH_OUT)) $(ARGS)
 
-# make feeds FEEDS="https://example.com/rss.xml saved/atom.xml" [API=http://127.0.0.1:8000] [STATE=var/feeds-state.json]
+# make feeds FEEDS="https://example.com/rss.xml saved/atom.xml" [API=http://127.0.0.1:8000] [STATE=var/feeds-state.json] [ARGS="--allow-private-addresses"]
+# Without API, the local service on API_PORT, as `API_PORT=8001 make run` started it (neither: import_feeds.py's default).
+FEEDS_API = $(or $(API),$(if $(API_PORT),http://127.0.0.1:$(API_PORT)))
 feeds: $(VENV)/.installed
-	$(PY) scripts/import_feeds.py $(if $(API),--api $(API)) $(if $(STATE),--state $(STATE)) $(FEEDS)
+	$(PY) scripts/import_feeds.py $(if $(FEEDS_API),--api $(FEEDS_API)) $(if $(STATE),--state $(STATE)) $(ARGS) $(FEEDS)
 
 # make screenshot: docs/page.png, the README's picture of the page (needs bash .ci/install-browser)
 screenshot: $(VENV)/.installed

@@ -10,14 +10,17 @@ STORYWIRE_REPAIR_INTERVAL (60 seconds between repair passes), STORYWIRE_REQUEUE_
 (20 seconds between requeue passes), STORYWIRE_WORKER_NAME (the worker's node name;
 storywire-<random>@<host> by default), STORYWIRE_API_KEY
 (API keys; writes need one when set), FLOWER_BASIC_AUTH (user:password; required
-when Flower listens beyond localhost).
+when Flower listens beyond localhost; without it, on localhost, Flower's HTTP
+API answers without a password, read-only).
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +34,16 @@ from storyengine.embedded_redis import EmbeddedRedis  # noqa: E402
 from workers.names import MAINTENANCE_QUEUE, QUEUE  # noqa: E402
 
 ROLES = ("api", "worker", "beat", "flower")
+# The roles that listen: (host variable, port variable, default port). The
+# embedded Redis takes a free port of its own, so only these two can collide.
+LISTENERS = {"api": ("API_HOST", "API_PORT", "8000"), "flower": ("FLOWER_HOST", "FLOWER_PORT", "5555")}
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def listen_address(role: str, env: dict[str, str]) -> tuple[str, str]:
+    """(host, port) the API or Flower listens on: 127.0.0.1 and its default port unless set."""
+    host_var, port_var, default_port = LISTENERS[role]
+    return env.get(host_var, "127.0.0.1"), env.get(port_var, default_port)
 
 
 def redact_url(url: str) -> str:
@@ -59,7 +72,8 @@ def role_command(role: str, env: dict[str, str]) -> list[str]:
     """The command for one role. The Dockerfile, `make run` and the tests all start roles through this."""
     py = sys.executable
     if role == "api":
-        return [py, "-m", "gunicorn", "--bind", f"{env.get('API_HOST', '127.0.0.1')}:{env.get('API_PORT', '8000')}",
+        host, port = listen_address("api", env)
+        return [py, "-m", "gunicorn", "--bind", f"{host}:{port}",
                 "--workers", env.get("API_WORKERS", "2"), "--access-logfile", "-", "--graceful-timeout", "10",
                 # JSON or text lines for access, error and app logs alike (LOG_FORMAT; service/logs.py)
                 "--logger-class", "service.logs.GunicornLogger",
@@ -79,19 +93,97 @@ def role_command(role: str, env: dict[str, str]) -> list[str]:
         return [py, "-m", "celery", "-A", "workers.main", "beat", "--schedule", str(schedule),
                 "--loglevel", env.get("LOG_LEVEL", "INFO")]
     if role == "flower":
-        host = env.get("FLOWER_HOST", "127.0.0.1")
+        host, port = listen_address("flower", env)
         auth = env.get("FLOWER_BASIC_AUTH", "")
         if auth and not all(u.strip() and p.strip() for u, _, p in (e.partition(":") for e in auth.split(","))):
             raise SystemExit("FLOWER_BASIC_AUTH must be user:password (comma-separated for several), "
                              "each with a user name and a non-empty password")
-        if host not in ("127.0.0.1", "localhost", "::1") and not auth:
+        if host not in LOOPBACK_HOSTS and not auth:
             raise SystemExit(f"Flower would listen on {host} without a password: set FLOWER_BASIC_AUTH=user:password "
                              "(Flower reads it from the environment), or keep FLOWER_HOST=127.0.0.1")
         # FLOWER_BASIC_AUTH stays in the environment, where Flower reads it, and
         # off the command line, where any local user could see it in ps.
-        return [py, "-m", "celery", "-A", "workers.main", "flower", "--address=" + env.get("FLOWER_HOST", "127.0.0.1"),
-                "--port=" + env.get("FLOWER_PORT", "5555")]
+        return [py, "-m", "celery", "-A", "workers.main", "flower", "--address=" + host, "--port=" + port]
     raise SystemExit(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+
+
+def flower_api_open(env: dict[str, str]) -> bool:
+    """Whether Flower's HTTP API answers without a password: only on loopback
+    and only without FLOWER_BASIC_AUTH (the `make run` default)."""
+    return listen_address("flower", env)[0] in LOOPBACK_HOSTS and not env.get("FLOWER_BASIC_AUTH")
+
+
+def role_environment(role: str, env: dict[str, str]) -> dict[str, str]:
+    """The environment a role runs with: ``env``, and for Flower whether its
+    HTTP API needs a password. Flower 2 answers its API (``curl :5555/api/tasks``)
+    with 401 unless it has a password or FLOWER_UNAUTHENTICATED_API is set. It is
+    set on loopback without a password, and dropped everywhere else, whatever the
+    shell holds, so an open API never listens beyond this machine."""
+    env = dict(env)
+    if role == "flower":
+        env.pop("FLOWER_UNAUTHENTICATED_API", None)
+        if flower_api_open(env):
+            env["FLOWER_UNAUTHENTICATED_API"] = "true"
+            # Read-only unless the user says otherwise: an open Flower answers any web
+            # page in a local browser (Access-Control-Allow-Origin: *, no XSRF check),
+            # and read-only refuses every request that would act on workers or tasks.
+            env["FLOWER_READ_ONLY"] = env.get("FLOWER_READ_ONLY") or "true"
+    return env
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on ``port`` where a server would bind it on
+    ``host``. Bound the way gunicorn and Flower bind (SO_REUSEADDR), so a port
+    the last run left in TIME_WAIT is free, as it is for them."""
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False  # an unknown host: the server says so itself
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(address)
+            except OSError as err:
+                if err.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
+def port_conflicts(env: dict[str, str]) -> list[str]:
+    """What would stop the API or Flower from listening, one line each, saying
+    which variable to set, to a port that is free now; empty when both can."""
+    problems, ports = [], {}
+    for role, (_, port_var, default_port) in LISTENERS.items():
+        host, port = listen_address(role, env)
+        if port.isascii() and port.isdigit() and int(port) <= 65535:
+            ports[role] = (host, int(port))
+        else:
+            problems.append(f"{port_var}={port!r} is not a port number: set {port_var}={default_port} make run, "
+                            "or another number from 1 to 65535")
+    taken = {port for _, port in ports.values()}
+    claimed: dict[int, str] = {}  # port -> the variable that asked for it first
+    for role, (host, port) in ports.items():
+        port_var = LISTENERS[role][1]
+        if port == 0:
+            continue  # any free port, the server's choice
+        if port in claimed:
+            problems.append(f"{claimed[port]} and {port_var} are both {port}: "
+                            f"set {port_var}={free_port_after(host, port, taken)} make run")
+        elif port_in_use(host, port):
+            problems.append(f"port {port} is in use, so {role} cannot listen on {host}:{port}: "
+                            f"set {port_var}={free_port_after(host, port, taken)} make run, "
+                            f"or stop what holds port {port}")
+        claimed.setdefault(port, port_var)
+    return problems
+
+
+def free_port_after(host: str, port: int, taken: set[int]) -> str:
+    """The first port above ``port`` that is free now and not ``taken``, to suggest."""
+    for candidate in range(port + 1, min(port + 200, 65536)):
+        if candidate not in taken and not port_in_use(host, candidate):
+            return str(candidate)
+    return "<a free port>"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +195,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.role:
         os.chdir(ROOT)
-        os.execvpe(sys.executable, role_command(args.role, env), env)
+        os.execvpe(sys.executable, role_command(args.role, env), role_environment(args.role, env))
+
+    # Refusals before anything starts: a port another program holds (the role
+    # would exit with 1 and take the rest down), or Flower without a password.
+    problems = port_conflicts(env)
+    if problems:
+        raise SystemExit("\n".join(problems))
+    commands = {role: role_command(role, env) for role in ROLES}
 
     redis_server = None
     if not env.get("REDIS_URL"):
@@ -114,10 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"redis   {redact_url(env['REDIS_URL'])}  (from REDIS_URL)", flush=True)
 
-    processes = {role: subprocess.Popen(role_command(role, env), cwd=ROOT, env=env) for role in ROLES}
-    api = f"http://{env.get('API_HOST', '127.0.0.1')}:{env.get('API_PORT', '8000')}"
+    processes = {role: subprocess.Popen(commands[role], cwd=ROOT, env=role_environment(role, env)) for role in ROLES}
+    api = "http://{}:{}".format(*listen_address("api", env))
     print(f"api     {api}  (try {api}/v1/stories)", flush=True)
-    print(f"flower  http://{env.get('FLOWER_HOST', '127.0.0.1')}:{env.get('FLOWER_PORT', '5555')}", flush=True)
+    flower = "http://{}:{}".format(*listen_address("flower", env))
+    print(f"flower  {flower}  " + (f"(its API, read-only, without a password on this machine: {flower}/api/tasks)"
+                                   if flower_api_open(env) else "(password from FLOWER_BASIC_AUTH)"), flush=True)
     print(f"worker  1 Celery worker on queues '{QUEUE}' and '{MAINTENANCE_QUEUE}'; Ctrl-C stops everything",
           flush=True)
     print(f"beat    repair pass every {env.get('STORYWIRE_REPAIR_INTERVAL', '60')} s, requeue pass every "

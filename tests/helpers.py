@@ -91,8 +91,8 @@ def start_role(role: str, env: dict[str, str], log: Path, ready: Ready | None = 
     command `make run` and the image use; returns once ready(process) holds (at
     once without ``ready``). A role that does not get ready is stopped and the
     test fails with its log's tail."""
-    from scripts.run import role_command
-    process = RunningProcess(role_command(role, env), env, log)
+    from scripts.run import role_command, role_environment
+    process = RunningProcess(role_command(role, env), role_environment(role, env), log)
     if ready is not None:
         try:
             process.wait_for(f"{role} did not start", lambda: ready(process), timeout)

@@ -2,6 +2,9 @@
 
 - Flower never listens beyond localhost without a password, and the password
   stays off the command line (a real Flower is started to check it is enforced);
+- Flower's HTTP API answers without a password (read-only) on localhost when
+  it has none, as the README's `curl 127.0.0.1:5555/api/tasks` needs, and
+  never beyond localhost (a real Flower started by run.py checks both);
 - URLs are printed with their passwords redacted (a real ``scripts/run.py`` is
   started with a password in REDIS_URL);
 - the compose file publishes nothing but 127.0.0.1 ports, keeps Redis
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import json
 import os
 import re
 import sys
@@ -24,7 +28,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from scripts.run import ROLES, redact_url, role_command
+from scripts.run import ROLES, redact_url, role_command, role_environment
 from storyengine.embedded_redis import free_port
 from tests.helpers import RunningProcess, listening, start_role
 
@@ -94,16 +98,22 @@ def test_no_role_puts_a_secret_on_its_command_line(tmp_path):
 
 
 # ====================================================== a real Flower
-def http_get(url: str, auth: str | None = None):
-    """(status, headers); the headers are looked up case-insensitively."""
-    request = urllib.request.Request(url)
+def http_request(url: str, method: str = "GET", auth: str | None = None):
+    """(status, headers, body) of a request without a body; the headers are
+    looked up case-insensitively."""
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     if auth is not None:
         request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
     try:
         with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, resp.headers
+            return resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as err:
-        return err.code, err.headers
+        return err.code, err.headers, err.read()
+
+
+def http_get(url: str, auth: str | None = None):
+    """(status, headers) of a GET."""
+    return http_request(url, auth=auth)[:2]
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +157,100 @@ def test_real_flower_password_is_not_visible_in_ps_or_its_log(flower):
     assert "flower" in cmdline
     assert FLOWER_PASSWORD not in cmdline, cmdline
     assert FLOWER_PASSWORD not in log.read_text(errors="replace")
+
+
+# ====================================================== Flower's HTTP API without a password
+OPEN_API = {"FLOWER_UNAUTHENTICATED_API": "true", "FLOWER_READ_ONLY": "true"}
+
+
+@pytest.mark.parametrize("host", [None, "127.0.0.1", "localhost", "::1"])
+def test_flower_on_loopback_without_a_password_opens_its_api_read_only(host):
+    env = {} if host is None else {"FLOWER_HOST": host}
+    flower_env = role_environment("flower", env)
+    assert {k: flower_env.get(k) for k in OPEN_API} == OPEN_API, flower_env
+    line = " ".join(role_command("flower", env))
+    assert "unauthenticated" not in line.lower() and "read_only" not in line.lower(), line
+
+
+def test_flower_read_only_can_be_turned_off_on_loopback():
+    assert role_environment("flower", {"FLOWER_READ_ONLY": "false"})["FLOWER_READ_ONLY"] == "false"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "192.168.1.20", "flower.example.org"])
+@pytest.mark.parametrize("inherited", [None, "true"], ids=["unset", "set-in-shell"])
+def test_flower_with_a_password_never_opens_its_api(host, inherited):
+    """With FLOWER_BASIC_AUTH (required beyond loopback) the API stays behind
+    the password, even when the shell holds FLOWER_UNAUTHENTICATED_API=true."""
+    env = {"FLOWER_HOST": host, "FLOWER_BASIC_AUTH": FLOWER_AUTH}
+    if inherited is not None:
+        env["FLOWER_UNAUTHENTICATED_API"] = inherited
+    assert role_command("flower", env)  # allowed: it has a password
+    flower_env = role_environment("flower", env)
+    assert "FLOWER_UNAUTHENTICATED_API" not in flower_env, flower_env
+    assert flower_env["FLOWER_BASIC_AUTH"] == FLOWER_AUTH
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20"])
+def test_flower_beyond_loopback_without_a_password_is_refused_even_with_the_api_opened_in_the_shell(host):
+    with pytest.raises(SystemExit, match="FLOWER_BASIC_AUTH"):
+        role_command("flower", {"FLOWER_HOST": host, "FLOWER_UNAUTHENTICATED_API": "true"})
+
+
+@pytest.mark.parametrize("role", ["api", "worker", "beat"])
+def test_other_roles_run_with_the_environment_as_given(role):
+    env = {"FLOWER_UNAUTHENTICATED_API": "true", "REDIS_URL": "redis://cache:6379/0"}
+    assert role_environment(role, env) == env
+
+
+def run_py_flower(env: dict[str, str], log: Path, port: int) -> RunningProcess:
+    """Flower as the image and `make run` start it: `scripts/run.py --role flower`."""
+    process = RunningProcess([sys.executable, str(RUN_PY), "--role", "flower"], env, log)
+    try:
+        process.wait_for("Flower listening", lambda: listening(port)(process))
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
+@pytest.fixture(scope="module")
+def open_flower(redis_url, tmp_path_factory):
+    """A real Flower started by run.py with the `make run` defaults: 127.0.0.1, no password."""
+    tmp_path = tmp_path_factory.mktemp("open-flower")
+    port = free_port()
+    env = clean_environ(REDIS_URL=redis_url, CELERY_BROKER_URL=redis_url, FLOWER_PORT=str(port), HOME=str(tmp_path))
+    process = run_py_flower(env, tmp_path / "flower.log", port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.stop()
+
+
+@pytest.mark.parametrize("path", ["/api/tasks", "/api/workers", "/api/task/types"])
+def test_real_flower_on_loopback_answers_the_readme_api_example(open_flower, path):
+    status, _, body = http_request(open_flower + path)
+    assert status == 200, (path, status, body[:300])
+    assert isinstance(json.loads(body), (dict, list)), body[:300]
+
+
+@pytest.mark.parametrize("path", ["/api/worker/shutdown/nobody@nowhere", "/api/task/revoke/0000",
+                                  "/api/task/async-apply/storywire.process_articles"])
+def test_real_open_flower_refuses_to_act(open_flower, path):
+    status, _, body = http_request(open_flower + path, method="POST")
+    assert status == 403, (path, status, body[:300])
+    assert b"Read only" in body, body[:300]
+
+
+def test_real_flower_with_a_password_keeps_its_api_closed_whatever_the_shell_says(redis_url, tmp_path):
+    port = free_port()
+    env = clean_environ(REDIS_URL=redis_url, CELERY_BROKER_URL=redis_url, FLOWER_PORT=str(port), HOME=str(tmp_path),
+                        FLOWER_BASIC_AUTH=FLOWER_AUTH, FLOWER_UNAUTHENTICATED_API="true")
+    process = run_py_flower(env, tmp_path / "flower.log", port)
+    try:
+        assert http_request(f"http://127.0.0.1:{port}/api/tasks")[0] == 401
+        assert http_request(f"http://127.0.0.1:{port}/api/tasks", auth=FLOWER_AUTH)[0] == 200
+    finally:
+        process.stop()
 
 
 # ====================================================== redact_url
