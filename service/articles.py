@@ -177,6 +177,6 @@ def _rejected(index: int, err: ApiError) -> dict:
                     410: "Removed by the retention policy; the message says when and why (gone)", 503: None})
 @bp.get("/<article_id>")
 def get_article(article_id: str):
-    if not CLIENT_ID.match(article_id):
+    if not CLIENT_ID.fullmatch(article_id):
         raise NotFound(f"no article with id {article_id!r}")
     return runtime().store.get_article(article_id)

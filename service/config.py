@@ -63,7 +63,7 @@ def load_config(overrides: Mapping | None = None, environ: Mapping[str, str] | N
         # Set, but blank or only commas: almost surely a mistake, and it would leave writes open.
         raise ConfigError(f"STORYWIRE_API_KEY is set but holds no key; set one of at least 16 characters {how}, "
                           "or unset it to leave writes open")
-    if any(not _TOKEN.match(k.decode("utf-8", "replace")) for k in config["API_KEYS"]):
+    if any(not _TOKEN.fullmatch(k.decode("utf-8", "replace")) for k in config["API_KEYS"]):
         raise ConfigError("STORYWIRE_API_KEY: every key must be at least 16 characters, each a letter, digit or "
                           f"one of - . _ ~ + / = (what an HTTP bearer token may hold) {how}")
     if not config["PUBLIC_READS"] and not config["API_KEYS"]:

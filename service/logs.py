@@ -30,7 +30,7 @@ _MAX_VALUE_CHARS = 1000
 
 def request_id(value: str | None) -> str | None:
     """A client's or proxy's X-Request-ID, if it is a well-formed id."""
-    return value if value and _REQUEST_ID.match(value) else None
+    return value if value and _REQUEST_ID.fullmatch(value) else None
 
 
 def _bounded(value: str | None) -> str | None:

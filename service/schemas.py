@@ -107,14 +107,14 @@ class ArticleIn(BaseModel):
     @field_validator("id")
     @classmethod
     def _client_id(cls, value: str | None) -> str | None:
-        if value is not None and not CLIENT_ID.match(value):
+        if value is not None and not CLIENT_ID.fullmatch(value):
             raise ValueError("id must be 1-128 letters, digits or . _ ~ : - starting with a letter or digit")
         return value
 
     @field_validator("language")
     @classmethod
     def _language(cls, value: str | None) -> str | None:
-        if value is not None and not _LANGUAGE.match(value):
+        if value is not None and not _LANGUAGE.fullmatch(value):
             raise ValueError("language must be a BCP 47 tag such as 'en' or 'pt-BR'")
         return value
 

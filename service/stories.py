@@ -35,7 +35,7 @@ def decode_cursor(cursor: str, sort: str) -> tuple[float, str]:
         score, story_id = float(data["s"]), data["i"]
         if data["o"] != sort:
             raise InvalidCursor(f"this cursor pages sort={data['o']}, not sort={sort}")
-        if not isinstance(story_id, str) or not _STORY_ID.match(story_id) or score != score:
+        if not isinstance(story_id, str) or not _STORY_ID.fullmatch(story_id) or score != score:
             raise ValueError
     except InvalidCursor:
         raise
@@ -89,7 +89,7 @@ def list_stories():
                     410: "Removed by the retention policy; the message says when and why (gone)", 503: None})
 @bp.get("/<story_id>")
 def get_story(story_id: str):
-    if not _STORY_ID.match(story_id):
+    if not _STORY_ID.fullmatch(story_id):
         raise NotFound(f"no story with id {story_id!r}")
     try:
         return runtime().store.get_story(story_id, current_app.config["MAX_STORY_ARTICLES"])

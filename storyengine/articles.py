@@ -50,7 +50,7 @@ def new_article_record(*, source: str, url: str, title: str, body: str, publishe
     takes the stream's time when decided (storyengine.clock). ``client_id``
     is a client's own id (scoped, see :func:`scoped_id_for`); ``article_id``
     sets the id itself, for trusted callers that replay labelled streams."""
-    if client_id is not None and not CLIENT_ID.match(client_id):
+    if client_id is not None and not CLIENT_ID.fullmatch(client_id):
         raise InvalidArticle("id must be 1-128 letters, digits or . _ ~ : - and start with a letter or digit")
     source = source.strip()
     title = clean_text(title)

@@ -434,7 +434,8 @@ def test_story_article_list_is_capped(redis_url, settings, stories):
     assert sum(1 + len(a["duplicates"]) for a in story["articles"]) == 2
 
 
-@pytest.mark.parametrize("story_id", ["st_0000000000000000", "st_00", "bogus", "st_0123456789ABCDEF", "x" * 300])
+@pytest.mark.parametrize("story_id", ["st_0000000000000000", "st_00", "bogus", "st_0123456789ABCDEF", "x" * 300,
+                                      "st_0123456789abcdef%0A"])
 def test_unknown_story(client, stories, story_id):
     err = assert_error(client.get(f"/v1/stories/{story_id}"), 404, "not_found")
     assert "check the id" in err["message"]
