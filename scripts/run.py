@@ -205,15 +205,30 @@ def main(argv: list[str] | None = None) -> int:
     commands = {role: role_command(role, env) for role in ROLES}
 
     redis_server = None
-    if not env.get("REDIS_URL"):
-        data_dir = Path(env.get("STORYWIRE_DATA_DIR", ROOT / "var")) / "redis"
-        redis_server = EmbeddedRedis(data_dir).start()
-        env["REDIS_URL"] = redis_server.url
-        print(f"redis   {redis_server.url}  (embedded; data in {data_dir})", flush=True)
-    else:
-        print(f"redis   {redact_url(env['REDIS_URL'])}  (from REDIS_URL)", flush=True)
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        if not env.get("REDIS_URL"):
+            data_dir = Path(env.get("STORYWIRE_DATA_DIR", ROOT / "var")) / "redis"
+            redis_server = EmbeddedRedis(data_dir, own_session=True).start()
+            env["REDIS_URL"] = redis_server.url
+            print(f"redis   {redis_server.url}  (embedded; data in {data_dir})", flush=True)
+        else:
+            print(f"redis   {redact_url(env['REDIS_URL'])}  (from REDIS_URL)", flush=True)
+        # Each role in a session of its own: the terminal's Ctrl-C reaches this
+        # process alone, which then stops the roles in order (see stop_roles).
+        for role in ROLES:
+            processes[role] = subprocess.Popen(commands[role], cwd=ROOT, env=role_environment(role, env),
+                                               start_new_session=True)
+        return supervise(processes, env)
+    finally:
+        stop_roles(processes)
+        if redis_server:
+            redis_server.stop()
 
-    processes = {role: subprocess.Popen(commands[role], cwd=ROOT, env=role_environment(role, env)) for role in ROLES}
+
+def supervise(processes: dict[str, subprocess.Popen], env: dict[str, str]) -> int:
+    """Print where each role listens, then wait for Ctrl-C (or SIGTERM) or for
+    a role to exit; the exit status."""
     api = "http://{}:{}".format(*listen_address("api", env))
     print(f"api     {api}  (try {api}/v1/stories)", flush=True)
     flower = "http://{}:{}".format(*listen_address("flower", env))
@@ -240,17 +255,28 @@ def main(argv: list[str] | None = None) -> int:
                 status = proc.returncode or 1
                 stopping = True
         time.sleep(0.5)
-    for proc in processes.values():
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in processes.values():
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    if redis_server:
-        redis_server.stop()
     return status
+
+
+# Stopped first to last, each step before the next: Flower and beat only watch
+# and schedule, and while Redis is up Flower stops at once (with Redis gone
+# first, it retried, printing "Failed to capture events", for up to 18 s); the
+# worker and the API finish what they hold; Redis, which all of them use, last.
+STOP_ORDER = (("flower",), ("beat",), ("worker", "api"))
+STOP_SECONDS = 15
+
+
+def stop_roles(processes: dict[str, subprocess.Popen]) -> None:
+    for step in STOP_ORDER:
+        running = [processes[role] for role in step if role in processes and processes[role].poll() is None]
+        for proc in running:
+            proc.terminate()
+        for proc in running:
+            try:
+                proc.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 if __name__ == "__main__":

@@ -35,10 +35,14 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    def __init__(self, data_dir: str | os.PathLike, port: int | None = None, appendonly: bool = True) -> None:
+    def __init__(self, data_dir: str | os.PathLike, port: int | None = None, appendonly: bool = True,
+                 own_session: bool = False) -> None:
+        """``own_session``: the server does not get the terminal's Ctrl-C; its
+        owner stops it, after what uses it (``make run`` stops Flower first)."""
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.own_session = own_session
         self.process: subprocess.Popen | None = None
 
     @property
@@ -59,7 +63,8 @@ class EmbeddedRedis:
             # rewrite one long compact blob each time.
             "--hash-max-ziplist-value", "2048",
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=self.own_session)
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:
