@@ -4,7 +4,9 @@
 
 Rows: the dev stream as it is, with each body cut to its first 30 words
 (``evaluate.py --snippet-words 30``), with the titles alone
-(``--headlines-only``), and the feeds-dev stream of real RSS items. Columns:
+(``--headlines-only``), those two again with each story's articles spread
+over three times as long (``--stretch 3``: six days, not two, as real stories
+of short items run), and the feeds-dev stream of real RSS items. Columns:
 B-cubed precision, recall and F1, ARI, AMI, NMI, duplicate precision, recall
 and F1 ("n/a" for a stream without gold duplicates: no row with
 ``gold.duplicate_of`` set), and the seconds each row took.
@@ -41,12 +43,15 @@ class Variant:
     name: str
     stream: str  # "dev" or "feeds": which of the streams
     shorten: dict = field(default_factory=dict)  # evaluate.shorten's arguments
+    stretch: float | None = None  # evaluation.stretch's factor
 
 
 VARIANTS = (
     Variant("dev", "dev"),
     Variant("dev, 30 words", "dev", {"snippet_words": 30}),
     Variant("dev, headlines only", "dev", {"headlines_only": True}),
+    Variant("dev, 30 words, stories x3 longer", "dev", {"snippet_words": 30}, stretch=3.0),
+    Variant("dev, headlines only, stories x3 longer", "dev", {"headlines_only": True}, stretch=3.0),
     Variant("feeds-dev", "feeds"),
 )
 
@@ -85,7 +90,8 @@ def run_all(streams: dict[str, Path], half: str | None = None, repair_every: int
     with engine_redis() as redis_url:
         for variant in VARIANTS:
             started = time.monotonic()
-            rows = shorten(loaded[variant.stream], **variant.shorten)
+            rows = loaded[variant.stream]
+            rows = shorten(evaluation.stretch(rows, variant.stretch) if variant.stretch else rows, **variant.shorten)
             notes: list[str] = []
             predictions = run_engine(rows, redis_url, eval_settings(), repair_every, label=variant.name,
                                      notes=notes)
@@ -97,6 +103,7 @@ def run_all(streams: dict[str, Path], half: str | None = None, repair_every: int
             if not has_gold_duplicates(rows):
                 reported.update(dict.fromkeys(DUPLICATE_SCORES))
             results.append({"name": variant.name, "stream": str(streams[variant.stream]), **variant.shorten,
+                            **({"stretch": variant.stretch} if variant.stretch else {}),
                             "articles": scores["articles"], "unpredicted": scores["unpredicted"],
                             "scores": reported, "seconds": round(seconds, 2)})
     return results

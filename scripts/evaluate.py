@@ -488,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="keep only the first N words of each body (a feed of headlines and snippets)")
     short.add_argument("--headlines-only", action="store_true",
                        help="each article keeps its title alone, its body dropped (a feed of headlines)")
+    parser.add_argument("--stretch", type=float,
+                        help="spread each story's articles over FACTOR times as long (a labelled stream; "
+                             "the dev stream's stories last 48 hours, real ones days)")
     parser.add_argument("--repair-every", type=int, default=REPAIR_EVERY,
                         help="run the repair pass every N articles (engine mode; 0: only at the end)")
     args = parser.parse_args(argv)
@@ -501,6 +504,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = evaluation.split(rows, args.split)
     if args.snippet_words is not None and args.snippet_words < 0:
         parser.error("--snippet-words must be 0 or more")
+    if args.stretch is not None:
+        if not args.stretch >= 1:
+            parser.error("--stretch must be 1 or more (3: stories three times as long)")
+        if not all("gold" in r for r in rows):
+            parser.error("--stretch needs a labelled stream (every line with a gold field)")
+        rows = evaluation.stretch(rows, args.stretch)
     rows = shorten(rows, args.snippet_words, args.headlines_only)
     started = time.monotonic()
     notes: list[str] = []

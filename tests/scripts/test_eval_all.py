@@ -14,7 +14,8 @@ from tests.scripts.test_evaluate import decade_stream, sent_records
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SMALL = ROOT / "tests" / "data" / "two_events.jsonl"
-ROWS = ["dev", "dev, 30 words", "dev, headlines only", "feeds-dev"]
+ROWS = ["dev", "dev, 30 words", "dev, headlines only", "dev, 30 words, stories x3 longer",
+        "dev, headlines only, stories x3 longer", "feeds-dev"]
 COLUMNS = ["stream", "articles", "B-cubed P", "B-cubed R", "B-cubed F1", "ARI", "AMI", "NMI", "dup P", "dup R",
            "dup F1", "seconds"]
 DUPLICATE_COLUMNS = ["dup P", "dup R", "dup F1"]
@@ -94,7 +95,7 @@ def test_one_table_of_every_variant_with_na_where_a_stream_has_no_duplicates(tmp
         assert float(by_name[name]["seconds"]) >= 0.0
         for column in COLUMNS[2:8]:
             assert 0.0 <= float(by_name[name][column]) <= 1.0 + 1e-9, (name, column, stdout)
-    for name in ROWS[:3]:  # the dev stream has gold duplicates
+    for name in ROWS[:5]:  # the dev stream has gold duplicates
         assert all(by_name[name][c] != "n/a" and 0.0 <= float(by_name[name][c]) <= 1.0 for c in DUPLICATE_COLUMNS)
     assert [by_name["feeds-dev"][c] for c in DUPLICATE_COLUMNS] == ["n/a"] * 3, stdout
     # Full texts of two well separated events: the dev row is perfect.
@@ -103,9 +104,16 @@ def test_one_table_of_every_variant_with_na_where_a_stream_has_no_duplicates(tmp
     # One Redis for the whole run, and each row got its own variant of the stream.
     assert len(redis_entries) == 1
     n = len(rows)
-    assert len(sent) == 4 * n
-    full, snippets, headlines, feed = sent[:n], sent[n:2 * n], sent[2 * n:3 * n], sent[3 * n:]
+    assert len(sent) == 6 * n
+    full, snippets, headlines, long_snippets, long_headlines, feed = (sent[i * n:(i + 1) * n] for i in range(6))
     assert [r["body"] for r in full] == [r["body"] for r in rows]
+    # Stretched: each story's articles spread over three times as long, in time order, texts cut as above.
+    stretched = {r["id"]: r for r in evaluation.stretch(rows, 3.0)}
+    assert [stretched[r["id"]]["published_at"] for r in long_snippets] == sorted(
+        r["published_at"] for r in stretched.values())
+    assert [r["body"] for r in long_snippets] == [" ".join(stretched[r["id"]]["body"].split()[:30])
+                                                  for r in long_snippets]
+    assert all(r["body"] == "" for r in long_headlines)
     assert [r["body"] for r in snippets] == [" ".join(r["body"].split()[:30]) for r in rows]
     assert all(r["body"] == "" for r in headlines) and [r["title"] for r in headlines] == [r["title"] for r in rows]
     assert [r["body"] for r in feed] == [r["body"] for r in rows]
@@ -113,7 +121,8 @@ def test_one_table_of_every_variant_with_na_where_a_stream_has_no_duplicates(tmp
     saved = json.loads(out.read_text())
     assert saved["columns"] == COLUMNS and saved["split"] is None
     assert [r["name"] for r in saved["rows"]] == ROWS
-    assert saved["rows"][3]["scores"]["duplicate_f1"] is None
+    assert saved["rows"][5]["scores"]["duplicate_f1"] is None
+    assert saved["rows"][3]["stretch"] == saved["rows"][4]["stretch"] == 3.0
     assert saved["rows"][0]["scores"]["duplicate_f1"] == pytest.approx(1.0)
     assert saved["rows"][1]["snippet_words"] == 30 and saved["rows"][2]["headlines_only"] is True
     assert saved["markdown"] in stdout
@@ -131,7 +140,7 @@ def test_split_scores_one_half_of_each_stream(tmp_path, engine_redis_url, capsys
     assert eval_all.main(["--dev", str(dev), "--feeds", str(feeds), "--split", half, "--out", str(out)]) == 0
 
     table = table_of(capsys.readouterr().out)
-    assert [r["articles"] for r in table] == [str(len(expected))] * 4
+    assert [r["articles"] for r in table] == [str(len(expected))] * len(ROWS)
     assert json.loads(out.read_text())["split"] == half
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from scripts import evaluate, replicate_stream, tune
 from storyengine.settings import Settings
-from storyengine.evaluation import replicate, split, split_of, topic_of
+from storyengine.evaluation import replicate, split, split_of, stretch, topic_of
 from storyengine.text import _STOPWORDS, content_terms, words
 from tests.scripts.test_evaluate import scores_from
 
@@ -62,6 +62,26 @@ def write_stream(path: Path, rows: list[dict], gray: list | None = None) -> Path
     if gray is not None:
         path.with_suffix("").with_suffix(".meta.json").write_text(json.dumps({"gray_pairs": gray}))
     return path
+
+
+# ============================================================ stretch
+def test_stretch_spreads_each_story_from_its_first_article_and_keeps_time_order():
+    stretched = stretch(ROWS, 3.0)
+    hours = {r["id"]: (datetime.fromisoformat(r["published_at"].replace("Z", "+00:00"))
+                       - datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)) / timedelta(hours=1) for r in stretched}
+    # quake starts at 0 (q-2 at 2 h goes to 6 h); election starts at 1 h (e-2 at 5 h goes to 1 + 3 x 4 = 13 h)
+    assert hours == {"q-1": 0, "e-1": 1, "q-2": 6, "e-2": 13}
+    assert [r["id"] for r in stretched] == ["q-1", "e-1", "q-2", "e-2"]
+    assert stretch(ROWS, 1.0) == ROWS
+    with pytest.raises(ValueError):
+        stretch(ROWS, 0.5)
+
+
+def test_evaluate_stretch_option_refuses_a_factor_below_one(tmp_path, capsys):
+    stream = write_stream(tmp_path / "s.jsonl", ROWS, GRAY)
+    with pytest.raises(SystemExit):
+        evaluate.main(["--stream", str(stream), "--stretch", "0.5"])
+    assert "--stretch must be 1 or more" in capsys.readouterr().err
 
 
 # ============================================================ replicate
