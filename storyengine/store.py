@@ -412,9 +412,10 @@ class RedisStore:
                 if s.story_score == "by_length":
                     story["method"] = (
                         f"for a full text ({s.full_text_words} words or more) the mean cosine to the story's "
-                        f"members, for a short one ({s.short_text_words} or fewer) the cosine to the centroid of "
-                        f"each {s.bucket_hours:g}-hour bucket of them, averaged over the members (a blend between), "
-                        f"each weighed by a {kernel}; joins the best story that reaches its threshold "
+                        f"members, each weighed by a {kernel}; for a short one ({s.short_text_words} or fewer) "
+                        f"the cosine to the centroid of each {s.bucket_hours:g}-hour bucket of them, averaged over "
+                        f"the members weighed by that kernel, times the kernel of the nearest bucket (a blend "
+                        f"between); joins the best story that reaches its threshold "
                         f"({s.story_threshold:g} for a full text, {s.short_text_threshold:g} for a short one; up to "
                         f"{s.single_member_threshold:g} against a single short member, less as the story grows) "
                         f"and shares at least {s.min_shared_words} words with it")

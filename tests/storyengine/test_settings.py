@@ -94,7 +94,7 @@ def test_key_prefix_must_be_safe_for_keys_and_patterns(prefix):
 def test_replace_returns_a_validated_copy():
     base = Settings()
     changed = base.replace(story_threshold=0.5)
-    assert changed.story_threshold == 0.5 and base.story_threshold == 0.18
+    assert changed.story_threshold == 0.5 and base.story_threshold == Settings().story_threshold != 0.5
     with pytest.raises(ConfigError):
         base.replace(story_threshold=5.0)
 

@@ -282,6 +282,25 @@ def test_a_short_texts_score_is_its_centroid_cosine_and_does_not_sink_as_the_sto
     assert mean == pytest.approx(0.5, abs=1e-3)
 
 
+def test_a_short_texts_score_does_not_sink_as_a_story_goes_on_for_days():
+    settings = Settings()
+    member = sv({1: 1.0, 2: 1.0, 3: 1.0})
+    article = sv({1: 1.0, 2: 1.0, 9: 1.0})
+    now = T0 + 3 * DAY
+    # The same coverage today only, or over the last four days (today too).
+    today = story("today", now - HOUR, now - HOUR, members(*[(member, now - HOUR)] * 8))
+    for_days = story("days", T0, now - HOUR, members(*[(member, T0 + d * DAY - HOUR) for d in range(4)] * 2))
+    short = settings.short_text_words
+    scores = {s.story_id: s.score for s in rank_stories(article, now, [today, for_days], settings, words=short)}
+    # Weighed by their kernels, the older members do not drag the mean down
+    # (averaged over their count, as before, "days" scored 0.58 of "today").
+    assert scores["days"] == pytest.approx(scores["today"], rel=0.01)
+    # A story gone quiet fades: its nearest member two days back.
+    quiet = story("quiet", T0, now - 2 * DAY, members(*[(member, now - 2 * DAY)] * 8))
+    [faded] = rank_stories(article, now, [quiet], settings, words=short)
+    assert faded.score == pytest.approx(scores["today"] / kernel(HOUR, settings) * kernel(2 * DAY, settings), rel=0.01)
+
+
 def test_short_share_and_base_threshold_run_from_short_to_full_texts():
     s = Settings()
     assert short_share(s.short_text_words, s) == 1.0 and short_share(s.full_text_words, s) == 0.0
