@@ -22,8 +22,8 @@ test: $(VENV)/.installed
 eval: $(VENV)/.installed
 	$(PY) scripts/evaluate.py $(if $(STREAM),--stream $(STREAM)) $(if $(OUT),--out $(OUT)) $(if $(API),--api $(API)) $(ARGS)
 
-# make eval-all [ARGS="--split held-out --out table.json"]: dev, dev at 30 words, dev headlines only and
-# feeds-dev (../shared/eval), scored in one run, printed as one Markdown table
+# make eval-all [ARGS="--split held-out --out table.json"]: dev, dev at 30 words, dev headlines only, those two
+# with stories three times longer, and feeds-dev (../shared/eval), scored in one run, printed as one Markdown table
 eval-all: $(VENV)/.installed
 	$(PY) scripts/eval_all.py $(ARGS)
 
