@@ -620,7 +620,8 @@ def download(url: str, *, etag: str | None, modified: str | None, timeout: float
     except AddressRefused as exc:
         where = f"redirects to {_label(fetch.redirected_to)}, on" if fetch.redirected_to else "is on"
         raise FeedError(f"{where} {exc.place}; feeds on this machine or a private network are not read unless "
-                        f"{ALLOW_PRIVATE_FLAG} is given (give it only for feeds you trust there)") from None
+                        f"{ALLOW_PRIVATE_FLAG} is given (make feeds ARGS=\"{ALLOW_PRIVATE_FLAG}\"; give it only "
+                        "for feeds you trust there)") from None
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 304:
@@ -1219,7 +1220,7 @@ def run(args: argparse.Namespace, state_file: StateFile) -> int:
             known = feed_states.get(result.location, FeedState()).items
             new = sum(1 for item in result.items if item.key not in known)
             skipped = "".join(f", {n} skipped ({why})" for why, n in sorted(result.skipped.items()))
-            say(f"{prefix}: {result.entry_count} items, {new} new{skipped}")
+            say(f"{prefix}: {result.entry_count} items, {new} new to this state file{skipped}")
             borrowed = ", ".join(f"{result.dated[origin]} {what}" for origin, what in (
                 (NEIGHBOUR, "dated from a neighbouring item"), (CHANNEL, "dated from the feed's own date"),
                 (UNDATED, "undated (posted without published_at: the API assigns its stream's time)"))

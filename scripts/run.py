@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import fcntl
 import os
 import secrets
 import signal
@@ -88,7 +89,7 @@ def role_command(role: str, env: dict[str, str]) -> list[str]:
         # Beat only schedules: it sends the repair task every STORYWIRE_REPAIR_INTERVAL
         # seconds and the requeue task every STORYWIRE_REQUEUE_INTERVAL, to the
         # maintenance queue, and a worker runs them. Run exactly one beat per deployment.
-        schedule = Path(env.get("STORYWIRE_DATA_DIR", ROOT / "var")) / "celerybeat-schedule"
+        schedule = data_dir(env) / "celerybeat-schedule"
         schedule.parent.mkdir(parents=True, exist_ok=True)
         return [py, "-m", "celery", "-A", "workers.main", "beat", "--schedule", str(schedule),
                 "--loglevel", env.get("LOG_LEVEL", "INFO")]
@@ -153,7 +154,12 @@ def port_in_use(host: str, port: int) -> bool:
 def port_conflicts(env: dict[str, str]) -> list[str]:
     """What would stop the API or Flower from listening, one line each, saying
     which variable to set, to a port that is free now; empty when both can."""
-    problems, ports = [], {}
+    return port_plan(env)[0]
+
+
+def port_plan(env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """(the lines of :func:`port_conflicts`, the variable settings they suggest)."""
+    problems, ports, fixes = [], {}, {}
     for role, (_, port_var, default_port) in LISTENERS.items():
         host, port = listen_address(role, env)
         if port.isascii() and port.isdigit() and int(port) <= 65535:
@@ -161,6 +167,7 @@ def port_conflicts(env: dict[str, str]) -> list[str]:
         else:
             problems.append(f"{port_var}={port!r} is not a port number: set {port_var}={default_port} make run, "
                             "or another number from 1 to 65535")
+            fixes[port_var] = default_port
     taken = {port for _, port in ports.values()}
     claimed: dict[int, str] = {}  # port -> the variable that asked for it first
     for role, (host, port) in ports.items():
@@ -168,14 +175,48 @@ def port_conflicts(env: dict[str, str]) -> list[str]:
         if port == 0:
             continue  # any free port, the server's choice
         if port in claimed:
-            problems.append(f"{claimed[port]} and {port_var} are both {port}: "
-                            f"set {port_var}={free_port_after(host, port, taken)} make run")
+            fixes[port_var] = free_port_after(host, port, taken)
+            problems.append(f"{claimed[port]} and {port_var} are both {port}: set {port_var}={fixes[port_var]} make run")
         elif port_in_use(host, port):
+            fixes[port_var] = free_port_after(host, port, taken)
             problems.append(f"port {port} is in use, so {role} cannot listen on {host}:{port}: "
-                            f"set {port_var}={free_port_after(host, port, taken)} make run, "
-                            f"or stop what holds port {port}")
+                            f"set {port_var}={fixes[port_var]} make run, or stop what holds port {port}")
+        if fixes.get(port_var, "").isdigit():
+            taken.add(int(fixes[port_var]))
         claimed.setdefault(port, port_var)
-    return problems
+    return problems, fixes
+
+
+def data_dir(env: dict[str, str]) -> Path:
+    """Where the embedded Redis keeps its data and beat its schedule."""
+    return Path(env.get("STORYWIRE_DATA_DIR", ROOT / "var"))
+
+
+def lock_data_dir(env: dict[str, str]):
+    """An open file holding an exclusive lock on the data directory for as long
+    as this process runs, or None when another `make run` holds it: two would
+    write one Redis append-only file and one beat schedule, mixing their
+    histories."""
+    directory = data_dir(env)
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / "run.lock", "a+")  # noqa: SIM115 - held until the process ends
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+# What sets one instance of `make run` apart from another on the same machine.
+TOGETHER = ("API_PORT", "FLOWER_PORT", "STORYWIRE_DATA_DIR")
+
+
+def all_together(env: dict[str, str], fixes: dict[str, str]) -> str:
+    """The one command that starts this instance beside what holds its ports
+    and data: the variables the user set, with the suggested changes."""
+    settings = {name: fixes.get(name, env.get(name)) for name in TOGETHER if fixes.get(name, env.get(name))}
+    return "all together: " + " ".join(f"{name}={value}" for name, value in settings.items()) + " make run"
 
 
 def free_port_after(host: str, port: int, taken: set[int]) -> str:
@@ -198,9 +239,17 @@ def main(argv: list[str] | None = None) -> int:
         os.execvpe(sys.executable, role_command(args.role, env), role_environment(args.role, env))
 
     # Refusals before anything starts: a port another program holds (the role
-    # would exit with 1 and take the rest down), or Flower without a password.
-    problems = port_conflicts(env)
+    # would exit with 1 and take the rest down), a data directory another
+    # `make run` uses, or Flower without a password.
+    problems, fixes = port_plan(env)
+    data_lock = lock_data_dir(env)
+    if data_lock is None:
+        fixes["STORYWIRE_DATA_DIR"] = f"{data_dir(env)}-{fixes.get('API_PORT', env.get('API_PORT', '2'))}"
+        problems.append(f"another make run uses {data_dir(env)} (its Redis data and beat schedule): stop it, or "
+                        f"give this one its own, set STORYWIRE_DATA_DIR={fixes['STORYWIRE_DATA_DIR']} make run")
     if problems:
+        if len(fixes) > 1 or [name for name in TOGETHER if name in env and name not in fixes]:
+            problems.append(all_together(env, fixes))  # one command, not one variable at a time
         raise SystemExit("\n".join(problems))
     commands = {role: role_command(role, env) for role in ROLES}
 
@@ -208,10 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     processes: dict[str, subprocess.Popen] = {}
     try:
         if not env.get("REDIS_URL"):
-            data_dir = Path(env.get("STORYWIRE_DATA_DIR", ROOT / "var")) / "redis"
-            redis_server = EmbeddedRedis(data_dir, own_session=True).start()
+            redis_dir = data_dir(env) / "redis"
+            redis_server = EmbeddedRedis(redis_dir, own_session=True).start()
             env["REDIS_URL"] = redis_server.url
-            print(f"redis   {redis_server.url}  (embedded; data in {data_dir})", flush=True)
+            print(f"redis   {redis_server.url}  (embedded; data in {redis_dir})", flush=True)
         else:
             print(f"redis   {redact_url(env['REDIS_URL'])}  (from REDIS_URL)", flush=True)
         # Each role in a session of its own: the terminal's Ctrl-C reaches this

@@ -405,7 +405,7 @@ def test_a_feed_file_is_read_and_keyed_by_its_absolute_path(api, store, tmp_path
     state = tmp_path / "state.json"
     first = run_import("feeds/local.xml", api=api.url, state=state, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "2 items, 1 new, 1 skipped (no http(s) link)" in first.stderr
+    assert "2 items, 1 new to this state file, 1 skipped (no http(s) link)" in first.stderr
     assert [a["url"] for a in api.recorder.accepted_articles()] == ["https://local.test/1"]
     # The same file named by its absolute path is the same feed: nothing is sent again.
     second = run_import(str(feed), api=api.url, state=state)
@@ -777,7 +777,8 @@ def test_a_redirect_to_a_non_public_address_is_refused_before_connecting(kind, f
         inside.close()
     message = str(refused.value)
     assert message.startswith(f"redirects to {target}, on ") and f", {what}" in message, message
-    assert message.endswith(FLAG_HINT + " (give it only for feeds you trust there)")
+    assert message.endswith(FLAG_HINT + " (make feeds ARGS=\"--allow-private-addresses\"; give it only for feeds you "
+                            "trust there)")
     assert seen == [("127.0.0.1", feeds.server.server_address[1])]   # the redirect's target was never connected to
     assert not inside.hits
 

@@ -9,6 +9,7 @@ to the API on API_PORT when API is not given.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import socket
@@ -118,6 +119,38 @@ def test_run_py_refuses_a_port_in_use_before_starting_anything(occupied, tmp_pat
     result = run_refused([sys.executable, str(RUN_PY)], env, tmp_path)
     assert f"port {occupied} is in use" in result.stderr, result.stderr
     suggested_port(result.stderr, "API_PORT")
+
+
+def test_a_second_make_run_beside_the_first_is_told_one_command_for_everything(occupied, tmp_path):
+    """The first instance holds its data directory (and here its Flower port):
+    a second one started with only API_PORT changed is told every variable at
+    once, not one per try, and never opens the first one's Redis data."""
+    data = tmp_path / "var"
+    data.mkdir()
+    with open(data / "run.lock", "a+") as first:  # as the first make run holds it
+        fcntl.flock(first, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        api_port = free_port()
+        env = clean_environ(API_PORT=str(api_port), FLOWER_PORT=str(occupied), STORYWIRE_DATA_DIR=str(data),
+                            HOME=str(tmp_path))
+        result = run_refused([sys.executable, str(RUN_PY)], env, data)
+    assert f"another make run uses {data}" in result.stderr, result.stderr
+    together = re.search(r"all together: (.*) make run", result.stderr)
+    assert together, result.stderr
+    settings = dict(part.split("=", 1) for part in together.group(1).split())
+    assert settings["API_PORT"] == str(api_port)  # kept as the user set it
+    assert int(settings["FLOWER_PORT"]) != occupied and not port_in_use("127.0.0.1", int(settings["FLOWER_PORT"]))
+    assert settings["STORYWIRE_DATA_DIR"] != str(data)
+
+
+def test_the_data_directory_is_free_again_once_the_first_run_ends(tmp_path):
+    from scripts.run import lock_data_dir
+    env = {"STORYWIRE_DATA_DIR": str(tmp_path / "var")}
+    first = lock_data_dir(env)
+    assert first is not None and lock_data_dir(env) is None
+    first.close()
+    again = lock_data_dir(env)
+    assert again is not None
+    again.close()
 
 
 def test_make_run_says_which_port_is_in_use(occupied, tmp_path):
