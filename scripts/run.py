@@ -176,7 +176,8 @@ def port_plan(env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
             continue  # any free port, the server's choice
         if port in claimed:
             fixes[port_var] = free_port_after(host, port, taken)
-            problems.append(f"{claimed[port]} and {port_var} are both {port}: set {port_var}={fixes[port_var]} make run")
+            problems.append(f"{claimed[port]} and {port_var} are both {port}: "
+                            f"set {port_var}={fixes[port_var]} make run")
         elif port_in_use(host, port):
             fixes[port_var] = free_port_after(host, port, taken)
             problems.append(f"port {port} is in use, so {role} cannot listen on {host}:{port}: "

@@ -158,7 +158,7 @@ def story_link(a: dict[int, Bucket], b: dict[int, Bucket], settings: Settings, s
                 average += weight * x.vector.dot(y.vector)
                 if short:
                     centroid += weight * x.count * y.count * x.vector.cosine(y.vector)
-    # Over every pair of members, the far ones too, unlike an article's score
+    # Over every pair of members, the far ones too, unlike a short article's score
     # (rank_stories): merging two whole stories is the bigger step, and a link
     # that old pairs dilute guards it against chaining.
     return (short * centroid + (1.0 - short) * average) / (count_a * count_b)
@@ -273,7 +273,7 @@ def rank_stories(vector: SparseVector, published: float, candidates: list[StoryS
     # Full texts: the mean over the members' count (average link, diluted by
     # the far members: the guard against chaining). Short texts: the mean over
     # the members' kernel weights, times the nearest bucket's kernel, which does
-    # not sink as a story goes on for days (see the module's docstring).
+    # not sink as a story goes on for days (see the docstring above).
     score = np.divide(totals, members, out=np.zeros(len(candidates)), where=members > 0)
     if short:
         score += short * np.divide(centroid_totals * nearest, weighted, out=np.zeros(len(candidates)),
