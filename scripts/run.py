@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     # would exit with 1 and take the rest down), a data directory another
     # `make run` uses, or Flower without a password.
     problems, fixes = port_plan(env)
-    data_lock = lock_data_dir(env)
+    data_lock = lock_data_dir(env)  # held until this process ends
     if data_lock is None:
         fixes["STORYWIRE_DATA_DIR"] = f"{data_dir(env)}-{fixes.get('API_PORT', env.get('API_PORT', '2'))}"
         problems.append(f"another make run uses {data_dir(env)} (its Redis data and beat schedule): stop it, or "

@@ -49,7 +49,8 @@ from .settings import Settings
 from .store import RedisStore, out_of_memory
 from .stories import (Bucket, base_threshold, bucket_field, bucket_index, choose_story, rank_stories, threshold_for,
                       updated_centroid)
-from .text import ENTITY_PREFIX, content_terms, normalise, readable_forms, stem, without_addresses, words
+from .text import (ENTITY_PREFIX, WordTest, content_terms, normalise, readable_forms, stem, without_addresses,
+                   words)
 from .vectors import SparseVector, Vectorizer, tfidf
 
 log = logging.getLogger("storywire.engine")
@@ -100,17 +101,8 @@ class Outcome:
     error: Exception | None = None  # InvalidArticle or NotFound: this article was not decided
 
 
-class _EntityTest(dict):
-    """term -> whether it is a name's feature ("e:..."), remembered (``filter`` over a dict stays in C)."""
-
-    def __missing__(self, term: str) -> bool:
-        if len(self) > 500_000:
-            self.clear()
-        value = self[term] = term.startswith(ENTITY_PREFIX)
-        return value
-
-
-_IS_ENTITY = _EntityTest()
+# term -> whether it is a name's feature ("e:..."), remembered (``filter`` over a dict stays in C).
+_IS_ENTITY = WordTest(lambda term: term.startswith(ENTITY_PREFIX))
 
 # A containment counts only if an accidental overlap that large is this unlikely.
 CHANCE_LIMIT = 1e-6

@@ -205,11 +205,9 @@ def rank_stories(vector: SparseVector, published: float, candidates: list[StoryS
     that sum's norm), averaged with each member weighed by its bucket's time
     kernel, times the kernel of the story's nearest bucket: members of the last
     day count more than those of three days ago, and a story gone quiet fades,
-    but a story covered for days does not sink below one covered for hours
-    (averaged over the members' count, as before issue 15's last change, old
-    members diluted it: with each dev story's times stretched threefold,
-    headlines-only B-cubed F1 fell from 0.83 to 0.63). Between the two
-    lengths, a blend. An average over hundreds of short, varied
+    but a story covered for days does not sink below one covered for hours,
+    as a mean over the members' count made it (docs/evaluation.md, step 6).
+    Between the two lengths, a blend. An average over hundreds of short, varied
     members sinks as the story grows (two headlines of one event share a word
     or two); the cosine with their centroid does not, as the centroid holds
     the story's common words at their weight. Full texts share enough words
@@ -256,16 +254,18 @@ def rank_stories(vector: SparseVector, published: float, candidates: list[StoryS
         nonempty = lengths > 0
         dots = np.add.reduceat(products, starts) if len(products) else np.zeros(len(starts))
         dots[~nonempty] = 0.0  # reduceat gives the next value for an empty segment
-        np.add.at(totals, owners, (1.0 - short) * np.asarray(weights) * dots)
+        kernels = np.asarray(weights)
+        weighted_members = kernels * np.asarray(counts, dtype=np.float64)
+        np.add.at(totals, owners, (1.0 - short) * kernels * dots)
         if short:  # its own total: it is averaged over the members' weights, not their count
             norms = np.sqrt(np.add.reduceat(flat_values * flat_values, starts)) if len(products) else \
                 np.zeros(len(starts))
             norms[~nonempty] = 0.0
             cosines = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
-            np.add.at(centroid_totals, owners, np.asarray(weights) * np.asarray(counts, dtype=np.float64) * cosines)
+            np.add.at(centroid_totals, owners, weighted_members * cosines)
         np.add.at(members, owners, counts)
-        np.add.at(weighted, owners, np.asarray(weights) * np.asarray(counts, dtype=np.float64))
-        np.maximum.at(nearest, owners, np.asarray(weights))
+        np.add.at(weighted, owners, weighted_members)
+        np.maximum.at(nearest, owners, kernels)
         if groups is not None and found.any():
             owner_of = np.repeat(np.asarray(owners, dtype=np.int64), lengths)
             keys = np.unique(owner_of[found] * (int(groups.max()) + 1) + groups[at[found]])

@@ -56,12 +56,11 @@ _TRACKING_PARAMS = frozenset({"fbclid", "gclid", "mc_cid", "mc_eid", "cmpid", "o
 # Web and mail addresses, handles and bare domains are where to find an
 # outlet, not what an article is about: they never become words. A token is
 # a run without white space; it is judged whole, so the check is linear.
-_DOMAIN = re.compile(r"(?:[a-z0-9-]+\.)+(?:com|org|net|gov|edu|int|mil|info|news|io|co|tv|uk|us|au|ca|in|eu|de|fr|"
-                     r"ie|nz|za)(?:/\S*)?", re.ASCII)
+_TLDS = "com|org|net|gov|edu|int|mil|info|news|io|co|tv|uk|us|au|ca|in|eu|de|fr|ie|nz|za"
+_DOMAIN = re.compile(rf"(?:[a-z0-9-]+\.)+(?:{_TLDS})(?:/\S*)?", re.ASCII)
 # Where a bare domain may be: a pattern that starts with a literal "." is
 # searched for that character first (four times faster than one alternation).
-_DOMAIN_HINT = re.compile(r"\.(?:com|org|net|gov|edu|int|mil|info|news|io|co|tv|uk|us|au|ca|in|eu|de|fr|ie|nz|za)\b",
-                          re.IGNORECASE)
+_DOMAIN_HINT = re.compile(rf"\.(?:{_TLDS})\b", re.IGNORECASE)
 
 
 def _may_hold_address(text: str) -> bool:
@@ -156,7 +155,7 @@ def words(text: str, normalised: bool = False) -> list[str]:
     return _WORD.findall(folded)
 
 
-class _WordTest(dict):
+class WordTest(dict):
     """A per-word yes/no, remembered: vocabulary repeats, and ``filter`` over a
     dict lookup keeps the loop in C."""
 
@@ -171,7 +170,7 @@ class _WordTest(dict):
         return value
 
 
-_CONTENT_WORD = _WordTest(lambda w: len(w) > 1 and w not in _STOPWORDS and not w.isdigit())
+_CONTENT_WORD = WordTest(lambda w: len(w) > 1 and w not in _STOPWORDS and not w.isdigit())
 
 
 # Two write-ups of one event word it differently ("suspends", "suspending",
@@ -181,7 +180,7 @@ _CONTENT_WORD = _WordTest(lambda w: len(w) > 1 and w not in _STOPWORDS and not w
 _STEMMER = Stemmer.Stemmer("english")  # PyStemmer: Snowball's own C code, 2 us a word
 
 
-_STEMS = _WordTest(_STEMMER.stemWord)
+_STEMS = WordTest(_STEMMER.stemWord)
 
 
 def stem(word: str) -> str:
@@ -246,8 +245,8 @@ _NOT_NAMES = frozenset(
     "monday tuesday wednesday thursday friday saturday sunday january february march april may june july "
     "august september october november december mr mrs ms dr st jr sr".split())
 ENTITY_PREFIX = "e:"
-_CAPITALISED = _WordTest(lambda w: len(w) > 1 and w[0].isupper())
-_NAME = _WordTest(lambda w: w not in _STOPWORDS and w not in _NOT_NAMES)
+_CAPITALISED = WordTest(lambda w: len(w) > 1 and w[0].isupper())
+_NAME = WordTest(lambda w: w not in _STOPWORDS and w not in _NOT_NAMES)
 
 
 def entities(text: str, normalised: bool = False) -> list[str]:
