@@ -25,6 +25,13 @@ COPY storyengine storyengine
 COPY service service
 COPY workers workers
 COPY scripts scripts
+COPY importer importer
+COPY embedded_redis embedded_redis
+COPY evaluation evaluation
+COPY pyproject.toml .
+# The project itself, editable (the code stays here, imported in place) and without
+# dependencies (installed above): scripts/run.py imports its packages by name.
+RUN pip install --no-cache-dir --no-deps -e .
 RUN groupadd --system --gid 10001 storywire \
     && useradd --system --uid 10001 --gid storywire --no-create-home --shell /usr/sbin/nologin storywire
 # Numeric, so a runtime that checks for non-root (Kubernetes runAsNonRoot) can verify it.

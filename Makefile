@@ -1,5 +1,5 @@
 # Storywire. `make run` starts the service, `make test` runs the tests.
-# Each target bootstraps .venv from requirements.txt (pinned) on first use.
+# Each target bootstraps .venv from requirements.txt (pinned) and pyproject.toml on first use.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,9 +7,13 @@ PY := $(VENV)/bin/python
 .PHONY: run test eval eval-all tune stream bench feeds screenshot clean
 .DEFAULT_GOAL := run
 
-$(VENV)/.installed: requirements.txt
+# The pinned requirements, then the project itself, editable and without dependencies (so
+# scripts and tests import its packages); no build isolation, so nothing more is fetched: the
+# setuptools Python 3.11's venv ships builds it, with the wheel pinned in requirements.txt.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 run: $(VENV)/.installed
@@ -37,7 +41,7 @@ stream: $(VENV)/.installed
 
 # make bench [BENCH_OUT=figures.json] [ARGS="--articles 20000 ..."]: speed against the targets, in one run
 bench: $(VENV)/.installed
-	$(PY) scripts/bench.py $(if $(BENCH_OUT),--out $(BENCH_OUT)) $(ARGS)
+	$(PY) -m bench $(if $(BENCH_OUT),--out $(BENCH_OUT)) $(ARGS)
 
 # make feeds FEEDS="https://example.com/rss.xml saved/atom.xml" [API=http://127.0.0.1:8000] [STATE=var/feeds-state.json] [ARGS="--allow-private-addresses"]
 # Without API, the local service on API_PORT, as `API_PORT=8001 make run` started it (neither: import_feeds.py's default).

@@ -26,13 +26,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evaluation.replay import REPAIR_EVERY, engine_redis, eval_settings, run_engine
+from evaluation.scores import score
+from evaluation.streams import gray_pairs, read_stream
+from evaluation.variants import shorten, split, stretch
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from scripts.evaluate import (REPAIR_EVERY, engine_redis, eval_settings, gray_pairs, read_stream,  # noqa: E402
-                              run_engine, shorten)
-from storyengine import evaluation  # noqa: E402
-
 SHARED = ROOT.parent / "shared" / "eval"
 DEV = SHARED / "dev.jsonl"
 FEEDS = SHARED / "feeds-dev.jsonl"
@@ -42,8 +41,8 @@ FEEDS = SHARED / "feeds-dev.jsonl"
 class Variant:
     name: str
     stream: str  # "dev" or "feeds": which of the streams
-    shorten: dict = field(default_factory=dict)  # evaluate.shorten's arguments
-    stretch: float | None = None  # evaluation.stretch's factor
+    shorten: dict = field(default_factory=dict)  # evaluation.variants.shorten's arguments
+    stretch: float | None = None  # evaluation.variants.stretch's factor
 
 
 VARIANTS = (
@@ -75,7 +74,7 @@ def load(path: Path, label: str, half: str | None) -> list[dict]:
     if not all("gold" in r for r in rows):
         raise SystemExit(f"{path} ({label}) is not labelled: every line needs a gold field to be scored")
     if half:
-        rows = evaluation.split(rows, half)
+        rows = split(rows, half)
         if not rows:
             raise SystemExit(f"{path} ({label}) has no story in the {half} half")
     return rows
@@ -91,11 +90,11 @@ def run_all(streams: dict[str, Path], half: str | None = None, repair_every: int
         for variant in VARIANTS:
             started = time.monotonic()
             rows = loaded[variant.stream]
-            rows = shorten(evaluation.stretch(rows, variant.stretch) if variant.stretch else rows, **variant.shorten)
+            rows = shorten(stretch(rows, variant.stretch) if variant.stretch else rows, **variant.shorten)
             notes: list[str] = []
             predictions = run_engine(rows, redis_url, eval_settings(), repair_every, label=variant.name,
                                      notes=notes)
-            scores = evaluation.score(predictions, rows, gray[variant.stream])
+            scores = score(predictions, rows, gray[variant.stream])
             seconds = time.monotonic() - started
             for note in notes:
                 print(f"{variant.name}: {note}", file=sys.stderr)

@@ -3,7 +3,7 @@
     python scripts/replicate_stream.py --copies 8 --out /tmp/dev-10k.jsonl [--stream PATH] [--shift-hours 24]
 
 Copy k of the stream is shifted k * shift-hours later and gets ids, URLs, gold
-labels and a vocabulary of its own (see storyengine.evaluation.replicate), so
+labels and a vocabulary of its own (see evaluation.variants.replicate), so
 the result has the original's stories, duplicates and difficulty, times the
 number of copies. Writes OUT and OUT's .meta.json (gray pairs), which
 scripts/evaluate.py picks up: `make eval STREAM=/tmp/dev-10k.jsonl`.
@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from scripts.evaluate import DEFAULT_STREAM, gray_pairs, read_stream  # noqa: E402
-from storyengine.evaluation import replicate  # noqa: E402
+from evaluation.streams import DEFAULT_STREAM, gray_pairs, read_stream
+from evaluation.variants import replicate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,11 +28,10 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from embedded_redis.server import EmbeddedRedis
+from workers.names import MAINTENANCE_QUEUE, QUEUE
 
-from storyengine.embedded_redis import EmbeddedRedis  # noqa: E402
-from workers.names import MAINTENANCE_QUEUE, QUEUE  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 ROLES = ("api", "worker", "beat", "flower")
 # The roles that listen: (host variable, port variable, default port). The

@@ -2,7 +2,7 @@
 
     python scripts/tune.py [--stream PATH] [--out RESULTS.json]
 
-The stream's stories are split by topic (storyengine.evaluation.split_of), so
+The stream's stories are split by topic (evaluation.variants.split_of), so
 the two similar events of an ECB+ topic always fall on the same side. Every
 combination of the grid below is run on the "tune" half; the best by B-cubed
 F1 and the shipped defaults are then run on the "held-out" half, which the
@@ -14,16 +14,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from scripts.evaluate import (DEFAULT_STREAM, engine_redis, eval_settings, gray_pairs, read_stream,  # noqa: E402
-                              run_engine)
-from storyengine import evaluation  # noqa: E402
-from storyengine.settings import Settings  # noqa: E402
+from evaluation.replay import engine_redis, eval_settings, run_engine
+from evaluation.scores import score
+from evaluation.streams import DEFAULT_STREAM, gray_pairs, read_stream
+from evaluation.variants import split
+from storyengine.settings import Settings
 
 GRID = {
     "story_threshold": (0.12, 0.14, 0.16, 0.18, 0.2),
@@ -35,7 +32,7 @@ REPORTED = ("bcubed_precision", "bcubed_recall", "bcubed_f1", "duplicate_precisi
 
 def score_run(rows, gray, redis_url, label, **changes) -> dict:
     predictions = run_engine(rows, redis_url, eval_settings(**changes), label=label)
-    scores = evaluation.score(predictions, rows, gray)
+    scores = score(predictions, rows, gray)
     return {name: round(scores[name], 4) for name in REPORTED}
 
 
@@ -50,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if not all("gold" in r for r in rows):
         parser.error("tuning needs a labelled stream (every line with a gold field)")
     gray = gray_pairs(args.stream)
-    halves = {half: evaluation.split(rows, half) for half in ("tune", "held-out")}
+    halves = {half: split(rows, half) for half in ("tune", "held-out")}
     defaults = Settings()
     results = {"grid": [], "articles": {h: len(r) for h, r in halves.items()}}
     with engine_redis() as redis_url:

@@ -51,7 +51,8 @@ def _typographic_plain(match: re.Match) -> str:
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_STOPWORDS = frozenset(ENGLISH_STOP_WORDS) | {"said", "says", "new", "year", "years", "just", "like", "told", "according", "including", "reuters", "ap", "update", "breaking"}
+# Words that say nothing of an event; public: the evaluation keeps them when it recodes a copy of a stream.
+STOPWORDS = frozenset(ENGLISH_STOP_WORDS) | {"said", "says", "new", "year", "years", "just", "like", "told", "according", "including", "reuters", "ap", "update", "breaking"}
 _TRACKING_PARAMS = frozenset({"fbclid", "gclid", "mc_cid", "mc_eid", "cmpid", "ocid"})
 # Web and mail addresses, handles and bare domains are where to find an
 # outlet, not what an article is about: they never become words. A token is
@@ -170,7 +171,7 @@ class WordTest(dict):
         return value
 
 
-_CONTENT_WORD = WordTest(lambda w: len(w) > 1 and w not in _STOPWORDS and not w.isdigit())
+_CONTENT_WORD = WordTest(lambda w: len(w) > 1 and w not in STOPWORDS and not w.isdigit())
 
 
 # Two write-ups of one event word it differently ("suspends", "suspending",
@@ -246,7 +247,7 @@ _NOT_NAMES = frozenset(
     "august september october november december mr mrs ms dr st jr sr".split())
 ENTITY_PREFIX = "e:"
 _CAPITALISED = WordTest(lambda w: len(w) > 1 and w[0].isupper())
-_NAME = WordTest(lambda w: w not in _STOPWORDS and w not in _NOT_NAMES)
+_NAME = WordTest(lambda w: w not in STOPWORDS and w not in _NOT_NAMES)
 
 
 def entities(text: str, normalised: bool = False) -> list[str]:
