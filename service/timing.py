@@ -5,7 +5,9 @@ The time is measured inside the app, from the request's start to the
 response being built, so clients (and the benchmark) can tell the server's
 share of a request apart from the network's. The round trips are counted at
 the Redis connection: every command, pipeline or transaction is one write to
-the socket, and each is counted once.
+the socket, and each is counted once. Outside a request the count is never
+reset, so a caller (the bench's in-process count, bench/reads.py) takes the
+difference of round_trips() around the calls it measures.
 """
 from __future__ import annotations
 

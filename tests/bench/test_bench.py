@@ -1,5 +1,6 @@
-"""The benchmark (make bench): one tiny run end to end, through every section
-with real processes, and the pieces whose mistakes would skew its figures."""
+"""The benchmark (make bench, the bench package): one tiny run end to end,
+through every section with real processes, and the pieces whose mistakes
+would skew its figures."""
 from __future__ import annotations
 
 import json
@@ -13,23 +14,27 @@ from pathlib import Path
 
 import pytest
 
-from scripts.bench import (DAY, REQUIRED_KEYS, Boundary, IngestRun, RetentionRun, build_stream, cost_ratio,
-                           engine_phase_figures, parse_server_timing, retention_figures, retention_run,
-                           retention_stream)
-from scripts.evaluate import record_of
+from bench.engine import start_engine
+from bench.ingest import IngestRun, cost_ratio, engine_phase_figures
+from bench.reads import parse_server_timing, round_trips_in_process
+from bench.report import REQUIRED_KEYS
+from bench.retention import DAY, Boundary, RetentionRun, retention_figures, retention_run, retention_stream
+from bench.stream import build_stream
+from evaluation.replay import record_of
+from evaluation.streams import read_stream
 from storyengine import tombstones
 from storyengine.phases import PHASES
 from storyengine.settings import Settings
+from tests.shared_data import DEV_STREAM as DEV, require_shared
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
 SMALL = ROOT / "tests" / "data" / "two_events.jsonl"
 MACHINE_KEYS = ("cpu_model", "cpu_cores", "python_version", "redis_version", "redis_embedded")
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(not DEV.exists(), reason=f"{DEV} not found: clone the project next to ../shared")
 def test_a_tiny_run_writes_every_figure(tmp_path):
+    require_shared(DEV)
     """Every figure the targets are judged on comes out as a finite number.
 
     The bench starts its own Redis rather than the suite's server: its
@@ -39,7 +44,7 @@ def test_a_tiny_run_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CELERY_BROKER_URL", "STORYWIRE_API_KEY")}
     result = subprocess.run(
-        [sys.executable, "scripts/bench.py", "--articles", "600", "--naive-articles", "150", "--e2e-articles", "200",
+        [sys.executable, "-m", "bench", "--articles", "600", "--naive-articles", "150", "--e2e-articles", "200",
          "--read-seconds", "2", "--read-clients", "2", "--retention-rate", "3", "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -65,12 +70,13 @@ def test_a_tiny_run_writes_every_figure(tmp_path):
     assert "memory steady" in result.stdout and figures["retention_articles"] == 450
 
 
+@pytest.mark.e2e
 def test_only_retention_runs_the_retention_part_alone(tmp_path):
     """``--only retention``: the 5-window run alone, its rows and its figures."""
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CELERY_BROKER_URL", "STORYWIRE_API_KEY")}
     result = subprocess.run(
-        [sys.executable, "scripts/bench.py", "--only", "retention", "--stream", str(SMALL), "--retention-rate", "2",
+        [sys.executable, "-m", "bench", "--only", "retention", "--stream", str(SMALL), "--retention-rate", "2",
          "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
@@ -85,7 +91,6 @@ def test_the_retention_run_ages_out_leaves_tombstones_and_stays_bounded(store):
     decided in batches: what is older than the window is gone and has a
     tombstone, what is inside it is held, and the store holds about one
     window's articles at every boundary after the first."""
-    from scripts.evaluate import read_stream
     s = store.settings
     assert s.retention_days == Settings().retention_days   # the default window, not the bench's long one
     rate = 4.0
@@ -149,7 +154,6 @@ def test_retention_figures_price_tombstones_and_compare_window_5_with_2():
 def test_the_stream_is_evenly_spaced_with_fresh_ids():
     """Evenly spaced at the rate, so the story window holds as many articles
     at 10k stored as at 100k; every copy a new article."""
-    from scripts.evaluate import read_stream
     rows = read_stream(SMALL)
     end = datetime(2026, 3, 1, tzinfo=timezone.utc)
     stream = build_stream(rows, len(rows) * 3 + 1, rate_per_day=2400, end=end)
@@ -164,6 +168,17 @@ def test_server_timing_is_read_in_ms_with_round_trips():
     assert parse_server_timing('app;dur=1.234, redis;desc="2 round trips"') == (1.234, 2)
     assert parse_server_timing("app;dur=0.5") == (0.5, None)
     assert parse_server_timing(None) == (None, None)
+
+
+def test_reads_without_the_header_count_round_trips_with_the_api_s_own_counter(store, redis_url):
+    """Without round trips in Server-Timing, the bench counts the read
+    routes' store calls with service.timing's counter, as the API counts
+    them: at most two per read, the new connection's handshake left out."""
+    records = [record_of(r) for r in read_stream(SMALL)[:40]]
+    start_engine(store).process_many([a.id for a in store.accept_articles(records) if a.created])
+    story_ids = [sid.decode() for sid in store.redis.zrevrange(store.keys.stories_size, 0, 4)]
+    assert story_ids
+    assert 1 <= round_trips_in_process(redis_url, store.settings, story_ids) <= 2
 
 
 def test_cost_ratio_compares_10k_stored_with_the_end():
