@@ -6,9 +6,10 @@ import logging
 from flask import Blueprint, current_app, url_for
 from pydantic import ValidationError
 
+from storyengine.admission import Admission
 from storyengine.articles import CLIENT_ID, new_article_record
 from storyengine.errors import InvalidArticle, NotFound
-from storyengine.store import Admission, iso
+from storyengine.timestamps import iso
 
 from . import response_schemas as answers
 from .errors import ApiError, invalid_article
@@ -16,6 +17,7 @@ from .openapi import PathParam, Reply, documented
 from .requests import json_body
 from .runtime import runtime
 from .schemas import ArticleIn, BatchIn
+from .views import article_view
 
 log = logging.getLogger("storywire.api")
 bp = Blueprint("articles", __name__, url_prefix="/v1/articles")
@@ -179,4 +181,5 @@ def _rejected(index: int, err: ApiError) -> dict:
 def get_article(article_id: str):
     if not CLIENT_ID.fullmatch(article_id):
         raise NotFound(f"no article with id {article_id!r}")
-    return runtime().store.get_article(article_id)
+    store = runtime().store
+    return article_view(store.get_article(article_id), store.settings)

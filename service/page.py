@@ -52,7 +52,7 @@ def counts_text(story: dict) -> str:
 
 
 def story_card(story: dict, now: datetime) -> dict:
-    updated = datetime.fromisoformat(story["last_updated"])  # the store's ISO form, in UTC
+    updated = datetime.fromisoformat(story["last_updated"])  # the listing's ISO form (service.views), in UTC
     sources = story["sources"]
     return {
         "id": story["id"],

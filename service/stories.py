@@ -10,13 +10,14 @@ from flask import Blueprint, current_app, request, url_for
 from pydantic import ValidationError
 
 from storyengine.errors import InvalidCursor, NotFound, StoryMoved
-from storyengine.store import LIST_SCAN_ROWS
+from storyengine.story_reads import LIST_SCAN_ROWS
 
 from . import response_schemas as answers
 from .errors import ApiError, validation_details
 from .openapi import PathParam, Reply, documented
 from .runtime import runtime
 from .schemas import StoriesQuery, parse_timestamp
+from .views import story_detail_view, story_view
 
 bp = Blueprint("stories", __name__, url_prefix="/v1/stories")
 _STORY_ID = re.compile(answers.STORY_ID_PATTERN)
@@ -74,7 +75,7 @@ def list_stories():
     after = decode_cursor(query.cursor, query.sort) if query.cursor else None
     page = runtime().store.list_stories(query.sort, limit, since=since, until=until,
                                         min_sources=query.min_sources, after=after)
-    return {"stories": page.items,
+    return {"stories": [story_view(story) for story in page.items],
             "next_cursor": encode_cursor(query.sort, page.next_after) if page.next_after else None}
 
 
@@ -92,7 +93,7 @@ def get_story(story_id: str):
     if not _STORY_ID.fullmatch(story_id):
         raise NotFound(f"no story with id {story_id!r}")
     try:
-        return runtime().store.get_story(story_id, current_app.config["MAX_STORY_ARTICLES"])
+        return story_detail_view(runtime().store.get_story(story_id, current_app.config["MAX_STORY_ARTICLES"]))
     except StoryMoved as moved:
         # The repair pass merged this story into another: the old id keeps
         # working for anyone who stored it, as a permanent redirect.

@@ -2,23 +2,21 @@
 articles, and listing stories with keyset pagination and filters."""
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 
 from service.timing import CountingConnection, round_trips
 from storyengine.articles import new_article_record
 from storyengine.errors import NotFound
-from storyengine.pipeline import Processor
-from storyengine.store import LIST_SCAN_ROWS, RedisStore, connect
-from tests.conftest import keys_under, snapshot
-from tests.helpers import pairs
+from storyengine.decider import Decider
+from storyengine.store import RedisStore, connect
+from storyengine.story_reads import LIST_SCAN_ROWS
+from tests.helpers import keys_under, pairs, snapshot
+from tests.storyengine.raw_stories import MOST_TRIPS_OF_A_CAPPED_LISTING, T0, WHEN, put_many_stories, put_story
 
-WHEN = datetime(2024, 3, 5, 8, 30, tzinfo=timezone.utc)
-T0 = WHEN.timestamp()
 BODY = (
     "The harbour authority in Saltmere said on Monday that a cargo ship had run aground near the northern "
     "breakwater during a storm, blocking the main channel for several hours. Tugboats freed the vessel at "
@@ -31,37 +29,6 @@ def record(client_id: str | None = "art-1", source: str = "harbour-news",
            body: str = BODY, when: datetime = WHEN) -> dict:
     return new_article_record(source=source, url=url, title=title, body=body, published_at=when,
                               article_id=client_id)
-
-
-def put_story(store: RedisStore, story_id: str, last_updated: float, article_count: int = 1,
-              sources: dict[str, int] | None = None, client=None) -> None:
-    """A story as the pipeline writes it (see keys.py for the layout); ``client``:
-    a pipeline to write it with (many stories in one round trip), else the store's."""
-    k = store.keys
-    client = client if client is not None else store.redis
-    sources = sources or {"outlet-a": article_count}
-    client.hset(k.story(story_id), mapping={
-        "id": story_id, "headline": f"Headline of {story_id}", "representative": f"{story_id}-rep",
-        "first_seen": last_updated - 3600, "last_updated": last_updated, "article_count": article_count,
-        "originals": article_count, "top_terms": json.dumps(["term"])})
-    client.hset(k.story_sources(story_id), mapping=sources)
-    client.zadd(k.stories_recent, {story_id: last_updated})
-    client.zadd(k.stories_size, {story_id: article_count * 1e10 + last_updated})
-
-
-def put_many_stories(store: RedisStore, count: int, two_outlets: Iterable[int] = (), same_time: bool = False,
-                     story_id: Callable[[int], str] = "st_{:05d}".format) -> list[str]:
-    """``count`` one-outlet stories, story i updated i seconds before T0 (all at T0
-    with ``same_time``), those numbered in ``two_outlets`` with a second outlet;
-    written in one round trip. Their ids, newest (and, at one time, highest id) first."""
-    two_outlets = set(two_outlets)
-    ids = [story_id(i) for i in range(count)]
-    with store.redis.pipeline(transaction=False) as pipe:
-        for i, sid in enumerate(ids):
-            put_story(store, sid, T0 if same_time else T0 - i, sources={"a": 1, "b": 1} if i in two_outlets else None,
-                      client=pipe)
-        pipe.execute()
-    return sorted(ids, reverse=True) if same_time else ids
 
 
 def all_pages(store: RedisStore, limit: int, **filters) -> list[list[str]]:
@@ -98,7 +65,7 @@ def test_accept_stores_a_queued_article_once(store):
     article = store.get_article("art-1")
     assert article["status"] == "queued"
     assert article["title"] == "Cargo ship runs aground in Saltmere"
-    assert article["published_at"] == "2024-03-05T08:30:00Z"
+    assert article["published_ts"] == WHEN.timestamp()
     assert store.redis.zrange(store.keys.queued, 0, -1) == [b"art-1"]
 
 
@@ -178,7 +145,7 @@ def test_forget_queued_of_a_record_that_lost_the_race_keeps_the_winner(store):
 def test_forget_queued_leaves_a_processed_article_alone(store):
     r = record()
     store.accept_articles([r])
-    Processor(store).process("art-1")
+    Decider(store).process("art-1")
     assert store.forget_queued(r) is False
     article = store.get_article("art-1")
     assert article["status"] == "processed"
@@ -209,7 +176,7 @@ def test_mark_failed_records_the_reason_and_dequeues(store):
 def test_mark_failed_never_overwrites_a_processed_article(store):
     """A redelivered task that fails after another delivery succeeded."""
     store.accept_articles([record()])
-    Processor(store).process("art-1")
+    Decider(store).process("art-1")
     before = store.get_article("art-1")
     assert store.mark_failed("art-1", "late failure") is False
     assert store.get_article("art-1") == before
@@ -231,7 +198,7 @@ def test_claim_stale_queued_hands_out_old_articles_once(store):
 
 def test_claim_stale_queued_ignores_processed_articles(store):
     store.accept_articles([record()])
-    Processor(store).process("art-1")
+    Decider(store).process("art-1")
     assert store.claim_stale_queued(0) == []
 
 
@@ -268,14 +235,15 @@ def test_list_stories_pagination_is_stable_across_equal_timestamps(store):
     assert all(len(p) == 2 for p in pages[:-1])
 
 
-def test_list_stories_page_shape(store):
+def test_list_stories_page_holds_story_records(store):
+    """Stored values, parsed; the API's shape of them is service.views' (tests/service/test_views.py)."""
     put_story(store, "st_x", T0, article_count=3, sources={"outlet-b": 1, "outlet-a": 2})
     page = store.list_stories(sort="recent", limit=10)
     assert page.next_after is None
     assert page.items == [{
-        "id": "st_x", "headline": "Headline of st_x", "representative_article": "st_x-rep",
-        "article_count": 3, "original_count": 3, "source_count": 2, "sources": ["outlet-a", "outlet-b"],
-        "first_seen": "2024-03-05T07:30:00Z", "last_updated": "2024-03-05T08:30:00Z", "top_terms": ["term"], "merged_from": [],
+        "id": "st_x", "headline": "Headline of st_x", "representative": "st_x-rep",
+        "first_seen": T0 - 3600, "last_updated": T0, "article_count": 3, "originals": 3,
+        "top_terms": ["term"], "merged_from": [], "sources": {"outlet-b": 1, "outlet-a": 2},
     }]
 
 
@@ -353,7 +321,6 @@ def test_list_stories_paginates_through_many_equal_timestamps(store):
 # every story, two round trips per 20. Now a request reads at most LIST_SCAN_ROWS index rows, in
 # chunks that double from twice the page (20, 40, ... 320, then the rest: six), and says where to
 # go on; at 3,000 stories the old read took 300 round trips.
-MOST_TRIPS_OF_A_CAPPED_LISTING = 12  # six chunks, a round trip for the index rows and one for their stories
 MANY = 3 * LIST_SCAN_ROWS
 
 
@@ -441,7 +408,7 @@ def test_a_failed_article_is_final(store):
     r = record()
     store.accept_articles([r])
     assert store.mark_failed(r["id"], "boom")
-    [outcome] = Processor(store).process_many([r["id"]])
+    [outcome] = Decider(store).process_many([r["id"]])
     assert "already failed: boom" in str(outcome.error)
     assert store.get_article(r["id"])["status"] == "failed"
     assert store.redis.hget(store.keys.article(r["id"]), "body") is None  # its text dropped
