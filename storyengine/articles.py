@@ -28,10 +28,10 @@ def derived_headline(body: str) -> str:
     return (cut or sentence[:DERIVED_HEADLINE_CHARS - 1]) + "\u2026"
 
 
-def article_id_for(source: str, url: str) -> str:
+def article_id_for(source: str, canonical: str) -> str:
     """The id of an article posted without the client's own id: one per
-    outlet and canonical URL, so posting it again finds the same article."""
-    digest = hashlib.blake2b(f"{source}\x00{canonical_url(url)}".encode("utf-8"), digest_size=10).hexdigest()
+    outlet and canonical URL (text.canonical_url), so posting it again finds the same article."""
+    digest = hashlib.blake2b(f"{source}\x00{canonical}".encode("utf-8"), digest_size=10).hexdigest()
     return f"a_{digest}"
 
 
@@ -57,12 +57,13 @@ def new_article_record(*, source: str, url: str, title: str, body: str, publishe
     body = clean_text(body)
     if not title and not body:
         raise InvalidArticle("title and body have no text once markup is removed; send a headline, a body or both")
+    canonical = canonical_url(url)
     record = {
-        "id": article_id or (scoped_id_for(source, client_id) if client_id else article_id_for(source, url)),
+        "id": article_id or (scoped_id_for(source, client_id) if client_id else article_id_for(source, canonical)),
         "client_id": client_id or "",
         "source": source,
         "url": url.strip(),
-        "canonical_url": canonical_url(url),
+        "canonical_url": canonical,
         # An untitled item shows a headline made from its body; its features
         # come from the body alone (the pipeline skips a derived title).
         "title": title or derived_headline(body),

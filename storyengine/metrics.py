@@ -52,7 +52,7 @@ LATENCY_SUM = "latency_sum"
 ENGINE_SECONDS = "engine_seconds:"
 
 
-def bucket_field(bound: float) -> str:
+def latency_field(bound: float) -> str:
     """The hash field of the latency bucket with this upper bound (``math.inf`` for the last)."""
     return "latency:+Inf" if math.isinf(bound) else f"latency:{bound:g}"
 
@@ -93,7 +93,7 @@ class MetricsSnapshot:
         running = 0
         buckets = []
         for bound in (*LATENCY_BUCKETS, math.inf):
-            running += int(values.get(bucket_field(bound), 0))
+            running += int(values.get(latency_field(bound), 0))
             buckets.append((bound, running))
         engine = {phase: values.get(ENGINE_SECONDS + phase, 0.0) for phase in PHASES}
         return cls(counters, buckets, values.get(LATENCY_SUM, 0.0), engine)
@@ -114,7 +114,7 @@ def queue_decided(pipe, key: str, decided: Iterable[tuple[float | None, bool, bo
             continue
         # Received on the API's clock, processed on the worker's: a skew between hosts is not a negative time.
         seconds = max(0.0, now - received)
-        increments[bucket_field(latency_bucket(seconds))] += 1
+        increments[latency_field(latency_bucket(seconds))] += 1
         latency_sum += seconds
     for name, n in increments.items():
         if n:
@@ -137,8 +137,8 @@ class Metrics:
         return self._add({"stories_merged": count})
 
     def count_engine_seconds(self, engine_seconds: Mapping[str, float]) -> bool:
-        """Add the seconds one ``Processor.process_many`` call spent by phase
-        (the change in ``Processor.phase_seconds`` over the call)."""
+        """Add the seconds one ``Decider.process_many`` call spent by phase
+        (the change in ``Decider.phase_seconds`` over the call)."""
         spent = {ENGINE_SECONDS + phase: seconds for phase, seconds in engine_seconds.items()
                  if phase in PHASES and seconds > 0}
         return self._add({}, 0.0, spent)

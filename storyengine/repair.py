@@ -18,43 +18,28 @@ interleaves with an article being assigned.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
 import redis
 
+from . import records
+from .records import Story
 from .errors import StoreUnavailable
 from .locking import AssignmentLock
-from .pipeline import readable_terms
+from .assignment import readable_terms
 from .settings import Settings
-from .store import RedisStore, iso
-from .stories import Bucket, short_share, story_link, story_words, threshold_for
+from .store import RedisStore
+from .timestamps import iso
+from .stories import short_share, story_link, story_words, threshold_for
 from .vectors import SparseVector
 
 _MAX_MERGES_PER_RUN = 200
-_BUCKET = "b:"
 
 
-@dataclass
-class _Story:
-    story_id: str
-    raw: dict
-    buckets: dict[int, Bucket]
-    indexed: list[int]
-
-    @property
-    def first_seen(self) -> float:
-        return float(self.raw["first_seen"])
-
-    @property
-    def originals_count(self) -> int:
-        """Members in the window's buckets (what the link is over)."""
-        return sum(b.count for b in self.buckets.values())
-
-    @property
-    def last_updated(self) -> float:
-        return float(self.raw["last_updated"])
+def members_in_window(story: Story) -> int:
+    """Members in the window's buckets (what the link is over)."""
+    return sum(b.count for b in story.buckets.values())
 
 
 @dataclass
@@ -84,6 +69,7 @@ class Repairer:
         self.settings = settings or store.settings
         self.keys = store.keys
         self.redis = store.redis
+        self._stories = records.StoryWriter(store.redis, store.keys)
 
     def run(self) -> RepairReport:
         try:
@@ -93,7 +79,7 @@ class Repairer:
             raise StoreUnavailable(str(exc)) from exc
 
     # ------------------------------------------------------------------ reads
-    def _recent_stories(self) -> dict[str, _Story]:
+    def _recent_stories(self) -> dict[str, Story]:
         """Stories whose newest article is inside the window of the stream's
         own clock (the newest published time seen), not the wall clock."""
         k, s = self.keys, self.settings
@@ -106,14 +92,7 @@ class Repairer:
             for sid in ids:
                 pipe.hgetall(k.story(sid))
             rows = pipe.execute()
-        return {sid: self._story(sid, raw) for sid, raw in zip(ids, rows) if raw and b"merged_into" not in raw}
-
-    @staticmethod
-    def _story(sid: str, raw: dict) -> _Story:
-        fields = {key.decode(): value for key, value in raw.items()}
-        buckets = {int(name[len(_BUCKET):]): Bucket.from_bytes(value)
-                   for name, value in fields.items() if name.startswith(_BUCKET)}
-        return _Story(sid, fields, buckets, json.loads(fields.get("indexed") or b"[]"))
+        return {sid: Story.from_hash(sid, raw) for sid, raw in zip(ids, rows) if raw and b"merged_into" not in raw}
 
     # ------------------------------------------------------------------ the pass
     def _run(self, lock: AssignmentLock) -> RepairReport:
@@ -140,7 +119,7 @@ class Repairer:
                 words = max(story_words(st.buckets, s), story_words(stories[other].buckets, s))
                 short = short_share(words, s)
                 link = story_link(st.buckets, stories[other].buckets, s, short)
-                smaller = min(st.originals_count, stories[other].originals_count)
+                smaller = min(members_in_window(st), members_in_window(stories[other]))
                 floor = short * s.short_merge_threshold + (1.0 - short) * s.merge_threshold
                 if link >= threshold_for(smaller, floor, s, words):
                     links.append((link, *pair))
@@ -158,7 +137,7 @@ class Repairer:
         return report
 
     # ------------------------------------------------------------------ a merge
-    def _merge(self, lock: AssignmentLock, kept: _Story, merged: _Story, link: float) -> None:
+    def _merge(self, lock: AssignmentLock, kept: Story, merged: Story, link: float) -> None:
         s, k = self.settings, self.keys
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrange(k.story_articles(merged.story_id), 0, -1, withscores=True)
@@ -171,8 +150,8 @@ class Repairer:
         buckets = dict(kept.buckets)
         for index, bucket in merged.buckets.items():
             buckets[index] = buckets[index].merge(bucket, s.bucket_terms) if index in buckets else bucket
-        names = {int(x): y for x, y in json.loads(b.get("term_names") or b"{}").items()}
-        names.update({int(x): y for x, y in json.loads(a.get("term_names") or b"{}").items()})
+        names = {int(x): y for x, y in records.json_field(b.get("term_names"), {}).items()}
+        names.update({int(x): y for x, y in records.json_field(a.get("term_names"), {}).items()})
         heaviest = [int(x) for x in centroid.heaviest(s.index_terms)]
         names = {f: names[f] for f in heaviest if f in names}
         top_terms = readable_terms([names[f] for f in heaviest if f in names], s.top_terms)
@@ -181,43 +160,26 @@ class Repairer:
         rep_from = merged.raw if rep_b.cosine(centroid) > rep_a.cosine(centroid) + 1e-9 else kept.raw
         first_seen = min(kept.first_seen, merged.first_seen)
         last_updated = max(kept.last_updated, merged.last_updated)
-        article_count = int(a["article_count"]) + int(b["article_count"])
-        originals = int(a["originals"]) + int(b["originals"])
-        canonicals = (json.loads(a.get("canonicals") or b"[]")
-                      + json.loads(b.get("canonicals") or b"[]"))[-s.story_duplicate_candidates:]
+        article_count = kept.article_count + merged.article_count
+        originals = kept.originals + merged.originals
+        canonicals = (kept.canonicals + merged.canonicals)[-s.story_duplicate_candidates:]
         # Ids that redirected to the merged story now redirect (through it) here too.
-        merged_from = (json.loads(a.get("merged_from") or b"[]") + json.loads(b.get("merged_from") or b"[]")
+        merged_from = (records.json_field(a.get("merged_from"), []) + records.json_field(b.get("merged_from"), [])
                        + [merged.story_id])
 
         def writes(pipe):
             kid, mid = kept.story_id, merged.story_id
-            pipe.hset(k.story(kid), mapping={
-                "first_seen": first_seen, "last_updated": last_updated, "article_count": article_count,
-                "originals": originals, "centroid": centroid.to_bytes(), "term_names": json.dumps(names),
-                "top_terms": json.dumps(top_terms), "indexed": json.dumps(heaviest),
-                "canonicals": json.dumps(canonicals), "merged_from": json.dumps(merged_from),
-                "headline": rep_from["headline"], "representative": rep_from["representative"],
-                "rep_vec": rep_from["rep_vec"],
-                **{f"{_BUCKET}{i}": bucket.to_bytes() for i, bucket in buckets.items()}})
-            for member, published in members:
-                pipe.zadd(k.story_articles(kid), {member: published})
+            fields = records.encode_story_fields(
+                first_seen=first_seen, last_updated=last_updated, article_count=article_count, originals=originals,
+                centroid=centroid, term_names=names, top_terms=top_terms, indexed=heaviest, canonicals=canonicals,
+                merged_from=merged_from, headline=rep_from["headline"], representative=rep_from["representative"],
+                rep_vec=rep_from["rep_vec"], buckets=buckets)
+            self._stories.write(pipe, [records.StoryUpdate(
+                kid, fields, last_updated, article_count, heaviest, kept.indexed, kept.last_updated,
+                kept=max(last_updated, merged_kept or 0.0))])
+            self._stories.add_members(pipe, kid, {member.decode(): published for member, published in members},
+                                      {source.decode(): int(count) for source, count in sources.items()})
+            for member, _ in members:
                 pipe.hset(k.article(member.decode()), "story", kid)
-            for source, count in sources.items():
-                pipe.hincrby(k.story_sources(kid), source, int(count))
-            pipe.zadd(k.stories_recent, {kid: last_updated})
-            pipe.zadd(k.stories_size, {kid: article_count * 1e10 + last_updated})
-            for feature in merged.indexed:
-                pipe.zrem(k.term(feature), mid)
-            for feature in set(kept.indexed) - set(heaviest):  # terms that no longer index the kept story
-                pipe.zrem(k.term(feature), kid)
-            for feature in heaviest:
-                pipe.zadd(k.term(feature), {kid: last_updated})
-            # The merged story becomes a redirect to its new home.
-            pipe.delete(k.story(mid), k.story_articles(mid), k.story_sources(mid))
-            pipe.hset(k.story(mid), mapping={"id": mid, "merged_into": kid, "merged_at": iso(time.time()),
-                                             "merge_link": round(link, 4)})
-            pipe.zrem(k.stories_recent, mid)
-            pipe.zrem(k.stories_kept, mid)
-            pipe.zadd(k.stories_kept, {kid: max(last_updated, merged_kept or 0.0)}, gt=True)
-            pipe.zrem(k.stories_size, mid)
+            self._stories.redirect(pipe, mid, merged.indexed, kid, iso(time.time()), link)
         lock.commit(writes)

@@ -19,21 +19,20 @@ accepted stays until the clock has moved ``retention_days`` past its story.
 The stream's term statistics ({p}:df) keep counting aged-out articles: they
 are a fixed-size array, and IDF is the stream's history, not the window's.
 
-Runs under the assignment lock (the processor calls it before deciding a
+Runs under the assignment lock (the decider calls it before deciding a
 batch, on the clock that batch moves to, so a batch decides as its articles
 would one at a time), reads first, and writes in one WATCHed transaction,
 like every other decision.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 
 import redis
 
-from . import tombstones
-from .batch import decode
+from . import records, tombstones
+from .records import decode
 from .clock import StreamClock, parse
 from .locking import AssignmentLock
 from .signatures import BandLayout
@@ -61,6 +60,7 @@ class Retention:
         self.clock = StreamClock(store.redis, store.keys, store.settings)
         self._band_lookup = band_lookup
         self._band_write = band_write
+        self._stories = records.StoryWriter(store.redis, store.keys)
 
     def advance_and_age_out(self, lock: AssignmentLock, events, limit: int = STORIES_PER_CALL) -> float | None:
         """Advance the stream clock by dated (outlet, published) ``events``
@@ -147,7 +147,8 @@ class Retention:
         stones += [(a, "failed", "") for a in failed]
         for sid in story_ids:
             last = f"{kept_until[sid]:.0f}"
-            stones += [(sid, "story", last)] + [(m, "story", last) for m in json.loads(story_rows[sid][1] or "[]")]
+            stones += [(sid, "story", last)] + [(m, "story", last)
+                                                for m in records.json_field(story_rows[sid][1], [])]
 
         def writes(pipe):
             for a, row in zip(articles, article_rows):
@@ -160,17 +161,8 @@ class Retention:
             if slot_values:
                 self._band_write(keys=[key for key, _ in slot_values],
                                  args=[x for (_, slot), v in slot_values.items() for x in (slot, v)], client=pipe)
-            for sid in story_ids:
-                indexed, merged_from = story_rows[sid]
-                for feature in json.loads(indexed or "[]"):
-                    pipe.zrem(k.term(feature), sid)
-                redirects = json.loads(merged_from or "[]")
-                pipe.delete(k.story(sid), k.story_articles(sid), k.story_sources(sid),
-                            *[k.story(m) for m in redirects])
-            if story_ids:
-                pipe.zrem(k.stories_recent, *story_ids)
-                pipe.zrem(k.stories_size, *story_ids)
-                pipe.zrem(k.stories_kept, *story_ids)
+            self._stories.delete(pipe, {sid: (records.json_field(story_rows[sid][0], []),
+                                              records.json_field(story_rows[sid][1], [])) for sid in story_ids})
             if failed:
                 pipe.zrem(k.failed, *failed)
         lock.commit(writes)

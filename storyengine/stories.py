@@ -1,6 +1,6 @@
 """Story assignment: which recent story, if any, a new article belongs to.
 
-Pure functions over vectors and times; :mod:`storyengine.pipeline` feeds them
+Pure functions over vectors and times; :mod:`storyengine.decider` feeds them
 what it read from Redis and writes back what they decide.
 
 An article joins the story with the highest *average link*: the mean cosine
@@ -81,10 +81,6 @@ class Bucket:
 
 def bucket_index(published: float, settings: Settings) -> int:
     return int(published // (settings.bucket_hours * HOUR))
-
-
-def bucket_field(index: int) -> str:
-    return f"b:{index}"
 
 
 def buckets_near(published: float, settings: Settings) -> list[int]:

@@ -1,6 +1,6 @@
 """The counters in Redis (storyengine/metrics.py), fed by the real engine in this process.
 
-Articles are accepted and decided by a real Processor against the test
+Articles are accepted and decided by a real Decider against the test
 Redis: accepted, decided and failed articles are counted in the very step
 that stores, decides or fails them, so the counts are exact; the latency
 histogram is checked against prometheus_client's own Histogram given the
@@ -16,19 +16,19 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from storyengine.embedded_redis import free_port
-from storyengine.metrics import LATENCY_BUCKETS, Metrics, MetricsSnapshot, bucket_field, latency_bucket
+from embedded_redis.server import free_port
+from storyengine.metrics import LATENCY_BUCKETS, Metrics, MetricsSnapshot, latency_field, latency_bucket
 from storyengine.phases import PHASES
-from storyengine.pipeline import Processor
+from storyengine.decider import Decider
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
-from tests.storyengine.test_pipeline import BANK, COURIER, REPRINT, article
+from tests.articles import BANK, COURIER, REPRINT, article
 from tests.helpers import pairs
 
 
 @pytest.fixture
 def processor(store):
-    return Processor(store)
+    return Decider(store)
 
 
 def accept(store: RedisStore, *specs: dict) -> list[str]:
@@ -95,7 +95,7 @@ def test_buckets_match_prometheus_clients_own_histogram():
     raw: dict[str, float] = {}
     for seconds in observations:
         reference.observe(seconds)
-        field = bucket_field(latency_bucket(seconds))
+        field = latency_field(latency_bucket(seconds))
         raw[field] = raw.get(field, 0) + 1
         raw["latency_sum"] = raw.get("latency_sum", 0.0) + seconds
     ours = MetricsSnapshot.from_hash({k.encode(): str(v).encode() for k, v in raw.items()})
@@ -156,7 +156,7 @@ def test_redis_away_is_logged_and_never_raised(settings, caplog):
 
 
 def test_the_engine_seconds_of_each_call_add_up_by_phase(store, processor):
-    """What the worker passes: the change in Processor.phase_seconds over a
+    """What the worker passes: the change in Decider.phase_seconds over a
     call. It adds up per phase, a call that decided nothing still counts its
     time, and a phase the engine does not have is not stored."""
     ids = accept(store, COURIER, BANK)

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from storyengine.records import bucket_field
 from storyengine.settings import Settings
-from storyengine.stories import (HOUR, Bucket, StoryScore, StoryState, average_link, base_threshold, bucket_field,
+from storyengine.stories import (HOUR, Bucket, StoryScore, StoryState, average_link, base_threshold,
                                  bucket_index, buckets_near, choose_story, in_window, kernel, rank_stories,
                                  short_share, story_link, threshold_for, updated_centroid)
 from storyengine.vectors import SparseVector
