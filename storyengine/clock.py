@@ -29,7 +29,7 @@ article slightly and is never dragged ahead by an outlier. Undated articles
 never reach it: they take the stream's current time (:func:`stream_time`).
 
 Only dated articles that are being decided advance the clock (under the
-assignment lock, in :mod:`storyengine.pipeline`), so it is the time of what the
+assignment lock, in :mod:`storyengine.decider`), so it is the time of what the
 deployment has decided: a replayed archive posted faster than workers decide
 it does not run ahead of its decisions. The update is one script, and it
 commutes (the newest times per outlet and an order statistic of them do not

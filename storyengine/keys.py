@@ -34,7 +34,7 @@ prefix, over its shards: docs/scaling.md.)
     {p}:df                       string document frequency per hashed term (BITFIELD u32 counters)
     {p}:df:docs                  string number of documents counted in {p}:df
     {p}:df:version               string bumped by every write to {p}:df (workers cache it)
-    {p}:assign-lock              string the story-assignment lock (see storyengine.pipeline)
+    {p}:assign-lock              string the story-assignment lock (see storyengine.decider)
     {p}:metrics                  hash   service counters and the latency histogram (storyengine.metrics)
     {p}:workers                  zset   worker node name -> last heartbeat, epoch seconds (workers.heartbeat)
 """

@@ -1,5 +1,5 @@
 """Where a deciding process's time goes: the phases that
-``storyengine.pipeline.Processor.phase_seconds`` splits it into, in the order
+``storyengine.decider.Decider.phase_seconds`` splits it into, in the order
 a batch goes through them, and that worker processes add up in the metrics
 (``engine_seconds:<phase>``, see :mod:`storyengine.metrics`). Its own module,
 so the API can name the phases without importing the engine's numerical code.
@@ -10,6 +10,8 @@ grows when workers contend for it.
 """
 from __future__ import annotations
 
+import time
+
 PHASES = {
     "load": "reading the articles by id (no lock held)",
     "featurise": "text, shingles, MinHash and term counts (no lock held)",
@@ -19,3 +21,10 @@ PHASES = {
     "decide": "duplicate checks and story choice, with any reads they add",
     "commit": "writing the batch's decisions in one transaction",
 }
+
+
+def lap(phase_seconds, phase: str, began: float) -> float:
+    """Add the time since ``began`` (time.perf_counter) to ``phase``; the time now, to start the next one."""
+    now = time.perf_counter()
+    phase_seconds[phase] += now - began
+    return now

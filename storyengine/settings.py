@@ -35,9 +35,14 @@ class Settings:
     duplicate_containment: float = 0.8
     # Texts with fewer shingles than this are copies only when identical.
     containment_min_shingles: int = 3
+    # A containment counts only if an overlap that large is this unlikely by
+    # accident (storyengine.signatures.ShingleMask: a long text's 16-bit
+    # shingles match a third of any short text's by chance).
+    duplicate_chance_limit: float = 1e-6
     # Besides LSH, the newest canonical articles of the best-matching stories
-    # are checked for containment (a short copy of a long text has a low
-    # Jaccard, so LSH alone misses it).
+    # (this many of them, at most that many articles each) are checked for
+    # containment (a short copy of a long text has a low Jaccard, so LSH alone misses it).
+    duplicate_candidate_stories: int = 3
     story_duplicate_candidates: int = 64
 
     # --- boilerplate, learnt per outlet (storyengine.boilerplate)
@@ -193,8 +198,8 @@ class Settings:
             problems.append(f"story_score must be 'by_length' or 'average', got {self.story_score!r}")
         if self.full_text_words < self.short_text_words:
             problems.append("full_text_words must be at least short_text_words")
-        for name in ("lsh_threshold", "duplicate_containment", "story_threshold", "merge_threshold",
-                     "short_text_threshold", "single_member_threshold", "short_merge_threshold"):
+        for name in ("lsh_threshold", "duplicate_containment", "duplicate_chance_limit", "story_threshold",
+                     "merge_threshold", "short_text_threshold", "single_member_threshold", "short_merge_threshold"):
             if not 0 < getattr(self, name) <= 1:
                 problems.append(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
         if 1 < self.clock_support <= self.clock_per_source:

@@ -2,7 +2,7 @@
 
 datasketch does what it is good at here: the MinHash permutations and the
 choice of bands and rows for a Jaccard threshold. The bands are stored by
-:mod:`storyengine.store` in a pipelined layout (one round trip per article)
+the decision state (:mod:`storyengine.state`) in a pipelined layout (one round trip per batch)
 instead of datasketch's own Redis storage (about 30 per insert-and-query).
 """
 from __future__ import annotations

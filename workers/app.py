@@ -20,7 +20,7 @@ def create_celery(config: WorkerConfig | None = None) -> Celery:
     app.conf.update(
         task_default_queue=names.QUEUE,
         task_ignore_result=True,          # state lives in the store, not in a result backend
-        task_acks_late=True,              # tasks are idempotent (see storyengine.pipeline)
+        task_acks_late=True,              # tasks are idempotent (see storyengine.decider)
         task_reject_on_worker_lost=True,  # a killed worker's task goes back to the queue
         # One message at a time per pool process: with late acks and tasks of a
         # few seconds, a prefetched message would only wait in this worker's

@@ -28,7 +28,7 @@ class WorkerConfig:
     # task runs again within about 45 s. A task that does run longer (a store
     # outage retried in the task, an overloaded host) is delivered a second
     # time while the first still runs: harmless, since deciding is idempotent
-    # (storyengine.pipeline) and the second finds the articles decided.
+    # (storyengine.decider) and the second finds the articles decided.
     visibility_timeout: int = 40
     max_retries: int = 8
     # Celery beat runs the repair pass (merge stories that converged) this often.

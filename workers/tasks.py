@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from celery import shared_task
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
+from storyengine.decider import Decider
 from storyengine.errors import DecisionFailed, InvalidArticle, NotFound, StoreUnavailable
+from storyengine.gc_tuning import collect_less
 from storyengine.metrics import Metrics
-from storyengine.pipeline import Processor, collect_less
 from storyengine.repair import Repairer
 from storyengine.store import RedisStore, connect
 
@@ -21,18 +22,18 @@ from . import names
 
 log = logging.getLogger("storywire.worker")
 
-_processors: dict[tuple[int, int], Processor] = {}
+_deciders: dict[tuple[int, int], Decider] = {}
 
 
-def processor_for(app) -> Processor:
-    """One Processor per worker process (after the fork), so each has its own
+def decider_for(app) -> Decider:
+    """One Decider per worker process (after the fork), so each has its own
     Redis connections and remembers only the lock it holds itself."""
     key = (os.getpid(), id(app))
-    if key not in _processors:
-        collect_less()  # the first task of this process: see storyengine.pipeline
+    if key not in _deciders:
+        collect_less()  # the first task of this process: see storyengine.gc_tuning
         config = app.conf.storywire
-        _processors[key] = Processor(RedisStore(connect(config.redis_url), config.settings))
-    return _processors[key]
+        _deciders[key] = Decider(RedisStore(connect(config.redis_url), config.settings))
+    return _deciders[key]
 
 
 def backoff(retries: int) -> float:
@@ -54,7 +55,7 @@ _RESULT_LOG_CHARS = 65536
 @shared_task(name=names.PROCESS_ARTICLES, bind=True, acks_late=True, resultrepr_maxsize=_RESULT_LOG_CHARS)
 def process_articles(self, article_ids: list[str]) -> dict:
     """Decide the articles of one batch post together: one lock hold, a few
-    round trips and one commit for all of them (storyengine.pipeline).
+    round trips and one commit for all of them (storyengine.decider).
     Idempotent, so a redelivered or requeued task changes nothing. The
     result lists the ids by what happened to them."""
     results = _process(self, list(article_ids))
@@ -80,15 +81,15 @@ def _process(task, article_ids: list[str]) -> list[dict]:
     decided the rest of its batch) is tried again at once, counted on the
     article, and after ``max_attempts`` tries the article is failed with
     the reason (counted in storywire_articles_failed_total)."""
-    processor = processor_for(task.app)
+    decider = decider_for(task.app)
     config = task.app.conf.storywire
     attempt = 0
-    spent_before = dict(processor.phase_seconds)
+    spent_before = dict(decider.phase_seconds)
     outcomes: dict = {}
     remaining = list(dict.fromkeys(article_ids))
     while remaining:
         try:
-            batch = processor.process_many(remaining)
+            batch = decider.process_many(remaining)
         except StoreUnavailable as exc:
             if attempt >= config.max_retries:
                 # Transient by nature, so never "failed": the articles stay queued
@@ -107,19 +108,19 @@ def _process(task, article_ids: list[str]) -> list[dict]:
             # Outside any one article's decision (loading, the lock, the
             # clock): count a try on each; they stay queued until they run out.
             log.exception("processing failed", extra={"article_ids": remaining, "task_id": task.request.id})
-            _count_tries(processor, task, remaining, "internal error while processing; see the worker log")
+            _count_tries(decider, task, remaining, "internal error while processing; see the worker log")
             raise
         remaining = []
         for outcome in batch:
             outcomes[outcome.article_id] = outcome
             if isinstance(outcome.error, DecisionFailed):
-                tries = processor.store.count_attempt(outcome.article_id, str(outcome.error))
-                if 0 < tries < processor.settings.max_attempts:
+                tries = decider.store.count_attempt(outcome.article_id, str(outcome.error))
+                if 0 < tries < decider.settings.max_attempts:
                     remaining.append(outcome.article_id)  # once more, now
     # Decided and failed articles are counted where they change (storyengine.metrics); the seconds
     # by phase, any retries included, after the work.
-    spent = {phase: seconds - spent_before.get(phase, 0.0) for phase, seconds in processor.phase_seconds.items()}
-    Metrics(processor.store).count_engine_seconds(spent)
+    spent = {phase: seconds - spent_before.get(phase, 0.0) for phase, seconds in decider.phase_seconds.items()}
+    Metrics(decider.store).count_engine_seconds(spent)
     results = []
     for article_id in dict.fromkeys(article_ids):
         outcome = outcomes[article_id]
@@ -129,8 +130,8 @@ def _process(task, article_ids: list[str]) -> list[dict]:
             # Permanent (or tried max_attempts times): say why on the article itself.
             reason = str(outcome.error)
             if isinstance(outcome.error, DecisionFailed):
-                reason += f" (after {processor.settings.max_attempts} tries; see the worker log)"
-            processor.store.mark_failed(article_id, reason)
+                reason += f" (after {decider.settings.max_attempts} tries; see the worker log)"
+            decider.store.mark_failed(article_id, reason)
             log.warning("article failed", extra={"article_id": article_id, "reason": reason,
                                                  "task_id": task.request.id})
             results.append({"article": article_id, "status": "failed"})
@@ -145,14 +146,14 @@ def _process(task, article_ids: list[str]) -> list[dict]:
     return results
 
 
-def _count_tries(processor, task, article_ids: list[str], reason: str) -> None:
+def _count_tries(decider, task, article_ids: list[str], reason: str) -> None:
     """One more try on each article; those out of tries are failed with ``reason``."""
-    store = processor.store
+    store = decider.store
     try:
-        spent = [a for a in article_ids if store.count_attempt(a, reason) >= processor.settings.max_attempts]
+        spent = [a for a in article_ids if store.count_attempt(a, reason) >= decider.settings.max_attempts]
         if spent:
             for article_id in spent:
-                store.mark_failed(article_id, f"{reason} (after {processor.settings.max_attempts} tries)")
+                store.mark_failed(article_id, f"{reason} (after {decider.settings.max_attempts} tries)")
     except Exception:  # noqa: BLE001 - the store is away too: the requeue pass sends them again
         log.warning("could not count the tries", extra={"article_ids": article_ids, "task_id": task.request.id})
 
@@ -163,7 +164,7 @@ def repair_stories(self) -> dict:
     twice or on two workers at once: it works under the assignment lock, and
     a second run finds nothing left to merge. If Redis is away, this run is
     skipped; beat starts the next one on schedule."""
-    store = processor_for(self.app).store
+    store = decider_for(self.app).store
     try:
         report = Repairer(store).run()
     except StoreUnavailable as exc:
@@ -207,7 +208,7 @@ def requeue_stale(self) -> dict:
     stale is left (at most requeue_max_per_run articles per pass), so it keeps
     up with a backlog of any size. Runs on the maintenance queue, every
     requeue_interval seconds (beat)."""
-    return requeue_pass(self.app, processor_for(self.app).store)
+    return requeue_pass(self.app, decider_for(self.app).store)
 
 
 def requeue_pass(app, store: RedisStore) -> dict:

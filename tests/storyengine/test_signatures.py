@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from storyengine import signatures as S
-from storyengine.pipeline import CHANCE_LIMIT
+from storyengine.duplicates import is_copy
 from storyengine.settings import Settings
 from storyengine.text import words
 
@@ -212,8 +212,7 @@ def test_short_unrelated_items_are_not_copies_of_a_very_long_article():
     for _ in range(300):
         item = sset([rng.choice(vocab) for _ in range(8)])  # four shingles
         containment, _, chance = S.overlap(huge, item)
-        if containment >= settings.duplicate_containment and chance < CHANCE_LIMIT and \
-                min(len(huge), len(item)) >= settings.containment_min_shingles:
+        if is_copy(containment, chance, min(len(huge), len(item)), False, settings):
             false_copies += 1
     assert false_copies == 0
 
@@ -225,7 +224,7 @@ def test_a_real_short_copy_of_a_very_long_article_is_still_a_copy():
     huge = sset(text)
     copy = sset(text[5000:5040])  # forty words from the middle
     containment, _, chance = S.overlap(huge, copy)
-    assert containment == pytest.approx(1.0) and chance < CHANCE_LIMIT
+    assert containment == pytest.approx(1.0) and chance < Settings().duplicate_chance_limit
 
 
 # ---------------------------------------------------------------- LSH bands

@@ -1,0 +1,104 @@
+"""The reads of a batch of decisions, and the caches that spare them: the
+stream's document frequencies and the shingle sets of canonical articles.
+
+A batch reads what it will need up front in two reads of the decision state
+(storyengine.state: statuses, fingerprints, band slots and the term index;
+then candidate stories and articles), and tops up only when a decision needs
+something no one read yet (storyengine.batch holds the view they fill).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .batch import Batch, Candidate, DocumentFrequencies, ShingleCache
+from .features import Features
+from .settings import Settings
+from .state import DecisionState
+from .stories import bucket_index
+from .vectors import SparseVector, tfidf
+
+
+class BatchReads:
+    """Reads for one deciding process (its caches are the process's own)."""
+
+    def __init__(self, state: DecisionState, settings: Settings) -> None:
+        self.state, self.settings = state, settings
+        self.df = DocumentFrequencies(settings.hash_features)
+        self.shingles = ShingleCache()
+
+    def refresh_df(self) -> None:
+        self.state.read_df(self.df)
+
+    def vector(self, f: Features) -> SparseVector:
+        """The article's TF-IDF vector, weighed by the stream's counts as this process holds them."""
+        return tfidf(f.term_indices, f.term_counts, self.df.counts[f.term_indices].astype(np.float64), self.df.docs)
+
+    def read_batch(self, chunk: list) -> Batch:
+        """Read what the batch will need: round trip 1 (statuses, fingerprints,
+        band slots, the term index), then 2 (candidate stories and articles)."""
+        s = self.settings
+        batch = Batch(s)
+        window = s.story_window_hours * 3600.0
+        published = [f.published for _, _, f in chunk]
+        since = min(published) - window
+        batch.bucket_ids = list(range(bucket_index(min(published) - window, s),
+                                      bucket_index(max(published) + window, s) + 1))
+        slot_list = list(dict.fromkeys(x for _, _, f in chunk for x in f.slots))
+        for attempt in range(2):
+            lookups = {}
+            features_set: set[int] = set()
+            for article_id, _, f in chunk:
+                # The batch's own articles shift the weights a little before each
+                # is decided, so look up a few more terms: fewer lookups later.
+                vector = self.vector(f)
+                heaviest = [int(x) for x in vector.heaviest(s.lookup_terms + 10)]
+                lookups[article_id] = (heaviest[:s.lookup_terms], vector.weights_of(heaviest[:s.lookup_terms]))
+                features_set.update(heaviest)
+            features = sorted(features_set)
+            fps = sorted({f.fingerprint for _, _, f in chunk})
+            read = self.state.first_read([a for a, _, _ in chunk], fps, slot_list, features, since)
+            if self.df.version is not None and read.df_version == self.df.version:
+                break
+            # Another process counted terms since: read the counts, then weigh again.
+            self.refresh_df()
+        batch.status = dict(zip((a for a, _, _ in chunk), read.statuses))
+        batch.fingerprints = dict(zip(fps, read.owners))
+        batch.band_values = dict(zip(slot_list, read.band_values))
+        batch.term_hits = dict(zip(features, read.term_hits))
+        story_ids = set()
+        for article_id, _, f in chunk:
+            heaviest, weights = lookups[article_id]
+            story_ids |= batch.stories_for_terms(heaviest, f.published - window, weights, s.candidate_stories)
+        articles = set(batch.band_members(slot_list)) | {o for o in batch.fingerprints.values() if o}
+        self.fetch(batch, story_ids, articles)
+        return batch
+
+    def fetch(self, batch: Batch, story_ids, article_ids) -> None:
+        """Read stories and candidate articles the batch does not hold yet, in one round trip."""
+        story_ids = sorted(set(story_ids) - set(batch.stories))
+        article_ids = sorted(set(article_ids) - set(batch.articles))
+        if not story_ids and not article_ids:
+            return
+        stories, articles = self.state.fetch(story_ids, article_ids, batch.bucket_ids)
+        batch.stories.update(zip(story_ids, stories))
+        batch.articles.update(zip(article_ids, articles))
+
+    def ensure_terms(self, batch: Batch, features: list[int], since: float) -> None:
+        """Read the term index for any of ``features`` the batch has not read yet."""
+        missing = [x for x in features if x not in batch.term_hits]
+        if missing:
+            batch.term_hits.update(zip(missing, self.state.term_hits(missing, since)))
+
+    def candidate(self, batch: Batch, article_id: str, story_id: str | None = None) -> Candidate | None:
+        """A canonical article to compare with, or None if it is not one (any longer)."""
+        info = batch.articles.get(article_id)
+        if info is None and story_id is not None:
+            cached = self.shingles.get(article_id)
+            if cached is not None:
+                # In a story's list of canonical articles: canonical, and in that story.
+                info = {"story": story_id, "duplicate_of": None, "published": cached[1], "shingles": cached[0]}
+        if info is None:
+            return None
+        if info["shingles"] is None or info["story"] is None or info["duplicate_of"] or info["published"] is None:
+            return None  # not processed yet, or no longer a canonical copy
+        return Candidate(article_id, info["story"], info["published"], info["shingles"])
