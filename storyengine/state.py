@@ -1,0 +1,240 @@
+"""What deciding a run of articles reads and writes: the storage seam.
+
+As datasketch keeps one small storage interface with a dict twin and a Redis
+twin, the decision code (storyengine.batch_reads, duplicates, assignment,
+run_decider) reads and writes shared state only through a ``DecisionState``:
+
+- ``RedisState``, the store of record: a batch's reads in two pipelined round
+  trips (and a third only when a decision needs what no one read), its writes
+  in one MULTI/EXEC under the assignment lock (storyengine.locking).
+- ``MemoryState``, the same records in dicts, stored exactly as Redis stores
+  them (redis-py's own encoding, the same parsing on the way back), so the
+  engine's logic runs, and is tested, in a plain process: the same stream
+  decided on either twin gives the same decisions.
+
+What a decision reads: article statuses, the owners of exact fingerprints,
+LSH band slots, the term index, stories with the window's day buckets,
+candidate articles and the document frequencies. What it writes is a
+storyengine.batch.Batch. Outside the seam, on Redis alone: loading articles
+and their outlets' boilerplate, the lock, the stream clock and retention, and
+the promotion of an earlier copy (storyengine.duplicates.Promotion).
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from redis.connection import Encoder
+
+from . import boilerplate, records
+from .batch import Batch, DocumentFrequencies, decode, scored_members
+from .keys import Keys
+from .locking import AssignmentConflict, AssignmentLock
+from .metrics import queue_decided
+from .records import CANDIDATE_FIELDS, STORY_FIELDS, Story, bucket_field
+from .redis_scripts import BAND_LOOKUP, BAND_WRITE, DF_CHANGE, TERM_LOOKUP
+from .settings import Settings
+
+Slot = tuple[str, bytes]  # (band key, field) of one LSH band slot
+TermHits = list[tuple[str, float]]  # (story, score in the term index), newest first
+
+
+@dataclass
+class FirstRead:
+    """A batch's first read, in the order asked."""
+    df_version: int
+    statuses: list[bytes | None]
+    owners: list[str | None]  # of each fingerprint
+    band_values: list[str]  # space-separated article ids per slot ('' when empty)
+    term_hits: list[TermHits]
+
+
+class DecisionState(Protocol):
+    def read_df(self, df: DocumentFrequencies) -> None:
+        """Load the stream's document frequencies into ``df``."""
+
+    def first_read(self, article_ids: list[str], fingerprints: list[str], slots: list[Slot], features: list[int],
+                   since: float) -> FirstRead:
+        """Statuses, fingerprint owners, band slots, and each feature's stories updated at or after ``since``."""
+
+    def term_hits(self, features: list[int], since: float) -> list[TermHits]:
+        """Each feature's stories updated at or after ``since`` (the newest ``stories_per_term``)."""
+
+    def fetch(self, story_ids: list[str], article_ids: list[str], bucket_ids: list[int]
+              ) -> tuple[list[Story | None], list[dict]]:
+        """Stories (None where gone) with the ``bucket_ids``' buckets, and candidate articles (records.parse_candidate)."""
+
+    def commit(self, batch: Batch, lock: AssignmentLock | None) -> None:
+        """Write a batch's decisions, all or nothing, only while ``lock`` is held."""
+
+
+class RedisState:
+    """The decision state in Redis, the store of record."""
+
+    def __init__(self, redis_client, keys: Keys, settings: Settings) -> None:
+        self.redis, self.keys, self.settings = redis_client, keys, settings
+        self.band_lookup = redis_client.register_script(BAND_LOOKUP)
+        self.band_write = redis_client.register_script(BAND_WRITE)
+        self._term_lookup = redis_client.register_script(TERM_LOOKUP)
+        self._scripts = {"band_write": self.band_write, "df_change": redis_client.register_script(DF_CHANGE),
+                         "boilerplate_count": redis_client.register_script(boilerplate.COUNT)}
+        self.story_writer = records.StoryWriter(redis_client, keys)
+
+    def read_df(self, df: DocumentFrequencies) -> None:
+        k = self.keys
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(k.df)
+            pipe.get(k.df_docs)
+            pipe.get(k.df_version)
+            raw, docs, version = pipe.execute()
+        df.load(raw, docs, version)
+
+    def first_read(self, article_ids, fingerprints, slots, features, since) -> FirstRead:
+        k, s = self.keys, self.settings
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(k.df_version)
+            for article_id in article_ids:
+                pipe.hget(k.article(article_id), "status")
+            for fp in fingerprints:
+                pipe.get(k.fingerprint(fp))
+            if slots:
+                self.band_lookup(keys=[key for key, _ in slots], args=[f for _, f in slots], client=pipe)
+            if features:
+                self._term_lookup(keys=[k.term(x) for x in features], args=[since, s.stories_per_term], client=pipe)
+            version, *rest = pipe.execute()
+        statuses, rest = rest[:len(article_ids)], rest[len(article_ids):]
+        owners, rest = [decode(v) if v else None for v in rest[:len(fingerprints)]], rest[len(fingerprints):]
+        band_values = [decode(v) for v in rest.pop(0)] if slots else []
+        term_hits = [scored_members(m) for m in rest.pop(0)] if features else []
+        return FirstRead(int(version or 0), statuses, owners, band_values, term_hits)
+
+    def term_hits(self, features, since) -> list[TermHits]:
+        found = self._term_lookup(keys=[self.keys.term(x) for x in features],
+                                  args=[since, self.settings.stories_per_term])
+        return [scored_members(m) for m in found]
+
+    def fetch(self, story_ids, article_ids, bucket_ids):
+        k = self.keys
+        story_fields = STORY_FIELDS + tuple(bucket_field(i) for i in bucket_ids)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for sid in story_ids:
+                pipe.hmget(k.story(sid), story_fields)
+            for aid in article_ids:
+                pipe.hmget(k.article(aid), CANDIDATE_FIELDS)
+            rows = pipe.execute()
+        return ([Story.from_row(sid, row, bucket_ids) for sid, row in zip(story_ids, rows)],
+                [records.parse_candidate(row) for row in rows[len(story_ids):]])
+
+    def commit(self, batch: Batch, lock: AssignmentLock | None) -> None:
+        if lock is None:
+            raise AssignmentConflict("no assignment lock held")
+        lock.commit(lambda pipe: self._queue_writes(pipe, batch, time.time()))
+
+    def _queue_writes(self, pipe, batch: Batch, now: float) -> None:
+        """Queue every write of the batch on ``pipe`` (a MULTI/EXEC)."""
+        k, scripts = self.keys, self._scripts
+        joined: dict[str, tuple[dict[str, float], Counter]] = {}
+        for article_id, fields, story_id, source, published in batch.article_writes:
+            fields["processed_ts"] = round(now, 3)
+            pipe.hset(k.article(article_id), mapping=fields)
+            pipe.hdel(k.article(article_id), "body")  # decided: the text is not needed any more
+            members, sources = joined.setdefault(story_id, ({}, Counter()))
+            members[article_id] = published
+            sources[source] += 1
+        for story_id, (members, sources) in joined.items():
+            self.story_writer.add_members(pipe, story_id, members, sources)
+        if batch.article_writes:
+            pipe.zrem(k.queued, *[a for a, *_ in batch.article_writes])
+            queue_decided(pipe, k.metrics, batch.decided, round(now, 3))  # counted in the same step: exact
+        self.story_writer.write(pipe, batch.story_updates())
+        boilerplate.queue_counts(pipe, scripts["boilerplate_count"], k, self.settings, batch.sentences_seen)
+        for fp, owner in batch.written_fingerprints().items():
+            pipe.set(k.fingerprint(fp), owner)
+        slots = list(batch.written_band_values().items())
+        if slots:
+            scripts["band_write"](keys=[key for (key, _), _ in slots],
+                                  args=[x for (_, f), value in slots for x in (f, value)], client=pipe)
+        if batch.docs_change or (batch.df_changes is not None and batch.df_changes.any()):
+            changed = np.flatnonzero(batch.df_changes) if batch.df_changes is not None else np.empty(0, np.int64)
+            packed = np.zeros(len(changed), dtype=[("feature", ">u4"), ("change", ">i4")])
+            packed["feature"] = changed
+            packed["change"] = batch.df_changes[changed] if len(changed) else 0
+            scripts["df_change"](keys=[k.df, k.df_docs, k.df_version], args=[packed.tobytes(), batch.docs_change],
+                                 client=pipe)
+
+
+_U32_MAX = 2 ** 32 - 1
+
+
+class MemoryState:
+    """The decision state in dicts, for one process (no lock: nothing else writes it).
+    Articles to decide are registered first with :meth:`queue`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._encode = Encoder("utf-8", "strict", False).encode  # values stored as Redis stores them
+        self.statuses: dict[str, bytes] = {}
+        self.owners: dict[str, str] = {}
+        self.bands: dict[Slot, str] = {}
+        self.terms: dict[int, dict[str, float]] = {}
+        self.stories: dict[str, dict[str, bytes]] = {}
+        self.articles: dict[str, dict[str, bytes]] = {}
+        self.df_counts = np.zeros(settings.hash_features, dtype=np.int64)
+        self.df_docs = 0
+        self.df_version = 0
+
+    def queue(self, article_ids: list[str]) -> None:
+        for article_id in article_ids:
+            self.statuses.setdefault(article_id, b"queued")
+
+    def read_df(self, df: DocumentFrequencies) -> None:
+        df.counts, df.docs, df.version = self.df_counts.copy(), self.df_docs, self.df_version
+
+    def first_read(self, article_ids, fingerprints, slots, features, since) -> FirstRead:
+        return FirstRead(self.df_version, [self.statuses.get(a) for a in article_ids],
+                         [self.owners.get(fp) for fp in fingerprints], [self.bands.get(slot, "") for slot in slots],
+                         self.term_hits(features, since) if features else [])
+
+    def term_hits(self, features, since) -> list[TermHits]:
+        out = []
+        for feature in features:
+            entries = [(sid, score) for sid, score in self.terms.get(feature, {}).items() if score >= since]
+            # As ZREVRANGEBYSCORE orders them: score, then member, both descending.
+            entries.sort(key=lambda e: (e[1], e[0].encode()), reverse=True)
+            out.append(entries[:self.settings.stories_per_term])
+        return out
+
+    def fetch(self, story_ids, article_ids, bucket_ids):
+        story_fields = STORY_FIELDS + tuple(bucket_field(i) for i in bucket_ids)
+        stories = [Story.from_row(sid, [self.stories.get(sid, {}).get(name) for name in story_fields], bucket_ids)
+                   for sid in story_ids]
+        articles = [records.parse_candidate([self.articles.get(aid, {}).get(name) for name in CANDIDATE_FIELDS])
+                    for aid in article_ids]
+        return stories, articles
+
+    def commit(self, batch: Batch, lock: AssignmentLock | None) -> None:
+        for article_id, fields, _, _, published in batch.article_writes:
+            self.statuses[article_id] = b"processed"
+            stored = self.articles.setdefault(article_id, {"published_ts": self._encode(published)})
+            stored.update({name: self._encode(fields[name]) for name in CANDIDATE_FIELDS if name in fields})
+        for update in batch.story_updates():
+            self.stories.setdefault(update.story_id, {}).update(
+                {name: self._encode(value) for name, value in update.fields.items()})
+            for feature in set(update.indexed_before or ()) - set(update.indexed):
+                self.terms.get(feature, {}).pop(update.story_id, None)
+            for feature in update.indexed:
+                self.terms.setdefault(feature, {})[update.story_id] = records.index_score(update.last_updated)
+        self.owners.update(batch.written_fingerprints())
+        for slot, value in batch.written_band_values().items():
+            if value:
+                self.bands[slot] = value
+            else:
+                self.bands.pop(slot, None)
+        if batch.docs_change or (batch.df_changes is not None and batch.df_changes.any()):
+            if batch.df_changes is not None:  # saturating u32 counters, as BITFIELD OVERFLOW SAT keeps them
+                self.df_counts = np.clip(self.df_counts + batch.df_changes, 0, _U32_MAX)
+            self.df_docs += batch.docs_change
+            self.df_version += 1
