@@ -10,10 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
-from storyengine.embedded_redis import EmbeddedRedis
-from storyengine.keys import Keys
+from embedded_redis.server import EmbeddedRedis
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
 from tests.helpers import build_app, log_says, start_role
@@ -59,30 +57,6 @@ def store(redis_client, settings):
     s = RedisStore(redis_client, settings)
     yield s
     s.clear()
-
-
-def keys_under(client: redis.Redis, prefix: str) -> list[bytes]:
-    """Every key of the deployment with this key_prefix (a setting, ``sw``) or
-    key tag (``Keys.prefix``, ``{sw}``): the keys carry the prefix as a hash tag."""
-    tag = prefix if prefix.startswith("{") and prefix.endswith("}") else Keys(prefix).prefix
-    return sorted(client.scan_iter(match=f"{tag}:*", count=1000))
-
-
-def snapshot(client: redis.Redis, prefix: str) -> dict:
-    """Every key under the prefix with its value, compared by content (DUMP's
-    byte order of a hash is not stable, so it cannot be compared)."""
-    out = {}
-    for key in keys_under(client, prefix):
-        kind = client.type(key)
-        if kind == b"hash":
-            out[key] = client.hgetall(key)
-        elif kind == b"zset":
-            out[key] = client.zrange(key, 0, -1, withscores=True)
-        elif kind == b"set":
-            out[key] = client.smembers(key)
-        else:
-            out[key] = client.get(key)
-    return out
 
 
 @pytest.fixture

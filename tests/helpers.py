@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
+import redis
+
+from storyengine.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 60.0   # seconds for a role to be ready on a busy 2-core machine
@@ -202,14 +205,22 @@ def pairs(admissions) -> list[tuple[str, bool]]:
     return [(a.id, a.created) for a in admissions]
 
 
+def accept(store, records: list[dict]) -> list[str]:
+    """Accept new records into the store (each must be new); their ids."""
+    results = pairs(store.accept_articles(records))
+    assert all(created for _, created in results)
+    return [article_id for article_id, _ in results]
+
+
 # ================================================================ the ids the service answers with
 def served_id(row: dict) -> str:
     """The id the service keeps and serves an article posted over HTTP under:
     a client's own ``id`` scoped by its outlet (storyengine.articles.scoped_id_for),
     or, posted without one, the outlet-and-URL id (article_id_for)."""
     from storyengine.articles import article_id_for, scoped_id_for
+    from storyengine.text import canonical_url
     source = row["source"].strip()  # as new_article_record keeps it
-    return scoped_id_for(source, row["id"]) if row.get("id") else article_id_for(source, row["url"])
+    return scoped_id_for(source, row["id"]) if row.get("id") else article_id_for(source, canonical_url(row["url"]))
 
 
 def stream_ids(rows: Iterable[dict]) -> dict[str, str]:
@@ -217,3 +228,49 @@ def stream_ids(rows: Iterable[dict]) -> dict[str, str]:
     service answers with (an article's, its duplicate_of) as the stream's,
     e.g. against gold labels keyed by them."""
     return {served_id(row): row["id"] for row in rows}
+
+
+# ================================================================ the API's answers of the store's records
+# The store gives records; the API answers service.views of them. Engine tests
+# that check what a reader of the API sees read it through these.
+def article_answer(store, article_id: str) -> dict:
+    """The article as GET /v1/articles/{id} answers it."""
+    from service.views import article_view
+    return article_view(store.get_article(article_id), store.settings)
+
+
+def story_answer(store, story_id: str, max_articles: int = 500) -> dict:
+    """The story as GET /v1/stories/{id} answers it."""
+    from service.views import story_detail_view
+    return story_detail_view(store.get_story(story_id, max_articles))
+
+
+def listed_stories(store, *args, **kwargs) -> list[dict]:
+    """A page of stories as GET /v1/stories lists them (store.list_stories' arguments)."""
+    from service.views import story_view
+    return [story_view(story) for story in store.list_stories(*args, **kwargs).items]
+
+
+# ================================================================ what a deployment holds in Redis
+def keys_under(client: redis.Redis, prefix: str) -> list[bytes]:
+    """Every key of the deployment with this key_prefix (a setting, ``sw``) or
+    key tag (``Keys.prefix``, ``{sw}``): the keys carry the prefix as a hash tag."""
+    tag = prefix if prefix.startswith("{") and prefix.endswith("}") else Keys(prefix).prefix
+    return sorted(client.scan_iter(match=f"{tag}:*", count=1000))
+
+
+def snapshot(client: redis.Redis, prefix: str) -> dict:
+    """Every key under the prefix with its value, compared by content (DUMP's
+    byte order of a hash is not stable, so it cannot be compared)."""
+    out = {}
+    for key in keys_under(client, prefix):
+        kind = client.type(key)
+        if kind == b"hash":
+            out[key] = client.hgetall(key)
+        elif kind == b"zset":
+            out[key] = client.zrange(key, 0, -1, withscores=True)
+        elif kind == b"set":
+            out[key] = client.smembers(key)
+        else:
+            out[key] = client.get(key)
+    return out

@@ -39,7 +39,7 @@ import yaml
 
 from scripts.run import ROLES, role_command
 from service.config import load_config
-from storyengine.embedded_redis import EmbeddedRedis, free_port
+from embedded_redis.server import EmbeddedRedis, free_port
 from storyengine.errors import ConfigError
 from storyengine.settings import Settings
 from tests.helpers import RunningProcess
@@ -120,11 +120,13 @@ def disabled(healthcheck: dict) -> bool:
     return bool(healthcheck.get("disable")) or healthcheck.get("test") == ["NONE"]
 
 
+@pytest.mark.e2e
 def test_compose_accepts_the_file_with_the_secrets_set(resolved):
     assert set(resolved["services"]) == {"redis", *APP_SERVICES}
     assert "redis-data" in resolved["volumes"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("missing", sorted(SECRETS))
 @pytest.mark.parametrize("how", ["unset", "empty"])
 def test_compose_refuses_to_run_without_a_secret_and_says_which(compose_cli, tmp_path, missing, how):
@@ -137,6 +139,7 @@ def test_compose_refuses_to_run_without_a_secret_and_says_which(compose_cli, tmp
     assert done.stdout == "", "compose printed a configuration although a secret is missing"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("value", [
     "a" * 10_000,                                   # oversized
     'k3y with "quotes", #hash: colon',              # YAML and shell metacharacters
@@ -156,6 +159,7 @@ def test_compose_passes_secret_values_through_verbatim(compose_cli, tmp_path, va
             load_config(environ=env)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("auth", ["admin", "admin:", ":pw", " : "])
 def test_a_malformed_flower_password_passes_compose_but_flower_refuses_it(compose_cli, tmp_path, auth):
     services = resolve(compose_cli, tmp_path, {**SECRETS, "FLOWER_BASIC_AUTH": auth})["services"]
@@ -165,6 +169,7 @@ def test_a_malformed_flower_password_passes_compose_but_flower_refuses_it(compos
         role_command("flower", env)
 
 
+@pytest.mark.e2e
 def test_a_short_api_key_passes_compose_but_the_api_refuses_it(compose_cli, tmp_path):
     services = resolve(compose_cli, tmp_path, {**SECRETS, "STORYWIRE_API_KEY": "short"})["services"]
     with pytest.raises(ConfigError, match="at least 16 characters"):
@@ -183,6 +188,7 @@ BROKEN = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_compose_rejects_a_broken_copy_of_the_file(compose_cli, tmp_path, name):
     """The validator can fail: each mistake, made in a copy, is refused."""
@@ -224,6 +230,7 @@ def test_app_services_share_one_anchor_for_their_settings():
     assert "<<" not in mapping(services["redis"])
 
 
+@pytest.mark.e2e
 def test_every_role_gets_the_same_broker_and_store(resolved):
     services = resolved["services"]
     envs = {name: environment(services[name]) for name in APP_SERVICES}
@@ -235,6 +242,7 @@ def test_every_role_gets_the_same_broker_and_store(resolved):
         assert services[name]["depends_on"] == {"redis": {"condition": "service_healthy"}}, name
 
 
+@pytest.mark.e2e
 def test_every_app_service_runs_one_role_and_each_role_runs(resolved):
     services = resolved["services"]
     commands = {name: services[name].get("command") for name in APP_SERVICES}
@@ -247,6 +255,7 @@ def test_every_app_service_runs_one_role_and_each_role_runs(resolved):
     assert "deploy" not in services["beat"] and "scale" not in services["beat"], "exactly one beat"
 
 
+@pytest.mark.e2e
 def test_redis_persists_append_only_and_has_a_health_check(resolved):
     redis_service = resolved["services"]["redis"]
     command = redis_service["command"]
@@ -261,6 +270,7 @@ def test_redis_persists_append_only_and_has_a_health_check(resolved):
     assert "PONG" in " ".join(check["test"]), "a LOADING error reply must not count as healthy"
 
 
+@pytest.mark.e2e
 def test_redis_compacts_hashes_as_the_embedded_server_does(resolved, tmp_path):
     """The memory figures in the README assume 2,048-byte compact hash values."""
     command = resolved["services"]["redis"]["command"]
@@ -278,6 +288,7 @@ def test_redis_compacts_hashes_as_the_embedded_server_does(resolved, tmp_path):
     assert Settings().boilerplate_counters < int(entries)
 
 
+@pytest.mark.e2e
 def test_health_checks(resolved):
     services = resolved["services"]
     for name in ("api", "worker", "flower"):

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from scripts import eval_all, evaluate
-from storyengine import evaluation
-from tests.scripts.test_evaluate import decade_stream, sent_records
+from evaluation.streams import DEFAULT_STREAM
+from evaluation.variants import split, stretch
+from scripts import eval_all
+from tests.scripts.decade_stream import decade_stream
+from tests.scripts.evaluate_run import sent_records
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SMALL = ROOT / "tests" / "data" / "two_events.jsonl"
@@ -108,7 +110,7 @@ def test_one_table_of_every_variant_with_na_where_a_stream_has_no_duplicates(tmp
     full, snippets, headlines, long_snippets, long_headlines, feed = (sent[i * n:(i + 1) * n] for i in range(6))
     assert [r["body"] for r in full] == [r["body"] for r in rows]
     # Stretched: each story's articles spread over three times as long, in time order, texts cut as above.
-    stretched = {r["id"]: r for r in evaluation.stretch(rows, 3.0)}
+    stretched = {r["id"]: r for r in stretch(rows, 3.0)}
     assert [stretched[r["id"]]["published_at"] for r in long_snippets] == sorted(
         r["published_at"] for r in stretched.values())
     assert [r["body"] for r in long_snippets] == [" ".join(stretched[r["id"]]["body"].split()[:30])
@@ -133,7 +135,7 @@ def test_split_scores_one_half_of_each_stream(tmp_path, engine_redis_url, capsys
     rows = decade_stream(stories=12)
     dev = write_stream(tmp_path / "dev.jsonl", rows)
     feeds = write_stream(tmp_path / "feeds.jsonl", without_duplicates(rows))
-    expected = evaluation.split(rows, half)
+    expected = split(rows, half)
     assert 0 < len(expected) < len(rows)
     out = tmp_path / "table.json"
 
@@ -156,7 +158,7 @@ def test_a_missing_stream_names_the_file_and_where_shared_must_be(tmp_path, opti
 
 
 def test_the_default_streams_are_the_shared_ones():
-    assert eval_all.DEV == ROOT.parent / "shared" / "eval" / "dev.jsonl" == evaluate.DEFAULT_STREAM
+    assert eval_all.DEV == ROOT.parent / "shared" / "eval" / "dev.jsonl" == DEFAULT_STREAM
     assert eval_all.FEEDS == ROOT.parent / "shared" / "eval" / "feeds-dev.jsonl"
 
 

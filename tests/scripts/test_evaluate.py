@@ -3,43 +3,32 @@ API mode against a running service (gunicorn + a real worker)."""
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from embedded_redis.server import free_port
+from evaluation import replay, streams
+from evaluation.streams import INPUT_FIELDS, without_gold
 from scripts import evaluate
-from scripts.evaluate import INPUT_FIELDS, without_gold
-from storyengine import evaluation
-from storyengine.embedded_redis import free_port
 from storyengine.store import RedisStore
-from tests.conftest import keys_under
+from tests.helpers import keys_under
+from tests.scripts.decade_stream import decade_stream, parse_time, stream_row
+from tests.scripts.evaluate_run import scores_from, sent_records
+from tests.shared_data import DEV_STREAM, require_shared
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
 SMALL = ROOT / "tests" / "data" / "two_events.jsonl"
 
 
 def run_evaluate(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "scripts/evaluate.py", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env=env)
-
-
-def scores_from(stdout: str) -> dict[str, float]:
-    scores = {}
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            try:
-                scores[parts[0]] = float(parts[1])
-            except ValueError:
-                pass
-    return scores
 
 
 def test_gold_is_never_sent():
@@ -49,11 +38,11 @@ def test_gold_is_never_sent():
     assert "gold" not in sent and set(sent) <= set(INPUT_FIELDS)
 
 
-@pytest.mark.skipif(not DEV.exists(), reason=f"{DEV} not found: clone the project next to ../shared")
+@pytest.mark.e2e
 def test_dev_stream_meets_the_quality_targets(tmp_path):
     """The targets of issue 3, on the whole dev stream, every CI run."""
     out = tmp_path / "pred.jsonl"
-    result = run_evaluate("--stream", str(DEV), "--out", str(out))
+    result = run_evaluate("--stream", str(require_shared(DEV_STREAM)), "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     scores = scores_from(result.stdout)
     assert scores["bcubed_f1"] >= 0.93, result.stdout
@@ -65,17 +54,18 @@ def test_dev_stream_meets_the_quality_targets(tmp_path):
     assert set(lines[0]) == {"id", "story", "duplicate_of"}
 
 
-@pytest.mark.skipif(not DEV.exists(), reason=f"{DEV} not found: clone the project next to ../shared")
+@pytest.mark.e2e
 def test_held_out_half_of_the_dev_stream_stays_above_the_baselines():
     """The stories the settings were not tuned on (split by topic): well above
     the offline baseline (0.870), duplicates as good as on the whole stream."""
-    result = run_evaluate("--stream", str(DEV), "--split", "held-out")
+    result = run_evaluate("--stream", str(require_shared(DEV_STREAM)), "--split", "held-out")
     assert result.returncode == 0, result.stderr[-3000:]
     scores = scores_from(result.stdout)
     assert scores["bcubed_f1"] >= 0.90, result.stdout
     assert scores["duplicate_f1"] >= 0.99, result.stdout
 
 
+@pytest.mark.e2e
 def test_api_mode_runs_a_stream_through_a_running_service(worker_env, celery_worker, e2e_app, tmp_path):
     """`make eval API=...`: the stream goes over HTTP to gunicorn (the same
     command `make run` starts) and a real worker, and is scored."""
@@ -110,6 +100,7 @@ VALID = ('{"id": "a", "source": "s", "url": "https://x.example/a", "title": "t",
          '"published_at": "2026-03-02T11:27:47Z"}')
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("content, expected", [
     ('{not json}\n', ["line 1: not JSON"]),
     ('[1, 2]\n\n{"id": "a", "source": "s", "title": "t"}\n', ["line 1: not a JSON object",
@@ -127,6 +118,7 @@ def test_a_stream_with_no_valid_line_stops_and_names_every_line_that_is_wrong(tm
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.e2e
 def test_an_empty_stream_stops_the_run(tmp_path):
     stream = tmp_path / "empty.jsonl"
     stream.write_text("\n\n", encoding="utf-8")
@@ -184,12 +176,12 @@ def test_only_the_first_bad_lines_are_named_and_the_rest_counted(tmp_path, capsy
     stream = tmp_path / "many-bad.jsonl"
     stream.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    rows = evaluate.read_stream(stream)
+    rows = streams.read_stream(stream)
 
     err = capsys.readouterr().err
     assert [r["id"] for r in rows] == ["a", "b"]
     named = [line for line in err.splitlines() if ": skipped line " in line]
-    assert len(named) == evaluate.SHOWN_PROBLEMS == 10, err
+    assert len(named) == streams.SHOWN_PROBLEMS == 10, err
     assert named[0].endswith("skipped line 2: not JSON (Expecting property name enclosed in double quotes)")
     assert "skipped line 11: not JSON" in err and "skipped line 12:" not in err, err
     assert "and 5 more lines skipped" in err, err
@@ -210,22 +202,9 @@ def test_an_article_needs_a_title_or_a_body(tmp_path, capsys, text, kept):
     row = {"id": "x", "source": "s", "url": "https://x.example/x", "published_at": "2026-03-02T11:27:47Z", **text}
     stream = tmp_path / "one.jsonl"
     stream.write_text(VALID + "\n" + json.dumps(row) + "\n", encoding="utf-8")
-    rows = evaluate.read_stream(stream)
+    rows = streams.read_stream(stream)
     assert [r["id"] for r in rows] == (["a", "x"] if kept else ["a"])
     assert ("skipped line 2" in capsys.readouterr().err) is not kept
-
-
-def sent_records(monkeypatch) -> list[dict]:
-    """The rows run_engine turns into records (what the engine is given), as they are."""
-    seen = []
-    real = evaluate.record_of
-
-    def record_of(row):
-        seen.append(row)
-        return real(row)
-
-    monkeypatch.setattr(evaluate, "record_of", record_of)
-    return seen
 
 
 def test_headlines_only_drops_every_body(tmp_path, redis_url, monkeypatch, capsys):
@@ -264,6 +243,7 @@ def test_short_item_options_are_checked(args, capsys):
     assert "--snippet-words" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_a_stream_file_that_is_not_utf8_is_refused(tmp_path):
     stream = tmp_path / "latin1.jsonl"
     stream.write_bytes('{"title": "caf\u00e9"}\n'.encode("latin-1"))
@@ -272,118 +252,10 @@ def test_a_stream_file_that_is_not_utf8_is_refused(tmp_path):
 
 
 # ============================================================ a stream of ten years
-# 40 small stories spread over 2015-2025, each of 3 to 6 articles published
-# within a day by different outlets, every story about its own event in its
-# own city (so the stories are trivially separable), a syndicated reprint in
-# every fifth story, and in the second story the wire original of its first
-# article arriving after the story's other articles (published two hours
-# before it: it becomes the canonical article, and the first article its copy).
-CITIES = ["Aberdeen", "Bratislava", "Cordoba", "Dunedin", "Esbjerg", "Fukuoka", "Galway", "Hobart", "Izmir",
-          "Jaipur", "Kaunas", "Leipzig", "Mombasa", "Nantes", "Oulu", "Porto", "Quito", "Rosario", "Sapporo",
-          "Tampere", "Utrecht", "Valparaiso", "Winnipeg", "Xiamen", "Yerevan", "Zagreb", "Antwerp", "Bergen",
-          "Cusco", "Durban", "Eindhoven", "Faro", "Ghent", "Halifax", "Innsbruck", "Jena", "Kobe", "Lyon",
-          "Malmo", "Nagoya"]
-SURNAMES = ["Okafor", "Lindqvist", "Moreau", "Takahashi", "Brennan", "Vasquez", "Kowalczyk", "Haddad", "Novak",
-            "Oyelaran", "Petrov", "Quintero", "Rasmussen", "Szabo", "Tremblay", "Ugarte", "Varga", "Whitlock",
-            "Yilmaz", "Zielinski", "Abernathy", "Bjornsson", "Castellano", "Delacroix", "Eriksen", "Fitzgerald",
-            "Gunawardena", "Hollister", "Iglesias", "Jovanovic", "Kaminski", "Lombardi", "Mbeki", "Nakamura",
-            "Ostrowski", "Pellegrini", "Rahimi", "Sorensen", "Tanaka", "Valdivia"]
-FIRST = ["Amara", "Bruno", "Clara", "Dmitri", "Elena", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Luca"]
-EVENTS = [  # (what happened, the thing it happened to, what was done to people): one per story
-    ("fire", "warehouse", "evacuated"), ("flood", "riverside district", "rescued"),
-    ("collapse", "footbridge", "cordoned off"), ("strike", "container port", "picketed"),
-    ("chemical leak", "fertiliser plant", "sheltered"), ("derailment", "freight line", "diverted"),
-    ("power cut", "tram network", "stranded"), ("theft", "maritime museum", "questioned"),
-    ("landslide", "mountain road", "airlifted"), ("outbreak", "care home", "isolated"),
-    ("explosion", "gas depot", "treated"), ("blackout", "airport terminal", "rebooked"),
-    ("sinkhole", "shopping street", "relocated"), ("cyberattack", "city hospital", "turned away"),
-    ("blizzard", "motorway", "sheltered overnight"), ("wildfire", "pine forest", "moved to safety"),
-    ("roof failure", "sports arena", "led out"), ("water contamination", "reservoir", "supplied"),
-    ("crane accident", "shipyard", "pulled clear"), ("stampede", "football stadium", "carried out"),
-    ("tunnel flood", "metro line", "walked out"), ("boiler blast", "textile mill", "hospitalised"),
-    ("ferry grounding", "harbour channel", "ferried ashore"), ("oil spill", "estuary", "warned"),
-    ("building fire", "student hostel", "rehoused"), ("dam breach", "irrigation canal", "evacuated uphill"),
-    ("storm", "seafront promenade", "kept indoors"), ("bus crash", "ring road", "freed"),
-    ("heatwave", "old town", "cooled"), ("ammonia leak", "ice rink", "decontaminated"),
-    ("hailstorm", "vineyards", "compensated"), ("grain silo fire", "rail yard", "kept back"),
-    ("scaffold collapse", "cathedral", "dug out"), ("avalanche", "ski resort", "located"),
-    ("gas leak", "primary school", "sent home"), ("lightning strike", "oil terminal", "withdrawn"),
-    ("pipeline burst", "industrial estate", "diverted"), ("pier collapse", "marina", "pulled from the water"),
-    ("forest fire", "national park", "escorted"), ("tram collision", "main square", "attended to"),
-]
-HEADLINES = [
-    "{Event} at {city} {thing} leaves {n} injured",
-    "{city} {thing} {event}: {official} orders inquiry",
-    "Hundreds {did} after {event} hits {city}",
-    "{agency} says {city} {event} was preventable",
-    "What we know about the {city} {thing} {event}",
-    "{city} residents count cost of {thing} {event}",
-]
-SENTENCES = [
-    ["The {event} broke out at the {thing} in {city} early on {day}, and {n} people were injured.",
-     "Mayor {official} said the {thing} in {city} would stay closed while engineers assess it.",
-     "Emergency crews {did} about {m} people from streets around the {thing} overnight.",
-     "Investigators from the {agency} arrived in {city} on {day} to examine the {thing}.",
-     "Local businesses near the {thing} said the {event} had cut their trade in half.",
-     "Witnesses in {city} described hearing a loud bang shortly before the {event} began."],
-    ["{official}, who has led {city} since the last election, promised compensation for families.",
-     "The {agency} confirmed that {n} of the injured remained in hospital in {city}.",
-     "Union representative {worker} said staff at the {thing} had warned of the risk for months.",
-     "Insurers estimate the damage caused by the {event} in {city} at several million.",
-     "Schools within two kilometres of the {thing} were told to keep pupils indoors.",
-     "The {agency} has opened a formal investigation into the {thing} {event}."],
-    ["{worker} told reporters the {thing} had failed two safety inspections last year.",
-     "A spokesperson for the {agency} declined to speculate on the cause of the {event}.",
-     "Roads into central {city} reopened by the evening, police said.",
-     "{official} thanked volunteers who {did} neighbours through the night.",
-     "The owners of the {thing} said they were cooperating fully with the {agency}.",
-     "It is the worst {event} in {city} in more than a decade, according to {agency} records."],
-]
-OUTLETS = ["northern-courier", "daily-ledger", "metro-wire", "coastal-times", "evening-post", "city-herald",
-           "morning-star", "valley-news"]
-DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-
-
-def decade_stream(stories: int = 40, seed: int = 14) -> list[dict]:
-    """The labelled stream, in time order."""
-    rng = random.Random(seed)
-    start, end = datetime(2015, 1, 5, tzinfo=timezone.utc), datetime(2025, 11, 20, tzinfo=timezone.utc)
-    step = (end - start) / (stories - 1)
-    rows = []
-    for s in range(stories):
-        city = CITIES[s]
-        event, thing, did = EVENTS[s % len(EVENTS)]
-        slots = {"city": city, "event": event, "Event": event.capitalize(), "thing": thing, "did": did,
-                 "official": f"{rng.choice(FIRST)} {SURNAMES[s]}", "worker": f"{rng.choice(FIRST)} {SURNAMES[-1 - s]}",
-                 "agency": f"{city} Safety Board", "n": rng.randint(3, 40), "m": rng.randint(100, 900)}
-        began = start + s * step + timedelta(hours=rng.randint(0, 12))
-        story = f"story-{s:02d}"
-        for a in range(rng.randint(3, 6)):
-            published = began + timedelta(hours=a * 4, minutes=rng.randint(0, 59))
-            slots["day"] = DAYS[published.weekday()]
-            body = " ".join(group[a].format(**slots) for group in SENTENCES)
-            rows.append(stream_row(f"{story}-{a}", OUTLETS[(s + a) % len(OUTLETS)], HEADLINES[a].format(**slots),
-                                   body, published, story))
-        if s % 5 == 2:  # a syndicated reprint of the story's first article, a few hours later
-            first = next(r for r in rows if r["id"] == f"{story}-0")
-            rows.append(stream_row(f"{story}-reprint", "wire-syndicate", "UPDATE: " + first["title"],
-                                   first["body"] + " Reporting by the syndicate desk; editing by the night team.",
-                                   parse_time(first["published_at"]) + timedelta(hours=5), story,
-                                   duplicate_of=first["id"]))
-    rows.sort(key=lambda r: r["published_at"])
-    return rows
-
-
-def stream_row(article_id, source, title, body, published, story, duplicate_of=None) -> dict:
-    return {"id": article_id, "source": source, "url": f"https://{source}.example/{article_id}", "title": title,
-            "body": body, "published_at": published.strftime("%Y-%m-%dT%H:%M:%SZ"), "language": "en",
-            "gold": {"story": story, "duplicate_of": duplicate_of}}
-
-
-def parse_time(text):
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
+# The generated stream of tests/scripts/decade_stream.py, and in its second
+# story the wire original of its first article arriving after the story's
+# other articles (published two hours before it: it becomes the canonical
+# article, and the first article its copy).
 def with_late_earlier_copy(rows: list[dict], story: str = "story-01") -> list[dict]:
     """The wire original of ``story``'s first article, published two hours
     before it, arriving after the story's other articles: it becomes the
@@ -411,7 +283,7 @@ def test_a_decade_long_stream_is_scored_whole_with_the_default_retention(tmp_pat
     out = tmp_path / "pred.jsonl"
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.delenv("STORYWIRE_RETENTION_DAYS", raising=False)
-    assert evaluate.eval_settings().retention_days == 30.0  # the default
+    assert replay.eval_settings().retention_days == 30.0  # the default
 
     at_end = {}
 
@@ -420,7 +292,7 @@ def test_a_decade_long_stream_is_scored_whole_with_the_default_retention(tmp_pat
             at_end["keys"] = [key.decode() for key in keys_under(self.redis, self.settings.key_prefix)]
             return super().clear()
 
-    monkeypatch.setattr(evaluate, "RedisStore", Watched)
+    monkeypatch.setattr(replay, "RedisStore", Watched)
 
     assert evaluate.main(["--stream", str(stream), "--out", str(out)]) == 0
 

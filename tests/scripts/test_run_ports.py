@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from scripts.run import port_conflicts, port_in_use
-from storyengine.embedded_redis import free_port
+from embedded_redis.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 RUN_PY = ROOT / "scripts" / "run.py"
@@ -113,6 +113,7 @@ def run_refused(argv: list[str], env: dict[str, str], data: Path) -> subprocess.
     return result
 
 
+@pytest.mark.e2e
 def test_run_py_refuses_a_port_in_use_before_starting_anything(occupied, tmp_path):
     env = clean_environ(API_PORT=str(occupied), FLOWER_PORT=str(free_port()), STORYWIRE_DATA_DIR=str(tmp_path),
                         HOME=str(tmp_path))
@@ -121,6 +122,7 @@ def test_run_py_refuses_a_port_in_use_before_starting_anything(occupied, tmp_pat
     suggested_port(result.stderr, "API_PORT")
 
 
+@pytest.mark.e2e
 def test_a_second_make_run_beside_the_first_is_told_one_command_for_everything(occupied, tmp_path):
     """The first instance holds its data directory (and here its Flower port):
     a second one started with only API_PORT changed is told every variable at
@@ -153,6 +155,7 @@ def test_the_data_directory_is_free_again_once_the_first_run_ends(tmp_path):
     again.close()
 
 
+@pytest.mark.e2e
 def test_make_run_says_which_port_is_in_use(occupied, tmp_path):
     env = clean_environ(FLOWER_PORT=str(occupied), STORYWIRE_DATA_DIR=str(tmp_path), HOME=str(tmp_path))
     # -o: never rebuild .venv from a test, even when requirements.txt is newer
@@ -170,15 +173,18 @@ def feeds_command(*variables: str, **environ: str) -> str:
     return result.stdout.strip()
 
 
+@pytest.mark.e2e
 def test_make_feeds_posts_to_the_api_on_api_port():
     assert "--api http://127.0.0.1:8123 " in feeds_command("API_PORT=8123")
     assert "--api http://127.0.0.1:8124 " in feeds_command(API_PORT="8124")  # from the environment, as for make run
 
 
+@pytest.mark.e2e
 def test_make_feeds_api_overrides_api_port():
     command = feeds_command("API=http://10.0.0.5:9000", "API_PORT=8123")
     assert "--api http://10.0.0.5:9000 " in command and "8123" not in command, command
 
 
+@pytest.mark.e2e
 def test_make_feeds_without_either_leaves_the_default_to_import_feeds():
     assert "--api" not in feeds_command(), "import_feeds.py's own default (127.0.0.1:8000) applies"

@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from scripts.run import ROLES, redact_url, role_command, role_environment
-from storyengine.embedded_redis import free_port
+from embedded_redis.server import free_port
 from tests.helpers import RunningProcess, listening, start_role
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -131,6 +131,7 @@ def flower(redis_url, tmp_path_factory):
         process.stop()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("path", ["/", "/api/workers", "/tasks"])
 def test_real_flower_refuses_requests_without_the_password(flower, path):
     base, _, _ = flower
@@ -143,6 +144,7 @@ def test_real_flower_refuses_requests_without_the_password(flower, path):
         assert (headers.get("WWW-Authenticate") or "").startswith("Basic"), dict(headers)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("path", ["/", "/api/workers"])
 def test_real_flower_answers_with_the_password(flower, path):
     base, _, _ = flower
@@ -150,6 +152,7 @@ def test_real_flower_answers_with_the_password(flower, path):
     assert status == 200, (path, status)
 
 
+@pytest.mark.e2e
 def test_real_flower_password_is_not_visible_in_ps_or_its_log(flower):
     base, proc, log = flower
     assert http_get(base + "/", FLOWER_AUTH)[0] == 200
@@ -226,6 +229,7 @@ def open_flower(redis_url, tmp_path_factory):
         process.stop()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("path", ["/api/tasks", "/api/workers", "/api/task/types"])
 def test_real_flower_on_loopback_answers_the_readme_api_example(open_flower, path):
     status, _, body = http_request(open_flower + path)
@@ -233,6 +237,7 @@ def test_real_flower_on_loopback_answers_the_readme_api_example(open_flower, pat
     assert isinstance(json.loads(body), (dict, list)), body[:300]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("path", ["/api/worker/shutdown/nobody@nowhere", "/api/task/revoke/0000",
                                   "/api/task/async-apply/storywire.process_articles"])
 def test_real_open_flower_refuses_to_act(open_flower, path):
@@ -241,6 +246,7 @@ def test_real_open_flower_refuses_to_act(open_flower, path):
     assert b"Read only" in body, body[:300]
 
 
+@pytest.mark.e2e
 def test_real_flower_with_a_password_keeps_its_api_closed_whatever_the_shell_says(redis_url, tmp_path):
     port = free_port()
     env = clean_environ(REDIS_URL=redis_url, CELERY_BROKER_URL=redis_url, FLOWER_PORT=str(port), HOME=str(tmp_path),
@@ -312,6 +318,7 @@ def test_run_py_prints_redis_url_only_through_redact_url():
     assert printed >= 1, "run.py no longer prints REDIS_URL: update this test"
 
 
+@pytest.mark.e2e
 def test_run_py_prints_redis_url_redacted(tmp_path):
     """A real `scripts/run.py` with a password in REDIS_URL (a closed port, so
     nothing connects): its output, and its children's, shows the URL redacted."""

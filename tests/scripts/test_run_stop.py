@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from storyengine.embedded_redis import free_port
+from embedded_redis.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 STARTED_WITHIN = 90.0

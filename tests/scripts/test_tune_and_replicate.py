@@ -1,11 +1,11 @@
 """Evaluation at scale and without peeking: replicating a labelled stream
-(storyengine.evaluation.replicate, scripts/replicate_stream.py), the topic split
-(storyengine.evaluation.split), ``scripts/evaluate.py --split`` and
+(evaluation.variants.replicate, scripts/replicate_stream.py), the topic split
+(evaluation.variants.split), ``scripts/evaluate.py --split`` and
 ``scripts/tune.py`` on a small stream against the test Redis.
 
-Small streams are cut from ../shared/eval/dev.jsonl (whole stories, so every
-copy's canonical article is in), a few dozen articles, so each run takes a
-second or two.
+The small stream is cut from ../shared/eval/dev.jsonl and checked in
+(tests/data/dev_smallest_stories.jsonl: whole stories, so every copy's
+canonical article is in), 17 articles, so each run takes a second or two.
 """
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from evaluation.streams import gray_pairs, read_stream
+from evaluation.variants import replicate, split, split_of, stretch, topic_of
 from scripts import evaluate, replicate_stream, tune
 from storyengine.settings import Settings
-from storyengine.evaluation import replicate, split, split_of, stretch, topic_of
-from storyengine.text import _STOPWORDS, content_terms, words
-from tests.scripts.test_evaluate import scores_from
+from storyengine.text import STOPWORDS, content_terms, words
+from tests.scripts.evaluate_run import scores_from
+from tests.shared_data import DEV_STREAM, require_shared
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
-needs_dev = pytest.mark.skipif(not DEV.exists(), reason=f"{DEV} not found: clone the project next to ../shared")
 
 
 def row(article_id: str, story: str, hours: float, title: str, body: str, duplicate_of: str | None = None) -> dict:
@@ -54,7 +54,7 @@ def content_words(r: dict) -> set[str]:
 
 
 def stopwords_of(r: dict) -> list[str]:
-    return [w for w in words(f"{r['title']}\n{r.get('body', '')}") if w in _STOPWORDS]
+    return [w for w in words(f"{r['title']}\n{r.get('body', '')}") if w in STOPWORDS]
 
 
 def write_stream(path: Path, rows: list[dict], gray: list | None = None) -> Path:
@@ -156,7 +156,7 @@ def test_replicate_stream_writes_the_stream_and_its_gray_pairs(tmp_path, capsys)
     assert meta["articles"] == 12 and meta["copies"] == 3
     assert meta["gray_pairs"] == expected_gray
     # scripts/evaluate.py finds the gray pairs next to the stream.
-    assert evaluate.gray_pairs(out) == expected_gray
+    assert gray_pairs(out) == expected_gray
     assert "wrote 12 articles" in capsys.readouterr().out
 
 
@@ -198,9 +198,8 @@ def test_split_of_is_fixed_by_the_topic():
     assert set(halves) == {"tune", "held-out"} and min(halves.values()) > 50
 
 
-@needs_dev
 def test_the_two_halves_of_the_dev_stream_partition_it_by_topic():
-    rows = evaluate.read_stream(DEV)
+    rows = read_stream(require_shared(DEV_STREAM))
     tune_half, held_out = split(rows, "tune"), split(rows, "held-out")
     assert tune_half and held_out
     assert len(tune_half) + len(held_out) == len(rows)
@@ -223,19 +222,9 @@ def test_the_two_halves_of_the_dev_stream_partition_it_by_topic():
 
 # ============================================================ evaluate --split, tune.py
 @pytest.fixture
-def small_dev(tmp_path) -> Path:
-    """A few dozen lines of dev.jsonl: the two smallest stories of each half, in stream order."""
-    if not DEV.exists():
-        pytest.skip(f"{DEV} not found: clone the project next to ../shared")
-    rows = evaluate.read_stream(DEV)
-    sizes = Counter(r["gold"]["story"] for r in rows)
-    chosen = set()
-    for half in ("tune", "held-out"):
-        stories = sorted((n, s) for s, n in sizes.items() if split_of(s) == half)
-        chosen |= {s for _, s in stories[:2]}
-    small = [r for r in rows if r["gold"]["story"] in chosen]
-    assert 10 <= len(small) <= 40
-    return write_stream(tmp_path / "small.jsonl", small)
+def small_dev() -> Path:
+    """17 lines of dev.jsonl, checked in: the two smallest stories of each half, in stream order."""
+    return ROOT / "tests" / "data" / "dev_smallest_stories.jsonl"
 
 
 @pytest.fixture
@@ -255,7 +244,7 @@ def test_evaluate_scores_one_half_of_a_labelled_stream(small_dev, engine_redis_u
                           "--repair-every", "5"]) == 0
 
     stdout = capsys.readouterr().out
-    expected = split(evaluate.read_stream(small_dev), half)
+    expected = split(read_stream(small_dev), half)
     assert stdout.startswith(f"{len(expected)} articles in ")
     scores = scores_from(stdout)
     assert scores["articles"] == len(expected)
@@ -295,7 +284,7 @@ def test_tune_picks_the_best_on_one_half_and_reports_both(small_dev, engine_redi
     assert tune.main(["--stream", str(small_dev), "--out", str(out)]) == 0
 
     results = json.loads(out.read_text())
-    rows = evaluate.read_stream(small_dev)
+    rows = read_stream(small_dev)
     assert results["articles"] == {"tune": len(split(rows, "tune")), "held-out": len(split(rows, "held-out"))}
     assert [r["settings"] for r in results["grid"]] == [{"story_threshold": 0.16, "time_sigma_hours": 36.0},
                                                         {"story_threshold": 0.3, "time_sigma_hours": 36.0}]

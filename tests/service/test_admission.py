@@ -12,38 +12,21 @@ articles are decided in this process where a test needs them decided).
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
-from service.metrics import broker_queue_keys
-from storyengine.pipeline import Processor
-from storyengine.store import RESEND_AFTER_SECONDS
-from tests.conftest import keys_under, snapshot
-from tests.helpers import build_app
+from storyengine.admission import RESEND_AFTER_SECONDS
+from storyengine.decider import Decider
+from tests.helpers import build_app, snapshot
 from tests.service.envelope import assert_error
-
-WHEN = datetime(2021, 6, 17, 9, 0, tzinfo=timezone.utc)
-
-
-def article(n: int, source: str = "bbc.co.uk", when: datetime | None = WHEN, **changes) -> dict:
-    body = {"source": source, "url": f"https://{source}/news/{n}",
-            "title": f"Ferry services resume across the strait after the storm ({n})",
-            "body": "Ferry operators resumed sailings across the strait on Thursday after a storm that "
-                    f"closed the ports for two days, the harbour office said (item {n}).",
-            "published_at": when.isoformat().replace("+00:00", "Z") if when else None}
-    body.update(changes)
-    return {k: v for k, v in body.items() if v is not None}
-
-
-def broker_length(store) -> int:
-    return sum(store.redis.llen(key) for key in broker_queue_keys())
+from tests.service.posting import WHEN, article, broker_length
 
 
 def decide_all(client, store) -> None:
     """Decide every waiting article here, as a worker would."""
     ids = [i.decode() for i in store.redis.zrange(store.keys.queued, 0, -1)]
-    Processor(store).process_many(ids)
+    Decider(store).process_many(ids)
 
 
 def set_the_clock(client, store) -> None:
@@ -192,11 +175,12 @@ def test_a_batch_of_valid_items_all_refused_answers_each_with_its_code(client, s
 
 
 # ---------------------------------------------------------------- Redis out of memory
+@pytest.mark.e2e
 def test_redis_out_of_memory_is_a_503_saying_so_and_readyz_says_why(tmp_path, settings):
     """Its own Redis, given a maxmemory below what it holds (noeviction, as
     shipped): writes are refused, so a post is a 503 store_full with
     Retry-After, nothing is stored, and /readyz is 503 naming the cause."""
-    from storyengine.embedded_redis import EmbeddedRedis
+    from embedded_redis.server import EmbeddedRedis
     from storyengine.store import connect
     with EmbeddedRedis(tmp_path / "redis", appendonly=False) as server:
         client = connect(server.url)

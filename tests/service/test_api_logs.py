@@ -22,7 +22,7 @@ import pytest
 
 from scripts.run import role_command
 from service.logs import request_id
-from storyengine.embedded_redis import free_port
+from embedded_redis.server import free_port
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
 from tests.helpers import answers, start_role
@@ -87,6 +87,7 @@ def article(marker: str) -> dict:
             "body": f"The city council approved the new tram line on Thursday. {marker}"}
 
 
+@pytest.mark.e2e
 def test_access_and_app_lines_are_json_and_name_the_request(json_api):
     marker = f"body-marker-{uuid.uuid4().hex}"
     status, body = json_api.request("POST", "/v1/articles", article(marker), Authorization=f"Bearer {KEY}",
@@ -124,6 +125,7 @@ def test_access_and_app_lines_are_json_and_name_the_request(json_api):
         assert secret not in text
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("value", ["has space", 'quote"d', "x" * 129, "", "tab\there", "\u00e9t\u00e9",
                                    "{\"level\":\"CRITICAL\"}"])
 def test_a_request_id_that_is_not_an_id_is_left_out(json_api, value):
@@ -136,6 +138,7 @@ def test_a_request_id_that_is_not_an_id_is_left_out(json_api, value):
     assert "request_id" not in line
 
 
+@pytest.mark.e2e
 def test_hostile_paths_queries_and_agents_stay_inside_one_json_line(json_api):
     probe = uuid.uuid4().hex
     forged = '\n{"level": "CRITICAL", "message": "forged"}\n'
@@ -150,6 +153,7 @@ def test_hostile_paths_queries_and_agents_stay_inside_one_json_line(json_api):
     assert not [r for r in records if r.get("message") == "forged" or r["level"] == "CRITICAL"]
 
 
+@pytest.mark.e2e
 def test_text_format_keeps_gunicorns_lines_and_names_the_apps(redis_base_url, tmp_path):
     server = Gunicorn(f"{redis_base_url}/0", tmp_path / "api.log", "text")
     try:
@@ -167,6 +171,7 @@ def test_text_format_keeps_gunicorns_lines_and_names_the_apps(redis_base_url, tm
     assert [line for line in lines if '"GET /v1/stories HTTP/1.1" 200' in line]  # gunicorn's own access format
 
 
+@pytest.mark.e2e
 def test_a_log_format_that_is_not_known_stops_gunicorn_and_says_what_to_set(redis_base_url, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("STORYWIRE_")}
     env.update(REDIS_URL=f"{redis_base_url}/0", PYTHONPATH=str(ROOT), API_PORT=str(free_port()), API_WORKERS="1",

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from service import create_app
-from tests.conftest import keys_under
+from tests.helpers import keys_under
 from tests.service.envelope import ACTION_WORDS, assert_error  # noqa: F401
 
 

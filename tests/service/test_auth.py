@@ -19,8 +19,7 @@ import pytest
 
 import service.auth as auth
 from storyengine.errors import ConfigError
-from tests.conftest import snapshot
-from tests.helpers import build_app as make_app
+from tests.helpers import build_app as make_app, snapshot
 from tests.service.envelope import assert_error
 from workers import heartbeat, names
 

@@ -12,10 +12,9 @@ import pytest
 
 from service.errors import STORE_FULL_RETRY_AFTER_SECONDS
 from service.runtime import runtime
-from tests.conftest import snapshot
-from tests.helpers import build_app
+from tests.helpers import build_app, snapshot
 from tests.service.envelope import assert_error
-from tests.service.test_admission import article, broker_length
+from tests.service.posting import article, broker_length
 
 
 @pytest.fixture

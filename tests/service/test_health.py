@@ -5,8 +5,7 @@ import time
 
 import pytest
 
-from tests.conftest import keys_under
-from tests.helpers import build_app
+from tests.helpers import build_app, keys_under
 from tests.service.envelope import ACTION_WORDS, assert_error  # noqa: F401
 from workers import heartbeat
 

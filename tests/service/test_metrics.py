@@ -15,7 +15,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.metrics import broker_queue_keys
-from storyengine.embedded_redis import EmbeddedRedis, free_port
+from embedded_redis.server import EmbeddedRedis, free_port
 from storyengine.phases import PHASES
 from storyengine.store import connect
 from tests.helpers import build_app as make_app
@@ -128,6 +128,7 @@ def test_every_api_process_reports_the_same_counts(redis_url, settings):
     assert counter(scrape(two), "articles_accepted") == counter(scrape(one), "articles_accepted") == 3
 
 
+@pytest.mark.e2e
 def test_a_broker_on_another_server_is_read_there(redis_url, settings, tmp_path):
     broker = EmbeddedRedis(tmp_path / "broker", appendonly=False).start()
     try:

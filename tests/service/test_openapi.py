@@ -48,7 +48,7 @@ from storyengine import tombstones
 from storyengine.repair import Repairer
 from tests.helpers import build_app, chromium_driver, require_browser
 from tests.service.envelope import assert_error
-from tests.storyengine.test_repair import BANK, DAM, Newsroom, reprint
+from tests.newsroom import BANK, DAM, Newsroom, reprint
 from workers import heartbeat
 
 KEY = "openapi-test-key-0123456789abcdef"
@@ -687,6 +687,7 @@ def chromium(tmp_path):
     browser.quit()
 
 
+@pytest.mark.e2e
 def test_swagger_ui_shows_every_operation_offline_and_tries_one(live_api, chromium):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

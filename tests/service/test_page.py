@@ -1,7 +1,7 @@
 """GET /, the aggregator page, through Flask's test client against a real Redis.
 
 Stories are made the way the workers make them (the store accepts records, the
-engine's Processor decides them), and the HTML is read back with a real HTML5
+engine's Decider decides them), and the HTML is read back with a real HTML5
 parser (selectolax), so each check is about what a browser would get: which
 stories, in which order, with which headline, outlets, counts and time, and
 that article text stays text. The page takes the API's list query and must
@@ -17,9 +17,9 @@ from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
 from service.page import CONTENT_SECURITY_POLICY, OUTLETS_SHOWN, ago
 from storyengine.articles import new_article_record
-from storyengine.pipeline import Processor
-from tests.conftest import snapshot
-from tests.helpers import pairs, build_app
+from storyengine.decider import Decider
+from tests.articles import HOSTILE_BODY, HOSTILE_SOURCE, HOSTILE_TITLE
+from tests.helpers import build_app, snapshot
 from tests.service.envelope import assert_error
 
 # topic -> (headline, body, hours ago of the original, [(hours ago, outlet) of each reprint])
@@ -48,15 +48,6 @@ STORIES = {
 NEWEST_FIRST = ["football", "election", "volcano", "satellite"]
 LARGEST_FIRST = ["volcano", "election", "football", "satellite"]
 
-# Text a client may send that must never become markup. clean_text reduces real tags
-# in a title to text, so the title carries escaped markup and template syntax; an
-# outlet name is kept as sent, so it carries real tags.
-HOSTILE_TITLE = "&lt;script&gt;alert(1)&lt;/script&gt; Mayor's \"quiet\" plan {{ 7*7 }} {% raw %} & more"
-HOSTILE_SOURCE = "<script>document.title='pwned'</script><img src=x onerror=alert(2)>"
-HOSTILE_BODY = ("The city council approved the harbour tunnel after a night of debate, with the mayor promising "
-                "that tolls would repay the loan within twenty years and that ferry routes would continue.")
-
-
 # create_app also reads os.environ: keep the developer's shell out of these tests.
 pytestmark = pytest.mark.usefixtures("no_auth_in_environment")
 
@@ -80,7 +71,7 @@ def make_stories(store, now: datetime, layout: dict) -> dict[str, str]:
             records.append(copy)
             topic_of[copy["id"]] = topic
     store.accept_articles(records)
-    outcomes = Processor(store).process_many([r["id"] for r in records])
+    outcomes = Decider(store).process_many([r["id"] for r in records])
     story_of: dict[str, set] = {}
     for record, outcome in zip(records, outcomes):
         assert outcome.error is None, outcome.error
@@ -192,7 +183,7 @@ def test_hostile_headline_and_outlet_render_as_text(client, store, now):
     record = new_article_record(source=HOSTILE_SOURCE, url='https://x.example/a"><script>alert(3)</script>',
                                 title=HOSTILE_TITLE, body=HOSTILE_BODY, published_at=now - timedelta(hours=1))
     store.accept_articles([record])
-    [outcome] = Processor(store).process_many([record["id"]])
+    [outcome] = Decider(store).process_many([record["id"]])
     assert record["title"] == HOSTILE_TITLE, "clean_text changed the title: pick another hostile title"
     resp = client.get("/")
     html = resp.get_data(as_text=True)

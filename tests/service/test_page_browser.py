@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from storyengine.articles import new_article_record
-from storyengine.embedded_redis import free_port
-from storyengine.pipeline import Processor
+from embedded_redis.server import free_port
+from storyengine.decider import Decider
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
 from tests.helpers import answers, browser_problem, chromium_driver, pairs, require_browser, start_role
-from tests.service.test_page import HOSTILE_BODY, HOSTILE_SOURCE, HOSTILE_TITLE
+from tests.articles import HOSTILE_BODY, HOSTILE_SOURCE, HOSTILE_TITLE
 
 ROOT = Path(__file__).resolve().parents[2]
 TWO_EVENTS = ROOT / "tests" / "data" / "two_events.jsonl"
@@ -128,7 +128,7 @@ def empty(service):
 def decide(store: RedisStore, records: list[dict]) -> dict[str, str]:
     """Accept and decide records with the engine, as a worker would; returns article id -> story id."""
     assert pairs(store.accept_articles(records)) == [(r["id"], True) for r in records]
-    outcomes = Processor(store).process_many([r["id"] for r in records])
+    outcomes = Decider(store).process_many([r["id"] for r in records])
     assert all(o.error is None for o in outcomes), [o.error for o in outcomes]
     return {r["id"]: o.story_id for r, o in zip(records, outcomes)}
 
@@ -180,6 +180,7 @@ def severe_console_entries(driver) -> list[dict]:
     return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
+@pytest.mark.e2e
 def test_stories_are_listed_and_open_onto_their_articles(driver, two_events):
     from selenium.webdriver.common.by import By
     base, store, by_story, gold = two_events
@@ -226,6 +227,7 @@ def test_stories_are_listed_and_open_onto_their_articles(driver, two_events):
     assert severe_console_entries(driver) == [], "the page must load and run without errors (CSP, scripts, assets)"
 
 
+@pytest.mark.e2e
 def test_hostile_text_stays_text_in_the_list_and_the_articles(driver, empty):
     from selenium.webdriver.common.by import By
     base, store = empty
@@ -258,6 +260,7 @@ def test_hostile_text_stays_text_in_the_list_and_the_articles(driver, empty):
     assert severe_console_entries(driver) == []
 
 
+@pytest.mark.e2e
 def test_a_story_gone_since_the_page_loaded_says_so_when_opened(driver, two_events):
     from selenium.webdriver.common.by import By
     base, store, by_story, _ = two_events
@@ -270,6 +273,7 @@ def test_a_story_gone_since_the_page_loaded_says_so_when_opened(driver, two_even
     driver.get_log("browser")  # the 404 is expected here
 
 
+@pytest.mark.e2e
 def test_more_stories_pages_through_with_the_api_cursor(driver, two_events):
     from selenium.webdriver.common.by import By
     base, store, by_story, _ = two_events
@@ -292,6 +296,7 @@ def test_more_stories_pages_through_with_the_api_cursor(driver, two_events):
     assert [c.get_attribute("id") for c in cards(driver)] == first
 
 
+@pytest.mark.e2e
 def test_a_bad_query_answers_with_the_json_envelope(service):
     base, _ = service
     with pytest.raises(urllib.error.HTTPError) as refused:

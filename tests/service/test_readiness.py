@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.run import role_command
-from storyengine.embedded_redis import EmbeddedRedis
+from embedded_redis.server import EmbeddedRedis
 from storyengine.errors import ConfigError
 from storyengine.settings import Settings
 from tests.helpers import RunningProcess, build_app, log_says

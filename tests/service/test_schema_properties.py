@@ -28,12 +28,11 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from storyengine.articles import new_article_record
-from storyengine.pipeline import Processor
+from storyengine.decider import Decider
 from storyengine.text import looks_like_html
-from tests.conftest import snapshot
+from tests.helpers import snapshot
 from tests.service.envelope import assert_error
 from workers import names
-from tests.helpers import pairs
 
 # Deterministic and quick by default (the file runs in a few seconds); for a longer,
 # random hunt: STORYWIRE_PROPERTY_EXAMPLES=2000 pytest tests/service/test_schema_properties.py
@@ -303,7 +302,7 @@ def seeded(api, store):
     records = [new_article_record(source="seed.example", url=f"https://seed.example/{i}", title=t, body=b,
                                   published_at=now - timedelta(hours=i + 1)) for i, (t, b) in enumerate(topics)]
     store.accept_articles(records)
-    processor = Processor(store)
+    processor = Decider(store)
     story_ids = [processor.process(r["id"]).story_id for r in records]
     return api, story_ids
 

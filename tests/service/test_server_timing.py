@@ -7,37 +7,23 @@ connection (a command, a pipeline or a transaction is one), per request. As
 timing.py documents, the handshake of a new connection is not counted, so
 the first request on a fresh app reports what every later one does.
 
-Stories are made as the workers make them (accept, then Processor), on the
+Stories are made as the workers make them (accept, then Decider), on the
 same key prefix the ``app`` fixture reads.
 """
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
 
 from service import create_app
-from storyengine.embedded_redis import free_port
-from storyengine.pipeline import Processor
+from embedded_redis.server import free_port
+from storyengine.decider import Decider
 from storyengine.repair import Repairer
-from tests.storyengine.test_pipeline import BANK, BRIDGE, COURIER, FOOTBALL, REPRINT, TRAWLER, VALLEY, article
-from tests.storyengine.test_repair import DAM, Newsroom
-from tests.helpers import pairs
+from tests.articles import BANK, BRIDGE, COURIER, FOOTBALL, REPRINT, TRAWLER, VALLEY, article
+from tests.newsroom import DAM, Newsroom
+from tests.service.timing_header import timing
 from workers import heartbeat
-
-HEADER = re.compile(r'^app;dur=(?P<dur>[0-9]+(?:\.[0-9]+)?), redis;desc="(?P<trips>[0-9]+) round trips?"$')
-
-
-def timing(resp) -> tuple[float, int]:
-    """(app milliseconds, Redis round trips) from a response's Server-Timing header."""
-    header = resp.headers.get("Server-Timing")
-    assert header is not None, f"{resp.status_code} response without Server-Timing"
-    m = HEADER.match(header)
-    assert m, header
-    dur = float(m["dur"])
-    assert dur >= 0.0
-    return dur, int(m["trips"])
 
 
 @pytest.fixture
@@ -45,7 +31,7 @@ def stories(store) -> dict[str, str]:
     """Five stories (one with two outlets' reports and a reprint); returns article id -> story id."""
     records = [article(**spec) for spec in (BANK, FOOTBALL, COURIER, REPRINT, VALLEY, BRIDGE, TRAWLER[0])]
     store.accept_articles(records)
-    processor = Processor(store)
+    processor = Decider(store)
     outcomes = {rec["id"]: processor.process(rec["id"]).story_id for rec in records}
     assert len(set(outcomes.values())) == 5
     return outcomes

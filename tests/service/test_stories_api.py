@@ -1,7 +1,7 @@
 """GET /v1/stories and GET /v1/stories/{id}, over stories the engine builds in a real Redis.
 
 Stories are made the way the workers make them: a record per article, accepted by
-the store, then processed by ``storyengine.pipeline.Processor``. Reprints (same
+the store, then processed by ``storyengine.decider.Decider``. Reprints (same
 body, new headline, another outlet) join their original's story as duplicates, so
 story sizes and outlet counts are known exactly.
 """
@@ -15,12 +15,11 @@ import pytest
 
 from service import create_app
 from storyengine.articles import new_article_record
-from storyengine.pipeline import Processor
-from storyengine.store import LIST_SCAN_ROWS
+from storyengine.decider import Decider
+from storyengine.story_reads import LIST_SCAN_ROWS
 from tests.service.envelope import ACTION_WORDS, assert_error  # noqa: F401
-from tests.service.test_server_timing import timing
-from tests.helpers import pairs
-from tests.storyengine.test_store import MOST_TRIPS_OF_A_CAPPED_LISTING, put_many_stories
+from tests.service.timing_header import timing
+from tests.storyengine.raw_stories import MOST_TRIPS_OF_A_CAPPED_LISTING, put_many_stories
 
 
 TOPICS = {
@@ -88,7 +87,7 @@ def stories(store, now) -> dict[str, str]:
                                               title=f"Reprint {n}: {title.lower()}", body=body,
                                               published_at=now - timedelta(hours=reprint_hours)))
     store.accept_articles(records)
-    processor = Processor(store)
+    processor = Decider(store)
     by_topic = {}
     for record in records:
         outcome = processor.process(record["id"])
@@ -230,7 +229,7 @@ def many_single_outlet_stories(store, now) -> dict:
     records.append(new_article_record(source="echo.example", url="https://echo.example/r", title="Echo of 24",
                                       body=records[-1]["body"], published_at=now - timedelta(hours=24, minutes=30)))
     store.accept_articles(records)
-    processor = Processor(store)
+    processor = Decider(store)
     outcomes = [processor.process(r["id"]) for r in records]
     assert len({o.story_id for o in outcomes}) == 25
     return {"two_outlets": outcomes[-1].story_id}
@@ -390,7 +389,7 @@ def test_story_folds_a_reprint_under_its_canonical_article(client, store, now):
     vt, vb = TOPICS["vaccine"]
     other = post(client, source="gamma.example", url="https://gamma.example/health", title=vt, body=vb,
                  published_at=iso(now - timedelta(hours=1)))
-    processor = Processor(store)
+    processor = Decider(store)
     for article_id in (original, reprint, other):
         processor.process(article_id)
 

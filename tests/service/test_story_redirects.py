@@ -1,7 +1,7 @@
 """GET /v1/stories/{id} of a story the repair pass merged away: a permanent
 redirect to the story that kept its articles, over a real Redis.
 
-Stories are made as in tests/storyengine/test_repair.py: the dam's articles are
+Stories are made with tests/newsroom.py, as the repair tests make them: the dam's articles are
 processed with ``story_threshold=0.9`` so they open stories apart, then the
 repair pass (default ``merge_threshold``) merges them.
 """
@@ -11,7 +11,7 @@ import pytest
 
 from storyengine.repair import Repairer
 from tests.service.envelope import assert_error
-from tests.storyengine.test_repair import BANK, DAM, Newsroom
+from tests.newsroom import BANK, DAM, Newsroom
 
 
 @pytest.fixture

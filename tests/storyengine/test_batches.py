@@ -1,4 +1,4 @@
-"""Deciding articles in batches (Processor.process_many, storyengine.batch), against a real Redis.
+"""Deciding articles in batches (Decider.process_many, storyengine.batch), against a real Redis.
 
 A batch is decided under one lock hold with an in-batch view of the store, and
 must decide exactly as the same articles processed one at a time, in the same
@@ -13,25 +13,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
-from scripts.evaluate import DEFAULT_STREAM, read_stream, without_gold
+from evaluation.streams import read_stream, without_gold
 from storyengine import signatures
 from storyengine.articles import new_article_record
-from storyengine.batch import decompress_features
+from storyengine.records import decompress_features
 from storyengine.errors import InvalidArticle, NotFound
-from storyengine.pipeline import Outcome, Processor
+from storyengine.decider import Decider
+from storyengine.decisions import Outcome
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
-from tests.storyengine.test_pipeline import (BANK, BRIDGE, BRIDGE_BODY, BRIDGE_BRIEF, BRIDGE_TITLE, BRIDGE_WIRE,
-                                             COURIER, FIRE_COURIER_BODY, FOOTBALL, REPRINT, T0, VALLEY, article,
-                                             df_counts, df_docs, shout)
-from tests.workers.test_concurrency_at_scale import HALVIK
-from tests.helpers import pairs
+from tests.articles import (BANK, BRIDGE, BRIDGE_BODY, BRIDGE_BRIEF, BRIDGE_TITLE, BRIDGE_WIRE, COURIER,
+                            FIRE_COURIER_BODY, FOOTBALL, HALVIK, REPRINT, T0, VALLEY, article, shout)
+from tests.helpers import accept, article_answer, story_answer
+from tests.shared_data import DEV_STREAM, require_shared
+from tests.storyengine.store_state import df_counts, df_docs, state
 
-TIME_FIELDS = {b"processed_ts", b"received_ts", b"received_at", b"processed_at"}
 DEV_PREFIX = 400  # articles of the dev stream compared batch against one at a time
 
 
@@ -54,10 +53,8 @@ def fresh_store(redis_client, settings):
 def dev_records(limit: int) -> list[dict]:
     """The first ``limit`` articles of the dev stream as the service stores them
     (as scripts/evaluate.py run_engine builds them; the gold answers are dropped)."""
-    if not Path(DEFAULT_STREAM).exists():
-        pytest.skip(f"no dev stream at {DEFAULT_STREAM}")
     records = []
-    for row in read_stream(Path(DEFAULT_STREAM))[:limit]:
+    for row in read_stream(require_shared(DEV_STREAM))[:limit]:
         a = without_gold(row)
         records.append(new_article_record(
             source=a["source"], url=a["url"], title=a["title"], body=a.get("body", ""),
@@ -66,20 +63,14 @@ def dev_records(limit: int) -> list[dict]:
     return records
 
 
-def accept(store: RedisStore, records: list[dict]) -> list[str]:
-    results = pairs(store.accept_articles(records))
-    assert all(created for _, created in results)
-    return [article_id for article_id, _ in results]
-
-
-def one_at_a_time(store: RedisStore, records: list[dict], processor: Processor | None = None) -> list[Outcome]:
-    processor = processor or Processor(store)
+def one_at_a_time(store: RedisStore, records: list[dict], processor: Decider | None = None) -> list[Outcome]:
+    processor = processor or Decider(store)
     return [processor.process(article_id) for article_id in accept(store, records)]
 
 
-def in_batches(store: RedisStore, records: list[dict], size: int, processor: Processor | None = None
+def in_batches(store: RedisStore, records: list[dict], size: int, processor: Decider | None = None
                ) -> list[Outcome]:
-    processor = processor or Processor(store)
+    processor = processor or Decider(store)
     ids = accept(store, records)
     out = []
     for start in range(0, len(ids), size):
@@ -99,36 +90,6 @@ def partition(outcomes: list[Outcome]) -> set[frozenset]:
     for o in outcomes:
         members.setdefault(o.story_id, set()).add(o.article_id)
     return {frozenset(m) for m in members.values()}
-
-
-def state(store: RedisStore) -> dict[str, object]:
-    """Every key under the store's prefix (prefix stripped) with its value,
-    wall-clock fields and {p}:df:version left out. Read in pipelines."""
-    r, prefix = store.redis, store.keys.prefix
-    keys = sorted(k for k in r.scan_iter(match=f"{prefix}:*", count=1000)
-                  if not k.endswith((b":df:version", b":clock:seen")))  # wall-clock times
-    with r.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.type(key)
-        kinds = pipe.execute()
-    with r.pipeline(transaction=False) as pipe:
-        for key, kind in zip(keys, kinds):
-            if kind == b"hash":
-                pipe.hgetall(key)
-            elif kind == b"zset":
-                pipe.zrange(key, 0, -1, withscores=True)
-            elif kind == b"set":
-                pipe.smembers(key)
-            else:
-                pipe.get(key)
-        values = pipe.execute()
-    out = {}
-    for key, value in zip(keys, values):
-        if isinstance(value, dict):
-            value = {f: v for f, v in value.items() if f not in TIME_FIELDS
-                     and not (key.endswith(b":metrics") and f.startswith(b"latency"))}  # wall-clock waits
-        out[key.decode()[len(prefix) + 1:]] = value
-    return out
 
 
 def assert_same_state(one: RedisStore, other: RedisStore) -> None:
@@ -201,18 +162,18 @@ def test_a_reprint_in_the_same_batch_as_its_original_is_its_copy(store):
     """The original and its reprint in one batch: the reprint is decided as a
     copy of the article decided just before it, which Redis does not hold yet."""
     records = [article(**spec) for spec in (BANK, COURIER, REPRINT, VALLEY)]
-    outcomes = Processor(store).process_many(accept(store, records))
+    outcomes = Decider(store).process_many(accept(store, records))
     bank, courier, reprint, valley = outcomes
     assert courier.opened_story and courier.duplicate_of is None
     assert reprint.duplicate_of == "fire-courier" and reprint.story_id == courier.story_id
     assert not reprint.opened_story
     assert valley.story_id == courier.story_id and valley.duplicate_of is None
     assert bank.story_id != courier.story_id
-    stored = store.get_article("fire-reprint")
+    stored = article_answer(store, "fire-reprint")
     assert stored["duplicate_of"] == "fire-courier" and stored["status"] == "processed"
     assert stored["decision"]["duplicate"]["matched"] == "fire-courier"
     assert stored["decision"]["story"]["action"] == "followed_canonical"
-    story = store.get_story(courier.story_id)
+    story = story_answer(store, courier.story_id)
     assert story["article_count"] == 3 and story["original_count"] == 2
 
 
@@ -221,9 +182,9 @@ def test_an_exact_copy_in_the_same_batch_is_found_by_its_fingerprint(store, fres
     as one at a time."""
     specs = [COURIER, dict(client_id="fire-shout", title=shout(COURIER["title"]), body=shout(FIRE_COURIER_BODY),
                            hours=1)]
-    outcomes = Processor(store).process_many(accept(store, [article(**s) for s in specs]))
+    outcomes = Decider(store).process_many(accept(store, [article(**s) for s in specs]))
     assert outcomes[1].duplicate_of == "fire-courier"
-    (candidate,) = store.get_article("fire-shout")["decision"]["duplicate"]["candidates"]
+    (candidate,) = article_answer(store, "fire-shout")["decision"]["duplicate"]["candidates"]
     assert candidate["exact"] is True and candidate["found_by"] == "exact"
     control = fresh_store("control")
     assert decided(one_at_a_time(control, [article(**s) for s in specs])) == decided(outcomes)
@@ -250,7 +211,7 @@ def test_an_earlier_copy_after_its_canonical_in_one_batch_is_promoted_as_one_at_
     copy: the copy becomes the canonical one (the old one now points to it),
     and the articles after it in the batch are decided as one at a time."""
     specs = PROMOTIONS[case]
-    batched = Processor(store).process_many(accept(store, [article(**s) for s in specs]))
+    batched = Decider(store).process_many(accept(store, [article(**s) for s in specs]))
     control = fresh_store("control")
     single = one_at_a_time(control, [article(**s) for s in specs])
 
@@ -259,10 +220,10 @@ def test_an_earlier_copy_after_its_canonical_in_one_batch_is_promoted_as_one_at_
     assert df_docs(store) == df_docs(control)
     # The promotion did happen.
     winner, losers = {"bridge": ("bridge", ["bridge-syndicated"]), "halvik": ("full", ["cut-a", "cut-b"])}[case]
-    assert store.get_article(winner)["decision"]["story"]["action"] == "followed_copy"
-    assert store.get_article(winner)["duplicate_of"] is None
+    assert article_answer(store, winner)["decision"]["story"]["action"] == "followed_copy"
+    assert article_answer(store, winner)["duplicate_of"] is None
     for loser in losers:
-        assert store.get_article(loser)["duplicate_of"] == winner
+        assert article_answer(store, loser)["duplicate_of"] == winner
         assert store.redis.hmget(store.keys.article(loser), ("bands", "shingle_set", "terms")) == [None] * 3
 
 
@@ -271,15 +232,15 @@ def test_the_same_id_twice_in_a_batch_is_decided_once(store):
     """An id listed twice gets one decision (both places in the answer report it),
     and is counted once in its story and in the term statistics."""
     ids = accept(store, [article(**COURIER), article(**BANK)])
-    outcomes = Processor(store).process_many(["fire-courier", "bank", "fire-courier"])
+    outcomes = Decider(store).process_many(["fire-courier", "bank", "fire-courier"])
     assert [o.article_id for o in outcomes] == ["fire-courier", "bank", "fire-courier"]
     assert outcomes[0] == outcomes[2] and outcomes[0].already_processed is False and outcomes[0].opened_story
-    assert store.get_story(outcomes[0].story_id)["article_count"] == 1
+    assert story_answer(store, outcomes[0].story_id)["article_count"] == 1
     assert df_docs(store) == 2
     assert store.redis.zcard(store.keys.story_articles(outcomes[0].story_id)) == 1
     assert ids == ["fire-courier", "bank"]
     # And once more later: already processed, nothing changes.
-    again = Processor(store).process_many(["fire-courier", "fire-courier"])
+    again = Decider(store).process_many(["fire-courier", "fire-courier"])
     assert all(o.already_processed and o.story_id == outcomes[0].story_id for o in again)
     assert df_docs(store) == 2
 
@@ -292,14 +253,14 @@ def test_missing_and_invalid_articles_in_a_batch_fail_alone(store, fresh_store):
     empty = article("empty", title="!!!", body="<p>\u2014 ... \u2014</p>")
     accept(store, good[:2] + [empty] + good[2:])
     batch = ["bank", "never-accepted", "fire-courier", "empty", "fire-reprint", "fire-valley"]
-    outcomes = Processor(store).process_many(batch)
+    outcomes = Decider(store).process_many(batch)
 
     assert [o.article_id for o in outcomes] == batch
     errors = {o.article_id: o.error for o in outcomes if o.error is not None}
     assert set(errors) == {"never-accepted", "empty"}
     assert isinstance(errors["never-accepted"], NotFound)
     assert isinstance(errors["empty"], InvalidArticle) and "no words" in str(errors["empty"])
-    assert store.get_article("empty")["status"] == "queued"  # the worker marks it failed, not the engine
+    assert article_answer(store, "empty")["status"] == "queued"  # the worker marks it failed, not the engine
     assert not store.redis.exists(store.keys.article("never-accepted"))
 
     control = fresh_store("control")
@@ -308,16 +269,16 @@ def test_missing_and_invalid_articles_in_a_batch_fail_alone(store, fresh_store):
     assert outcomes[4].duplicate_of == "fire-courier"
     # With process(), the same errors are raised.
     with pytest.raises(NotFound):
-        Processor(store).process("never-accepted")
+        Decider(store).process("never-accepted")
     with pytest.raises(InvalidArticle):
-        Processor(store).process("empty")
+        Decider(store).process("empty")
 
 
 def test_a_batch_of_only_bad_ids_decides_nothing(store):
     """Nothing to decide: every id gets its error and no key is written."""
     accept(store, [article("empty", title="!!!", body="")])
     before = state(store)
-    outcomes = Processor(store).process_many(["empty", "nope"])
+    outcomes = Decider(store).process_many(["empty", "nope"])
     assert [type(o.error) for o in outcomes] == [InvalidArticle, NotFound]
     assert state(store) == before
 
@@ -334,10 +295,10 @@ def test_processed_articles_keep_no_body_and_only_canonicals_keep_what_comparing
     records = {spec["client_id"]: article(**spec) for spec in specs}
     accept(store, list(records.values()))
     assert store.load_article("fire-courier")["body"] == records["fire-courier"]["body"]  # still queued
-    processor = Processor(store)
+    processor = Decider(store)
     outcomes = processor.process_many(list(records))
     assert [o.duplicate_of for o in outcomes] == [None, None, "fire-courier", None]
-    bands = processor.layout.bands
+    bands = processor.featuriser.layout.bands
     for article_id, record in records.items():
         raw = store.redis.hgetall(store.keys.article(article_id))
         assert raw[b"status"] == b"processed"
@@ -345,7 +306,7 @@ def test_processed_articles_keep_no_body_and_only_canonicals_keep_what_comparing
         if article_id == "fire-reprint":
             assert not {b"shingle_set", b"bands", b"terms"} & set(raw)
             continue
-        features = processor.featurise(record)
+        features = processor.featuriser.featurise(record)
         assert len(raw[b"bands"]) == 6 * bands
         assert signatures.BandLayout.slots_from_bytes(raw[b"bands"]) == features.bands
         assert raw[b"shingle_set"] == signatures.shingle_set_to_bytes(features.shingle_set)
@@ -358,7 +319,7 @@ def test_promoted_over_canonicals_drop_what_only_canonicals_keep(store):
     """When an earlier copy takes over, the old canonical articles become copies
     and lose their shingles, band slots and term features (and leave the band slots)."""
     specs = PROMOTIONS["halvik"]
-    Processor(store).process_many(accept(store, [article(**s) for s in specs]))
+    Decider(store).process_many(accept(store, [article(**s) for s in specs]))
     for old in ("cut-a", "cut-b"):
         assert store.redis.hmget(store.keys.article(old), ("shingle_set", "bands", "terms")) == [None] * 3
     slot_ids = {i for key in store.redis.scan_iter(match=f"{store.keys.prefix}:band:*", count=1000)
@@ -368,7 +329,7 @@ def test_promoted_over_canonicals_drop_what_only_canonicals_keep(store):
 
 # ---------------------------------------------------------------- (f) the document-frequency cache
 def test_two_processors_alternating_batches_count_terms_as_one(fresh_store):
-    """Two Processor objects (two workers) on one store take turns, batch by batch,
+    """Two Decider objects (two workers) on one store take turns, batch by batch,
     including a promotion that takes a text out of the statistics: each must see
     the other's counts (its cache is checked against {p}:df:version), so the
     stored document frequencies and every decision equal one processor's."""
@@ -382,8 +343,8 @@ def test_two_processors_alternating_batches_count_terms_as_one(fresh_store):
     assert sum(sizes) == len(stream)
 
     one, two = fresh_store("one"), fresh_store("two")
-    single = Processor(one)
-    alternating = (Processor(two), Processor(two))
+    single = Decider(one)
+    alternating = (Decider(two), Decider(two))
     ids_one, ids_two = accept(one, stream), accept(two, stream)
     outcomes_one, outcomes_two, start = [], [], 0
     for n, size in enumerate(sizes):
@@ -409,14 +370,14 @@ def test_a_processor_sees_counts_another_wrote_since_its_last_batch(store, fresh
     batch weighs terms with them: it decides and scores exactly as one processor
     that made all three batches."""
     specs = (BANK, COURIER, VALLEY)
-    first, second = Processor(store), Processor(store)
+    first, second = Decider(store), Decider(store)
     accept(store, [article(**s) for s in specs])
     first.process_many(["bank"])
     second.process_many(["fire-courier"])
     first.process_many(["fire-valley"])
 
     control = fresh_store("control")
-    only = Processor(control)
+    only = Decider(control)
     accept(control, [article(**s) for s in specs])
     for article_id in ("bank", "fire-courier", "fire-valley"):
         only.process_many([article_id])
@@ -432,7 +393,7 @@ def test_a_processor_sees_counts_another_wrote_since_its_last_batch(store, fresh
 # ---------------------------------------------------------------- (f) where the time goes
 @pytest.mark.parametrize("case", ["dev", "promotion"])
 def test_a_batch_accounts_for_its_time_by_phase(store, case):
-    """Processor.phase_seconds splits a call's time into the phases of
+    """Decider.phase_seconds splits a call's time into the phases of
     storyengine.phases.PHASES: each that ran has its share, the shares never add up to
     more than the call took (no time counted twice, the promotion's path
     included), and they cover nearly all of it."""
@@ -441,7 +402,7 @@ def test_a_batch_accounts_for_its_time_by_phase(store, case):
     from storyengine.phases import PHASES
     records = dev_records(80) if case == "dev" else [article(**s) for s in PROMOTIONS["halvik"]]
     ids = accept(store, records)
-    processor = Processor(store)
+    processor = Decider(store)
     began = time.perf_counter()
     outcomes = processor.process_many(ids)
     took = time.perf_counter() - began

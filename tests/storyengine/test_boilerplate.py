@@ -10,7 +10,7 @@ import pytest
 from storyengine.articles import new_article_record
 from storyengine.boilerplate import COUNT, Boilerplate, Edges, sentence_digest
 from storyengine.keys import Keys
-from storyengine.pipeline import Processor
+from storyengine.decider import Decider
 from storyengine.settings import Settings
 from storyengine.store import RedisStore
 from storyengine.text import without_addresses, words
@@ -39,8 +39,8 @@ def records(outlet: str, footer: str) -> list[dict]:
 def decide(store, recs: list[dict], one_by_one: bool = False) -> list:
     store.accept_articles(recs)
     if one_by_one:
-        return [Processor(store).process(r["id"]) for r in recs]  # a fresh process each time: the counts are in Redis
-    return Processor(store).process_many([r["id"] for r in recs])
+        return [Decider(store).process(r["id"]) for r in recs]  # a fresh process each time: the counts are in Redis
+    return Decider(store).process_many([r["id"] for r in recs])
 
 
 def left_out(store, article_id: str) -> int:
@@ -116,7 +116,7 @@ def test_a_retried_batch_counts_its_items_once(store, redis_client):
     decide(store, recs)
     key = store.keys.boilerplate("video-news.example")
     before = redis_client.hgetall(key)
-    Processor(store).process_many([r["id"] for r in recs])  # delivered again: already decided
+    Decider(store).process_many([r["id"] for r in recs])  # delivered again: already decided
     assert redis_client.hgetall(key) == before
     assert sorted(map(int, before.values()))[-3:] == [3, 3, 3]
 

@@ -15,8 +15,9 @@ import pytest
 from storyengine.articles import new_article_record
 from storyengine.clock import StreamClock, newest_per_source, stream_time
 from storyengine.errors import Gone
-from storyengine.pipeline import Processor
-from tests.storyengine.test_pipeline import BANK, COURIER, FOOTBALL, REPRINT, VALLEY
+from storyengine.decider import Decider
+from tests.articles import BANK, COURIER, FOOTBALL, REPRINT, VALLEY
+from tests.helpers import article_answer
 
 DAY = 86400.0
 ARCHIVE = datetime(2021, 6, 17, 6, 0, tzinfo=timezone.utc)
@@ -141,7 +142,7 @@ def record(spec: dict, outlet: str, when: datetime | None, n: int) -> dict:
 
 def decide(store, records):
     ids = [a.id for a in store.accept_articles(records)]
-    return Processor(store).process_many(ids)
+    return Decider(store).process_many(ids)
 
 
 def test_an_archive_replay_with_undated_items_and_one_far_ahead_loses_nothing(store):
@@ -162,12 +163,12 @@ def test_an_archive_replay_with_undated_items_and_one_far_ahead_loses_nothing(st
     # A later batch of the same archive: still nothing deleted.
     decide(store, [record(BANK, outlet, ARCHIVE + timedelta(hours=5), 200 + j) for j, outlet in enumerate(outlets)])
     for rec in records:
-        view = store.get_article(rec["id"])
+        view = article_answer(store, rec["id"])
         assert view["status"] == "processed"
-    undated = store.get_article("bbc.co.uk-100")
+    undated = article_answer(store, "bbc.co.uk-100")
     assert undated["published_assigned"] is True
     assert undated["published_at"].startswith("2021-06-17")
-    assert store.get_article("bbc.co.uk-0")["published_assigned"] is False
+    assert article_answer(store, "bbc.co.uk-0")["published_assigned"] is False
 
 
 def test_an_undated_article_never_moves_the_clock(store):
@@ -199,10 +200,10 @@ def test_what_was_accepted_stays_until_the_clock_passes_it(store):
     decide(store, [record(BANK, o, ARCHIVE, j) for j, o in enumerate(outlets)])
     late = record(VALLEY, "d.example", ARCHIVE - timedelta(days=20), 60)
     decide(store, [late, record(FOOTBALL, "e.example", ARCHIVE + timedelta(days=120), 61)])
-    assert store.get_article(late["id"])["status"] == "processed"  # one far-ahead article moved nothing
+    assert article_answer(store, late["id"])["status"] == "processed"  # one far-ahead article moved nothing
     decide(store, [record(COURIER, o, ARCHIVE + timedelta(days=11), 70 + j) for j, o in enumerate(outlets)])
     with pytest.raises(Gone, match="retention policy") as gone:
-        store.get_article(late["id"])
+        article_answer(store, late["id"])
     assert gone.value.tombstone.kind == "article"
 
 

@@ -8,9 +8,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from storyengine.articles import new_article_record
-from storyengine.pipeline import AssignmentConflict, Processor
+from storyengine.decider import Decider
+from storyengine.locking import AssignmentConflict
 from storyengine.store import RedisStore, connect
-from tests.helpers import pairs
+from tests.helpers import article_answer, story_answer
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 BODY = (
@@ -30,26 +31,26 @@ def record(article_id: str, minutes: int, title: str = "Fire destroys Marrowby h
                               article_id=article_id)
 
 
-def accept_and_process(store: RedisStore, processor: Processor, rec: dict):
+def accept_and_process(store: RedisStore, processor: Decider, rec: dict):
     store.accept_articles([rec])
     return processor.process(rec["id"])
 
 
 def test_an_earlier_copy_arriving_later_becomes_the_canonical(store):
-    processor = Processor(store)
+    processor = Decider(store)
     accept_and_process(store, processor, record("late-copy", 90, title="REPRINT: Fire destroys harbour warehouse",
                                                  body="Advertisement\n" + BODY))
     accept_and_process(store, processor, record("original", 0))
     accept_and_process(store, processor, record("third-copy", 120, body=BODY + "\nShare this article"))
 
-    original = store.get_article("original")
-    late = store.get_article("late-copy")
-    third = store.get_article("third-copy")
+    original = article_answer(store, "original")
+    late = article_answer(store, "late-copy")
+    third = article_answer(store, "third-copy")
     assert original["duplicate_of"] is None
     assert late["duplicate_of"] == "original"
     assert third["duplicate_of"] == "original"
     assert original["story"] == late["story"] == third["story"]
-    story = store.get_story(original["story"])
+    story = story_answer(store, original["story"])
     assert story["article_count"] == 3
     assert [a["id"] for a in story["articles"]] == ["original"]
     assert {d["id"] for d in story["articles"][0]["duplicates"]} == {"late-copy", "third-copy"}
@@ -60,7 +61,7 @@ def test_simultaneous_copies_of_one_event_open_one_story(redis_url, settings):
     """Eight processors (own connections, like worker processes) decide eight
     copies at once; the assignment lock serialises the decisions."""
     stores = [RedisStore(connect(redis_url), settings) for _ in range(8)]
-    processors = [Processor(s) for s in stores]
+    processors = [Decider(s) for s in stores]
     records = [record(f"copy-{i}", i, body=BODY + f"\nFiled by desk {i}.") for i in range(8)]
     stores[0].accept_articles(records)
     barrier = threading.Barrier(len(records))
@@ -95,20 +96,20 @@ def store_story_count(store: RedisStore) -> int:
 
 
 def test_a_decision_whose_lock_expired_is_not_written(store, monkeypatch):
-    processor = Processor(store)
+    processor = Decider(store)
     rec = record("slow", 0)
     store.accept_articles([rec])
-    original_decide = processor._decide
+    original_decide = processor.runs._decide
 
     def decide_then_lose_lock(*args, **kwargs):
         # Another worker takes the lock after ours expired, mid-decision.
         store.redis.set(store.keys.assign_lock, b"someone-else")
         return original_decide(*args, **kwargs)
 
-    monkeypatch.setattr(processor, "_decide", decide_then_lose_lock)
+    monkeypatch.setattr(processor.runs, "_decide", decide_then_lose_lock)
     with pytest.raises(AssignmentConflict):
         processor.process("slow")
-    assert store.get_article("slow")["status"] == "queued"
+    assert article_answer(store, "slow")["status"] == "queued"
     assert store_story_count(store) == 0
     store.redis.delete(store.keys.assign_lock)
     monkeypatch.undo()

@@ -15,16 +15,16 @@ import pytest
 
 from storyengine.errors import DecisionFailed
 from storyengine.locking import LEASE_SECONDS, AssignmentConflict, AssignmentLock
-from storyengine.pipeline import Processor
+from storyengine.decider import Decider
 from storyengine.store import connect
-from tests.storyengine.test_pipeline import BANK, COURIER, FOOTBALL, VALLEY, article
+from tests.articles import BANK, COURIER, FOOTBALL, VALLEY, article
 
 
 def poisoned_copy(store) -> dict:
     """An exact copy of an article whose stored shingles are damaged."""
     original = article(**BANK)
     [admission] = store.accept_articles([original])
-    Processor(store).process(admission.id)
+    Decider(store).process(admission.id)
     store.redis.hset(store.keys.article(admission.id), "shingle_set", b"\x01\x02\x03")
     return article(**dict(BANK, client_id="bank-copy", source="copy-desk"))
 
@@ -33,7 +33,7 @@ def test_a_poisoned_article_fails_alone_and_the_rest_of_its_batch_is_decided(sto
     poison = poisoned_copy(store)
     batch = [article(**COURIER), poison, article(**VALLEY), article(**FOOTBALL)]
     ids = [a.id for a in store.accept_articles(batch)]
-    outcomes = Processor(store).process_many(ids)
+    outcomes = Decider(store).process_many(ids)
     errors = {o.article_id: o.error for o in outcomes}
     assert isinstance(errors.pop("bank-copy"), DecisionFailed)
     assert errors == {"fire-courier": None, "fire-valley": None, "football": None}
@@ -45,7 +45,7 @@ def test_a_poisoned_article_fails_alone_and_the_rest_of_its_batch_is_decided(sto
 def test_the_decision_error_names_what_raised(store):
     poison = poisoned_copy(store)
     [admission] = store.accept_articles([poison])
-    [outcome] = Processor(store).process_many([admission.id])
+    [outcome] = Decider(store).process_many([admission.id])
     assert "internal error while deciding: ValueError" in str(outcome.error)
 
 
@@ -67,6 +67,7 @@ def _hold_the_lock_forever(url: str, key: str, ready) -> None:
     time.sleep(600)
 
 
+@pytest.mark.e2e
 def test_a_killed_holders_lock_stops_blocking_within_about_a_second(redis_url, store):
     ready = multiprocessing.get_context("spawn").Event()
     holder = multiprocessing.get_context("spawn").Process(

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from storyengine.articles import new_article_record
-from storyengine.pipeline import Processor
+from storyengine.decider import Decider
 
 DATA = Path(__file__).parent.parent / "data"
 FULL = [json.loads(line) for line in (DATA / "two_events.jsonl").open()]
@@ -18,7 +18,7 @@ def post(store, article_id: str, source: str, title: str, body: str, when: str, 
     record = new_article_record(source=source, url=f"https://{source}/{article_id}", title=title, body=body,
                                 published_at=published, article_id=article_id)
     store.accept_articles([record])
-    return Processor(store).process(article_id)
+    return Decider(store).process(article_id)
 
 
 def test_one_wire_item_under_two_outlets_is_folded(store):

@@ -31,7 +31,8 @@ import pytest
 import service
 import storyengine
 from service import config, logs, openapi, schemas, stories
-from storyengine import articles, evaluation, text
+from evaluation import variants
+from storyengine import articles, text
 from storyengine.boilerplate import Edges, sentence_digest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -118,7 +119,7 @@ WORST_CASES: dict[re.Pattern, tuple[str, dict[str, Callable[[int], str]]]] = {
         "colons": repeat(":"), "' - ' repeated": repeat(" - "), "spaces": repeat(" "), "': ' repeated": repeat(": "),
     }),
     text._ENTITY_WORD: ("findall", {"one long word": repeat("É"), "digits": repeat("1")}),
-    evaluation._LATIN_WORD: ("sub", {
+    variants._LATIN_WORD: ("sub", {
         "digits only": repeat("1"), "digits, then a letter": repeat("1", suffix="a"), "letters": repeat("a"),
     }),
     articles.CLIENT_ID: ("match", {"too long": repeat("a"), "a bad character after 127": repeat("a", "a" * 127, "!")}),

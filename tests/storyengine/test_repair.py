@@ -7,8 +7,8 @@ alone; a second pass finds nothing; the pass never writes without the lock.
 Stories that should merge are made deterministically: the articles of one
 event are processed with ``story_threshold=0.9`` (nothing joins, every
 original opens its own story), while the store keeps the default
-``merge_threshold`` (0.2). The same-event texts below link at 0.3-0.5; the
-flood elsewhere shares words with them (it is compared) but links below 0.1.
+``merge_threshold`` (0.2). The dam texts (tests/newsroom.py) link at 0.3-0.5;
+the flood elsewhere shares words with them (it is compared) but links below 0.1.
 """
 from __future__ import annotations
 
@@ -20,86 +20,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from storyengine import repair as repair_module
-from storyengine.articles import new_article_record
 from storyengine.errors import NotFound, StoreUnavailable, StorywireError, StoryMoved
 from storyengine.locking import AssignmentConflict, AssignmentLock
-from storyengine.pipeline import Outcome, Processor
 from storyengine.repair import Merge, Repairer
-from storyengine.store import RedisStore, iso
-from tests.conftest import snapshot
-from tests.helpers import pairs
-
-# A Saturday in 2024: far from the wall clock, so every window below is the stream's own.
-T0 = datetime(2024, 3, 9, 4, 0, tzinfo=timezone.utc)
-
-# One event (a dam bursts above Varnholt), four outlets, four write-ups in their own words.
-DAM = [
-    ("Dam bursts above Varnholt, flooding the old town",
-     "The Kelder dam above Varnholt gave way before dawn on Saturday, sending a wall of water down the Ossel "
-     "valley and flooding the old town. Mayor Ingrid Sallow said rescuers had pulled forty people from "
-     "rooftops and that three residents were missing. The reservoir had been swollen by a week of heavy rain, "
-     "and engineers from the Ossel water board had warned in spring that the spillway was cracked. Army boats "
-     "were ferrying families to the sports hall on the hill, where the Red Cross set up beds and a field "
-     "kitchen."),
-    ("Varnholt residents rescued from rooftops after Kelder reservoir fails",
-     "Soldiers in inflatable boats spent Saturday lifting stranded families off roofs in Varnholt after the "
-     "Kelder reservoir wall collapsed overnight. Ingrid Sallow, the town's mayor, told local radio that three "
-     "people were still unaccounted for. The Ossel water board confirmed that its engineers had reported a "
-     "cracked spillway months ago and said repairs had been scheduled for the summer. Evacuees spent the "
-     "night in the hilltop sports hall, where Red Cross volunteers handed out blankets and hot meals."),
-    ("Three missing as Kelder dam collapse swamps Varnholt",
-     "Searchers in the Ossel valley were looking for three missing residents on Sunday, a day after the "
-     "Kelder dam failed and floodwater swept through Varnholt. Mayor Ingrid Sallow thanked the army crews who "
-     "rescued dozens of people from rooftops. Questions are growing over why the Ossel water board did not "
-     "fix the cracked spillway its own engineers had flagged. The Red Cross said more than six hundred "
-     "evacuees were sleeping in the Varnholt sports hall and in schools on the hill."),
-    ("Varnholt begins clean-up as Kelder floodwater recedes",
-     "Floodwater from the burst Kelder dam began to drain from the streets of Varnholt on Monday, leaving mud "
-     "and wrecked cars in the old town. Mayor Ingrid Sallow said the three residents who had been missing "
-     "were found alive in a farmhouse cut off by the Ossel. The water board promised an independent inquiry "
-     "into the cracked spillway. Families who had sheltered in the sports hall started returning to inspect "
-     "their homes, helped by army crews and Red Cross volunteers."),
-]
-# Another event of the same kind (floods, rescues, shelters), elsewhere: shares words, not the event.
-FLOOD = ("Monsoon floods cut off villages in Tarapur district",
-         "Heavy monsoon rain flooded dozens of villages in Tarapur district on Saturday, cutting road links and "
-         "forcing farmers to move livestock to higher ground. District collector Ramesh Iyer said relief teams "
-         "had reached most villages by tractor and that no deaths had been reported. The Benna river rose two "
-         "metres overnight, and the weather office expects more rain this week. Schools in the district were "
-         "closed and turned into shelters for families whose houses were damaged.")
-# An unrelated event.
-BANK = ("Lindenmark central bank raises interest rates to curb inflation",
-        "The Bank of Lindenmark raised its benchmark interest rate by a quarter of a percentage point on "
-        "Thursday, the third increase this year, as policymakers tried to cool inflation that has stayed above "
-        "target for eighteen months. Governor Tomas Eriksen said consumer prices were still rising too quickly, "
-        "driven by rents, energy bills and food. Economists had been divided ahead of the meeting, with several "
-        "warning that higher borrowing costs could push the economy into recession.")
-
-
-class Newsroom:
-    """Feeds articles through the engine the way a worker does (accept, then
-    process), either splitting (``story_threshold=0.9``: every original opens
-    its own story) or with the store's own settings (articles join)."""
-
-    def __init__(self, store: RedisStore) -> None:
-        self.store = store
-        self.splitting = Processor(store, store.settings.replace(story_threshold=0.9))
-        self.joining = Processor(store)
-        self._n = 0
-
-    def post(self, text: tuple[str, str], hours: float, outlet: str, join: bool = False) -> Outcome:
-        self._n += 1
-        title, body = text
-        record = new_article_record(source=outlet, url=f"https://{outlet}/news/{self._n}", title=title, body=body,
-                                    published_at=T0 + timedelta(hours=hours))
-        [(article_id, created)] = pairs(self.store.accept_articles([record]))
-        assert created
-        return (self.joining if join else self.splitting).process(article_id)
-
-
-def reprint(text: tuple[str, str], n: int = 1) -> tuple[str, str]:
-    """The same body under another headline: a copy of the article."""
-    return f"Reprint {n}: {text[0].lower()}", text[1]
+from storyengine.store import RedisStore
+from storyengine.timestamps import iso
+from tests.helpers import article_answer, listed_stories, snapshot, story_answer
+from tests.newsroom import BANK, DAM, FLOOD, T0, Newsroom, reprint
 
 
 def story_hash(store: RedisStore, story_id: str) -> dict:
@@ -159,8 +86,8 @@ def test_stories_of_one_event_merge_and_another_event_is_untouched(store, two_da
     for o in (flood, bank):
         assert (story_hash(store, o.story_id),
                 store.redis.zrange(store.keys.story_articles(o.story_id), 0, -1)) == others_before[o.story_id]
-        assert store.get_article(o.article_id)["story"] == o.story_id
-        assert store.get_story(o.story_id)["merged_from"] == []
+        assert article_answer(store, o.article_id)["story"] == o.story_id
+        assert story_answer(store, o.story_id)["merged_from"] == []
 
 
 @pytest.mark.parametrize("first_processed", ["earlier", "later"])
@@ -178,7 +105,7 @@ def test_the_story_seen_first_is_kept(store, newsroom, first_processed):
     [merge] = Repairer(store).run().merges
 
     assert (merge.kept, merge.merged) == (early.story_id, late.story_id)
-    kept = store.get_story(early.story_id)
+    kept = story_answer(store, early.story_id)
     assert kept["first_seen"] == iso((T0 + timedelta(hours=2)).timestamp())
     assert kept["last_updated"] == iso((T0 + timedelta(hours=5)).timestamp())
 
@@ -205,16 +132,16 @@ def test_articles_counts_and_outlets_move_to_the_kept_story(store, newsroom):
     d2 = newsroom.post(DAM[1], 1, "beta.example")
     copy = newsroom.post(reprint(DAM[1]), 1.5, "gamma.example")
     assert copy.duplicate_of == d2.article_id and copy.story_id == d2.story_id
-    kept_before, merged_before = store.get_story(d1.story_id), store.get_story(d2.story_id)
+    kept_before, merged_before = story_answer(store, d1.story_id), story_answer(store, d2.story_id)
     assert (merged_before["article_count"], merged_before["original_count"]) == (2, 1)
 
     [merge] = Repairer(store).run().merges
     assert (merge.kept, merge.merged) == (d1.story_id, d2.story_id)
 
     for outcome in (d1, d2, copy):
-        assert store.get_article(outcome.article_id)["story"] == d1.story_id
+        assert article_answer(store, outcome.article_id)["story"] == d1.story_id
         assert store.load_article(outcome.article_id)["story"] == d1.story_id
-    kept = store.get_story(d1.story_id)
+    kept = story_answer(store, d1.story_id)
     assert kept["article_count"] == kept_before["article_count"] + merged_before["article_count"] == 3
     assert kept["original_count"] == kept_before["original_count"] + merged_before["original_count"] == 2
     assert kept["sources"] == ["alpha.example", "beta.example", "gamma.example"]
@@ -239,7 +166,7 @@ def test_merged_story_leaves_the_listings_and_the_term_index(store, two_dam_stor
     Repairer(store).run()
 
     for sort in ("recent", "size"):
-        listed = [s["id"] for s in store.list_stories(sort, 10).items]
+        listed = [s["id"] for s in listed_stories(store, sort, 10)]
         assert d2.story_id not in listed
         assert sorted(listed) == sorted([d1.story_id, flood.story_id, bank.story_id])
     assert store.redis.zscore(store.keys.stories_recent, d2.story_id) is None
@@ -303,15 +230,15 @@ def test_get_story_of_a_merged_story_says_where_it_moved(store, two_dam_stories)
     Repairer(store).run()
 
     with pytest.raises(StoryMoved) as moved:
-        store.get_story(d2.story_id)
+        story_answer(store, d2.story_id)
     assert isinstance(moved.value, StorywireError) and not isinstance(moved.value, NotFound)
     assert (moved.value.old_id, moved.value.story_id) == (d2.story_id, d1.story_id)
     assert d1.story_id in str(moved.value)
     assert store.resolve_story(d2.story_id) == d1.story_id
     assert store.resolve_story(d1.story_id) == d1.story_id
-    assert store.get_story(d1.story_id)["id"] == d1.story_id
+    assert story_answer(store, d1.story_id)["id"] == d1.story_id
     with pytest.raises(NotFound):
-        store.get_story("st_0000000000000000")
+        story_answer(store, "st_0000000000000000")
 
 
 @pytest.fixture
@@ -336,21 +263,21 @@ def test_a_chain_of_merges_resolves_to_the_final_story(store, chain):
     assert store.resolve_story(second.story_id) == first.story_id
     for old in (second, third):
         with pytest.raises(StoryMoved) as moved:
-            store.get_story(old.story_id)
+            story_answer(store, old.story_id)
         assert (moved.value.old_id, moved.value.story_id) == (old.story_id, first.story_id)
     # The redirect of the first merge still names its direct target; the chain is followed on read.
     assert story_hash(store, third.story_id)["merged_into"].decode() == second.story_id
     for outcome in chain:
-        assert store.get_article(outcome.article_id)["story"] == first.story_id
-    final = store.get_story(first.story_id)
+        assert article_answer(store, outcome.article_id)["story"] == first.story_id
+    final = story_answer(store, first.story_id)
     assert final["article_count"] == 3
     assert second.story_id in final["merged_from"]
-    assert [s["id"] for s in store.list_stories("recent", 10).items] == [first.story_id]
+    assert [s["id"] for s in listed_stories(store, "recent", 10)] == [first.story_id]
 
 
 def test_merged_from_lists_every_story_redirected_to_it(store, chain):
     first, second, third = chain
-    assert sorted(store.get_story(first.story_id)["merged_from"]) == sorted([second.story_id, third.story_id])
+    assert sorted(story_answer(store, first.story_id)["merged_from"]) == sorted([second.story_id, third.story_id])
 
 
 # ============================================================ when it runs
@@ -385,8 +312,8 @@ def test_only_stories_inside_the_window_of_the_stream_clock_are_compared(store, 
     else:
         assert report.stories_checked == 1 and report.pairs_compared == 0
         assert {sid: story_hash(store, sid) for sid in old} == old
-        assert store.get_article(d2.article_id)["story"] == d2.story_id
-    assert store.get_story(bank.story_id)["article_count"] == 1
+        assert article_answer(store, d2.article_id)["story"] == d2.story_id
+    assert story_answer(store, bank.story_id)["article_count"] == 1
 
 
 def test_articles_arriving_after_a_merge_join_the_kept_story(store, newsroom):
@@ -398,14 +325,14 @@ def test_articles_arriving_after_a_merge_join_the_kept_story(store, newsroom):
     # A new write-up of the event, assigned with the store's own settings.
     d3 = newsroom.post(DAM[2], 26, "gamma.example", join=True)
     assert (d3.story_id, d3.opened_story, d3.duplicate_of) == (d1.story_id, False, None)
-    decision = store.get_article(d3.article_id)["decision"]["story"]
+    decision = article_answer(store, d3.article_id)["decision"]["story"]
     assert decision["action"] == "joined" and decision["story"] == d1.story_id
     assert d2.story_id not in [c["story"] for c in decision["candidates"]]
     # A copy of an article of the merged story follows its canonical into the kept story.
     copy = newsroom.post(reprint(DAM[1]), 27, "epsilon.example", join=True)
     assert (copy.duplicate_of, copy.story_id) == (d2.article_id, d1.story_id)
 
-    kept = store.get_story(d1.story_id)
+    kept = story_answer(store, d1.story_id)
     assert kept["article_count"] == 4
     assert kept["merged_from"] == [d2.story_id]
     assert {m.decode() for m in store.redis.zrange(store.keys.story_articles(d2.story_id), 0, -1)} == set()

@@ -18,25 +18,25 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
-from scripts.evaluate import DEFAULT_STREAM, read_stream, without_gold
-from storyengine import evaluation
+from evaluation.streams import read_stream, without_gold
+from evaluation.variants import replicate
 from storyengine.articles import new_article_record
 from storyengine.errors import Gone, InvalidArticle, NotFound
 from storyengine.locking import AssignmentLock
-from storyengine.pipeline import Processor
+from storyengine.decider import Decider
 from storyengine.repair import Repairer
 from storyengine.retention import Retention
 from storyengine.settings import Settings
 from storyengine.store import RedisStore
-from tests.storyengine.test_batches import accept, state
-from tests.storyengine.test_pipeline import BANK, COURIER, FOOTBALL, REPRINT, VALLEY, article
-from tests.storyengine.test_repair import DAM, Newsroom
-from tests.storyengine.test_repair import T0 as REPAIR_T0
-from tests.helpers import pairs
+from tests.articles import BANK, COURIER, FOOTBALL, REPRINT, VALLEY, article
+from tests.helpers import accept, pairs
+from tests.newsroom import DAM, Newsroom
+from tests.shared_data import DEV_STREAM, require_shared
+from tests.newsroom import T0 as NEWSROOM_T0
+from tests.storyengine.store_state import state
 
 HOUR = 3600.0
 
@@ -63,9 +63,9 @@ def at(spec: dict, hours: float) -> dict:
     return article(**dict(spec, hours=hours))
 
 
-def feed(store: RedisStore, records: list[dict], processor: Processor | None = None) -> list:
+def feed(store: RedisStore, records: list[dict], processor: Decider | None = None) -> list:
     """Accept and process each record on its own (as single posts are)."""
-    processor = processor or Processor(store)
+    processor = processor or Decider(store)
     return [processor.process(article_id) for article_id in accept(store, records)]
 
 
@@ -199,14 +199,14 @@ def test_no_new_article_no_deletion_whatever_the_wall_clock(store, redis_client)
                                   title=spec["title"], body=spec["body"], article_id=spec["client_id"],
                                   published_at=datetime(2019, 5, 1, tzinfo=timezone.utc) + timedelta(hours=h))
                for spec, h in ((BANK, 0), (COURIER, 10), (VALLEY, 13), (FOOTBALL, 23))]
-    processor = Processor(store)
+    processor = Decider(store)
     feed(store, archive, processor)
     assert store.redis.zcard(store.keys.stories_recent) == 3
     before = state(store)
 
     processor.process_many([rec["id"] for rec in archive])  # already processed: no batch, no aging
     Repairer(store).run()
-    retention = Retention(store, processor._band_lookup, processor._band_write)
+    retention = Retention(store, processor.state.band_lookup, processor.state.band_write)
     with AssignmentLock(store.redis, store.keys.assign_lock) as lock:
         # The clock stays the archive's own: nothing new moves it, and nothing goes.
         assert retention.advance_and_age_out(lock, []) == archive[-1]["published_ts"]
@@ -236,7 +236,7 @@ def failed_article(store: RedisStore, hours: float) -> dict:
     rec = article("wordless", title="!!! ???", body="<p>\u2014</p>", hours=hours)
     accept(store, [rec])
     with pytest.raises(InvalidArticle) as err:
-        Processor(store).process(rec["id"])
+        Decider(store).process(rec["id"])
     assert store.mark_failed(rec["id"], str(err.value))
     assert store.redis.zscore(store.keys.failed, rec["id"]) == pytest.approx(rec["published_ts"])
     return rec
@@ -285,9 +285,9 @@ def test_a_merged_storys_redirect_goes_with_the_kept_story(store):
     assert json.loads(store.redis.hget(store.keys.story(first.story_id), "merged_from")) == [second.story_id]
 
     late = new_article_record(source="delta.example", url="https://delta.example/bank", title=BANK["title"],
-                              body=BANK["body"], published_at=REPAIR_T0 + timedelta(hours=30))
+                              body=BANK["body"], published_at=NEWSROOM_T0 + timedelta(hours=30))
     accept(store, [late])
-    Processor(store).process(late["id"])
+    Decider(store).process(late["id"])
 
     for sid in (first.story_id, second.story_id):
         assert not store.redis.exists(store.keys.story(sid))
@@ -308,7 +308,7 @@ def test_an_article_posted_again_after_aging_out_is_new(store):
 
     again = [at(COURIER, 31), at(REPRINT, 32)]
     assert pairs(store.accept_articles(again)) == [("fire-courier", True), ("fire-reprint", True)]
-    courier, reprint = [Processor(store).process(rec["id"]) for rec in again]
+    courier, reprint = [Decider(store).process(rec["id"]) for rec in again]
     assert courier.opened_story and courier.duplicate_of is None
     assert reprint.duplicate_of == "fire-courier" and reprint.story_id == courier.story_id
     assert store.get_story(courier.story_id)["article_count"] == 2
@@ -344,8 +344,8 @@ def test_a_batch_that_moves_the_clock_decides_as_one_at_a_time(store, redis_clie
         for target in (store, one):
             feed(target, history)
             accept(target, later)
-        batched = Processor(store).process_many([rec["id"] for rec in later])
-        single = [Processor(one).process(rec["id"]) for rec in later]
+        batched = Decider(store).process_many([rec["id"] for rec in later])
+        single = [Decider(one).process(rec["id"]) for rec in later]
         assert single[1].duplicate_of is None and single[1].opened_story
         assert [(o.story_id, o.duplicate_of) for o in batched] == [(o.story_id, o.duplicate_of) for o in single]
         assert store.get_article("fire-again")["status"] == "processed"
@@ -358,13 +358,11 @@ PER_DAY = 500
 
 
 def long_stream(n: int) -> list[dict]:
-    """``n`` articles: copies of the dev stream (storyengine.evaluation.replicate,
+    """``n`` articles: copies of the dev stream (evaluation.variants.replicate,
     each copy its own vocabulary and events), retimed evenly at PER_DAY a day."""
-    if not Path(DEFAULT_STREAM).exists():
-        pytest.skip(f"no dev stream at {DEFAULT_STREAM}")
-    rows = read_stream(Path(DEFAULT_STREAM))
+    rows = read_stream(require_shared(DEV_STREAM))
     copies = -(-n // len(rows))
-    rows, _ = evaluation.replicate(rows, [], copies=copies)
+    rows, _ = replicate(rows, [], copies=copies)
     start = datetime(2024, 1, 1, tzinfo=timezone.utc)
     records = []
     for i, row in enumerate(rows[:n]):
@@ -398,7 +396,7 @@ def test_a_long_run_keeps_stories_and_keys_bounded(store):
     Articles are bounded at 2.5 days' worth (measured: just under 2).
     """
     records = long_stream(5 * PER_DAY)
-    processor = Processor(store)
+    processor = Decider(store)
     seen = {}
     for start in range(0, len(records), 100):
         processor.process_many(accept(store, records[start:start + 100]))

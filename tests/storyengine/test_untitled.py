@@ -56,7 +56,7 @@ def test_an_untitled_item_joins_its_story_and_never_names_it(store):
     import json
     from pathlib import Path
 
-    from storyengine.pipeline import Processor
+    from storyengine.decider import Decider
 
     rows = [json.loads(line) for line in (Path(__file__).parent.parent / "data" / "two_events.jsonl").open()]
     originals = [r for r in rows if not r["gold"]["duplicate_of"]]
@@ -70,6 +70,6 @@ def test_an_untitled_item_joins_its_story_and_never_names_it(store):
     untitled = new_article_record(source="b.example", url="https://b.example/2", title="",
                                   body=" ".join(second["body"].split()[:40]), published_at=when, article_id="untitled")
     store.accept_articles(records + [untitled])
-    outcomes = Processor(store).process_many([r["id"] for r in records] + ["untitled"])
+    outcomes = Decider(store).process_many([r["id"] for r in records] + ["untitled"])
     assert outcomes[-1].story_id == outcomes[0].story_id
     assert store.get_story(outcomes[0].story_id)["headline"] != untitled["title"]

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.workers.test_end_to_end import wait_processed
+from tests.workers.posts_and_waits import wait_processed
 
 pytestmark = pytest.mark.e2e
 

@@ -24,10 +24,10 @@ from datetime import timedelta
 import pytest
 
 from tests.helpers import served_id
-from tests.storyengine.test_pipeline import BANK, COURIER, REPRINT, T0
-from tests.workers.test_end_to_end import wait_processed
-from storyengine.pipeline import Processor
-from storyengine.store import RESEND_AFTER_SECONDS
+from tests.articles import BANK, COURIER, REPRINT, T0, as_post
+from tests.workers.posts_and_waits import WORDLESS, wait_processed
+from storyengine.admission import RESEND_AFTER_SECONDS
+from storyengine.decider import Decider
 from workers import names
 
 
@@ -101,7 +101,7 @@ def test_a_batch_with_one_new_article_enqueues_a_single_article_task(client, red
     """As service/runtime.py documents: one task per post, a single article's task when only one needs it."""
     known = new_article("known")
     known_id = client.post("/v1/articles", json=known).get_json()["id"]
-    Processor(store).process(known_id)  # decided: nothing to send for it again
+    Decider(store).process(known_id)  # decided: nothing to send for it again
     fresh = new_article("only")
     body = post_batch(client, [known, fresh])
     new_id = body["results"][1]["id"]
@@ -116,7 +116,7 @@ def test_sending_a_decided_batch_again_enqueues_nothing(client, redis_client, st
     ids = {r["id"] for r in first["results"]}
     before = enqueued(redis_client, ids)
     assert len(before) == 1
-    Processor(store).process_many(sorted(ids))
+    Decider(store).process_many(sorted(ids))
     again = post_batch(client, articles)
     assert [(r["id"], r["status"], r["created"]) for r in again["results"]] == \
         [(r["id"], "known", False) for r in first["results"]]
@@ -153,16 +153,6 @@ class WorkerLog:
 
     def received(self) -> list[str]:
         return [m["name"] for m in RECEIVED.finditer(self.text())]
-
-
-def as_post(spec: dict) -> dict:
-    return {"id": spec["client_id"], "source": spec["source"], "url": f"https://news.example/{spec['client_id']}",
-            "title": spec["title"], "body": spec["body"],
-            "published_at": (T0 + timedelta(hours=spec["hours"])).strftime("%Y-%m-%dT%H:%M:%SZ")}
-
-
-WORDLESS = {"id": "wordless", "source": "shouty.example", "url": "https://shouty.example/1", "title": "!!! ???",
-            "body": "<p>\u2014 ... \u2014</p>", "published_at": T0.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 @pytest.mark.e2e

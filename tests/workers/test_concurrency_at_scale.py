@@ -39,23 +39,25 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from scripts.evaluate import gray_pairs, prediction, read_stream, without_gold
+from embedded_redis.server import EmbeddedRedis, free_port
+from evaluation.decisions import prediction
+from evaluation.scores import score
+from evaluation.streams import gray_pairs, read_stream, without_gold
+from evaluation.variants import replicate
 from scripts.run import role_command
-from storyengine import evaluation
-from storyengine.embedded_redis import EmbeddedRedis, free_port
-from storyengine.pipeline import story_id_for
+from storyengine.assignment import story_id_for
 from storyengine.repair import Repairer
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
+from tests.articles import HALVIK
 from tests.helpers import served_id, stream_ids
-from tests.storyengine.test_repair import BANK, DAM, FLOOD
+from tests.newsroom import BANK, DAM, FLOOD
 from workers import names
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
-T0 = datetime(2024, 3, 9, 4, 0, tzinfo=timezone.utc)  # far from the wall clock, like tests/storyengine/test_repair
+T0 = datetime(2024, 3, 9, 4, 0, tzinfo=timezone.utc)  # far from the wall clock, like tests/newsroom.py
 
 # One database of the module's server per stack, so no two stacks share a broker queue.
 DB_ONE_WORKER, DB_FOUR_WORKERS, DB_REPAIR_RACE = 0, 1, 2
@@ -470,15 +472,14 @@ def ingest(stack: Stack, posted: list[dict], gold_rows: list[dict], gray: list, 
     repair = time.monotonic() - t
     counts = assert_consistent(stack.store, ids)
     stack.wait_idle()
-    scores = evaluation.score(predictions_of(stack.store, gold_rows), gold_rows, gray)
+    scores = score(predictions_of(stack.store, gold_rows), gold_rows, gray)
     return {"scores": scores, "post_s": posting, "processed_s": processed, "repair_s": repair,
             "merges": len(report.merges), "decided": stack.decisions(), "tasks": stack.process_tasks(),
             "delivered": [a for a in stack.delivery_order() if a in set(ids)], "pool": stack.pool_processes(),
             "stale_fingerprints": len(stale_fingerprints(stack.store)), **counts}
 
 
-@pytest.mark.skipif(not DEV.exists(), reason=f"{DEV} not found: the dev stream lives in ../shared next to the repo")
-def test_four_workers_lose_nothing_and_score_like_one(module_redis, logdir, stack4):
+def test_four_workers_lose_nothing_and_score_like_one(dev_stream, module_redis, logdir, stack4):
     """The dev stream through four worker processes (three client threads
     posting batches of 100), then through one worker process; the repair pass
     once at the end of each. Every article is processed exactly once, and the
@@ -491,9 +492,9 @@ def test_four_workers_lose_nothing_and_score_like_one(module_redis, logdir, stac
     with three threads against 0.940 in stream order, for one process as for
     four), which would drown what is measured here: what deciding on four
     processes at once costs."""
-    rows = read_stream(DEV)
+    rows = read_stream(dev_stream)
     assert len(rows) == 1335
-    gray = gray_pairs(DEV)
+    gray = gray_pairs(dev_stream)
     ids = [served_id(r) for r in rows]  # as the workers (and their logs) name the articles
     by_id = {served_id(r): r for r in rows}
     assert len(by_id) == len(rows)
@@ -523,8 +524,9 @@ def test_four_workers_lose_nothing_and_score_like_one(module_redis, logdir, stac
         assert {a: run["tasks"][a] for a in ids} == {a: 1 for a in ids}, "each article is enqueued exactly once"
     assert len(four["pool"]) == 4, "all four processes must have taken part"
     # Four processes decide batches in the order they win the lock, not the order delivered: that alone
-    # spreads B-cubed F1 over the range measured above (0.915-0.933, 0.018 wide); 0.01 failed at 0.0115-0.0119.
-    assert abs(four["scores"]["bcubed_f1"] - single["scores"]["bcubed_f1"]) <= 0.02
+    # moves B-cubed F1. Four minus one over 14 runs (2026-12-05, 2 cores): -0.0215 to +0.0087, mean -0.005,
+    # sd 0.008; 0.02 failed once in 14 (at -0.0215), so the bound is about four standard deviations.
+    assert abs(four["scores"]["bcubed_f1"] - single["scores"]["bcubed_f1"]) <= 0.03
     assert abs(four["scores"]["duplicate_f1"] - single["scores"]["duplicate_f1"]) <= 0.01
 
 
@@ -562,7 +564,7 @@ def read_posted(store: RedisStore, posts: list[dict]) -> dict[str, dict]:
     return out
 
 
-# A fifth write-up of the dam burst of tests/storyengine/test_repair.DAM, in its own words.
+# A fifth write-up of the dam burst of tests/newsroom.DAM, in its own words.
 DAM_INQUIRY = (
     "Inquiry ordered into Kelder dam failure as Varnholt counts the cost",
     "The regional government on Sunday ordered an inquiry into the collapse of the Kelder dam, which flooded "
@@ -610,7 +612,7 @@ def test_copies_and_write_ups_of_one_event_posted_at_once_make_one_story(stack4)
             {c["id"]: earliest for c in copies if c["id"] != earliest}
         assert {o["id"]: got[o["id"]]["duplicate_of"] for o in others} == {o["id"]: None for o in others}
         story = stack4.store.get_story(got[earliest]["story"])
-        assert story["article_count"] == 12 and story["original_count"] == 5
+        assert story["article_count"] == 12 and story["originals"] == 5
         promotions += sum(1 for a in got.values() if a["decision"]["duplicate"].get("promoted_over"))
     print(f"\nsimultaneous copies: {promotions} promotions of an earlier copy over 3 rounds, pool processes "
           f"used: {len(stack4.pool_processes())}")
@@ -618,14 +620,14 @@ def test_copies_and_write_ups_of_one_event_posted_at_once_make_one_story(stack4)
 
 def replicated_event_rows(copies: int) -> list[dict]:
     """A few hundred articles: ``copies`` disjoint versions (their own words,
-    storyengine.evaluation.replicate) of the dam burst told by four outlets
+    evaluation.variants.replicate) of the dam burst told by four outlets
     plus a reprint, a flood elsewhere and a bank's rate rise, 45 minutes
     apart (all inside one story window, so every pass sees every story)."""
     base = [article("dam-0", *DAM[0], 0), article("dam-0-reprint", f"Reprint: {DAM[0][0]}", DAM[0][1], 2,
                                                   source="reprints.example"),
             article("dam-1", *DAM[1], 6), article("dam-2", *DAM[2], 30), article("dam-3", *DAM[3], 54),
             article("flood", *FLOOD, 1), article("bank", *BANK, 3)]
-    rows, _ = evaluation.replicate(base, [], copies, shift=timedelta(minutes=45))
+    rows, _ = replicate(base, [], copies, shift=timedelta(minutes=45))
     return rows
 
 
@@ -735,43 +737,6 @@ def test_one_article_posted_by_eight_threads_at_once_is_stored_and_processed_onc
 
 
 # ====================================================================== out of order: what concurrency leads to
-# A long article; its copies below are parts of it (a wire story cut to fit).
-HALVIK = ("Storm surge breaches Halvik sea wall, flooding the harbour district", [
-    "A storm surge driven by gale-force winds broke through the Halvik sea wall late on Thursday, flooding the "
-    "harbour district and forcing hundreds of residents from their homes.",
-    "The coastguard said waves more than six metres high struck the old stone barrier shortly after the evening "
-    "high tide.",
-    "Water poured into the streets behind the fish market within minutes, and the lower floors of dozens of "
-    "houses along Quay Street were submerged.",
-    "Firefighters used rowing boats borrowed from the sailing club to reach elderly residents trapped in their "
-    "upstairs rooms.",
-    "Mayor Annelie Strand said nobody had been killed but that two fishermen were treated in hospital for "
-    "hypothermia after their boat capsized in the harbour mouth.",
-    "The regional emergency agency opened the Halvik secondary school as a shelter and said it was housing about "
-    "three hundred people overnight.",
-    "Power was cut to much of the town after a substation near the ferry terminal flooded, and the ferry service "
-    "to the islands was suspended.",
-    "Engineers from the coastal authority had warned in a report last autumn that a forty metre section of the "
-    "wall was undermined and needed urgent repair.",
-    "The authority said on Friday that the repair had been budgeted for next year and that it would now bring "
-    "the work forward.",
-    "Residents who gathered at the school complained that warnings to leave the harbour district came too late, "
-    "long after the water had reached their doors.",
-    "The national weather office said the storm, which it named Ingrid, was the strongest to hit the western "
-    "coast in twelve years.",
-    "Wind gusts of one hundred and forty kilometres an hour were recorded at the Halvik lighthouse before the "
-    "instruments failed.",
-    "Insurers said it was too early to estimate the cost of the damage, but local businesses expect losses "
-    "running into millions.",
-    "The fish market, which supplies restaurants across the region, will stay closed for at least two weeks "
-    "while its cold stores are cleaned.",
-    "Army engineers arrived on Friday morning with sandbags and pumps and began closing the breach with steel "
-    "sheets and rock.",
-    "The government promised emergency funds for families whose homes were damaged and said an inquiry would "
-    "examine the state of the sea wall.",
-])
-
-
 def halvik(article_id: str, first: int, last: int, hours: float) -> dict:
     """Sentences ``first``..``last - 1`` of the Halvik story, under its headline."""
     return article(article_id, HALVIK[0], " ".join(HALVIK[1][first:last]), hours)

@@ -2,40 +2,14 @@
 process against a real Redis, stories and duplicate links read back over HTTP."""
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.helpers import served_id, stream_ids
+from tests.workers.posts_and_waits import load_articles, wait_processed
 
 pytestmark = pytest.mark.e2e
-
-DATA = Path(__file__).resolve().parent.parent / "data" / "two_events.jsonl"
-
-
-def load_articles() -> list[dict]:
-    rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
-    return rows
-
-
-def wait_processed(client, ids, timeout=60.0) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout
-    pending = set(ids)
-    seen: dict[str, dict] = {}
-    while pending:
-        for article_id in sorted(pending):
-            response = client.get(f"/v1/articles/{article_id}")
-            answer = response.get_json()
-            assert response.status_code == 200, (article_id, answer)
-            if answer["status"] != "queued":
-                seen[article_id] = answer
-                pending.discard(article_id)
-        if pending:
-            assert time.monotonic() < deadline, f"not processed in {timeout}s: {sorted(pending)}"
-            time.sleep(0.1)
-    return seen
 
 
 def test_two_events_with_reprints_become_two_stories(e2e_app):

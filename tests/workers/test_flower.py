@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from storyengine.embedded_redis import free_port
+from embedded_redis.server import free_port
 from tests.helpers import RunningProcess, listening, served_id, start_role
 from workers import names
 

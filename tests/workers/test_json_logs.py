@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from scripts.run import role_command
-from storyengine.embedded_redis import EmbeddedRedis
+from embedded_redis.server import EmbeddedRedis
 from storyengine.errors import ConfigError
 from storyengine.logs import JsonLineFormatter, log_format
 from storyengine.settings import Settings
 from tests.helpers import build_app, log_says, served_id, start_role
-from tests.workers.test_end_to_end import wait_processed
+from tests.workers.posts_and_waits import wait_processed
 from workers import names
 from workers.logs import TaskContext
 

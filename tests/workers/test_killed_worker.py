@@ -23,11 +23,11 @@ import psutil
 import pytest
 
 from scripts.run import role_command
-from storyengine.embedded_redis import EmbeddedRedis
+from embedded_redis.server import EmbeddedRedis
 from storyengine.errors import ConfigError
 from storyengine.settings import Settings
 from tests.helpers import RunningProcess, build_app, log_says
-from tests.workers.test_faults import realistic_articles, statuses
+from tests.workers.process_stack import realistic_articles, statuses
 from workers.app import UNACKED_RESTORE_INTERVAL, create_celery
 from workers.config import VISIBILITY_TIMEOUT_RANGE, WorkerConfig
 

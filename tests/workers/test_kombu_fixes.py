@@ -15,7 +15,7 @@ from kombu import Connection, Consumer, Exchange, Queue
 from kombu.common import ignore_errors
 from kombu.transport import redis as kombu_redis
 
-from storyengine.embedded_redis import EmbeddedRedis
+from embedded_redis.server import EmbeddedRedis
 from workers import kombu_fixes
 
 TASKS = Queue("fix-tasks", Exchange("fix-tasks"), "fix-tasks")
@@ -64,6 +64,7 @@ def server(tmp_path):
     started.stop()
 
 
+@pytest.mark.e2e
 def test_the_consumer_connection_closes_cleanly_and_keeps_the_prefetched_messages(server, tmp_path):
     kombu_fixes.install()
     broken = Broken(server)
@@ -81,6 +82,7 @@ def test_the_consumer_connection_closes_cleanly_and_keeps_the_prefetched_message
         again.stop()
 
 
+@pytest.mark.e2e
 def test_kombu_without_the_fix_still_crashes(server, monkeypatch):
     """When this fails, kombu no longer needs the fix: remove workers/kombu_fixes.py."""
     monkeypatch.setattr(kombu_redis.Channel, "close", kombu_fixes._ORIGINAL_CLOSE)  # put back after the test

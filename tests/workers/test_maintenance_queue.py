@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from scripts.run import role_command
-from storyengine.embedded_redis import EmbeddedRedis
+from embedded_redis.server import EmbeddedRedis
 from storyengine.settings import Settings
 from storyengine.store import connect
 from tests.helpers import RunningProcess

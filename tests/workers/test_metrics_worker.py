@@ -16,12 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from storyengine.metrics import latency_bucket
 from storyengine.phases import PHASES
 from tests.helpers import served_id
-from tests.storyengine.test_pipeline import BANK, COURIER, REPRINT, T0
-from tests.storyengine.test_repair import BANK as REPAIR_BANK
-from tests.storyengine.test_repair import DAM, Newsroom
-from tests.workers.test_batch_task import WORDLESS, as_post
-from tests.workers.test_end_to_end import load_articles, wait_processed
-from tests.workers.test_repair_task import wait_merged
+from tests.articles import BANK, COURIER, REPRINT, T0, as_post
+from tests.newsroom import BANK as NEWSROOM_BANK
+from tests.newsroom import DAM, Newsroom
+from tests.workers.posts_and_waits import WORDLESS, load_articles, wait_merged, wait_processed
 from workers import names
 
 pytestmark = pytest.mark.e2e
@@ -159,7 +157,7 @@ def test_the_repair_pass_counts_the_stories_it_merged(e2e_app, celery_worker):
     newsroom = Newsroom(store)  # decided here, in this process: two stories of one event
     kept = newsroom.post(DAM[0], 0, "alpha.example")
     gone = newsroom.post(DAM[1], 1, "beta.example")
-    newsroom.post(REPAIR_BANK, 2, "delta.example")
+    newsroom.post(NEWSROOM_BANK, 2, "delta.example")
     celery = e2e_app.extensions["storywire"].celery
 
     celery.send_task(names.REPAIR_STORIES, queue=names.QUEUE, retry=False)

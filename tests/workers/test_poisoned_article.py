@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.workers.test_end_to_end import wait_processed
+from tests.workers.posts_and_waits import wait_processed
 
 pytestmark = pytest.mark.e2e
 

@@ -17,10 +17,9 @@ import time
 
 import pytest
 
-from storyengine.embedded_redis import EmbeddedRedis
-from tests.workers.test_faults import (Role, assert_processed_exactly_once, http, realistic_articles, stack,  # noqa: F401 - a fixture
-                                       statuses,
-                                       wait_until)
+from embedded_redis.server import EmbeddedRedis
+from tests.workers.process_stack import (Role, assert_processed_exactly_once, http, realistic_articles, statuses,
+                                         wait_until)
 
 pytestmark = pytest.mark.e2e
 

@@ -17,25 +17,12 @@ from pathlib import Path
 import pytest
 
 from storyengine.errors import ConfigError
-from tests.conftest import snapshot
-from tests.helpers import start_role
-from tests.storyengine.test_repair import BANK, DAM, Newsroom
+from tests.helpers import snapshot, start_role
+from tests.newsroom import BANK, DAM, Newsroom
+from tests.workers.posts_and_waits import wait_merged
 from workers import names
 from workers.app import create_celery
 from workers.config import WorkerConfig
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def wait_merged(store, story_id: str, timeout: float = 30.0) -> str:
-    """Poll the store until ``story_id`` is a redirect; return where it points."""
-    deadline = time.monotonic() + timeout
-    while True:
-        target = store.redis.hget(store.keys.story(story_id), "merged_into")
-        if target is not None:
-            return target.decode()
-        assert time.monotonic() < deadline, f"{story_id} was not merged within {timeout}s"
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -175,7 +162,6 @@ def test_the_beat_schedule_runs_repair_at_the_configured_interval(interval):
 
 
 def test_the_beat_role_runs_celery_beat_with_its_schedule_in_the_data_dir(tmp_path):
-    sys.path.insert(0, str(ROOT))
     from scripts.run import ROLES, role_command
     assert "beat" in ROLES
     data = tmp_path / "data" / "nested"

@@ -9,9 +9,10 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
+import pytest
+
 from storyengine.articles import new_article_record
 from workers import names
-from tests.helpers import pairs
 
 
 def record(article_id: str) -> dict:
@@ -22,6 +23,7 @@ def record(article_id: str) -> dict:
         published_at=datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc), article_id=article_id)
 
 
+@pytest.mark.e2e
 def test_an_article_whose_task_was_lost_is_processed_by_the_requeue_pass(e2e_app):
     runtime = e2e_app.extensions["storywire"]
     store = runtime.store

@@ -17,7 +17,7 @@ import time
 import pytest
 import redis
 
-from storyengine.embedded_redis import EmbeddedRedis
+from embedded_redis.server import EmbeddedRedis
 from storyengine.errors import ConfigError
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
@@ -76,6 +76,7 @@ def ids_of(tag: str, n: int) -> list[str]:
 
 
 # ====================================================================== the rule
+@pytest.mark.e2e
 def test_stale_articles_behind_an_empty_queue_are_all_sent_again_in_one_pass(store, url):
     """3,000 articles whose tasks were lost: more than the 1,000 the pass used to
     take per run. One pass sends them all, in tasks of 500, once."""
@@ -94,6 +95,7 @@ def test_stale_articles_behind_an_empty_queue_are_all_sent_again_in_one_pass(sto
     assert len(waiting_tasks(store)) == 6
 
 
+@pytest.mark.e2e
 def test_articles_whose_tasks_wait_in_the_broker_are_not_sent_again(store, url):
     """A backlog older than requeue_after waits in the broker: only what was sent
     before its oldest task (and is still queued) lost its task."""
@@ -119,6 +121,7 @@ def test_articles_whose_tasks_wait_in_the_broker_are_not_sent_again(store, url):
     assert dict(zip(waiting_before, scores(store, list(waiting_before)))) == waiting_before
 
 
+@pytest.mark.e2e
 def test_the_oldest_waiting_tasks_whose_articles_are_all_decided_are_read_past(store, url):
     app = worker_app(url)
     lost, waiting = ids_of("lost", 40), ids_of("waiting", 10)
@@ -134,6 +137,7 @@ def test_the_oldest_waiting_tasks_whose_articles_are_all_decided_are_read_past(s
     assert waiting_tasks(store)[-1] == lost
 
 
+@pytest.mark.e2e
 def test_articles_of_a_task_a_worker_holds_are_not_sent_again(store, url):
     """A task taken by a worker and not acknowledged (it is being decided, or its
     worker died and the visibility timeout brings it back) is no lost task."""
@@ -150,12 +154,14 @@ def test_articles_of_a_task_a_worker_holds_are_not_sent_again(store, url):
     assert waiting_tasks(store) == [lost]
 
 
+@pytest.mark.e2e
 def test_recent_articles_are_never_stale(store, url):
     app = worker_app(url)
     queue_ids(store, ids_of("fresh", 10), age=30)  # within requeue_after (60 s)
     assert requeue_pass(app, store) == {"status": "done", "requeued": 0, "rule": "empty"}
 
 
+@pytest.mark.e2e
 def test_a_claim_reads_past_the_articles_it_leaves_alone(store):
     """The store's claim: ids to skip never use up its limit, so the pass's loop ends with all claimed."""
     ids = ids_of("a", 10)
@@ -169,6 +175,7 @@ def test_a_claim_reads_past_the_articles_it_leaves_alone(store):
 
 
 # ====================================================================== the fallback: the age rule alone
+@pytest.mark.e2e
 def test_a_broker_on_another_redis_falls_back_to_the_age_rule(store, server):
     """CELERY_BROKER_URL names another server (here another database): the pass
     cannot see the queue, so everything older than requeue_after is sent again."""
@@ -185,6 +192,7 @@ def test_a_broker_on_another_redis_falls_back_to_the_age_rule(store, server):
     broker.flushdb()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("raw", [b"not json", json.dumps({"body": "???", "headers": {"task": names.PROCESS_ARTICLES},
                                                            "content-type": "application/json",
                                                            "properties": {"body_encoding": "base64"}}).encode()])
@@ -199,6 +207,7 @@ def test_a_waiting_message_that_cannot_be_read_falls_back_to_the_age_rule(store,
 
 
 # ====================================================================== bounded, and the settings
+@pytest.mark.e2e
 def test_a_pass_is_bounded_and_the_next_one_takes_the_rest(store, url):
     app = worker_app(url, requeue_max_per_run=1200)
     lost = ids_of("lost", 3000)
@@ -211,6 +220,7 @@ def test_a_pass_is_bounded_and_the_next_one_takes_the_rest(store, url):
     assert sorted(i for t in waiting_tasks(store) for i in t) == lost
 
 
+@pytest.mark.e2e
 def test_a_message_names_its_articles(store, url):
     app = worker_app(url)
     app.send_task(names.PROCESS_ARTICLE, args=["one"], queue=names.QUEUE)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from scripts.run import role_command, worker_name
-from storyengine.embedded_redis import EmbeddedRedis
+from embedded_redis.server import EmbeddedRedis
 from storyengine.keys import Keys
 from storyengine.store import connect
 from tests.helpers import RunningProcess, log_says

@@ -1,0 +1,58 @@
+"""A store's records read straight from Redis, for tests that compare what
+the engine wrote: the stream's document frequencies, and every key of a
+store with its value (to compare two runs byte for byte)."""
+from __future__ import annotations
+
+import numpy as np
+
+from storyengine.store import RedisStore
+from storyengine.vectors import Vectorizer
+
+# Wall-clock times in article hashes: two runs of the same stream differ in them.
+TIME_FIELDS = {b"processed_ts", b"received_ts", b"received_at", b"processed_at"}
+
+
+def df_counts(store: RedisStore, terms: list[str]) -> dict[str, int]:
+    """The stream's document frequency of each term, read from Redis."""
+    vec = Vectorizer(store.settings.hash_features)
+    args = [x for t in terms for x in ("GET", "u32", f"#{vec.feature_of(t)}")]
+    return dict(zip(terms, store.redis.execute_command("BITFIELD", store.keys.df, *args)))
+
+
+def df_docs(store: RedisStore) -> int:
+    return int(store.redis.get(store.keys.df_docs) or 0)
+
+
+def df_counts_of_features(store: RedisStore, features) -> np.ndarray:
+    args = [x for i in features for x in ("GET", "u32", f"#{int(i)}")]
+    return np.asarray(store.redis.execute_command("BITFIELD", store.keys.df, *args), dtype=np.float64)
+
+
+def state(store: RedisStore) -> dict[str, object]:
+    """Every key under the store's prefix (prefix stripped) with its value,
+    wall-clock fields and {p}:df:version left out. Read in pipelines."""
+    r, prefix = store.redis, store.keys.prefix
+    keys = sorted(k for k in r.scan_iter(match=f"{prefix}:*", count=1000)
+                  if not k.endswith((b":df:version", b":clock:seen")))  # wall-clock times
+    with r.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.type(key)
+        kinds = pipe.execute()
+    with r.pipeline(transaction=False) as pipe:
+        for key, kind in zip(keys, kinds):
+            if kind == b"hash":
+                pipe.hgetall(key)
+            elif kind == b"zset":
+                pipe.zrange(key, 0, -1, withscores=True)
+            elif kind == b"set":
+                pipe.smembers(key)
+            else:
+                pipe.get(key)
+        values = pipe.execute()
+    out = {}
+    for key, value in zip(keys, values):
+        if isinstance(value, dict):
+            value = {f: v for f, v in value.items() if f not in TIME_FIELDS
+                     and not (key.endswith(b":metrics") and f.startswith(b"latency"))}  # wall-clock waits
+        out[key.decode()[len(prefix) + 1:]] = value
+    return out
