@@ -30,10 +30,9 @@ import redis
 from . import boilerplate
 from .clock import stream_time
 from .decisions import Outcome
-from .duplicates import Promotion
 from .errors import DecisionFailed, InvalidArticle, NotFound, StoreUnavailable
 from .features import Featuriser
-from .locking import AssignmentConflict, AssignmentLock
+from .locking import AssignmentLock
 from .phases import lap
 from .retention import Retention
 from .run_decider import RunDecider, failed
@@ -70,9 +69,7 @@ class Decider:
         # caller that wants one call's share takes the difference.
         self.phase_seconds: Counter[str] = Counter()
         self.state = RedisState(self.redis, self.keys, self.settings)
-        self.runs = RunDecider(self.state, self.settings, self.phase_seconds)
-        self._promotion = Promotion(store, self.settings, self.state.band_lookup, self.state.band_write,
-                                    self.state.story_writer)
+        self.run_decider = RunDecider(self.state, self.settings, self.phase_seconds)
         self._retention = Retention(store, self.state.band_lookup, self.state.band_write)
 
     # ------------------------------------------------------------------ the flow
@@ -157,11 +154,11 @@ class Decider:
         error: not an outage), decide its articles one at a time, so the one
         that raises fails alone and the rest are decided."""
         try:
-            return self._decide_batch(chunk)
+            return self.run_decider.decide(chunk, self._lock)
         except Exception as exc:
             if _transient(exc):
                 raise
-            self._forget_uncommitted()
+            self.run_decider.forget_uncommitted()
             if len(chunk) == 1:
                 log.exception("deciding article %s failed", chunk[0][0], extra={"article_id": chunk[0][0]})
                 return {chunk[0][0]: failed(chunk[0][0], DecisionFailed.of(exc))}
@@ -170,18 +167,15 @@ class Decider:
         outcomes: dict[str, Outcome] = {}
         for item in chunk:
             try:
-                outcomes.update(self._decide_batch([item]))
+                outcomes.update(self.run_decider.decide([item], self._lock))
             except Exception as exc:
                 if _transient(exc):
                     raise
-                self._forget_uncommitted()
+                self.run_decider.forget_uncommitted()
                 log.exception("deciding article %s failed", item[0], extra={"article_id": item[0]})
                 outcomes[item[0]] = failed(item[0], DecisionFailed.of(exc))
         return outcomes
 
-    def _forget_uncommitted(self) -> None:
-        """After a decision raised: what this process counted ahead of the store is read again."""
-        self.runs.reads.df.version = None
 
     def _already(self, article_id: str, record: dict) -> Outcome:
         return Outcome(article_id, record.get("story", ""), record.get("duplicate_of") or None,
@@ -189,30 +183,3 @@ class Decider:
 
     def _lap(self, phase: str, began: float) -> float:
         return lap(self.phase_seconds, phase, began)
-
-    def _decide_batch(self, chunk: list) -> dict[str, Outcome]:
-        """Decide a chunk as runs of the run decider; where one stops at an
-        earlier copy that takes over, promote it against the store itself
-        (that rewrites what the run had read) and decide the rest afresh."""
-        outcomes: dict[str, Outcome] = {}
-        while chunk:
-            decided, promoted = self.runs.decide(chunk, self._lock)
-            outcomes.update(decided)
-            if promoted is None:
-                break
-            n, decision = promoted
-            article_id, record, f = chunk[n]
-            began = time.perf_counter()
-            self.runs.reads.df.version = None  # promotion changes term counts: read them afresh next batch
-            self._promotion.promote(self._held_lock(), decision, record, f)
-            self.runs.reads.shingles.put(article_id, f.shingle_set, f.published)
-            outcomes[article_id] = decision.outcome()
-            lap(self.phase_seconds, "decide", began)
-            chunk = chunk[n + 1:]
-        return outcomes
-
-    def _held_lock(self) -> AssignmentLock:
-        """The lock decisions are written under: a write is refused once it is lost."""
-        if self._lock is None:
-            raise AssignmentConflict("no assignment lock held")
-        return self._lock

@@ -1,26 +1,19 @@
-"""Duplicates: which canonical articles a newcomer may be a copy of, the rule
-that says it is one, and promotion of a copy published before the canonical
-copies that arrived ahead of it.
+"""Duplicates: which canonical articles a newcomer may be a copy of, and the
+rule that says it is one (a copy published before the canonical copies that
+arrived ahead of it takes over from them: storyengine.promotion).
 
 Only canonical articles (the earliest published copy of a text) are compared
 with newcomers; a copy shares its canonical article's story.
 """
 from __future__ import annotations
 
-import json
-import time
 from operator import itemgetter
 
-from . import records, signatures
-from .batch import BAND_SLOT_IDS, Batch, Candidate, decode
+from . import signatures
+from .batch import Batch, Candidate
 from .batch_reads import BatchReads
-from .decisions import Decision, received_ts
 from .features import Features
-from .locking import AssignmentLock
-from .metrics import queue_decided
-from .records import StoryUpdate, decompress_features
 from .settings import Settings
-from .store import RedisStore
 from .stories import StoryScore
 
 
@@ -103,116 +96,3 @@ class Duplicates:
             "matched": match["article"] if match else None,
         }
         return report, verified
-
-
-# A story's fields a promotion reads to update its membership.
-_MEMBERSHIP_FIELDS = ("first_seen", "last_updated", "article_count", "indexed")
-
-
-def _membership_update(raw: list, published: float) -> tuple[float, float, int, list[int]]:
-    """(first_seen, last_updated, article_count, indexed terms) of a story, from
-    its ``_MEMBERSHIP_FIELDS``, once an article published at ``published`` joins."""
-    return (min(float(raw[0] or published), published), max(float(raw[1] or published), published),
-            int(raw[2] or 0) + 1, json.loads(raw[3] or "[]"))
-
-
-class Promotion:
-    """A copy published before the canonical one(s) arrived after them
-    (workers run in parallel, feeds lag): it becomes the canonical article,
-    and each old canonical and its copies now point to it. The story keeps
-    its vectors: the texts are copies, so nothing new is learnt about it.
-    Reads and writes the store itself (not a batch's view), under the
-    assignment lock it is given."""
-
-    def __init__(self, store: RedisStore, settings: Settings, band_lookup, band_write,
-                 story_writer: records.StoryWriter) -> None:
-        self.redis, self.keys, self.settings = store.redis, store.keys, settings
-        self._band_lookup, self._band_write = band_lookup, band_write
-        self._story_writer = story_writer
-
-    def promote(self, lock: AssignmentLock, decision: Decision, record: dict, f: Features) -> None:
-        """Apply a ``promoted`` decision; the write is refused if ``lock`` was lost."""
-        k, s = self.keys, self.settings
-        article_id, olds, dup_report = decision.article_id, decision.takes_over, decision.duplicate_report
-        story_id = olds[0]["story"]
-        old_ids = [o["article"] for o in olds]
-        with self.redis.pipeline(transaction=False) as pipe:
-            for old in old_ids:
-                pipe.hmget(k.article(old), ("bands", "fingerprint", "terms"))
-            pipe.hmget(k.story(story_id), _MEMBERSHIP_FIELDS + ("originals", "representative", "canonicals"))
-            pipe.zrange(k.story_articles(story_id), 0, -1)
-            *old_rows, story_raw, members = pipe.execute()
-        # The term statistics count each canonical text once. The newcomer takes
-        # the first old canonical's place in them; any further ones, now copies
-        # too, are taken out again (their terms recomputed from their text).
-        uncounted = [decompress_features(row[2]) for row in old_rows[1:]]
-        first_seen, last_updated, article_count, indexed = _membership_update(story_raw, f.published)
-        last_updated_before = float(story_raw[1]) if story_raw[1] else None
-        originals, representative = int(story_raw[-3] or 0), story_raw[-2]
-        canonicals = [c for c in json.loads(story_raw[-1] or "[]") if c not in old_ids] + [article_id]
-        members = [m.decode() for m in members]
-        # Band slots: the old canonicals leave theirs, the newcomer joins its own.
-        old_slots = [x for row in old_rows if row[0]
-                     for x in k.band_slots(signatures.BandLayout.slots_from_bytes(row[0]))]
-        new_slots = f.slots
-        slot_list = list(dict.fromkeys(old_slots + new_slots))
-        with self.redis.pipeline(transaction=False) as pipe:
-            for m in members:
-                pipe.hmget(k.article(m), ("duplicate_of", "fingerprint"))
-            self._band_lookup(keys=[key for key, _ in slot_list], args=[x for _, x in slot_list], client=pipe)
-            *member_rows, slot_values = pipe.execute()
-        copies = [(m, fp) for m, (d, fp) in zip(members, member_rows) if d and d.decode() in old_ids]
-        values = {}
-        for slot, value in zip(slot_list, slot_values):
-            ids = [i for i in decode(value).split(" ") if i and i not in old_ids and i != article_id]
-            if slot in new_slots:
-                ids = (ids + [article_id])[-BAND_SLOT_IDS:]
-            values[slot] = " ".join(ids)
-        report = {"duplicate": dict(dup_report, matched=None, promoted_over=old_ids),
-                  "story": {"action": "followed_copy", "story": story_id,
-                            "reason": f"published before {', '.join(old_ids)}, its copies, so it is now the "
-                                      "canonical article"}}
-
-        def writes(pipe):
-            fields = records.decided_article_fields(f, story_id, None, None, report)
-            now = round(time.time(), 3)
-            fields["processed_ts"] = now
-            queue_decided(pipe, k.metrics, [(received_ts(record), False, False)], now)
-            pipe.hset(k.article(article_id), mapping=fields)
-            pipe.hdel(k.article(article_id), "body")
-            pipe.zrem(k.queued, article_id)
-            # Texts now copies leave the story's originals; the representative follows its text.
-            takes_representative = bool(representative) and representative.decode() in old_ids
-            fields = records.encode_story_fields(
-                first_seen=first_seen, last_updated=last_updated, article_count=article_count,
-                canonicals=canonicals[-s.story_duplicate_candidates:],
-                originals=originals - len(uncounted) if uncounted else None,
-                representative=article_id if takes_representative else None,
-                headline=record["title"] if takes_representative else None)
-            self._story_writer.write(pipe, [StoryUpdate(story_id, fields, last_updated, article_count, indexed,
-                                                        indexed, last_updated_before, kept=f.published)])
-            self._story_writer.add_members(pipe, story_id, {article_id: f.published}, {record["source"]: 1})
-            for old, (_, old_fingerprint, _) in zip(olds, old_rows):
-                pipe.hset(k.article(old["article"]), mapping={"duplicate_of": article_id,
-                                                              "similarity": old["containment"]})
-                # Only canonical articles are compared, and only they count in the term statistics.
-                pipe.hdel(k.article(old["article"]), "bands", "shingle_set", "terms")
-                if old_fingerprint:
-                    pipe.set(k.fingerprint(old_fingerprint.decode()), article_id)
-            for copy, fingerprint in copies:
-                pipe.hset(k.article(copy), "duplicate_of", article_id)
-                if fingerprint:  # a copy that was canonical once still owns its text's key: re-point it
-                    pipe.set(k.fingerprint(fingerprint.decode()), article_id, xx=True)
-            for features in uncounted:
-                if len(features):
-                    counters = pipe.bitfield(k.df).overflow("SAT")
-                    for feature in features:
-                        counters.incrby("u32", f"#{int(feature)}", -1)
-                    counters.execute()  # queued in the transaction
-            if uncounted:
-                pipe.decrby(k.df_docs, len(uncounted))
-            pipe.incr(k.df_version)
-            pipe.set(k.fingerprint(f.fingerprint), article_id)
-            self._band_write(keys=[key for key, _ in values], args=[x for (_, slot), v in values.items()
-                                                                    for x in (slot, v)], client=pipe)
-        lock.commit(writes)

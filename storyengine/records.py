@@ -51,6 +51,11 @@ def parse_candidate(row: list) -> dict:
             "shingles": signatures.shingle_set_from_bytes(shingles) if shingles else None}
 
 
+# What only a canonical article keeps (it is compared with newcomers and counts
+# in the term statistics); a canonical article that becomes a copy drops them.
+CANONICAL_ONLY_FIELDS = ("shingle_set", "bands", "terms")
+
+
 def compact_decision(decision: dict) -> bytes:
     """A decision as stored: the parts that differ per article (the rule and
     method texts are the settings', added back when it is read), compressed."""

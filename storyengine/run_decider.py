@@ -3,10 +3,10 @@ decision state (storyengine.state): the batch's reads, each article's
 decision in order in the batch's view, and one commit.
 
 It touches shared state only through the state, so a run decides the same
-way on Redis or in memory. A run stops at an article that must take over as
-the canonical copy from earlier-decided ones (a ``promoted`` decision): the
-batch so far is committed, and the caller promotes it against the store of
-record and decides the rest as a new run.
+way on Redis or in memory. An article that must take over as the canonical
+copy from earlier-decided ones (a ``promoted`` decision) rewrites what the
+batch has read: the batch so far is committed, the state applies the
+promotion (storyengine.promotion), and the rest is read afresh as a new batch.
 """
 from __future__ import annotations
 
@@ -42,10 +42,33 @@ class RunDecider:
         self._duplicates = Duplicates(self.reads, settings)
         self._assigner = StoryAssigner(self.reads, settings)
 
-    def decide(self, chunk: list, lock: AssignmentLock | None
-               ) -> tuple[dict[str, Outcome], tuple[int, Decision] | None]:
-        """(the outcome of each article decided, and where the run stopped at a
-        ``promoted`` decision: its place in ``chunk`` and the decision)."""
+    def decide(self, chunk: list, lock: AssignmentLock | None) -> dict[str, Outcome]:
+        """The outcome of each article of ``chunk``, decided in order and written under ``lock``."""
+        outcomes: dict[str, Outcome] = {}
+        while chunk:
+            decided, promoted = self._decide_until_promotion(chunk, lock)
+            outcomes.update(decided)
+            if promoted is None:
+                break
+            n, decision = promoted
+            article_id, record, f = chunk[n]
+            began = time.perf_counter()
+            self.reads.df.version = None  # promotion changes term counts: read them afresh next batch
+            self.state.promote(decision, record, f, lock)
+            self.reads.shingles.put(article_id, f.shingle_set, f.published)
+            outcomes[article_id] = decision.outcome()
+            lap(self.phase_seconds, "decide", began)
+            chunk = chunk[n + 1:]
+        return outcomes
+
+    def forget_uncommitted(self) -> None:
+        """After a decision raised: what this process counted ahead of the store is read again."""
+        self.reads.df.version = None
+
+    def _decide_until_promotion(self, chunk: list, lock: AssignmentLock | None
+                                ) -> tuple[dict[str, Outcome], tuple[int, Decision] | None]:
+        """One batch: (the outcome of each article decided, and where it stopped
+        at a ``promoted`` decision: its place in ``chunk`` and the decision)."""
         if not chunk:
             return {}, None
         began = time.perf_counter()
@@ -66,12 +89,12 @@ class RunDecider:
             decision = self._decide(batch, article_id, record, f)
             if decision.kind == "promoted":
                 began = lap(self.phase_seconds, "decide", began)
-                self.commit(batch, lock)
+                self._commit(batch, lock)
                 lap(self.phase_seconds, "commit", began)
                 return outcomes, (n, decision)
             outcomes[article_id] = decision.outcome()
         began = lap(self.phase_seconds, "decide", began)
-        self.commit(batch, lock)
+        self._commit(batch, lock)
         lap(self.phase_seconds, "commit", began)
         return outcomes, None
 
@@ -108,7 +131,7 @@ class RunDecider:
             return self._assigner.follow_canonical(batch, article_id, record, f, earliest, duplicate_report)
         return self._assigner.assign(batch, article_id, record, f, vector, stories, scores, duplicate_report)
 
-    def commit(self, batch: Batch, lock: AssignmentLock | None) -> None:
+    def _commit(self, batch: Batch, lock: AssignmentLock | None) -> None:
         if not batch.article_writes:
             return
         df = self.reads.df

@@ -29,12 +29,14 @@ from typing import Protocol
 import numpy as np
 from redis.connection import Encoder
 
-from . import boilerplate, records
-from .batch import Batch, DocumentFrequencies, decode, scored_members
+from . import boilerplate, promotion, records
+from .batch import Batch, DocumentFrequencies, scored_members
+from .decisions import Decision, received_ts
+from .features import Features
 from .keys import Keys
 from .locking import AssignmentConflict, AssignmentLock
 from .metrics import queue_decided
-from .records import CANDIDATE_FIELDS, STORY_FIELDS, Story, bucket_field
+from .records import CANDIDATE_FIELDS, STORY_FIELDS, Story, bucket_field, decode
 from .redis_scripts import BAND_LOOKUP, BAND_WRITE, DF_CHANGE, TERM_LOOKUP
 from .settings import Settings
 
@@ -69,6 +71,9 @@ class DecisionState(Protocol):
 
     def commit(self, batch: Batch, lock: AssignmentLock | None) -> None:
         """Write a batch's decisions, all or nothing, only while ``lock`` is held."""
+
+    def promote(self, decision: Decision, record: dict, f: Features, lock: AssignmentLock | None) -> None:
+        """Apply a ``promoted`` decision (storyengine.promotion), all or nothing, only while ``lock`` is held."""
 
 
 class RedisState:
@@ -133,6 +138,61 @@ class RedisState:
             raise AssignmentConflict("no assignment lock held")
         lock.commit(lambda pipe: self._queue_writes(pipe, batch, time.time()))
 
+    def promote(self, decision: Decision, record: dict, f: Features, lock: AssignmentLock | None) -> None:
+        if lock is None:
+            raise AssignmentConflict("no assignment lock held")
+        k = self.keys
+        old_ids = [o["article"] for o in decision.takes_over]
+        story_id = decision.takes_over[0]["story"]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for old in old_ids:
+                pipe.hmget(k.article(old), promotion.OLD_CANONICAL_FIELDS)
+            pipe.hmget(k.story(story_id), promotion.STORY_FIELDS)
+            pipe.zrange(k.story_articles(story_id), 0, -1)
+            *old_rows, story, members = pipe.execute()
+        read = promotion.PromotionRead(old_rows, story, [decode(m) for m in members])
+        slots = promotion.slots_to_read(k, f, read)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for member in read.members:
+                pipe.hmget(k.article(member), promotion.MEMBER_FIELDS)
+            self.band_lookup(keys=[key for key, _ in slots], args=[x for _, x in slots], client=pipe)
+            *read.member_rows, band_values = pipe.execute()
+        read.band_values = [decode(v) for v in band_values]
+        planned = promotion.plan(decision, record, f, read, slots, self.settings)
+        lock.commit(lambda pipe: self._queue_promotion(pipe, planned, received_ts(record), time.time()))
+
+    def _queue_promotion(self, pipe, p: promotion.PromotionPlan, received: float | None, now: float) -> None:
+        k = self.keys
+        fields = dict(p.article_fields, processed_ts=round(now, 3))
+        queue_decided(pipe, k.metrics, [(received, False, False)], round(now, 3))
+        pipe.hset(k.article(p.article_id), mapping=fields)
+        pipe.hdel(k.article(p.article_id), "body")
+        pipe.zrem(k.queued, p.article_id)
+        self.story_writer.write(pipe, [p.story])
+        self.story_writer.add_members(pipe, p.story_id, {p.article_id: p.published}, {p.source: 1})
+        for old, containment, fingerprint in p.olds:
+            pipe.hset(k.article(old), mapping={"duplicate_of": p.article_id, "similarity": containment})
+            # Only canonical articles are compared, and only they count in the term statistics.
+            pipe.hdel(k.article(old), *records.CANONICAL_ONLY_FIELDS)
+            if fingerprint:
+                pipe.set(k.fingerprint(fingerprint), p.article_id)
+        for copy, fingerprint in p.copies:
+            pipe.hset(k.article(copy), "duplicate_of", p.article_id)
+            if fingerprint:  # a copy that was canonical once still owns its text's key: re-point it
+                pipe.set(k.fingerprint(fingerprint), p.article_id, xx=True)
+        for features in p.uncounted:
+            if len(features):
+                counters = pipe.bitfield(k.df).overflow("SAT")
+                for feature in features:
+                    counters.incrby("u32", f"#{int(feature)}", -1)
+                counters.execute()  # queued in the transaction
+        if p.uncounted:
+            pipe.decrby(k.df_docs, len(p.uncounted))
+        pipe.incr(k.df_version)
+        pipe.set(k.fingerprint(p.fingerprint), p.article_id)
+        self.band_write(keys=[key for key, _ in p.band_values],
+                        args=[x for (_, slot), value in p.band_values.items() for x in (slot, value)], client=pipe)
+
     def _queue_writes(self, pipe, batch: Batch, now: float) -> None:
         """Queue every write of the batch on ``pipe`` (a MULTI/EXEC)."""
         k, scripts = self.keys, self._scripts
@@ -174,13 +234,14 @@ class MemoryState:
     Articles to decide are registered first with :meth:`queue`."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        self.settings, self.keys = settings, Keys(settings.key_prefix)
         self._encode = Encoder("utf-8", "strict", False).encode  # values stored as Redis stores them
         self.statuses: dict[str, bytes] = {}
         self.owners: dict[str, str] = {}
         self.bands: dict[Slot, str] = {}
         self.terms: dict[int, dict[str, float]] = {}
         self.stories: dict[str, dict[str, bytes]] = {}
+        self.members: dict[str, dict[str, float]] = {}
         self.articles: dict[str, dict[str, bytes]] = {}
         self.df_counts = np.zeros(settings.hash_features, dtype=np.int64)
         self.df_docs = 0
@@ -209,32 +270,82 @@ class MemoryState:
 
     def fetch(self, story_ids, article_ids, bucket_ids):
         story_fields = STORY_FIELDS + tuple(bucket_field(i) for i in bucket_ids)
-        stories = [Story.from_row(sid, [self.stories.get(sid, {}).get(name) for name in story_fields], bucket_ids)
-                   for sid in story_ids]
-        articles = [records.parse_candidate([self.articles.get(aid, {}).get(name) for name in CANDIDATE_FIELDS])
-                    for aid in article_ids]
-        return stories, articles
+        return ([Story.from_row(sid, self._row(self.stories, sid, story_fields), bucket_ids) for sid in story_ids],
+                [records.parse_candidate(self._row(self.articles, aid, CANDIDATE_FIELDS)) for aid in article_ids])
+
+    @staticmethod
+    def _row(hashes: dict, key: str, fields) -> list:
+        stored = hashes.get(key, {})
+        return [stored.get(name) for name in fields]
 
     def commit(self, batch: Batch, lock: AssignmentLock | None) -> None:
-        for article_id, fields, _, _, published in batch.article_writes:
-            self.statuses[article_id] = b"processed"
-            stored = self.articles.setdefault(article_id, {"published_ts": self._encode(published)})
-            stored.update({name: self._encode(fields[name]) for name in CANDIDATE_FIELDS if name in fields})
-        for update in batch.story_updates():
+        for article_id, fields, story_id, _, published in batch.article_writes:
+            self._decided(article_id, fields, story_id, published)
+        self._write_stories(batch.story_updates())
+        self.owners.update(batch.written_fingerprints())
+        self._write_bands(batch.written_band_values())
+        if batch.docs_change or (batch.df_changes is not None and batch.df_changes.any()):
+            if batch.df_changes is not None:
+                self._count(batch.df_changes)
+            self.df_docs += batch.docs_change
+            self.df_version += 1
+
+    def promote(self, decision: Decision, record: dict, f: Features, lock: AssignmentLock | None) -> None:
+        old_ids = [o["article"] for o in decision.takes_over]
+        story_id = decision.takes_over[0]["story"]
+        read = promotion.PromotionRead([self._row(self.articles, old, promotion.OLD_CANONICAL_FIELDS)
+                                        for old in old_ids],
+                                       self._row(self.stories, story_id, promotion.STORY_FIELDS),
+                                       sorted(self.members.get(story_id, {}),
+                                              key=lambda m: (self.members[story_id][m], m.encode())))
+        slots = promotion.slots_to_read(self.keys, f, read)
+        read.member_rows = [self._row(self.articles, m, promotion.MEMBER_FIELDS) for m in read.members]
+        read.band_values = [self.bands.get(slot, "") for slot in slots]
+        p = promotion.plan(decision, record, f, read, slots, self.settings)
+        self._decided(p.article_id, p.article_fields, p.story_id, p.published)
+        self._write_stories([p.story])
+        for old, containment, fingerprint in p.olds:
+            stored = self.articles.setdefault(old, {})
+            stored.update(duplicate_of=self._encode(p.article_id), similarity=self._encode(containment))
+            for name in records.CANONICAL_ONLY_FIELDS:
+                stored.pop(name, None)
+            if fingerprint:
+                self.owners[fingerprint] = p.article_id
+        for copy, fingerprint in p.copies:
+            self.articles.setdefault(copy, {})["duplicate_of"] = self._encode(p.article_id)
+            if fingerprint and fingerprint in self.owners:  # SET XX
+                self.owners[fingerprint] = p.article_id
+        change = np.zeros(len(self.df_counts), dtype=np.int64)
+        for features in p.uncounted:
+            change[features] -= 1
+        self._count(change)
+        self.df_docs -= len(p.uncounted)
+        self.df_version += 1
+        self.owners[p.fingerprint] = p.article_id
+        self._write_bands(p.band_values)
+
+    def _decided(self, article_id: str, fields: dict, story_id: str, published: float) -> None:
+        self.statuses[article_id] = b"processed"
+        stored = self.articles.setdefault(article_id, {"published_ts": self._encode(published)})
+        stored.update({name: self._encode(value) for name, value in fields.items()})
+        self.members.setdefault(story_id, {})[article_id] = published
+
+    def _write_stories(self, updates: list[records.StoryUpdate]) -> None:
+        for update in updates:
             self.stories.setdefault(update.story_id, {}).update(
                 {name: self._encode(value) for name, value in update.fields.items()})
             for feature in set(update.indexed_before or ()) - set(update.indexed):
                 self.terms.get(feature, {}).pop(update.story_id, None)
             for feature in update.indexed:
                 self.terms.setdefault(feature, {})[update.story_id] = records.index_score(update.last_updated)
-        self.owners.update(batch.written_fingerprints())
-        for slot, value in batch.written_band_values().items():
+
+    def _write_bands(self, values: dict[Slot, str]) -> None:
+        for slot, value in values.items():
             if value:
                 self.bands[slot] = value
             else:
                 self.bands.pop(slot, None)
-        if batch.docs_change or (batch.df_changes is not None and batch.df_changes.any()):
-            if batch.df_changes is not None:  # saturating u32 counters, as BITFIELD OVERFLOW SAT keeps them
-                self.df_counts = np.clip(self.df_counts + batch.df_changes, 0, _U32_MAX)
-            self.df_docs += batch.docs_change
-            self.df_version += 1
+
+    def _count(self, change: np.ndarray) -> None:
+        # Saturating u32 counters, as BITFIELD OVERFLOW SAT keeps them.
+        self.df_counts = np.clip(self.df_counts + change, 0, _U32_MAX)

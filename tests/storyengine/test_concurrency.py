@@ -99,14 +99,14 @@ def test_a_decision_whose_lock_expired_is_not_written(store, monkeypatch):
     processor = Decider(store)
     rec = record("slow", 0)
     store.accept_articles([rec])
-    original_decide = processor.runs._decide
+    original_decide = processor.run_decider._decide
 
     def decide_then_lose_lock(*args, **kwargs):
         # Another worker takes the lock after ours expired, mid-decision.
         store.redis.set(store.keys.assign_lock, b"someone-else")
         return original_decide(*args, **kwargs)
 
-    monkeypatch.setattr(processor.runs, "_decide", decide_then_lose_lock)
+    monkeypatch.setattr(processor.run_decider, "_decide", decide_then_lose_lock)
     with pytest.raises(AssignmentConflict):
         processor.process("slow")
     assert article_answer(store, "slow")["status"] == "queued"

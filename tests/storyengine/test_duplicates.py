@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from storyengine.decider import Decider
-from storyengine.duplicates import Promotion, duplicate_rule, is_copy
+from storyengine.duplicates import duplicate_rule, is_copy
+from storyengine.state import RedisState
 from storyengine.locking import AssignmentConflict
 from storyengine.settings import Settings
 from tests.articles import BRIDGE, BRIDGE_BODY, BRIDGE_TITLE, article
@@ -52,14 +53,14 @@ def test_a_promotion_whose_lock_was_lost_writes_nothing(store, monkeypatch):
     original = article(**BRIDGE)
     store.accept_articles([syndicated, original])
     decider.process("bridge-syndicated")
-    promote = Promotion.promote
+    promote = RedisState.promote
 
-    def promote_after_losing_the_lock(self, lock, decision, record, f):
+    def promote_after_losing_the_lock(self, decision, record, f, lock):
         assert decision.kind == "promoted" and [o["article"] for o in decision.takes_over] == ["bridge-syndicated"]
         store.redis.set(store.keys.assign_lock, b"someone-else")  # another worker took it meanwhile
-        return promote(self, lock, decision, record, f)
+        return promote(self, decision, record, f, lock)
 
-    monkeypatch.setattr(Promotion, "promote", promote_after_losing_the_lock)
+    monkeypatch.setattr(RedisState, "promote", promote_after_losing_the_lock)
     with pytest.raises(AssignmentConflict):
         decider.process("bridge")
     assert store.get_article("bridge")["status"] == "queued"

@@ -2,14 +2,19 @@
 run decider on the in-memory twin, in a plain process, and on a real Redis
 gives the same decisions, and the twins end holding the same records.
 
-The stream is decided in runs of 50 in published order, featurised without
-the outlets' learnt boilerplate (learning it happens outside the seam, on
-Redis alone), so both sides see exactly the same features.
+The stream is decided in runs of 50, featurised without the outlets' learnt
+boilerplate (learning it happens outside the seam, on Redis alone), so both
+sides see exactly the same features; in published order, and shuffled so
+that earlier copies arrive late and take over (promotion).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import random
+import zlib
+
+import numpy as np
 import pytest
 
 from evaluation.replay import record_of
@@ -53,29 +58,47 @@ def decide(runs: RunDecider, featuriser: Featuriser, records: list[dict], lock) 
     decided = []
     for start in range(0, len(records), RUN):
         chunk = [(r["id"], r, featuriser.featurise(r)) for r in records[start:start + RUN]]
-        outcomes, promoted = runs.decide(chunk, lock)
-        assert promoted is None, "in published order no copy is earlier than its canonical"
+        outcomes = runs.decide(chunk, lock)
         decided += [(o.article_id, o.story_id, o.duplicate_of, o.opened_story) for o in
                     (outcomes[article_id] for article_id, _, _ in chunk)]
     return decided
 
 
-def assert_same_decisions_and_records(records, store):
+def assert_same_decisions_and_records(records, store) -> list[tuple]:
     memory_decisions, memory = decide_in_memory(records, store.settings)
     redis_decisions, _ = decide_on_redis(records, store)
     assert memory_decisions == redis_decisions
     assert len({story for _, story, _, _ in memory_decisions}) > 1
-    # The twin holds what Redis holds: each story's stored fields and its place in the term index.
+    # Both twins hold the same records, compared both ways: what decisions read, and stories' members.
     k, r = store.keys, store.redis
+
+    def hash_of(key):
+        return {name.decode(): value for name, value in r.hgetall(key).items()}
+
+    def under(pattern):
+        return {key.decode() for key in r.scan_iter(match=f"{k.prefix}:{pattern}", count=1000)}
+
+    stories = {key for key in under("story:*") if key.count(":") == 2}
+    assert stories == {k.story(story_id) for story_id in memory.stories}
     for story_id, fields in memory.stories.items():
-        stored = {name.decode(): value for name, value in r.hgetall(k.story(story_id)).items()}
-        assert {name: stored.get(name) for name in fields} == fields, story_id
+        assert hash_of(k.story(story_id)) == fields, story_id
+        assert dict(r.zrange(k.story_articles(story_id), 0, -1, withscores=True)) == {
+            a.encode(): published for a, published in memory.members[story_id].items()}
+    assert under("term:*") == {k.term(feature) for feature, stories in memory.terms.items() if stories}
     for feature, stories in memory.terms.items():
         assert {m.decode(): score for m, score in r.zrange(k.term(feature), 0, -1, withscores=True)} == stories
         assert all(score == index_score(score) for score in stories.values())
+    for article_id, fields in memory.articles.items():
+        stored = hash_of(k.article(article_id))
+        assert {name: stored.get(name) for name in fields if name != "processed_ts"} == \
+            {name: value for name, value in fields.items() if name != "processed_ts"}, article_id
+        assert stored["status"] == memory.statuses[article_id] == b"processed"
+    assert {(key, f): v.decode() for key in under("band:*") for f, v in r.hgetall(key).items()} == memory.bands
+    assert {key[len(k.fingerprint("")):]: r.get(key).decode() for key in under("fingerprint:*")} == memory.owners
+    counts = np.frombuffer(r.get(k.df) or b"", dtype=">u4")
+    assert np.array_equal(memory.df_counts[:len(counts)], counts) and not memory.df_counts[len(counts):].any()
     assert memory.df_docs == int(r.get(k.df_docs)) and memory.df_version == int(r.get(k.df_version))
-    for fp, owner in memory.owners.items():
-        assert r.get(k.fingerprint(fp)).decode() == owner
+    return memory_decisions
 
 
 @pytest.mark.parametrize("stories_per_term", [None, 2])
@@ -90,10 +113,19 @@ def test_the_checked_in_streams_decide_alike_in_memory_and_on_redis(store, stori
 
 
 def test_a_dev_stream_with_copies_decides_alike_in_memory_and_on_redis(store):
-    records = stream([require_shared(DEV_STREAM)], 600)
-    memory_decisions, _ = decide_in_memory(records, store.settings)
-    assert any(duplicate for _, _, duplicate, _ in memory_decisions), "the stream must hold copies"
+    decisions = assert_same_decisions_and_records(stream([require_shared(DEV_STREAM)], 600), store)
+    assert any(duplicate for _, _, duplicate, _ in decisions), "the stream must hold copies"
+
+
+def test_a_shuffled_stream_with_earlier_copies_arriving_late_decides_alike(store):
+    """Copies decided before their earlier original: the original takes over (promotion) on both twins."""
+    records = stream([require_shared(DEV_STREAM)], 400)
+    random.Random(17).shuffle(records)
     assert_same_decisions_and_records(records, store)
+    k = store.keys
+    promoted = [key for key in store.redis.scan_iter(match=f"{k.prefix}:article:*", count=1000)
+                if b'"promoted_over"' in (zlib.decompress(store.redis.hget(key, "decision") or zlib.compress(b"")))]
+    assert len(promoted) >= 3, "the shuffle must make earlier copies arrive late"
 
 
 def test_the_memory_twin_runs_without_any_redis(settings):
