@@ -3,27 +3,12 @@ for deciding (load_articles), and the two times metrics need
 (processing_times). Part of :class:`storyengine.store.RedisStore`."""
 from __future__ import annotations
 
-import json
-import zlib
-
 from redis import Redis
 
 from .keys import Keys
 from .missing import missing
-from .records import ARTICLE_PUBLIC_FIELDS, decode
+from .records import ARTICLE_PUBLIC_FIELDS, article_record, decode_hash
 from .settings import Settings
-
-_BINARY_FIELDS = frozenset({"bands", "shingle_set", "centroid", "rep_vec", "terms", "decision"})
-
-
-def decode_hash(raw: dict) -> dict:
-    """Field names and text values as str; binary fields (signatures, vectors) left as bytes."""
-    out = {}
-    for k, v in raw.items():
-        name = decode(k)
-        out[name] = v if name in _BINARY_FIELDS else decode(v)
-    return out
-
 
 class ArticleReads:
     """Reads of the article hash; uses the store's ``redis``, ``keys`` and ``settings``."""
@@ -32,7 +17,7 @@ class ArticleReads:
     settings: Settings
 
     def get_article(self, article_id: str) -> dict:
-        """The article's stored fields (ARTICLE_PUBLIC_FIELDS), parsed (see article_record)."""
+        """The article's stored fields (ARTICLE_PUBLIC_FIELDS), parsed (records.article_record)."""
         raw = self.redis.hmget(self.keys.article(article_id), ARTICLE_PUBLIC_FIELDS)
         if raw[0] is None:
             raise missing(self.redis, self.keys, self.settings, "article", article_id)
@@ -58,22 +43,3 @@ class ArticleReads:
                 pipe.hmget(self.keys.article(article_id), ("received_ts", "processed_ts"))
             rows = pipe.execute()
         return [(float(r) if r else None, float(p) if p else None) for r, p in rows]
-
-
-def article_record(raw: dict) -> dict:
-    """An article's fields as read, parsed: text as str, empty or missing ones
-    None, times (``*_ts``) and the similarity as floats, the decision
-    decompressed, the two flags as bools."""
-    record = {name: (decode(value) or None) for name, value in raw.items() if name != "decision"}
-    if "decision" in raw:  # stored compressed (storyengine.records.compact_decision)
-        record["decision"] = json.loads(zlib.decompress(raw["decision"])) if raw["decision"] else None
-    for name in ("similarity", "published_ts", "received_ts", "processed_ts"):
-        if record.get(name) is not None:
-            record[name] = float(record[name])
-    # The article came without a date and took the stream's time (storyengine.clock).
-    if "published_assigned" in record:
-        record["published_assigned"] = record["published_assigned"] == "1"
-    # The article came without a title and its headline was made from its body.
-    if "title_derived" in record:
-        record["title_derived"] = record["title_derived"] == "1"
-    return record

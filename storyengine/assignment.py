@@ -7,13 +7,13 @@ from __future__ import annotations
 import hashlib
 
 from . import records
-from .batch import Batch
+from .batch import Batch, Story
 from .batch_reads import BatchReads
 from .decisions import Decision, received_ts, with_text_report
 from .features import Features
-from .records import Story
 from .settings import Settings
-from .stories import Bucket, StoryScore, base_threshold, bucket_index, choose_story, threshold_for, updated_centroid
+from .buckets import Bucket, bucket_index
+from .stories import StoryScore, base_threshold, choose_story, threshold_for, updated_centroid
 from .text import ENTITY_PREFIX
 from .vectors import SparseVector
 

@@ -18,18 +18,94 @@ connection.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import records
-from .records import Story
+from .records import STORY_FIELDS, decode, json_field, stored_buckets
 from .settings import Settings
+from .buckets import Bucket
+from .stories import CandidateStory
+from .story_writer import StoryUpdate
+from .vectors import SparseVector
 
 # How many canonical articles one band slot remembers (the newest): texts
 # that share a band are near-copies of each other, and verification compares
 # against any of them.
 BAND_SLOT_IDS = 3
+
+@dataclass
+class Story:
+    """A story as the decider sees it: read once, then updated in place."""
+    story_id: str
+    first_seen: float
+    last_updated: float
+    article_count: int
+    originals: int
+    buckets: dict[int, Bucket]
+    raw: dict = field(default_factory=dict)  # stored fields, parsed when first needed
+    indexed: list[int] = field(default_factory=list)
+    indexed_at_start: list[int] = field(default_factory=list)
+    canonicals: list[str] = field(default_factory=list)
+    dirty_buckets: set[int] = field(default_factory=set)
+    details_changed: bool = False  # an article joined: centroid, representative and names to write
+    details: dict | None = None  # centroid, representative, names: parsed when an article joins
+
+    def load_details(self) -> dict:
+        if self.details is None:
+            r = self.raw
+            self.details = {
+                "centroid": SparseVector.from_bytes(r["centroid"]), "rep_vec": SparseVector.from_bytes(r["rep_vec"]),
+                "names": {int(a): b for a, b in json_field(r["term_names"], {}).items()},
+                "headline": decode(r["headline"]), "representative": decode(r["representative"])}
+        return self.details
+
+    def as_candidate(self) -> CandidateStory:
+        return CandidateStory(self.story_id, self.first_seen, self.last_updated, self.originals, self.buckets)
+
+    @property
+    def last_updated_at_start(self) -> float | None:
+        started = self.raw.get("last_updated")
+        return None if started is None else float(started)
+
+    @classmethod
+    def from_hash(cls, story_id: str, raw: dict) -> "Story":
+        """From the whole hash (HGETALL): every day bucket, parsed afresh."""
+        fields = {key.decode(): value for key, value in raw.items()}
+        indexed = json_field(fields.get("indexed"), [])
+        return cls(story_id, float(fields["first_seen"]), float(fields["last_updated"]), int(fields["article_count"]),
+                   int(fields["originals"]), stored_buckets(raw), fields, indexed, list(indexed),
+                   json_field(fields.get("canonicals"), []))
+
+    @classmethod
+    def from_row(cls, story_id: str, row: list, bucket_ids: list[int]) -> "Story | None":
+        """From a row of ``STORY_FIELDS`` then the ``bucket_ids``' fields, as read by HMGET."""
+        if row[0] is None:
+            return None
+        raw = dict(zip(STORY_FIELDS, row))
+        buckets = {i: parsed_bucket(b) for i, b in zip(bucket_ids, row[len(STORY_FIELDS):]) if b}
+        indexed = json_field(raw["indexed"], [])
+        return cls(story_id, float(raw["first_seen"]), float(raw["last_updated"]), int(raw["article_count"]),
+                   int(raw["originals"]), buckets, raw, indexed, list(indexed), json_field(raw["canonicals"], []))
+
+
+_PARSED_BUCKETS: dict[bytes, Bucket] = {}
+
+
+def parsed_bucket(raw: bytes) -> Bucket:
+    """A stored bucket, parsed once per process: most candidate stories did
+    not change since the last batch read them, and the same bytes give the
+    same bucket (treated as read-only: updates make new ones)."""
+    bucket = _PARSED_BUCKETS.get(raw)
+    if bucket is None:
+        if len(_PARSED_BUCKETS) >= 50_000:
+            for key in list(_PARSED_BUCKETS)[:25_000]:  # the oldest half
+                del _PARSED_BUCKETS[key]
+        bucket = _PARSED_BUCKETS[raw] = Bucket.from_bytes(raw)
+    return bucket
+
+
 
 @dataclass
 class Candidate:
@@ -81,9 +157,6 @@ class DocumentFrequencies:
         self.docs = int(docs or 0)
         self.version = int(version or 0)
 
-
-def decode(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 class Batch:
@@ -154,7 +227,7 @@ class Batch:
         return set(found)
 
     # ------------------------------------------------------------------ what the commit writes
-    def story_updates(self) -> list[records.StoryUpdate]:
+    def story_updates(self) -> list[StoryUpdate]:
         """What the commit writes of each story this batch changed."""
         updates = []
         kept: dict[str, float] = {}
@@ -171,7 +244,7 @@ class Batch:
                 first_seen=story.first_seen, last_updated=story.last_updated, article_count=story.article_count,
                 originals=story.originals, indexed=story.indexed, canonicals=story.canonicals,
                 buckets={index: story.buckets[index] for index in story.dirty_buckets}))
-            updates.append(records.StoryUpdate(
+            updates.append(StoryUpdate(
                 story.story_id, fields, story.last_updated, story.article_count, story.indexed,
                 story.indexed_at_start, story.last_updated_at_start, kept.get(story.story_id)))
         return updates

@@ -14,7 +14,7 @@ from .batch import Batch, Candidate, DocumentFrequencies, ShingleCache
 from .features import Features
 from .settings import Settings
 from .state import DecisionState
-from .stories import bucket_index
+from .buckets import bucket_index
 from .vectors import SparseVector, tfidf
 
 

@@ -25,7 +25,8 @@ prefix, over its shards: docs/scaling.md.)
     {p}:stories:size             zset   story -> article count (ties broken by recency)
     {p}:stories:kept             zset   story -> newest published time of any of its articles (a late
                                         reprint too, which does not move :recent): retention's clock
-    {p}:term:{feature}           zset   story -> newest published time, for stories that term indexes
+    {p}:term:{feature}           zset   story -> its last update rounded up to the next 6 hours
+                                        (storyengine.story_writer.index_score), for stories it indexes
     {p}:clock                    string the stream clock (storyengine.clock): a watermark of published times
     {p}:clock:times              zset   "n\\0outlet" -> each outlet's n-th newest published time (n <= 2)
     {p}:clock:seen               zset   outlet -> when it last advanced the clock (wall clock): idle outlets leave
@@ -34,7 +35,7 @@ prefix, over its shards: docs/scaling.md.)
     {p}:df                       string document frequency per hashed term (BITFIELD u32 counters)
     {p}:df:docs                  string number of documents counted in {p}:df
     {p}:df:version               string bumped by every write to {p}:df (workers cache it)
-    {p}:assign-lock              string the story-assignment lock (see storyengine.decider)
+    {p}:assign-lock              string the story-assignment lock (storyengine.locking)
     {p}:metrics                  hash   service counters and the latency histogram (storyengine.metrics)
     {p}:workers                  zset   worker node name -> last heartbeat, epoch seconds (workers.heartbeat)
 """

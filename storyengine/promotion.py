@@ -21,8 +21,9 @@ from .batch import BAND_SLOT_IDS
 from .decisions import Decision
 from .features import Features
 from .keys import Keys
-from .records import StoryUpdate, decompress_features, json_field
+from .records import decompress_features, json_field
 from .settings import Settings
+from .story_writer import StoryUpdate
 
 # What a promotion reads: of each old canonical article, of the story, and of each of its members.
 OLD_CANONICAL_FIELDS = ("bands", "fingerprint", "terms")

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import redis
 
 from . import records
-from .records import Story
+from .batch import Story
+from .story_writer import StoryUpdate, StoryWriter
 from .errors import StoreUnavailable
 from .locking import AssignmentLock
 from .assignment import readable_terms
@@ -69,7 +70,7 @@ class Repairer:
         self.settings = settings or store.settings
         self.keys = store.keys
         self.redis = store.redis
-        self._stories = records.StoryWriter(store.redis, store.keys)
+        self._stories = StoryWriter(store.redis, store.keys)
 
     def run(self) -> RepairReport:
         try:
@@ -174,7 +175,7 @@ class Repairer:
                 centroid=centroid, term_names=names, top_terms=top_terms, indexed=heaviest, canonicals=canonicals,
                 merged_from=merged_from, headline=rep_from["headline"], representative=rep_from["representative"],
                 rep_vec=rep_from["rep_vec"], buckets=buckets)
-            self._stories.write(pipe, [records.StoryUpdate(
+            self._stories.write(pipe, [StoryUpdate(
                 kid, fields, last_updated, article_count, heaviest, kept.indexed, kept.last_updated,
                 kept=max(last_updated, merged_kept or 0.0))])
             self._stories.add_members(pipe, kid, {member.decode(): published for member, published in members},

@@ -33,6 +33,7 @@ import redis
 
 from . import records, tombstones
 from .records import decode
+from .story_writer import StoryWriter
 from .clock import StreamClock, parse
 from .locking import AssignmentLock
 from .signatures import BandLayout
@@ -60,7 +61,7 @@ class Retention:
         self.clock = StreamClock(store.redis, store.keys, store.settings)
         self._band_lookup = band_lookup
         self._band_write = band_write
-        self._stories = records.StoryWriter(store.redis, store.keys)
+        self._stories = StoryWriter(store.redis, store.keys)
 
     def advance_and_age_out(self, lock: AssignmentLock, events, limit: int = STORIES_PER_CALL) -> float | None:
         """Advance the stream clock by dated (outlet, published) ``events``

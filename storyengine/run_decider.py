@@ -117,7 +117,7 @@ class RunDecider:
                                             s.candidate_stories)
         self.reads.fetch(batch, story_ids, ())
         stories = {sid: batch.stories[sid] for sid in sorted(story_ids) if batch.stories.get(sid) is not None}
-        scores = rank_stories(vector, f.published, [st.state() for st in stories.values()], s, f.word_groups,
+        scores = rank_stories(vector, f.published, [st.as_candidate() for st in stories.values()], s, f.word_groups,
                               f.distinct_words)
         duplicate_report, verified = self._duplicates.find(batch, article_id, f, stories, scores)
         if verified:

@@ -30,13 +30,14 @@ import numpy as np
 from redis.connection import Encoder
 
 from . import boilerplate, promotion, records
-from .batch import Batch, DocumentFrequencies, scored_members
+from .batch import Batch, DocumentFrequencies, Story, scored_members
 from .decisions import Decision, received_ts
 from .features import Features
 from .keys import Keys
 from .locking import AssignmentConflict, AssignmentLock
 from .metrics import queue_decided
-from .records import CANDIDATE_FIELDS, STORY_FIELDS, Story, bucket_field, decode
+from .records import CANDIDATE_FIELDS, STORY_FIELDS, bucket_field, decode
+from .story_writer import StoryUpdate, StoryWriter, index_score
 from .redis_scripts import BAND_LOOKUP, BAND_WRITE, DF_CHANGE, TERM_LOOKUP
 from .settings import Settings
 
@@ -86,7 +87,7 @@ class RedisState:
         self._term_lookup = redis_client.register_script(TERM_LOOKUP)
         self._scripts = {"band_write": self.band_write, "df_change": redis_client.register_script(DF_CHANGE),
                          "boilerplate_count": redis_client.register_script(boilerplate.COUNT)}
-        self.story_writer = records.StoryWriter(redis_client, keys)
+        self.story_writer = StoryWriter(redis_client, keys)
 
     def read_df(self, df: DocumentFrequencies) -> None:
         k = self.keys
@@ -330,14 +331,14 @@ class MemoryState:
         stored.update({name: self._encode(value) for name, value in fields.items()})
         self.members.setdefault(story_id, {})[article_id] = published
 
-    def _write_stories(self, updates: list[records.StoryUpdate]) -> None:
+    def _write_stories(self, updates: list[StoryUpdate]) -> None:
         for update in updates:
             self.stories.setdefault(update.story_id, {}).update(
                 {name: self._encode(value) for name, value in update.fields.items()})
             for feature in set(update.indexed_before or ()) - set(update.indexed):
                 self.terms.get(feature, {}).pop(update.story_id, None)
             for feature in update.indexed:
-                self.terms.setdefault(feature, {})[update.story_id] = records.index_score(update.last_updated)
+                self.terms.setdefault(feature, {})[update.story_id] = index_score(update.last_updated)
 
     def _write_bands(self, values: dict[Slot, str]) -> None:
         for slot, value in values.items():

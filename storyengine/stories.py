@@ -32,61 +32,13 @@ product, and the kernel is applied at the bucket's mean time.
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .buckets import HOUR, Bucket
 from .settings import Settings
 from .vectors import SparseVector
-
-HOUR = 3600.0
-_BUCKET_HEADER = struct.Struct("<Id")  # member count, sum of member times
-
-
-@dataclass
-class Bucket:
-    """The members of one story published in one time bucket."""
-    vector: SparseVector  # sum of the members' unit TF-IDF vectors
-    count: int
-    time_sum: float
-
-    @property
-    def mean_time(self) -> float:
-        return self.time_sum / self.count
-
-    def add(self, vector: SparseVector, published: float, max_terms: int) -> "Bucket":
-        return Bucket(self.vector.add(vector).top(max_terms), self.count + 1, self.time_sum + published)
-
-    def merge(self, other: "Bucket", max_terms: int) -> "Bucket":
-        return Bucket(self.vector.add(other.vector).top(max_terms), self.count + other.count,
-                      self.time_sum + other.time_sum)
-
-    def to_bytes(self) -> bytes:
-        return _BUCKET_HEADER.pack(self.count, self.time_sum) + self.vector.to_bytes()
-
-    def stored(self) -> "Bucket":
-        """This bucket as :meth:`from_bytes` reads back what :meth:`to_bytes` wrote."""
-        return Bucket(self.vector.stored(), self.count, self.time_sum)
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> "Bucket":
-        count, time_sum = _BUCKET_HEADER.unpack_from(raw)
-        return cls(SparseVector.from_bytes(raw[_BUCKET_HEADER.size:]), count, time_sum)
-
-    @classmethod
-    def of(cls, vector: SparseVector, published: float) -> "Bucket":
-        return cls(vector, 1, published)
-
-
-def bucket_index(published: float, settings: Settings) -> int:
-    return int(published // (settings.bucket_hours * HOUR))
-
-
-def buckets_near(published: float, settings: Settings) -> list[int]:
-    """The buckets that can hold members inside the window around ``published``."""
-    window = settings.story_window_hours * HOUR
-    return list(range(bucket_index(published - window, settings), bucket_index(published + window, settings) + 1))
 
 
 def kernel(gap_seconds: float, settings: Settings) -> float:
@@ -98,7 +50,7 @@ def kernel(gap_seconds: float, settings: Settings) -> float:
 
 
 @dataclass
-class StoryState:
+class CandidateStory:
     """What assignment needs to know of a candidate story."""
     story_id: str
     first_seen: float
@@ -183,12 +135,12 @@ def story_words(buckets: dict[int, Bucket], settings: Settings) -> float:
     return min(per_member) if per_member else float(settings.full_text_words)
 
 
-def in_window(published: float, story: StoryState, window_hours: float) -> bool:
+def in_window(published: float, story: CandidateStory, window_hours: float) -> bool:
     window = window_hours * HOUR
     return story.last_updated >= published - window and story.first_seen <= published + window
 
 
-def rank_stories(vector: SparseVector, published: float, candidates: list[StoryState],
+def rank_stories(vector: SparseVector, published: float, candidates: list[CandidateStory],
                  settings: Settings, groups: np.ndarray | None = None,
                  words: int | None = None) -> list[StoryScore]:
     """Candidate stories inside the window, best first, with every bucket's

@@ -4,16 +4,14 @@ page read by a bounded Lua scan of a story index. Part of
 :class:`storyengine.store.RedisStore`."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from redis import Redis
 
-from .article_reads import article_record
 from .errors import StoryMoved
 from .keys import Keys
 from .missing import missing
-from .records import MEMBER_PUBLIC_FIELDS, STORY_PUBLIC_FIELDS, decode
+from .records import MEMBER_PUBLIC_FIELDS, STORY_PUBLIC_FIELDS, article_record, decode, story_record
 from .settings import Settings
 
 # A page of stories in one command: each story's fields and its outlet counts
@@ -91,7 +89,7 @@ class StoryReads:
     settings: Settings
 
     def get_story(self, story_id: str, max_articles: int = 500) -> dict:
-        """A story's record (see _story_record) with its first ``max_articles``
+        """A story's record (records.story_record) with its first ``max_articles``
         members' records under ``articles`` (MEMBER_PUBLIC_FIELDS), in the
         story's order. A story that the repair pass merged away raises
         :class:`StoryMoved` naming where its articles live now (following any
@@ -106,7 +104,7 @@ class StoryReads:
             raise missing(self.redis, self.keys, self.settings, "story", story_id)
         if story_raw[-1] is not None:
             raise StoryMoved(story_id, self.resolve_story(decode(story_raw[-1])))
-        story = _story_record(dict(zip(STORY_PUBLIC_FIELDS, story_raw[:-1])), sources)
+        story = story_record(dict(zip(STORY_PUBLIC_FIELDS, story_raw[:-1])), sources)
         with self.redis.pipeline(transaction=False) as pipe:
             for member in member_ids:
                 pipe.hmget(k.article(decode(member)), MEMBER_PUBLIC_FIELDS)
@@ -125,7 +123,7 @@ class StoryReads:
     def list_stories(self, sort: str, limit: int, since: float | None = None, until: float | None = None,
                      min_sources: int = 1, after: tuple[float, str] | None = None,
                      scan_rows: int = LIST_SCAN_ROWS) -> Page:
-        """Story records (see _story_record) newest first (``recent``) or largest
+        """Story records (records.story_record) newest first (``recent``) or largest
         first (``size``), keyset-paginated
         by (score, id): ``after`` is the position to go on from. Filters that the
         index cannot answer are applied to the rows read, in chunks that cost
@@ -171,7 +169,7 @@ class StoryReads:
                 story_raw, flat_sources = fetched[2 * i], fetched[2 * i + 1]
                 if story_raw[0] is None:
                     continue  # removed between the two reads
-                story = _story_record(dict(zip(STORY_PUBLIC_FIELDS, story_raw)),
+                story = story_record(dict(zip(STORY_PUBLIC_FIELDS, story_raw)),
                                       dict(zip(flat_sources[::2], flat_sources[1::2])))
                 if len(story["sources"]) < min_sources:
                     continue
@@ -185,24 +183,6 @@ class StoryReads:
                     break
             chunk *= 2
         return Page(items=items, next_after=position if more else None)
-
-
-def _story_record(raw: dict, sources: dict) -> dict:
-    """A story's fields as read, parsed (counts as ints, times as floats, the
-    term and merge lists decoded), with ``sources``: each outlet's article count."""
-    s = {name: decode(value) for name, value in raw.items()}
-    return {
-        "id": s["id"],
-        "headline": s["headline"],
-        "representative": s["representative"],
-        "first_seen": float(s["first_seen"]),
-        "last_updated": float(s["last_updated"]),
-        "article_count": int(s["article_count"]),
-        "originals": int(s["originals"]),
-        "top_terms": json.loads(s["top_terms"] or "[]"),
-        "merged_from": json.loads(s["merged_from"] or "[]"),
-        "sources": {name.decode("utf-8"): int(count) for name, count in sources.items()},
-    }
 
 
 def _score_arg(score: float | str) -> str:

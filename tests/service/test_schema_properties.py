@@ -302,8 +302,8 @@ def seeded(api, store):
     records = [new_article_record(source="seed.example", url=f"https://seed.example/{i}", title=t, body=b,
                                   published_at=now - timedelta(hours=i + 1)) for i, (t, b) in enumerate(topics)]
     store.accept_articles(records)
-    processor = Decider(store)
-    story_ids = [processor.process(r["id"]).story_id for r in records]
+    decider = Decider(store)
+    story_ids = [decider.process(r["id"]).story_id for r in records]
     return api, story_ids
 
 

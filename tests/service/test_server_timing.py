@@ -31,8 +31,8 @@ def stories(store) -> dict[str, str]:
     """Five stories (one with two outlets' reports and a reprint); returns article id -> story id."""
     records = [article(**spec) for spec in (BANK, FOOTBALL, COURIER, REPRINT, VALLEY, BRIDGE, TRAWLER[0])]
     store.accept_articles(records)
-    processor = Decider(store)
-    outcomes = {rec["id"]: processor.process(rec["id"]).story_id for rec in records}
+    decider = Decider(store)
+    outcomes = {rec["id"]: decider.process(rec["id"]).story_id for rec in records}
     assert len(set(outcomes.values())) == 5
     return outcomes
 

@@ -87,10 +87,10 @@ def stories(store, now) -> dict[str, str]:
                                               title=f"Reprint {n}: {title.lower()}", body=body,
                                               published_at=now - timedelta(hours=reprint_hours)))
     store.accept_articles(records)
-    processor = Decider(store)
+    decider = Decider(store)
     by_topic = {}
     for record in records:
-        outcome = processor.process(record["id"])
+        outcome = decider.process(record["id"])
         by_topic.setdefault(next(t for t in TOPICS if t in record["url"]), set()).add(outcome.story_id)
     assert all(len(ids) == 1 for ids in by_topic.values()), by_topic
     ids = {topic: next(iter(s)) for topic, s in by_topic.items()}
@@ -229,8 +229,8 @@ def many_single_outlet_stories(store, now) -> dict:
     records.append(new_article_record(source="echo.example", url="https://echo.example/r", title="Echo of 24",
                                       body=records[-1]["body"], published_at=now - timedelta(hours=24, minutes=30)))
     store.accept_articles(records)
-    processor = Decider(store)
-    outcomes = [processor.process(r["id"]) for r in records]
+    decider = Decider(store)
+    outcomes = [decider.process(r["id"]) for r in records]
     assert len({o.story_id for o in outcomes}) == 25
     return {"two_outlets": outcomes[-1].story_id}
 
@@ -389,9 +389,9 @@ def test_story_folds_a_reprint_under_its_canonical_article(client, store, now):
     vt, vb = TOPICS["vaccine"]
     other = post(client, source="gamma.example", url="https://gamma.example/health", title=vt, body=vb,
                  published_at=iso(now - timedelta(hours=1)))
-    processor = Decider(store)
+    decider = Decider(store)
     for article_id in (original, reprint, other):
-        processor.process(article_id)
+        decider.process(article_id)
 
     reprint_view = client.get(f"/v1/articles/{reprint}").get_json()
     assert reprint_view["status"] == "processed"

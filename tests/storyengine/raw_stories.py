@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
 from storyengine import records
+from storyengine.story_writer import StoryUpdate, StoryWriter
 from storyengine.store import RedisStore
 
 WHEN = datetime(2024, 3, 5, 8, 30, tzinfo=timezone.utc)
@@ -26,8 +27,8 @@ def put_story(store: RedisStore, story_id: str, last_updated: float, article_cou
         id=story_id, headline=f"Headline of {story_id}", representative=f"{story_id}-rep",
         first_seen=last_updated - 3600, last_updated=last_updated, article_count=article_count,
         originals=article_count, top_terms=["term"])
-    writer = records.StoryWriter(store.redis, store.keys)
-    writer.write(client, [records.StoryUpdate(story_id, fields, last_updated, article_count, indexed=[])])
+    writer = StoryWriter(store.redis, store.keys)
+    writer.write(client, [StoryUpdate(story_id, fields, last_updated, article_count, indexed=[])])
     writer.add_members(client, story_id, {}, sources)
 
 

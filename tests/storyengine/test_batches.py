@@ -63,18 +63,18 @@ def dev_records(limit: int) -> list[dict]:
     return records
 
 
-def one_at_a_time(store: RedisStore, records: list[dict], processor: Decider | None = None) -> list[Outcome]:
-    processor = processor or Decider(store)
-    return [processor.process(article_id) for article_id in accept(store, records)]
+def one_at_a_time(store: RedisStore, records: list[dict], decider: Decider | None = None) -> list[Outcome]:
+    decider = decider or Decider(store)
+    return [decider.process(article_id) for article_id in accept(store, records)]
 
 
-def in_batches(store: RedisStore, records: list[dict], size: int, processor: Decider | None = None
+def in_batches(store: RedisStore, records: list[dict], size: int, decider: Decider | None = None
                ) -> list[Outcome]:
-    processor = processor or Decider(store)
+    decider = decider or Decider(store)
     ids = accept(store, records)
     out = []
     for start in range(0, len(ids), size):
-        out += processor.process_many(ids[start:start + size])
+        out += decider.process_many(ids[start:start + size])
     return out
 
 
@@ -295,10 +295,10 @@ def test_processed_articles_keep_no_body_and_only_canonicals_keep_what_comparing
     records = {spec["client_id"]: article(**spec) for spec in specs}
     accept(store, list(records.values()))
     assert store.load_article("fire-courier")["body"] == records["fire-courier"]["body"]  # still queued
-    processor = Decider(store)
-    outcomes = processor.process_many(list(records))
+    decider = Decider(store)
+    outcomes = decider.process_many(list(records))
     assert [o.duplicate_of for o in outcomes] == [None, None, "fire-courier", None]
-    bands = processor.featuriser.layout.bands
+    bands = decider.featuriser.layout.bands
     for article_id, record in records.items():
         raw = store.redis.hgetall(store.keys.article(article_id))
         assert raw[b"status"] == b"processed"
@@ -306,7 +306,7 @@ def test_processed_articles_keep_no_body_and_only_canonicals_keep_what_comparing
         if article_id == "fire-reprint":
             assert not {b"shingle_set", b"bands", b"terms"} & set(raw)
             continue
-        features = processor.featuriser.featurise(record)
+        features = decider.featuriser.featurise(record)
         assert len(raw[b"bands"]) == 6 * bands
         assert signatures.BandLayout.slots_from_bytes(raw[b"bands"]) == features.bands
         assert raw[b"shingle_set"] == signatures.shingle_set_to_bytes(features.shingle_set)
@@ -328,11 +328,11 @@ def test_promoted_over_canonicals_drop_what_only_canonicals_keep(store):
 
 
 # ---------------------------------------------------------------- (f) the document-frequency cache
-def test_two_processors_alternating_batches_count_terms_as_one(fresh_store):
+def test_two_deciders_alternating_batches_count_terms_as_one(fresh_store):
     """Two Decider objects (two workers) on one store take turns, batch by batch,
     including a promotion that takes a text out of the statistics: each must see
     the other's counts (its cache is checked against {p}:df:version), so the
-    stored document frequencies and every decision equal one processor's."""
+    stored document frequencies and every decision equal one decider's."""
     records = dev_records(240)
     # The Halvik cuts and whole at the stream's own time (a 2024 article would be past retention here).
     base = datetime.fromisoformat(records[119]["published_at"].replace("Z", "+00:00"))
@@ -365,9 +365,9 @@ def test_two_processors_alternating_batches_count_terms_as_one(fresh_store):
     assert_same_state(two, one)
 
 
-def test_a_processor_sees_counts_another_wrote_since_its_last_batch(store, fresh_store):
-    """The second processor's batch changes the counts; the first processor's next
-    batch weighs terms with them: it decides and scores exactly as one processor
+def test_a_decider_sees_counts_another_wrote_since_its_last_batch(store, fresh_store):
+    """The second decider's batch changes the counts; the first decider's next
+    batch weighs terms with them: it decides and scores exactly as one decider
     that made all three batches."""
     specs = (BANK, COURIER, VALLEY)
     first, second = Decider(store), Decider(store)
@@ -402,17 +402,17 @@ def test_a_batch_accounts_for_its_time_by_phase(store, case):
     from storyengine.phases import PHASES
     records = dev_records(80) if case == "dev" else [article(**s) for s in PROMOTIONS["halvik"]]
     ids = accept(store, records)
-    processor = Decider(store)
+    decider = Decider(store)
     began = time.perf_counter()
-    outcomes = processor.process_many(ids)
+    outcomes = decider.process_many(ids)
     took = time.perf_counter() - began
     assert all(o.error is None for o in outcomes)
-    seconds = dict(processor.phase_seconds)
+    seconds = dict(decider.phase_seconds)
     assert set(seconds) == set(PHASES), seconds
     for phase in ("load", "featurise", "lock", "reads", "decide", "commit"):
         assert seconds[phase] > 0, (phase, seconds)
     assert sum(seconds.values()) <= took
     assert sum(seconds.values()) >= 0.5 * took, (seconds, took)
     # A second call adds to the same counters.
-    processor.process_many(ids)
-    assert processor.phase_seconds["load"] > seconds["load"]
+    decider.process_many(ids)
+    assert decider.phase_seconds["load"] > seconds["load"]

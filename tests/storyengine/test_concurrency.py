@@ -1,4 +1,4 @@
-"""Races between processors on a real Redis: out-of-order copies, simultaneous
+"""Races between deciders on a real Redis: out-of-order copies, simultaneous
 copies of one event, and a decision whose lock expired before its commit."""
 from __future__ import annotations
 
@@ -31,17 +31,17 @@ def record(article_id: str, minutes: int, title: str = "Fire destroys Marrowby h
                               article_id=article_id)
 
 
-def accept_and_process(store: RedisStore, processor: Decider, rec: dict):
+def accept_and_process(store: RedisStore, decider: Decider, rec: dict):
     store.accept_articles([rec])
-    return processor.process(rec["id"])
+    return decider.process(rec["id"])
 
 
 def test_an_earlier_copy_arriving_later_becomes_the_canonical(store):
-    processor = Decider(store)
-    accept_and_process(store, processor, record("late-copy", 90, title="REPRINT: Fire destroys harbour warehouse",
+    decider = Decider(store)
+    accept_and_process(store, decider, record("late-copy", 90, title="REPRINT: Fire destroys harbour warehouse",
                                                  body="Advertisement\n" + BODY))
-    accept_and_process(store, processor, record("original", 0))
-    accept_and_process(store, processor, record("third-copy", 120, body=BODY + "\nShare this article"))
+    accept_and_process(store, decider, record("original", 0))
+    accept_and_process(store, decider, record("third-copy", 120, body=BODY + "\nShare this article"))
 
     original = article_answer(store, "original")
     late = article_answer(store, "late-copy")
@@ -58,10 +58,10 @@ def test_an_earlier_copy_arriving_later_becomes_the_canonical(store):
 
 
 def test_simultaneous_copies_of_one_event_open_one_story(redis_url, settings):
-    """Eight processors (own connections, like worker processes) decide eight
+    """Eight deciders (own connections, like worker processes) decide eight
     copies at once; the assignment lock serialises the decisions."""
     stores = [RedisStore(connect(redis_url), settings) for _ in range(8)]
-    processors = [Decider(s) for s in stores]
+    deciders = [Decider(s) for s in stores]
     records = [record(f"copy-{i}", i, body=BODY + f"\nFiled by desk {i}.") for i in range(8)]
     stores[0].accept_articles(records)
     barrier = threading.Barrier(len(records))
@@ -70,7 +70,7 @@ def test_simultaneous_copies_of_one_event_open_one_story(redis_url, settings):
     def run(i):
         barrier.wait()
         try:
-            processors[i].process(records[i]["id"])
+            deciders[i].process(records[i]["id"])
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -96,21 +96,21 @@ def store_story_count(store: RedisStore) -> int:
 
 
 def test_a_decision_whose_lock_expired_is_not_written(store, monkeypatch):
-    processor = Decider(store)
+    decider = Decider(store)
     rec = record("slow", 0)
     store.accept_articles([rec])
-    original_decide = processor.run_decider._decide
+    original_decide = decider.run_decider._decide
 
     def decide_then_lose_lock(*args, **kwargs):
         # Another worker takes the lock after ours expired, mid-decision.
         store.redis.set(store.keys.assign_lock, b"someone-else")
         return original_decide(*args, **kwargs)
 
-    monkeypatch.setattr(processor.run_decider, "_decide", decide_then_lose_lock)
+    monkeypatch.setattr(decider.run_decider, "_decide", decide_then_lose_lock)
     with pytest.raises(AssignmentConflict):
-        processor.process("slow")
+        decider.process("slow")
     assert article_answer(store, "slow")["status"] == "queued"
     assert store_story_count(store) == 0
     store.redis.delete(store.keys.assign_lock)
     monkeypatch.undo()
-    assert processor.process("slow").opened_story  # the retry goes through
+    assert decider.process("slow").opened_story  # the retry goes through

@@ -1,6 +1,6 @@
 """The duplicate rule and its settings, and promotion under the lock it is
 given (storyengine.duplicates). The flows themselves are tested end to end in
-test_pipeline.py and test_batches.py."""
+test_decider.py and test_batches.py."""
 from __future__ import annotations
 
 import pytest

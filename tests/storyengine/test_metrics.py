@@ -27,7 +27,7 @@ from tests.helpers import pairs
 
 
 @pytest.fixture
-def processor(store):
+def decider(store):
     return Decider(store)
 
 
@@ -44,9 +44,9 @@ def snapshot(store: RedisStore) -> MetricsSnapshot:
 WORDLESS = dict(client_id="wordless", title="!!! ???", body="\u2014 ... \u2014", hours=1, source="shouty.example")
 
 
-def test_outcomes_are_counted_once_and_a_redelivery_counts_nothing(store, processor):
+def test_outcomes_are_counted_once_and_a_redelivery_counts_nothing(store, decider):
     ids = accept(store, COURIER, REPRINT, BANK)
-    outcomes = processor.process_many(ids)
+    outcomes = decider.process_many(ids)
     counts = snapshot(store).counters
     assert counts["articles_decided"] == 3
     assert counts["duplicates"] == sum(1 for o in outcomes if o.duplicate_of) == 1
@@ -55,25 +55,25 @@ def test_outcomes_are_counted_once_and_a_redelivery_counts_nothing(store, proces
     before = store.redis.hgetall(store.keys.metrics)
 
     # A redelivered task: every article already processed, nothing counted.
-    again = processor.process_many(ids + ids[:1])
+    again = decider.process_many(ids + ids[:1])
     assert all(o.already_processed for o in again)
     assert store.redis.hgetall(store.keys.metrics) == before
 
 
-def test_an_id_twice_in_one_task_is_one_article(store, processor):
+def test_an_id_twice_in_one_task_is_one_article(store, decider):
     [bank] = accept(store, BANK)
-    processor.process_many([bank, bank])
+    decider.process_many([bank, bank])
     assert snapshot(store).counters["articles_decided"] == 1 == snapshot(store).latency_count
 
 
-def test_each_latency_lands_in_its_bucket_and_the_sum(store, processor):
+def test_each_latency_lands_in_its_bucket_and_the_sum(store, decider):
     """received_ts moved back 7 s (waited in the queue), one in the future (an
     API host whose clock runs ahead: counted as 0 s, not negative), one as posted."""
     waited, ahead, fresh = accept(store, COURIER, BANK, dict(BANK, client_id="bank-2", source="other.example"))
     now = time.time()
     store.redis.hset(store.keys.article(waited), "received_ts", round(now - 7.0, 3))
     store.redis.hset(store.keys.article(ahead), "received_ts", round(now + 100.0, 3))
-    processor.process_many([waited, ahead, fresh])
+    decider.process_many([waited, ahead, fresh])
 
     times = dict(zip([waited, ahead, fresh], store.processing_times([waited, ahead, fresh])))
     latencies = {a: max(0.0, p - r) for a, (r, p) in times.items()}
@@ -107,12 +107,12 @@ def test_buckets_match_prometheus_clients_own_histogram():
     assert [c for _, c in ours.latency_buckets] == sorted(c for _, c in ours.latency_buckets)
 
 
-def test_an_invalid_article_counts_as_failed_once_however_often_it_is_sent(store, processor):
+def test_an_invalid_article_counts_as_failed_once_however_often_it_is_sent(store, decider):
     """As the task does: mark it failed; the same task again finds it failed
     already (its status is no longer queued) and counts nothing."""
     [wordless] = accept(store, WORDLESS)
     for attempt in range(3):
-        [outcome] = processor.process_many([wordless])
+        [outcome] = decider.process_many([wordless])
         assert outcome.error is not None
         assert store.mark_failed(wordless, str(outcome.error)) is (attempt == 0)
     counts = snapshot(store).counters
@@ -120,15 +120,15 @@ def test_an_invalid_article_counts_as_failed_once_however_often_it_is_sent(store
     assert counts["articles_decided"] == 0 and snapshot(store).latency_count == 0
 
 
-def test_missing_articles_count_nothing(store, processor):
-    outcomes = processor.process_many(["never-posted", "nor-this"])
+def test_missing_articles_count_nothing(store, decider):
+    outcomes = decider.process_many(["never-posted", "nor-this"])
     assert all(o.error is not None for o in outcomes)
     assert store.redis.exists(store.keys.metrics) == 0
 
 
-def test_only_articles_still_queued_are_failed_and_counted(store, processor):
+def test_only_articles_still_queued_are_failed_and_counted(store, decider):
     queued, done = accept(store, COURIER, BANK)
-    processor.process(done)
+    decider.process(done)
     assert [store.mark_failed(a, "boom") for a in (queued, done, "never-posted", queued)] == [True, False, False,
                                                                                                False]
     assert snapshot(store).counters["articles_failed"] == 1
@@ -155,20 +155,20 @@ def test_redis_away_is_logged_and_never_raised(settings, caplog):
     assert len([r for r in caplog.records if r.name == "storywire.metrics"]) == 2
 
 
-def test_the_engine_seconds_of_each_call_add_up_by_phase(store, processor):
+def test_the_engine_seconds_of_each_call_add_up_by_phase(store, decider):
     """What the worker passes: the change in Decider.phase_seconds over a
     call. It adds up per phase, a call that decided nothing still counts its
     time, and a phase the engine does not have is not stored."""
     ids = accept(store, COURIER, BANK)
-    before = dict(processor.phase_seconds)
-    outcomes = processor.process_many(ids)
-    first = {phase: s - before.get(phase, 0.0) for phase, s in processor.phase_seconds.items()}
+    before = dict(decider.phase_seconds)
+    outcomes = decider.process_many(ids)
+    first = {phase: s - before.get(phase, 0.0) for phase, s in decider.phase_seconds.items()}
     assert Metrics(store).count_engine_seconds(first)
     assert snapshot(store).engine_seconds == pytest.approx({phase: first.get(phase, 0.0) for phase in PHASES})
     assert snapshot(store).engine_seconds["featurise"] > 0
 
     again = {"load": 0.25, "lock": 0.5, "not-a-phase": 9.0}
-    processor.process_many(ids)  # already processed: nothing decided
+    decider.process_many(ids)  # already processed: nothing decided
     assert Metrics(store).count_engine_seconds(again)
     spent = snapshot(store).engine_seconds
     assert spent["load"] == pytest.approx(first["load"] + 0.25) and spent["lock"] == pytest.approx(first["lock"] + 0.5)

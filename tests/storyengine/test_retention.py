@@ -2,7 +2,7 @@
 
 Stories age out on the STREAM's clock (storyengine.clock; here set to be the
 newest article seen): a story whose newest article is more than
-``retention_days`` older than the clock is deleted by the processor after a batch commits, with
+``retention_days`` older than the clock is deleted by the decider after a batch commits, with
 everything that points at it: its hash, member and outlet keys, its articles
 (canonical and copies), their URL references, fingerprint keys and LSH band
 slot entries, its term-index entries, its place in the listings, and the
@@ -63,10 +63,10 @@ def at(spec: dict, hours: float) -> dict:
     return article(**dict(spec, hours=hours))
 
 
-def feed(store: RedisStore, records: list[dict], processor: Decider | None = None) -> list:
+def feed(store: RedisStore, records: list[dict], decider: Decider | None = None) -> list:
     """Accept and process each record on its own (as single posts are)."""
-    processor = processor or Decider(store)
-    return [processor.process(article_id) for article_id in accept(store, records)]
+    decider = decider or Decider(store)
+    return [decider.process(article_id) for article_id in accept(store, records)]
 
 
 # ---------------------------------------------------------------- what goes, and what points at it
@@ -199,14 +199,14 @@ def test_no_new_article_no_deletion_whatever_the_wall_clock(store, redis_client)
                                   title=spec["title"], body=spec["body"], article_id=spec["client_id"],
                                   published_at=datetime(2019, 5, 1, tzinfo=timezone.utc) + timedelta(hours=h))
                for spec, h in ((BANK, 0), (COURIER, 10), (VALLEY, 13), (FOOTBALL, 23))]
-    processor = Decider(store)
-    feed(store, archive, processor)
+    decider = Decider(store)
+    feed(store, archive, decider)
     assert store.redis.zcard(store.keys.stories_recent) == 3
     before = state(store)
 
-    processor.process_many([rec["id"] for rec in archive])  # already processed: no batch, no aging
+    decider.process_many([rec["id"] for rec in archive])  # already processed: no batch, no aging
     Repairer(store).run()
-    retention = Retention(store, processor.state.band_lookup, processor.state.band_write)
+    retention = Retention(store, decider.state.band_lookup, decider.state.band_write)
     with AssignmentLock(store.redis, store.keys.assign_lock) as lock:
         # The clock stays the archive's own: nothing new moves it, and nothing goes.
         assert retention.advance_and_age_out(lock, []) == archive[-1]["published_ts"]
@@ -396,10 +396,10 @@ def test_a_long_run_keeps_stories_and_keys_bounded(store):
     Articles are bounded at 2.5 days' worth (measured: just under 2).
     """
     records = long_stream(5 * PER_DAY)
-    processor = Decider(store)
+    decider = Decider(store)
     seen = {}
     for start in range(0, len(records), 100):
-        processor.process_many(accept(store, records[start:start + 100]))
+        decider.process_many(accept(store, records[start:start + 100]))
         done = start + 100
         if done % PER_DAY == 0:
             seen[done // PER_DAY] = census(store)

@@ -21,7 +21,7 @@ from evaluation.replay import record_of
 from evaluation.streams import read_stream
 from storyengine.features import Featuriser
 from storyengine.locking import AssignmentConflict, AssignmentLock
-from storyengine.records import index_score
+from storyengine.story_writer import index_score
 from storyengine.run_decider import RunDecider
 from storyengine.state import MemoryState, RedisState
 from tests.helpers import pairs

@@ -9,9 +9,9 @@ import pytest
 
 from storyengine.records import bucket_field
 from storyengine.settings import Settings
-from storyengine.stories import (HOUR, Bucket, StoryScore, StoryState, average_link, base_threshold,
-                                 bucket_index, buckets_near, choose_story, in_window, kernel, rank_stories,
-                                 short_share, story_link, threshold_for, updated_centroid)
+from storyengine.buckets import HOUR, Bucket, bucket_index, buckets_near
+from storyengine.stories import (CandidateStory, StoryScore, average_link, base_threshold, choose_story, in_window,
+                                 kernel, rank_stories, short_share, story_link, threshold_for, updated_centroid)
 from storyengine.vectors import SparseVector
 
 DAY = 24 * HOUR
@@ -37,8 +37,8 @@ def members(*items: tuple[SparseVector, float], settings: Settings | None = None
     return buckets
 
 
-def story(story_id: str, first: float, last: float, buckets: dict[int, Bucket] | None = None) -> StoryState:
-    return StoryState(story_id, first_seen=first, last_updated=last, originals=1, buckets=buckets or {})
+def story(story_id: str, first: float, last: float, buckets: dict[int, Bucket] | None = None) -> CandidateStory:
+    return CandidateStory(story_id, first_seen=first, last_updated=last, originals=1, buckets=buckets or {})
 
 
 # ---------------------------------------------------------------- buckets

@@ -9,9 +9,10 @@ never below it), and no term holds a story it does not index.
 """
 from __future__ import annotations
 
-from storyengine.records import index_score, json_field, size_score
+from storyengine.records import json_field
 from storyengine.repair import Repairer
 from storyengine.store import RedisStore
+from storyengine.story_writer import index_score, size_score
 from tests.newsroom import BANK, DAM, Newsroom, reprint
 
 

@@ -13,7 +13,8 @@ from storyengine.errors import InvalidArticle, NotFound
 from storyengine.decider import Decider
 from storyengine.settings import Settings
 from storyengine.store import RedisStore
-from storyengine.stories import Bucket, story_link
+from storyengine.buckets import Bucket
+from storyengine.stories import story_link
 from storyengine.text import words
 from storyengine.vectors import tfidf
 from tests.articles import (BANK, BANK_BODY, BANK_TITLE, BRIDGE, BRIDGE_BODY, BRIDGE_BRIEF, BRIDGE_TITLE, BRIDGE_WIRE,
@@ -24,14 +25,14 @@ from tests.storyengine.store_state import df_counts, df_counts_of_features, df_d
 
 
 @pytest.fixture
-def processor(store):
+def decider(store):
     return Decider(store)
 
 
-def submit(store: RedisStore, processor: Decider, spec: dict):
+def submit(store: RedisStore, decider: Decider, spec: dict):
     rec = article(**spec)
     assert pairs(store.accept_articles([rec])) == [(rec["id"], True)]
-    return processor.process(rec["id"])
+    return decider.process(rec["id"])
 
 
 def story_buckets(store: RedisStore, story_id: str) -> dict[int, Bucket]:
@@ -45,10 +46,10 @@ def story_canonicals(store: RedisStore, story_id: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- duplicates
-def test_reprint_is_a_duplicate_of_the_earliest_copy_and_shares_its_story(store, processor):
-    submit(store, processor, BANK)
-    original = submit(store, processor, COURIER)
-    copy = submit(store, processor, REPRINT)
+def test_reprint_is_a_duplicate_of_the_earliest_copy_and_shares_its_story(store, decider):
+    submit(store, decider, BANK)
+    original = submit(store, decider, COURIER)
+    copy = submit(store, decider, REPRINT)
 
     assert copy.duplicate_of == "fire-courier"
     assert copy.story_id == original.story_id
@@ -81,10 +82,10 @@ def test_reprint_is_a_duplicate_of_the_earliest_copy_and_shares_its_story(store,
     assert [d["id"] for d in folded["duplicates"]] == ["fire-reprint"]
 
 
-def test_exact_copy_with_new_case_and_typography_is_an_exact_duplicate(store, processor):
-    original = submit(store, processor, COURIER)
+def test_exact_copy_with_new_case_and_typography_is_an_exact_duplicate(store, decider):
+    original = submit(store, decider, COURIER)
     # Headline and body are fingerprinted together: the copy changes the typography of both.
-    copy = submit(store, processor, dict(client_id="fire-shout", title=shout(FIRE_COURIER_TITLE),
+    copy = submit(store, decider, dict(client_id="fire-shout", title=shout(FIRE_COURIER_TITLE),
                                          body=shout(FIRE_COURIER_BODY), hours=1))
     assert copy.duplicate_of == "fire-courier"
     assert copy.story_id == original.story_id
@@ -93,9 +94,9 @@ def test_exact_copy_with_new_case_and_typography_is_an_exact_duplicate(store, pr
     assert candidate["jaccard"] == 1.0 and candidate["containment"] == 1.0
 
 
-def test_copy_with_only_a_new_headline_is_a_duplicate_but_not_an_exact_one(store, processor):
-    original = submit(store, processor, COURIER)
-    copy = submit(store, processor, dict(client_id="fire-shout", title="FIRE!", body=shout(FIRE_COURIER_BODY),
+def test_copy_with_only_a_new_headline_is_a_duplicate_but_not_an_exact_one(store, decider):
+    original = submit(store, decider, COURIER)
+    copy = submit(store, decider, dict(client_id="fire-shout", title="FIRE!", body=shout(FIRE_COURIER_BODY),
                                          hours=1))
     assert copy.duplicate_of == "fire-courier"
     assert copy.story_id == original.story_id
@@ -105,19 +106,19 @@ def test_copy_with_only_a_new_headline_is_a_duplicate_but_not_an_exact_one(store
     assert candidate["containment"] >= 0.95 and candidate["jaccard"] >= 0.9
 
 
-def test_different_reports_of_one_event_are_not_duplicates_of_each_other(store, processor):
-    submit(store, processor, COURIER)
-    outcome = submit(store, processor, VALLEY)
+def test_different_reports_of_one_event_are_not_duplicates_of_each_other(store, decider):
+    submit(store, decider, COURIER)
+    outcome = submit(store, decider, VALLEY)
     assert outcome.duplicate_of is None
     assert not article_answer(store, "fire-valley")["duplicate_of"]
 
 
 # ---------------------------------------------------------------- stories
-def test_two_outlets_on_one_event_join_one_story_and_unrelated_events_open_their_own(store, processor):
-    bank = submit(store, processor, BANK)
-    courier = submit(store, processor, COURIER)
-    valley = submit(store, processor, VALLEY)
-    football = submit(store, processor, FOOTBALL)  # unrelated, after the fire stories exist
+def test_two_outlets_on_one_event_join_one_story_and_unrelated_events_open_their_own(store, decider):
+    bank = submit(store, decider, BANK)
+    courier = submit(store, decider, COURIER)
+    valley = submit(store, decider, VALLEY)
+    football = submit(store, decider, FOOTBALL)  # unrelated, after the fire stories exist
 
     assert bank.opened_story and courier.opened_story and football.opened_story
     assert valley.opened_story is False
@@ -135,15 +136,15 @@ def test_two_outlets_on_one_event_join_one_story_and_unrelated_events_open_their
     assert story_answer(store, football.story_id)["headline"] == FOOTBALL_TITLE
 
 
-def test_decision_lists_candidate_stories_with_scores(store, processor):
-    bank = submit(store, processor, BANK)
-    courier = submit(store, processor, COURIER)
-    # Valley's TF-IDF vector as the processor will weigh it: with the stream's counts so far.
-    valley_features = processor.featuriser.featurise(article(**VALLEY))
+def test_decision_lists_candidate_stories_with_scores(store, decider):
+    bank = submit(store, decider, BANK)
+    courier = submit(store, decider, COURIER)
+    # Valley's TF-IDF vector as the decider will weigh it: with the stream's counts so far.
+    valley_features = decider.featuriser.featurise(article(**VALLEY))
     valley_vector = tfidf(valley_features.term_indices, valley_features.term_counts,
                           df_counts_of_features(store, valley_features.term_indices), df_docs(store))
     (member,) = story_buckets(store, courier.story_id).values()  # the courier piece alone
-    valley = submit(store, processor, VALLEY)
+    valley = submit(store, decider, VALLEY)
 
     decision = article_answer(store, "fire-valley")["decision"]
     story_report = decision["story"]
@@ -179,9 +180,9 @@ def test_decision_lists_candidate_stories_with_scores(store, processor):
     assert article_answer(store, "bank")["similarity"] is None
 
 
-def test_an_article_a_month_after_a_story_does_not_join_it(store, processor, redis_client):
-    courier = submit(store, processor, COURIER)
-    late = submit(store, processor, dict(VALLEY, hours=30 * 24))
+def test_an_article_a_month_after_a_story_does_not_join_it(store, decider, redis_client):
+    courier = submit(store, decider, COURIER)
+    late = submit(store, decider, dict(VALLEY, hours=30 * 24))
     assert late.opened_story is True
     assert late.story_id != courier.story_id
     report = article_answer(store, "fire-valley")["decision"]["story"]
@@ -199,16 +200,16 @@ def test_an_article_a_month_after_a_story_does_not_join_it(store, processor, red
         other.clear()
 
 
-def test_a_story_kept_current_by_a_reprint_is_still_found_inside_the_window(store, processor):
-    courier = submit(store, processor, COURIER)
-    reprint = submit(store, processor, dict(REPRINT, hours=80))  # a syndicated copy three days later
+def test_a_story_kept_current_by_a_reprint_is_still_found_inside_the_window(store, decider):
+    courier = submit(store, decider, COURIER)
+    reprint = submit(store, decider, dict(REPRINT, hours=80))  # a syndicated copy three days later
     assert reprint.story_id == courier.story_id
     story = story_answer(store, courier.story_id)
     assert story["last_updated"] == "2024-03-08T16:00:00Z"
     # 110 hours after the original, 30 hours after the story's newest article: the
     # story is inside the 96-hour window as stories.in_window defines it, and the term
     # index (kept current by the copy) finds it as a candidate ...
-    late = submit(store, processor, dict(VALLEY, hours=110))
+    late = submit(store, decider, dict(VALLEY, hours=110))
     candidates = article_answer(store, "fire-valley")["decision"]["story"]["candidates"]
     (found,) = [c for c in candidates if c["story"] == courier.story_id]
     # ... but a copy adds no member: average link compares with original articles only,
@@ -218,36 +219,36 @@ def test_a_story_kept_current_by_a_reprint_is_still_found_inside_the_window(stor
     assert late.opened_story and late.story_id != courier.story_id
 
 
-def test_a_follow_up_is_scored_against_original_articles_not_their_copies(store, processor):
-    courier = submit(store, processor, COURIER)
-    submit(store, processor, dict(REPRINT, hours=20))
-    late = submit(store, processor, dict(VALLEY, hours=30))
+def test_a_follow_up_is_scored_against_original_articles_not_their_copies(store, decider):
+    courier = submit(store, decider, COURIER)
+    submit(store, decider, dict(REPRINT, hours=20))
+    late = submit(store, decider, dict(VALLEY, hours=30))
     (found,) = [c for c in article_answer(store, "fire-valley")["decision"]["story"]["candidates"]
                 if c["story"] == courier.story_id]
     assert found["members_compared"] == 1  # the original, not its copy
     assert late.story_id == courier.story_id
 
 
-def test_article_published_before_a_story_window_does_not_join_it(store, processor):
-    courier = submit(store, processor, COURIER)
-    early = submit(store, processor, dict(VALLEY, hours=-30 * 24))
+def test_article_published_before_a_story_window_does_not_join_it(store, decider):
+    courier = submit(store, decider, COURIER)
+    early = submit(store, decider, dict(VALLEY, hours=-30 * 24))
     assert early.story_id != courier.story_id
 
 
 # ---------------------------------------------------------------- idempotence
-def test_processing_the_same_article_twice_changes_nothing(store, processor, redis_client, settings):
-    submit(store, processor, COURIER)
-    first = submit(store, processor, VALLEY)
-    submit(store, processor, REPRINT)
+def test_processing_the_same_article_twice_changes_nothing(store, decider, redis_client, settings):
+    submit(store, decider, COURIER)
+    first = submit(store, decider, VALLEY)
+    submit(store, decider, REPRINT)
     story_before = story_answer(store, first.story_id)
     docs_before = df_docs(store)
     before = snapshot(redis_client, settings.key_prefix)
 
     for article_id in ("fire-valley", "fire-reprint", "fire-courier"):
-        again = processor.process(article_id)
+        again = decider.process(article_id)
         assert again.already_processed is True
         assert again.story_id == first.story_id
-    # A fresh processor (another worker, a redelivered task) agrees.
+    # A fresh decider (another worker, a redelivered task) agrees.
     again = Decider(store).process("fire-reprint")
     assert again.already_processed and again.duplicate_of == "fire-courier"
 
@@ -256,51 +257,51 @@ def test_processing_the_same_article_twice_changes_nothing(store, processor, red
     assert snapshot(redis_client, settings.key_prefix) == before
 
 
-def test_unknown_article_id_is_not_found(store, processor):
+def test_unknown_article_id_is_not_found(store, decider):
     with pytest.raises(NotFound):
-        processor.process("never-accepted")
+        decider.process("never-accepted")
 
 
-def test_article_without_words_is_invalid_and_leaves_no_trace(store, processor, redis_client, settings):
+def test_article_without_words_is_invalid_and_leaves_no_trace(store, decider, redis_client, settings):
     rec = article("empty", title="!!!", body="<p>\u2014 ... \u2014</p><script>var words = 1;</script>")
     store.accept_articles([rec])
     before = snapshot(redis_client, settings.key_prefix)
     with pytest.raises(InvalidArticle, match="no words"):
-        processor.process("empty")
+        decider.process("empty")
     assert article_answer(store, "empty")["status"] == "queued"
     assert snapshot(redis_client, settings.key_prefix) == before
 
 
-def test_short_article_uses_its_title_too(store, processor):
-    outcome = submit(store, processor, dict(client_id="flash", title="Earthquake hits Velmora region",
+def test_short_article_uses_its_title_too(store, decider):
+    outcome = submit(store, decider, dict(client_id="flash", title="Earthquake hits Velmora region",
                                             body="Developing."))
     assert outcome.opened_story
     assert story_answer(store, outcome.story_id)["headline"] == "Earthquake hits Velmora region"
 
 
 # ---------------------------------------------------------------- stream IDF
-def test_document_frequencies_count_originals_only(store, processor):
+def test_document_frequencies_count_originals_only(store, decider):
     assert df_docs(store) == 0
     for spec in (BANK, FOOTBALL, COURIER, REPRINT, VALLEY):
-        submit(store, processor, spec)
+        submit(store, decider, spec)
     # Five articles processed, one of them a copy: four documents.
     assert df_docs(store) == 4
     counts = df_counts(store, ["kessel", "lindenmark", "moy", "advertis", "marrow", "halden"])  # terms are stems
     assert counts == {"kessel": 2, "lindenmark": 1, "moy": 1, "advertis": 0, "marrow": 2, "halden": 2}
 
 
-def test_document_frequencies_grow_one_article_at_a_time(store, processor):
-    submit(store, processor, COURIER)
+def test_document_frequencies_grow_one_article_at_a_time(store, decider):
+    submit(store, decider, COURIER)
     assert df_docs(store) == 1
     assert df_counts(store, ["kessel", "lindenmark"]) == {"kessel": 1, "lindenmark": 0}
-    submit(store, processor, BANK)
+    submit(store, decider, BANK)
     assert df_docs(store) == 2
     assert df_counts(store, ["kessel", "lindenmark"]) == {"kessel": 1, "lindenmark": 1}
 
 
-def test_stories_from_the_pipeline_list_by_size_and_recency(store, processor):
+def test_stories_from_the_pipeline_list_by_size_and_recency(store, decider):
     for spec in (BANK, FOOTBALL, COURIER, REPRINT, VALLEY):
-        submit(store, processor, spec)
+        submit(store, decider, spec)
     fire = article_answer(store, "fire-courier")["story"]
     by_size = listed_stories(store, sort="size", limit=10)
     assert [s["id"] for s in by_size][0] == fire
@@ -372,9 +373,9 @@ def candidate_report(store: RedisStore, article_id: str, candidate: str) -> dict
     return found
 
 
-def test_reprint_with_a_new_headline_boilerplate_and_edits_is_a_duplicate(store, processor):
-    submit(store, processor, BANK)
-    original = submit(store, processor, COURIER)
+def test_reprint_with_a_new_headline_boilerplate_and_edits_is_a_duplicate(store, decider):
+    submit(store, decider, BANK)
+    original = submit(store, decider, COURIER)
     # Three edits: the typo fixed, a word changed, a number in figures.
     body = (FIRE_COURIER_BODY.replace("controll", "control").replace("about 2,000", "around 2,000")
             .replace("twelve workers", "12 workers"))
@@ -383,7 +384,7 @@ def test_reprint_with_a_new_headline_boilerplate_and_edits_is_a_duplicate(store,
                          "\nSign up for our morning newsletter to get the day's top stories from the region. "
                          "Copyright 2024 Coastal Herald Media. All rights reserved."),
                    hours=5, source="coastal-herald")
-    copy = submit(store, processor, reprint)
+    copy = submit(store, decider, reprint)
 
     assert copy.duplicate_of == "fire-courier"
     assert copy.story_id == original.story_id and copy.opened_story is False
@@ -396,10 +397,10 @@ def test_reprint_with_a_new_headline_boilerplate_and_edits_is_a_duplicate(store,
     assert story_answer(store, original.story_id)["original_count"] == 1
 
 
-def test_short_copy_of_a_long_article_is_found_through_its_story_not_lsh(store, processor):
+def test_short_copy_of_a_long_article_is_found_through_its_story_not_lsh(store, decider):
     for spec in (BANK, FOOTBALL, COURIER):
-        submit(store, processor, spec)
-    original = submit(store, processor, BRIDGE)
+        submit(store, decider, spec)
+    original = submit(store, decider, BRIDGE)
     # MinHash sees a Jaccard far below what LSH is tuned to catch, so its bands do not meet.
     s = store.settings
     full = signatures.shingle_hashes(words(f"{BRIDGE_TITLE}\n{BRIDGE_BODY}"), s.shingle_size)
@@ -407,7 +408,7 @@ def test_short_copy_of_a_long_article_is_found_through_its_story_not_lsh(store, 
     estimate = signatures.jaccard(signatures.minhash(full, s.num_perm), signatures.minhash(brief, s.num_perm))
     assert estimate < s.lsh_threshold / 2
 
-    copy = submit(store, processor, BRIDGE_BRIEF)
+    copy = submit(store, decider, BRIDGE_BRIEF)
     assert copy.duplicate_of == "bridge"
     assert copy.story_id == original.story_id
     found = candidate_report(store, "bridge-brief", "bridge")
@@ -417,11 +418,11 @@ def test_short_copy_of_a_long_article_is_found_through_its_story_not_lsh(store, 
     assert story_answer(store, original.story_id)["article_count"] == 2
 
 
-def test_another_outlets_write_up_is_not_a_duplicate_but_joins_the_story(store, processor):
+def test_another_outlets_write_up_is_not_a_duplicate_but_joins_the_story(store, decider):
     for spec in (BANK, FOOTBALL, COURIER):
-        submit(store, processor, spec)
-    original = submit(store, processor, BRIDGE)
-    wire = submit(store, processor, BRIDGE_WIRE)
+        submit(store, decider, spec)
+    original = submit(store, decider, BRIDGE)
+    wire = submit(store, decider, BRIDGE_WIRE)
 
     assert wire.duplicate_of is None
     assert wire.opened_story is False and wire.story_id == original.story_id
@@ -439,18 +440,18 @@ def test_another_outlets_write_up_is_not_a_duplicate_but_joins_the_story(store, 
     assert story_canonicals(store, original.story_id) == ["bridge", "bridge-wire"]
 
 
-def test_top_terms_are_words_as_the_text_splits_them(store, processor):
+def test_top_terms_are_words_as_the_text_splits_them(store, decider):
     for spec in (BANK, FOOTBALL, COURIER, BRIDGE):
-        submit(store, processor, spec)
-    outcome = submit(store, processor, BRIDGE_WIRE)  # the hospital's name is in both bridge reports
+        submit(store, decider, spec)
+    outcome = submit(store, decider, BRIDGE_WIRE)  # the hospital's name is in both bridge reports
     top_terms = story_answer(store, outcome.story_id)["top_terms"]
     assert "carrowmore" in top_terms
     assert [term for term in top_terms if words(term) != [term]] == []
 
 
-def test_daily_coverage_keeps_a_developing_story_together_but_not_across_a_month(store, processor, redis_client):
-    submit(store, processor, BANK)
-    outcomes = [submit(store, processor, spec) for spec in TRAWLER]
+def test_daily_coverage_keeps_a_developing_story_together_but_not_across_a_month(store, decider, redis_client):
+    submit(store, decider, BANK)
+    outcomes = [submit(store, decider, spec) for spec in TRAWLER]
     assert outcomes[0].opened_story
     assert {o.story_id for o in outcomes} == {outcomes[0].story_id}
     story = story_answer(store, outcomes[0].story_id)
@@ -485,7 +486,7 @@ def test_daily_coverage_keeps_a_developing_story_together_but_not_across_a_month
         later.clear()
 
 
-def test_an_article_bridging_two_events_does_not_merge_their_stories(store, processor):
+def test_an_article_bridging_two_events_does_not_merge_their_stories(store, decider):
     def spec(client_id, title, body, hours):
         return dict(client_id=client_id, title=title, body=body, hours=hours, source=f"outlet-{client_id}")
 
@@ -495,20 +496,20 @@ def test_an_article_bridging_two_events_does_not_merge_their_stories(store, proc
     fire = [spec("fire-courier", FIRE_COURIER_TITLE, FIRE_COURIER_BODY, 0),
             spec("fire-valley", FIRE_VALLEY_TITLE, FIRE_VALLEY_BODY, 3),
             spec("fire-inquiry", FIRE_INQUIRY_TITLE, FIRE_INQUIRY_BODY, 6)]
-    bank_story = {submit(store, processor, a).story_id for a in bank}
-    fire_story = {submit(store, processor, a).story_id for a in fire}
+    bank_story = {submit(store, decider, a).story_id for a in bank}
+    fire_story = {submit(store, decider, a).story_id for a in fire}
     assert len(bank_story) == 1 and len(fire_story) == 1 and bank_story != fire_story
     (bank_story,), (fire_story,) = bank_story, fire_story
 
-    bridge = submit(store, processor, spec("markets", MARKETS_TITLE, MARKETS_BODY, 8))
+    bridge = submit(store, decider, spec("markets", MARKETS_TITLE, MARKETS_BODY, 8))
     # It scores against both stories; whichever it joins (or none), the other stays apart.
     scored = {c["story"] for c in article_answer(store, "markets")["decision"]["story"]["candidates"]}
     assert {bank_story, fire_story} <= scored
     assert bridge.story_id in (bank_story, fire_story) or bridge.opened_story
 
     # What comes next about each event still goes to its own story.
-    union = submit(store, processor, spec("fire-union", FIRE_UNION_TITLE, FIRE_UNION_BODY, 12))
-    crown = submit(store, processor, spec("bank-crown", BANK_CROWN_TITLE, BANK_CROWN_BODY, 14))
+    union = submit(store, decider, spec("fire-union", FIRE_UNION_TITLE, FIRE_UNION_BODY, 12))
+    crown = submit(store, decider, spec("bank-crown", BANK_CROWN_TITLE, BANK_CROWN_BODY, 14))
     assert union.story_id == fire_story and crown.story_id == bank_story
     counts = {story_answer(store, bank_story)["original_count"], story_answer(store, fire_story)["original_count"]}
     assert counts == ({4} if bridge.opened_story else {4, 5})
@@ -517,10 +518,10 @@ def test_an_article_bridging_two_events_does_not_merge_their_stories(store, proc
     assert link < store.settings.merge_threshold
 
 
-def test_copies_share_their_canonicals_story_and_promotion_updates_the_canonical_list(store, processor):
-    submit(store, processor, FOOTBALL)
+def test_copies_share_their_canonicals_story_and_promotion_updates_the_canonical_list(store, decider):
+    submit(store, decider, FOOTBALL)
     # A syndicated copy, published after the original, is processed first ...
-    syndicated = submit(store, processor, dict(client_id="bridge-syndicated", title=BRIDGE_TITLE,
+    syndicated = submit(store, decider, dict(client_id="bridge-syndicated", title=BRIDGE_TITLE,
                                                body="Advertisement\n" + BRIDGE_BODY, hours=3,
                                                source="regional-news"))
     assert syndicated.opened_story
@@ -528,21 +529,21 @@ def test_copies_share_their_canonicals_story_and_promotion_updates_the_canonical
     assert story_canonicals(store, story_id) == ["bridge-syndicated"]
 
     # ... then the original, published earlier, arrives and takes its place.
-    original = submit(store, processor, BRIDGE)
+    original = submit(store, decider, BRIDGE)
     assert original.duplicate_of is None and original.story_id == story_id
     assert article_answer(store, "bridge")["decision"]["story"]["action"] == "followed_copy"
     assert article_answer(store, "bridge-syndicated")["duplicate_of"] == "bridge"
     assert story_canonicals(store, story_id) == ["bridge"]
 
     # A short copy is found only through the story's canonical list, and now finds the original.
-    brief = submit(store, processor, dict(BRIDGE_BRIEF, hours=5))
+    brief = submit(store, decider, dict(BRIDGE_BRIEF, hours=5))
     assert brief.duplicate_of == "bridge" and brief.story_id == story_id
     assert candidate_report(store, "bridge-brief", "bridge")["found_by"] == "story"
     assert [c["article"] for c in article_answer(store, "bridge-brief")["decision"]["duplicate"]["candidates"]
             ].count("bridge-syndicated") == 0  # no longer canonical, so never compared
 
     # An original report joins and is listed after it; the story holds four articles, two canonical.
-    wire = submit(store, processor, BRIDGE_WIRE)
+    wire = submit(store, decider, BRIDGE_WIRE)
     assert wire.story_id == story_id and wire.duplicate_of is None
     assert story_canonicals(store, story_id) == ["bridge", "bridge-wire"]
     story = story_answer(store, story_id)
