@@ -28,25 +28,19 @@ POLL_WINDOW = 500   # articles asked about per poll, end to end
 
 def processed_clock(store: RedisStore) -> tuple[Callable[[list[str]], dict[str, tuple[float, bool]]], str, float]:
     """(poll, source, interval): poll(ids) gives {id: (time, failed)} for the
-    ids done so far. The store's own processing times where it has them;
-    else the time this poll first saw the article done (late by up to the
-    interval, so frequent). A failed article is done too, or the run would
-    wait for it forever, but it is counted apart."""
-    times = getattr(store, "processing_times", None)
-    if times is not None:
-        def from_store(ids: list[str]) -> dict[str, tuple[float, bool]]:
-            return {i: (float(p), False) for i, (_, p) in zip(ids, times(ids)) if p is not None}
-        return from_store, "store (processing_times)", 0.25
-
-    def observed(ids: list[str]) -> dict[str, tuple[float, bool]]:
+    ids done so far: a processed article at the time the commit wrote, a
+    failed one (done too, or the run would wait for it forever, but counted
+    apart) when this poll first saw it."""
+    def poll(ids: list[str]) -> dict[str, tuple[float, bool]]:
         with store.redis.pipeline(transaction=False) as pipe:
             for article_id in ids:
-                pipe.hget(store.keys.article(article_id), "status")
-            statuses = pipe.execute()
+                pipe.hmget(store.keys.article(article_id), ("status", "processed_ts"))
+            rows = pipe.execute()
         now = time.time()
-        return {i: (now, status == b"failed") for i, status in zip(ids, statuses)
-                if status in (b"processed", b"failed")}
-    return observed, "observed by polling the store every 100 ms (no RedisStore.processing_times)", 0.1
+        return {i: (float(processed) if status == b"processed" else now, status == b"failed")
+                for i, (status, processed) in zip(ids, rows)
+                if status == b"failed" or (status == b"processed" and processed)}
+    return poll, "store (processed_ts)", 0.25
 
 
 def end_to_end(rows: list[dict], redis_url: str, settings: Settings, workers: int, log_dir: Path,

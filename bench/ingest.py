@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from evaluation.progress import Progress
 from storyengine.store import RedisStore
 
-from .engine import batch_processor, start_engine
+from .engine import start_engine
 from .redis_server import redis_cpu_seconds, used_memory
 from .stats import median
 
@@ -56,7 +56,7 @@ def ingest(store: RedisStore, records: list[dict], batch: int, label: str) -> In
     ids = accept_all(store, records, label)
     cpu_before = redis_cpu_seconds(store.redis)
     decider = start_engine(store)
-    process = batch_processor(decider)
+    process = decider.process_many
     clock = getattr(decider, "phase_seconds", {})  # an engine from before the phases were timed has none
     run = IngestRun()
     progress = Progress(len(ids), f"{label}: process")

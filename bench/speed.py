@@ -12,7 +12,6 @@ from storyengine.store import RedisStore, connect
 
 from .console import log
 from .end_to_end import end_to_end
-from .engine import processing_mode
 from .ingest import cost_ratio, engine_phase_figures, ingest
 from .naive_comparison import naive_at_scale, naive_vs_engine
 from .reads import reads_under_load
@@ -53,7 +52,7 @@ def speed_bench(args: argparse.Namespace, source_rows: list[dict], end: datetime
                 "redis_bytes_per_article": run.bytes_per_article, "cost_100k_vs_10k": ratio,
                 "cost_early_ms_per_article": early_ms, "cost_late_ms_per_article": late_ms,
                 **engine_phase_figures(run, args.articles),
-                "cost_ratio_windows": windows, "engine_processing": processing_mode()})
+                "cost_ratio_windows": windows})
 
             result["redis_cpu_ms_per_article"] = run.redis_cpu_ms_per_article
             log(f"== naive reference at scale: the last {args.naive_probe} articles with "

@@ -36,7 +36,7 @@ BUSY_CODES = frozenset({"queue_full", "queue_unavailable", "unavailable"})
 
 
 @dataclass
-class Outcome:
+class PostOutcome:
     status: Literal["sent", "rejected", "unsent"]   # unsent: not recorded, posted again next run
     article: str | None = None
     problem: str | None = None
@@ -123,7 +123,7 @@ class Api:
         except ValueError:
             return status, None, retry_after
 
-    def post(self, articles: list[dict]) -> list[Outcome]:
+    def post(self, articles: list[dict]) -> list[PostOutcome]:
         """One outcome per article, in order. A batch the API finds too large is halved until it fits, and so
         is one it refuses whole for a reason that belongs to one item (too_old, id_conflict)."""
         status, answer, retry_after = self._post(articles)
@@ -147,7 +147,7 @@ class Api:
             if len(articles) == 1:
                 if status == 413:
                     code, message = code or "body_too_large", message or "the API finds this article too large"
-                return [Outcome("rejected", problem=_refusal(code, message), code=code,
+                return [PostOutcome("rejected", problem=_refusal(code, message), code=code,
                                 reason=REFUSAL_REASONS.get(code))]
             middle = len(articles) // 2
             return self.post(articles[:middle]) + self.post(articles[middle:])
@@ -158,7 +158,7 @@ class Api:
             outcomes = []
             for index in range(len(articles)):
                 problems = self._problems(details, index, relative=True)
-                outcomes.append(Outcome("rejected", problem=_refusal(code, problems or message), code=code or None,
+                outcomes.append(PostOutcome("rejected", problem=_refusal(code, problems or message), code=code or None,
                                         reason=REFUSAL_REASONS.get(code) or clean(problems, 200) or None))
             return outcomes
         if status in (401, 403):
@@ -173,14 +173,14 @@ class Api:
         raise ApiStop(f"the API answered HTTP {status}{': ' + message if message else ''}{wait}; {unsent}")
 
     @staticmethod
-    def _outcome(result: object) -> Outcome:
+    def _outcome(result: object) -> PostOutcome:
         # The error first: a refusal may name the id it concerns (too_old, id_conflict) and is still no success.
         error = result.get("error") if isinstance(result, dict) else None
         if not isinstance(error, dict) and isinstance(result, dict) and isinstance(result.get("id"), str):
             created = result.get("created")
             if not isinstance(created, bool):  # created is the API's word; its status says the same
                 created = {"queued": True, "known": False}.get(result.get("status"))  # type: ignore[arg-type]
-            return Outcome("sent", article=result["id"], created=created)
+            return PostOutcome("sent", article=result["id"], created=created)
         if isinstance(error, dict):
             code = error.get("code") if isinstance(error.get("code"), str) else ""
             status = error.get("status") if isinstance(error.get("status"), int) else 0
@@ -188,11 +188,11 @@ class Api:
             details = error.get("details") if isinstance(error.get("details"), list) else []
             problems = "; ".join(f"{d.get('field')}: {d.get('problem')}" for d in details if isinstance(d, dict))
             if _busy(status, code):  # the API could not take it now (queue_full): not recorded, sent next run
-                return Outcome("unsent", problem=_refusal(code, message or f"HTTP {status}"), code=code or None)
+                return PostOutcome("unsent", problem=_refusal(code, message or f"HTTP {status}"), code=code or None)
             if code in REFUSAL_REASONS:  # the message says why with the dates or ids concerned
-                return Outcome("rejected", problem=_refusal(code, message or problems), code=code,
+                return PostOutcome("rejected", problem=_refusal(code, message or problems), code=code,
                                reason=REFUSAL_REASONS[code])
-            return Outcome("rejected", problem=_refusal(code, problems or message), code=code or None)
+            return PostOutcome("rejected", problem=_refusal(code, problems or message), code=code or None)
         raise ApiStop("the API answered an item with neither an id nor an error; check --api")
 
     @staticmethod

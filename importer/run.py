@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .api import MAX_REQUEST_BYTES, Api, Outcome, batches
+from .api import MAX_REQUEST_BYTES, Api, PostOutcome, batches
 from .dates import CHANNEL, NEIGHBOUR, UNDATED
 from .errors import ApiStop
 from .read import FeedResult, Item, read_feed
@@ -36,7 +36,7 @@ class Tally:
     def sent(self) -> int:
         return self.new + self.known + self.unsaid
 
-    def count(self, outcome: Outcome) -> None:
+    def count(self, outcome: PostOutcome) -> None:
         if outcome.status == "rejected":
             self.rejected += 1
         elif outcome.created is None:
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace, state_file: StateFile) -> int:
             unsent_feeds.update(item.feed for item in pending[start:])
             say(f"error: {exc}")
             break
-        busy: list[Outcome] = []
+        busy: list[PostOutcome] = []
         for item, outcome in zip(batch, outcomes):
             if outcome.status == "unsent":  # the API could not take it now (queue_full): next run
                 busy.append(outcome)
