@@ -23,7 +23,8 @@ from storyengine.features import Featuriser
 from storyengine.locking import AssignmentConflict, AssignmentLock
 from storyengine.story_writer import index_score
 from storyengine.run_decider import RunDecider
-from storyengine.state import MemoryState, RedisState
+from storyengine.memory_state import MemoryState
+from storyengine.state import RedisState
 from tests.helpers import pairs
 from tests.shared_data import DEV_STREAM, require_shared
 
