@@ -26,7 +26,7 @@ from embedded_redis.server import free_port
 from storyengine.decider import Decider
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
-from tests.helpers import answers, browser_problem, chromium_driver, pairs, require_browser, start_role
+from tests.helpers import answers, browser_problem, chromium_driver, pairs, require_browser, start_role, story_answer
 from tests.articles import HOSTILE_BODY, HOSTILE_SOURCE, HOSTILE_TITLE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,7 +195,7 @@ def test_stories_are_listed_and_open_onto_their_articles(driver, two_events):
         members = [gold[a] | {"id": a} for a in by_story[card.get_attribute("id")]]
         originals = [m for m in members if not m["duplicate_of"]]
         copies = [m for m in members if m["duplicate_of"]]
-        story = store.get_story(card.get_attribute("id"))
+        story = story_answer(store, card.get_attribute("id"))  # as GET /v1/stories/{id} answers: copies folded
         assert card.find_element(By.CSS_SELECTOR, "h2.headline").text == story["headline"]
         assert story["headline"] in {m["title"] for m in members}
         outlets = [o.text for o in card.find_elements(By.CSS_SELECTOR, ".outlet")]
