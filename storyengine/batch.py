@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import records
+from .buckets import Bucket
 from .records import STORY_FIELDS, decode, json_field, stored_buckets
 from .settings import Settings
-from .buckets import Bucket
 from .stories import CandidateStory
 from .story_writer import StoryUpdate
 from .vectors import SparseVector
@@ -114,49 +114,6 @@ class Candidate:
     story: str
     published: float
     shingle_set: np.ndarray
-
-
-class ShingleCache:
-    """Shingle sets and publication times of canonical articles by id. Both
-    never change once written, so a process can keep them across batches;
-    whether an article is still canonical is always read afresh."""
-
-    def __init__(self, capacity: int = 200_000) -> None:
-        self.capacity = capacity
-        self._items: dict[str, tuple[np.ndarray, float]] = {}
-
-    def get(self, article_id: str) -> tuple[np.ndarray, float] | None:
-        return self._items.get(article_id)
-
-    def put(self, article_id: str, shingles: np.ndarray, published: float) -> None:
-        if len(self._items) >= self.capacity:
-            # Drop the oldest half (dicts keep insertion order): recent canonicals are the likely matches.
-            for key in list(self._items)[: self.capacity // 2]:
-                del self._items[key]
-        self._items[article_id] = (shingles, published)
-
-
-class DocumentFrequencies:
-    """A local copy of the stream's document frequencies ({p}:df, u32
-    counters as BITFIELD stores them, big-endian). Every commit that changes
-    them bumps {p}:df:version; a batch compares that first and re-reads the
-    whole string (4 bytes a feature: 1 MB by default) only if another
-    process changed it."""
-
-    def __init__(self, n_features: int) -> None:
-        self.counts = np.zeros(n_features, dtype=np.int64)
-        self.docs = 0
-        self.version: int | None = None
-
-    def load(self, raw: bytes | None, docs, version) -> None:
-        counts = np.zeros(len(self.counts), dtype=np.int64)
-        if raw:
-            values = np.frombuffer(raw[: 4 * len(counts)], dtype=">u4", count=min(len(raw), 4 * len(counts)) // 4)
-            counts[: len(values)] = values
-        self.counts = counts
-        self.docs = int(docs or 0)
-        self.version = int(version or 0)
-
 
 
 class Batch:

@@ -10,12 +10,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from .batch import Batch, Candidate, DocumentFrequencies, ShingleCache
+from .batch import Batch, Candidate
+from .document_frequencies import DocumentFrequencies
 from .features import Features
 from .settings import Settings
 from .state import DecisionState
 from .buckets import bucket_index
 from .vectors import SparseVector, tfidf
+
+
+class ShingleCache:
+    """Shingle sets and publication times of canonical articles by id. Both
+    never change once written, so a process can keep them across batches;
+    whether an article is still canonical is always read afresh."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._items: dict[str, tuple[np.ndarray, float]] = {}
+
+    def get(self, article_id: str) -> tuple[np.ndarray, float] | None:
+        return self._items.get(article_id)
+
+    def put(self, article_id: str, shingles: np.ndarray, published: float) -> None:
+        if len(self._items) >= self.capacity:
+            # Drop the oldest half (dicts keep insertion order): recent canonicals are the likely matches.
+            for key in list(self._items)[: self.capacity // 2]:
+                del self._items[key]
+        self._items[article_id] = (shingles, published)
 
 
 class BatchReads:

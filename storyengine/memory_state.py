@@ -8,7 +8,8 @@ import numpy as np
 from redis.connection import Encoder
 
 from . import promotion, records
-from .batch import Batch, DocumentFrequencies, Story
+from .batch import Batch, Story
+from .document_frequencies import DocumentFrequencies
 from .decisions import Decision
 from .features import Features
 from .keys import Keys

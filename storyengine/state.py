@@ -30,7 +30,8 @@ from typing import Protocol
 import numpy as np
 
 from . import boilerplate, promotion, records
-from .batch import Batch, DocumentFrequencies, Story, scored_members
+from .batch import Batch, Story, scored_members
+from .document_frequencies import DocumentFrequencies
 from .decisions import Decision, received_ts
 from .features import Features
 from .keys import Keys
