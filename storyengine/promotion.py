@@ -97,13 +97,16 @@ def plan(decision: Decision, record: dict, f: Features, read: PromotionRead, slo
               "story": {"action": "followed_copy", "story": story_id,
                         "reason": f"published before {', '.join(old_ids)}, its copies, so it is now the "
                                   "canonical article"}}
-    optional = lambda value: records.decode(value) if value else None  # noqa: E731
     return PromotionPlan(
         article_id, story_id, record["source"], published,
         records.decided_article_fields(f, story_id, None, None, report),
         StoryUpdate(story_id, story_fields, last_updated, count, indexed, indexed, last_updated_before,
                     kept=published),
-        [(old["article"], old["containment"], optional(row[1])) for old, row in zip(olds, read.old_rows)],
-        [(m, optional(fp)) for m, (d, fp) in zip(read.members, read.member_rows)
+        [(old["article"], old["containment"], _decoded(row[1])) for old, row in zip(olds, read.old_rows)],
+        [(m, _decoded(fp)) for m, (d, fp) in zip(read.members, read.member_rows)
          if d and records.decode(d) in old_ids],
         uncounted, f.fingerprint, values)
+
+
+def _decoded(value) -> str | None:
+    return records.decode(value) if value else None

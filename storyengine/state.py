@@ -86,8 +86,8 @@ class RedisState:
         self.band_lookup = redis_client.register_script(BAND_LOOKUP)
         self.band_write = redis_client.register_script(BAND_WRITE)
         self._term_lookup = redis_client.register_script(TERM_LOOKUP)
-        self._scripts = {"band_write": self.band_write, "df_change": redis_client.register_script(DF_CHANGE),
-                         "boilerplate_count": redis_client.register_script(boilerplate.COUNT)}
+        self._df_change = redis_client.register_script(DF_CHANGE)
+        self._boilerplate_count = redis_client.register_script(boilerplate.COUNT)
         self.story_writer = StoryWriter(redis_client, keys)
 
     def read_df(self, df: DocumentFrequencies) -> None:
@@ -192,12 +192,11 @@ class RedisState:
             pipe.decrby(k.df_docs, len(p.uncounted))
         pipe.incr(k.df_version)
         pipe.set(k.fingerprint(p.fingerprint), p.article_id)
-        self.band_write(keys=[key for key, _ in p.band_values],
-                        args=[x for (_, slot), value in p.band_values.items() for x in (slot, value)], client=pipe)
+        self._write_bands(pipe, p.band_values)
 
     def _queue_writes(self, pipe, batch: Batch, now: float) -> None:
         """Queue every write of the batch on ``pipe`` (a MULTI/EXEC)."""
-        k, scripts = self.keys, self._scripts
+        k = self.keys
         joined: dict[str, tuple[dict[str, float], Counter]] = {}
         for article_id, fields, story_id, source, published in batch.article_writes:
             fields["processed_ts"] = round(now, 3)
@@ -212,17 +211,20 @@ class RedisState:
             pipe.zrem(k.queued, *[a for a, *_ in batch.article_writes])
             queue_decided(pipe, k.metrics, batch.decided, round(now, 3))  # counted in the same step: exact
         self.story_writer.write(pipe, batch.story_updates())
-        boilerplate.queue_counts(pipe, scripts["boilerplate_count"], k, self.settings, batch.sentences_seen)
+        boilerplate.queue_counts(pipe, self._boilerplate_count, k, self.settings, batch.sentences_seen)
         for fp, owner in batch.written_fingerprints().items():
             pipe.set(k.fingerprint(fp), owner)
-        slots = list(batch.written_band_values().items())
-        if slots:
-            scripts["band_write"](keys=[key for (key, _), _ in slots],
-                                  args=[x for (_, f), value in slots for x in (f, value)], client=pipe)
+        self._write_bands(pipe, batch.written_band_values())
         if batch.docs_change or (batch.df_changes is not None and batch.df_changes.any()):
             changed = np.flatnonzero(batch.df_changes) if batch.df_changes is not None else np.empty(0, np.int64)
             packed = np.zeros(len(changed), dtype=[("feature", ">u4"), ("change", ">i4")])
             packed["feature"] = changed
             packed["change"] = batch.df_changes[changed] if len(changed) else 0
-            scripts["df_change"](keys=[k.df, k.df_docs, k.df_version], args=[packed.tobytes(), batch.docs_change],
+            self._df_change(keys=[k.df, k.df_docs, k.df_version], args=[packed.tobytes(), batch.docs_change],
                                  client=pipe)
+
+    def _write_bands(self, pipe, values: dict[Slot, str]) -> None:
+        """Band slots' new values, in one call ('' empties a slot)."""
+        if values:
+            self.band_write(keys=[key for key, _ in values], args=[x for (_, slot), value in values.items()
+                                                                  for x in (slot, value)], client=pipe)

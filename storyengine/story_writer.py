@@ -104,13 +104,9 @@ class StoryWriter:
 
     def redirect(self, pipe, story_id: str, indexed: list[int], into: str, merged_at: str, link: float) -> None:
         """Turn a story merged into another into a redirect to it: its hash keeps only where it went."""
-        k = self.keys
-        for feature in indexed:
-            pipe.zrem(k.term(feature), story_id)
-        pipe.delete(k.story(story_id), k.story_articles(story_id), k.story_sources(story_id))
-        pipe.hset(k.story(story_id), mapping={"id": story_id, "merged_into": into, "merged_at": merged_at,
-                                              "merge_link": round(link, 4)})
-        self._drop_scores(pipe, [story_id])
+        self.delete(pipe, {story_id: (indexed, [])})
+        pipe.hset(self.keys.story(story_id), mapping={"id": story_id, "merged_into": into, "merged_at": merged_at,
+                                                      "merge_link": round(link, 4)})
 
     def _drop_scores(self, pipe, story_ids: list[str]) -> None:
         k = self.keys
