@@ -38,7 +38,7 @@ from .retention import Retention
 from .run_decider import RunDecider, failed
 from .runs import runs
 from .settings import Settings
-from .state import RedisState
+from .replicated_state import ReplicatedState
 from .store import RedisStore, out_of_memory
 
 log = logging.getLogger("storywire.engine")
@@ -68,9 +68,9 @@ class Decider:
         # Seconds spent per phase (storyengine.phases) over this decider's life; a
         # caller that wants one call's share takes the difference.
         self.phase_seconds: Counter[str] = Counter()
-        self.state = RedisState(self.redis, self.keys, self.settings)
+        self.state = ReplicatedState(self.redis, self.keys, self.settings)
         self.run_decider = RunDecider(self.state, self.settings, self.phase_seconds)
-        self._retention = Retention(store, self.state.band_lookup, self.state.band_write)
+        self._retention = Retention(store, self.state.writer.band_lookup, self.state.writer.band_write)
 
     # ------------------------------------------------------------------ the flow
     def process(self, article_id: str) -> Outcome:
@@ -114,7 +114,7 @@ class Decider:
             self._lap("featurise", began)
             for chunk in runs(pending, self.settings):
                 began = time.perf_counter()
-                with AssignmentLock(self.redis, self.keys.assign_lock) as lock:
+                with AssignmentLock(self.redis, self.keys, self.settings.change_log_entries) as lock:
                     self._lock = lock
                     try:
                         began = self._lap("lock", began)

@@ -36,6 +36,8 @@ prefix, over its shards: docs/scaling.md.)
     {p}:df:docs                  string number of documents counted in {p}:df
     {p}:df:version               string bumped by every write to {p}:df (workers cache it)
     {p}:assign-lock              string the story-assignment lock (storyengine.locking)
+    {p}:changes                  stream every write made under the lock, for the deciders'
+                                        in-memory replicas (storyengine.change_log), capped
     {p}:metrics                  hash   service counters and the latency histogram (storyengine.metrics)
     {p}:workers                  zset   worker node name -> last heartbeat, epoch seconds (workers.heartbeat)
 """
@@ -47,6 +49,7 @@ import hashlib
 class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = "{" + prefix + "}"  # the hash tag: see the module's docstring
+        self.prefix_bytes = (self.prefix + ":").encode()
         # Band and term keys come from a bounded set (bands x buckets, hashed
         # features) and are made dozens of times per article: made once each.
         self._bands: list[dict[int, str]] = []  # per band: bucket -> key
@@ -153,6 +156,10 @@ class Keys:
     @property
     def assign_lock(self) -> str:
         return self._k("assign-lock")
+
+    @property
+    def changes(self) -> str:
+        return self._k("changes")
 
     @property
     def metrics(self) -> str:

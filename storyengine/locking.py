@@ -7,6 +7,10 @@ lock still holds our token: if it expired and another process took it, the
 transaction aborts and the caller retries, so a slow process can never write
 a decision made on stale reads. Article processing and the repair pass both
 take this lock, so a merge never interleaves with an assignment.
+
+Every commit also appends what it wrote to the change log
+(storyengine.change_log), in the same transaction, for the deciders'
+in-memory replicas (storyengine.replica).
 """
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ import threading
 
 import redis
 
+from . import change_log
 from .errors import StoreUnavailable
+from .keys import Keys
 
 # The lock is a short lease that its holder renews while it holds it: if the
 # holder dies (killed, or cut off from Redis), the others wait at most this
@@ -35,10 +41,14 @@ class AssignmentConflict(StoreUnavailable):
 
 
 class AssignmentLock:
-    def __init__(self, client: redis.Redis, key: str, lease: float = LEASE_SECONDS,
+    def __init__(self, client: redis.Redis, keys: Keys, log_entries: int, lease: float = LEASE_SECONDS,
                  wait: float = LOCK_WAIT_SECONDS, renew_every: float = RENEW_EVERY_SECONDS) -> None:
         self.redis = client
-        self.key = key
+        self.key = key = keys.assign_lock
+        self.keys = keys
+        self.log_entries = log_entries  # the change log's cap (settings.change_log_entries)
+        self._recorder = change_log.Recorder(keys)
+        self._append = client.register_script(change_log.APPEND)
         self.lease = lease
         self.renew_every = renew_every
         # Poll often while waiting: a batch holds the lock for tens of milliseconds, and
@@ -82,8 +92,17 @@ class AssignmentLock:
         except (redis.exceptions.LockError, redis.RedisError):
             pass  # expired, or Redis away: the WATCH in commit() already protected the writes
 
-    def commit(self, writes) -> None:
-        """Run ``writes(pipe)`` in one transaction, only if we still hold the lock."""
+    def _forget_everything(self) -> None:
+        try:
+            self._append(keys=[self.keys.changes],
+                         args=[self.log_entries, change_log.new_token(), change_log.pack([[b"FORGETALL"]])])
+        except redis.RedisError:
+            pass  # Redis away: the replicas' next sync fails too, and the log's gap (if any) tells them
+
+    def commit(self, writes) -> change_log.Entry | None:
+        """Run ``writes(pipe)`` in one transaction, only if we still hold the
+        lock, and log what it wrote (storyengine.change_log) in the same
+        transaction. Returns the entry logged (None if nothing a replica keeps was written)."""
         with self._guard, self.redis.pipeline(transaction=True) as pipe:
             try:
                 # The renewer waits while we commit: give the commit a budget of its own.
@@ -94,6 +113,20 @@ class AssignmentLock:
                     raise AssignmentConflict("the assignment lock expired before the decision was written")
                 pipe.multi()
                 writes(pipe)
-                pipe.execute()
+                commands = self._recorder.record(pipe.command_stack)
+                if not commands:
+                    pipe.execute()
+                    return None
+                token = change_log.new_token()
+                self._append(keys=[self.keys.changes], args=[self.log_entries, token, change_log.pack(commands)],
+                             client=pipe)
+                try:
+                    seq = pipe.execute()[-1]
+                except redis.ResponseError:
+                    # A command failed inside EXEC (the rest ran, and the entry was logged as if all
+                    # had): every replica forgets what it holds.
+                    self._forget_everything()
+                    raise
+                return change_log.Entry(int(seq), token, commands)
             except (redis.WatchError, redis.exceptions.LockError):
                 raise AssignmentConflict("the assignment lock expired before the decision was written") from None

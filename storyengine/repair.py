@@ -74,7 +74,7 @@ class Repairer:
 
     def run(self) -> RepairReport:
         try:
-            with AssignmentLock(self.redis, self.keys.assign_lock) as lock:
+            with AssignmentLock(self.redis, self.keys, self.settings.change_log_entries) as lock:
                 return self._run(lock)
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc

@@ -185,6 +185,15 @@ class Settings:
     # Redis outage): after this many it is marked failed, with the reason.
     max_attempts: int = 3
 
+    # --- the deciders' in-memory replicas (storyengine.replica, change_log)
+    # Entries the change log keeps (one per transaction under the lock): a
+    # decider that fell further behind than this reads its state afresh.
+    change_log_entries: int = 256
+    # Records a replica holds of each kind (stories, candidate articles, term
+    # index sets, band slots, fingerprints); past it the oldest half is
+    # forgotten, and read again from Redis when next needed.
+    replica_records: int = 400_000
+
     def __post_init__(self) -> None:
         problems = []
         for f in fields(self):

@@ -31,6 +31,7 @@ import numpy as np
 
 from . import boilerplate, promotion, records
 from .batch import Batch, Story, scored_members
+from .change_log import Entry
 from .document_frequencies import DocumentFrequencies
 from .decisions import Decision, received_ts
 from .features import Features
@@ -135,12 +136,13 @@ class RedisState:
         return ([Story.from_row(sid, row, bucket_ids) for sid, row in zip(story_ids, rows)],
                 [records.parse_candidate(row) for row in rows[len(story_ids):]])
 
-    def commit(self, batch: Batch, lock: AssignmentLock | None) -> None:
+    def commit(self, batch: Batch, lock: AssignmentLock | None) -> Entry | None:
+        """Write the batch under ``lock``; returns what it logged (storyengine.change_log)."""
         if lock is None:
             raise AssignmentConflict("no assignment lock held")
-        lock.commit(lambda pipe: self._queue_writes(pipe, batch, time.time()))
+        return lock.commit(lambda pipe: self._queue_writes(pipe, batch, time.time()))
 
-    def promote(self, decision: Decision, record: dict, f: Features, lock: AssignmentLock | None) -> None:
+    def promote(self, decision: Decision, record: dict, f: Features, lock: AssignmentLock | None) -> Entry | None:
         if lock is None:
             raise AssignmentConflict("no assignment lock held")
         k = self.keys
@@ -161,7 +163,7 @@ class RedisState:
             *read.member_rows, band_values = pipe.execute()
         read.band_values = [decode(v) for v in band_values]
         planned = promotion.plan(decision, record, f, read, slots, self.settings)
-        lock.commit(lambda pipe: self._queue_promotion(pipe, planned, received_ts(record), time.time()))
+        return lock.commit(lambda pipe: self._queue_promotion(pipe, planned, received_ts(record), time.time()))
 
     def _queue_promotion(self, pipe, p: promotion.PromotionPlan, received: float | None, now: float) -> None:
         k = self.keys

@@ -30,10 +30,11 @@ def df_counts_of_features(store: RedisStore, features) -> np.ndarray:
 
 def state(store: RedisStore) -> dict[str, object]:
     """Every key under the store's prefix (prefix stripped) with its value,
-    wall-clock fields and {p}:df:version left out. Read in pipelines."""
+    wall-clock fields, {p}:df:version and the change log ({p}:changes: one
+    entry per transaction, so it differs between batch sizes) left out. Read in pipelines."""
     r, prefix = store.redis, store.keys.prefix
     keys = sorted(k for k in r.scan_iter(match=f"{prefix}:*", count=1000)
-                  if not k.endswith((b":df:version", b":clock:seen")))  # wall-clock times
+                  if not k.endswith((b":df:version", b":clock:seen", b":changes")))
     with r.pipeline(transaction=False) as pipe:
         for key in keys:
             pipe.type(key)

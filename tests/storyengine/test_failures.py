@@ -14,8 +14,10 @@ import time
 import pytest
 
 from storyengine.errors import DecisionFailed
+from storyengine.keys import Keys
 from storyengine.locking import LEASE_SECONDS, AssignmentConflict, AssignmentLock
 from storyengine.decider import Decider
+from storyengine.settings import Settings
 from storyengine.store import connect
 from tests.articles import BANK, COURIER, FOOTBALL, VALLEY, article
 
@@ -60,8 +62,8 @@ def test_tries_are_counted_on_the_article_until_it_is_failed(store):
 
 
 # ---------------------------------------------------------------- the lock's lease
-def _hold_the_lock_forever(url: str, key: str, ready) -> None:
-    lock = AssignmentLock(connect(url), key)
+def _hold_the_lock_forever(url: str, prefix: str, ready) -> None:
+    lock = AssignmentLock(connect(url), Keys(prefix), Settings().change_log_entries)
     lock.__enter__()
     ready.set()
     time.sleep(600)
@@ -71,7 +73,7 @@ def _hold_the_lock_forever(url: str, key: str, ready) -> None:
 def test_a_killed_holders_lock_stops_blocking_within_about_a_second(redis_url, store):
     ready = multiprocessing.get_context("spawn").Event()
     holder = multiprocessing.get_context("spawn").Process(
-        target=_hold_the_lock_forever, args=(redis_url, store.keys.assign_lock, ready))
+        target=_hold_the_lock_forever, args=(redis_url, store.settings.key_prefix, ready))
     holder.start()
     try:
         assert ready.wait(30)
@@ -79,7 +81,7 @@ def test_a_killed_holders_lock_stops_blocking_within_about_a_second(redis_url, s
         assert store.redis.exists(store.keys.assign_lock)
         os.kill(holder.pid, signal.SIGKILL)
         killed = time.monotonic()
-        with AssignmentLock(store.redis, store.keys.assign_lock):
+        with AssignmentLock(store.redis, store.keys, store.settings.change_log_entries):
             waited = time.monotonic() - killed
     finally:
         holder.kill()
@@ -88,7 +90,7 @@ def test_a_killed_holders_lock_stops_blocking_within_about_a_second(redis_url, s
 
 
 def test_a_long_hold_keeps_its_lease_and_commits(store):
-    with AssignmentLock(store.redis, store.keys.assign_lock) as lock:
+    with AssignmentLock(store.redis, store.keys, store.settings.change_log_entries) as lock:
         time.sleep(3 * LEASE_SECONDS)
         lock.commit(lambda pipe: pipe.set(store.keys.metrics + ":probe", "1"))
     assert store.redis.get(store.keys.metrics + ":probe") == b"1"
@@ -96,7 +98,7 @@ def test_a_long_hold_keeps_its_lease_and_commits(store):
 
 
 def test_a_lease_not_renewed_refuses_the_commit(store):
-    lock = AssignmentLock(store.redis, store.keys.assign_lock, lease=0.05, renew_every=60)
+    lock = AssignmentLock(store.redis, store.keys, store.settings.change_log_entries, lease=0.05, renew_every=60)
     with lock:
         time.sleep(0.2)
         with pytest.raises(AssignmentConflict):

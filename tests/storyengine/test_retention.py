@@ -206,8 +206,8 @@ def test_no_new_article_no_deletion_whatever_the_wall_clock(store, redis_client)
 
     decider.process_many([rec["id"] for rec in archive])  # already processed: no batch, no aging
     Repairer(store).run()
-    retention = Retention(store, decider.state.band_lookup, decider.state.band_write)
-    with AssignmentLock(store.redis, store.keys.assign_lock) as lock:
+    retention = Retention(store, decider.state.writer.band_lookup, decider.state.writer.band_write)
+    with AssignmentLock(store.redis, store.keys, store.settings.change_log_entries) as lock:
         # The clock stays the archive's own: nothing new moves it, and nothing goes.
         assert retention.advance_and_age_out(lock, []) == archive[-1]["published_ts"]
     assert state(store) == before

@@ -51,7 +51,7 @@ def decide_on_redis(records: list[dict], store) -> tuple[list[tuple], RedisState
     assert len(ids) == len(records)
     stored = store.load_articles(ids)
     state = RedisState(store.redis, store.keys, settings)
-    with AssignmentLock(store.redis, store.keys.assign_lock) as lock:
+    with AssignmentLock(store.redis, store.keys, store.settings.change_log_entries) as lock:
         return decide(RunDecider(state, settings), Featuriser(settings), stored, lock), state
 
 

@@ -1,0 +1,156 @@
+"""The change log: every write made under the assignment lock, as the
+commands Redis ran, for the deciders' in-memory replicas (storyengine.replica).
+
+Every write to what a decision reads (stories, candidate articles, the term
+index, band slots, fingerprints, document frequencies) is made under the
+assignment lock, in one MULTI/EXEC through :meth:`AssignmentLock.commit
+<storyengine.locking.AssignmentLock.commit>`: a batch's commit, a promotion,
+retention's deletes, a repair merge. That one place hands the transaction's
+queued commands to :func:`record`, which keeps the ones touching those
+records, and appends them to ``{p}:changes`` (a stream) in the same
+transaction, as entry ``<seq>-0`` with a random token. So Redis applies a
+transaction's writes and logs them together or not at all, in the order they
+were made, and a replica that applies the log in order holds what Redis holds.
+
+What ``record`` does not understand about a record it keeps (an unknown
+command or script on one of its keys) it logs as ``FORGET`` of that key: a
+replica drops it and reads it afresh. Forgetting is always safe.
+
+The stream is capped (``change_log_entries``, trimmed approximately); a
+replica that finds the entry it last applied gone, or holding another token
+(Redis restarted from an older append-only file, the store was cleared),
+forgets everything it holds and reads afresh.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import msgpack
+from redis.connection import Encoder
+
+from .keys import Keys
+from .records import CANDIDATE_FIELDS
+from .redis_scripts import BAND_WRITE, DF_CHANGE
+from .story_writer import INDEX_STORY
+
+# The next sequence number is one past the stream's newest entry (1 for an
+# empty or missing stream): no separate counter that could disagree with it.
+APPEND = """
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local seq = 1
+if #newest > 0 then seq = tonumber(string.match(newest[1][1], '^(%d+)')) + 1 end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], seq .. '-0', 't', ARGV[2], 'c', ARGV[3])
+return seq
+"""
+
+_encode = Encoder("utf-8", "strict", False).encode  # as redis-py sends a value, so as Redis stores it
+_CANDIDATE_FIELDS = frozenset(name.encode() for name in CANDIDATE_FIELDS)
+
+
+@dataclass
+class Entry:
+    """One logged transaction: its sequence number, token and commands (lists of bytes)."""
+    seq: int
+    token: bytes
+    commands: list[list[bytes]]
+
+
+def kept_family(keys: Keys, key: bytes) -> str | None:
+    """Which kind of record a replica keeps ``key`` as, or None if it keeps none."""
+    prefix = keys.prefix_bytes
+    if not key.startswith(prefix):
+        return None
+    rest = key[len(prefix):]
+    head, _, tail = rest.partition(b":")
+    if head == b"story":
+        return "story" if b":" not in tail else None  # not :sources or :articles
+    if head in (b"article", b"term", b"band", b"fingerprint"):
+        return head.decode()
+    if rest in (b"df", b"df:docs", b"df:version"):
+        return "df"
+    return None
+
+
+class Recorder:
+    """Turns a transaction's queued commands into the commands a replica applies."""
+
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+        self._scripts = {_sha(BAND_WRITE): self._band_write, _sha(INDEX_STORY): self._index_story,
+                         _sha(DF_CHANGE): self._df_change}
+
+    def record(self, stack: list) -> list[list[bytes]]:
+        out: list[list[bytes]] = []
+        for args, _options in stack:
+            args = [a if isinstance(a, bytes) else _encode(a) for a in args]
+            name = args[0].upper()
+            if name == b"EVALSHA":
+                numkeys = int(args[2])
+                keys, argv = args[3:3 + numkeys], args[3 + numkeys:]
+                kept = [k for k in keys if kept_family(self.keys, k)]
+                if not kept:
+                    continue
+                translate = self._scripts.get(args[1])
+                out.extend(translate(keys, argv) if translate else [[b"FORGET", k] for k in kept])
+            elif name in (b"DEL", b"UNLINK"):
+                kept = [k for k in args[1:] if kept_family(self.keys, k)]
+                if kept:
+                    out.append([b"DEL", *kept])
+            elif len(args) > 1 and kept_family(self.keys, args[1]):
+                command = self._command(name, args)
+                if command:
+                    out.append(command)
+        return out
+
+    def _command(self, name: bytes, args: list[bytes]) -> list[bytes] | None:
+        key = args[1]
+        if name == b"HSET" and kept_family(self.keys, key) == "article":
+            # Only what a candidate article is read for: the rest of its hash is never decided on.
+            pairs = [(f, v) for f, v in zip(args[2::2], args[3::2]) if f in _CANDIDATE_FIELDS]
+            return [b"HSET", key, *[x for pair in pairs for x in pair]] if pairs else None
+        if name in (b"HSET", b"HDEL", b"SET", b"ZADD", b"ZREM", b"BITFIELD", b"INCR", b"INCRBY", b"DECRBY"):
+            return [name, *args[1:]]
+        return [b"FORGET", key]
+
+    @staticmethod
+    def _band_write(keys: list[bytes], argv: list[bytes]) -> list[list[bytes]]:
+        return [[b"HSET", key, argv[2 * i], argv[2 * i + 1]] if argv[2 * i + 1] else [b"HDEL", key, argv[2 * i]]
+                for i, key in enumerate(keys)]
+
+    @staticmethod
+    def _index_story(keys: list[bytes], argv: list[bytes]) -> list[list[bytes]]:
+        score, story_id, leaving = argv[0], argv[1], int(argv[2])
+        staying = len(keys) - leaving
+        return ([[b"ZADD", key, score, story_id] for key in keys[:staying]]
+                + [[b"ZREM", key, story_id] for key in keys[staying:]])
+
+    @staticmethod
+    def _df_change(keys: list[bytes], argv: list[bytes]) -> list[list[bytes]]:
+        return [[b"DFCHANGE", argv[0], argv[1]]]
+
+
+def _sha(script: str) -> bytes:
+    return hashlib.sha1(script.encode()).hexdigest().encode()
+
+
+def new_token() -> bytes:
+    return os.urandom(8)
+
+
+def pack(commands: list[list[bytes]]) -> bytes:
+    return msgpack.packb(commands, use_bin_type=True)
+
+
+def unpack(payload: bytes) -> list[list[bytes]]:
+    return msgpack.unpackb(payload, raw=True)
+
+
+def entries(reply: list) -> list[Entry]:
+    """Entries from an XRANGE reply."""
+    out = []
+    for entry_id, fields in reply:
+        seq = int(entry_id.split(b"-")[0])
+        out.append(Entry(seq, fields[b"t"], unpack(fields[b"c"])))
+    return out

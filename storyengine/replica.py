@@ -1,0 +1,313 @@
+"""A decider's in-memory replica of what decisions read, kept exactly in
+step with Redis through the change log (storyengine.change_log).
+
+It holds some of the records a decision reads, each exactly as Redis holds
+it at the replica's sequence number ``seq`` (the change-log entry it applied
+last): whole story hashes (or that a story does not exist), the candidate
+fields of articles, whole term-index sets, single band slots, fingerprint
+owners (or that a fingerprint has none), and the document frequencies. What
+it does not hold, the caller reads from Redis and hands to a ``fill_*``
+method, in the same round trip as the log tail that brings the replica up to
+that moment (storyengine.replicated_state).
+
+Why it is never stale when it decides:
+
+1. Every write to these records is made under the assignment lock, in one
+   MULTI/EXEC that also appends the write's commands to the log
+   (storyengine.locking.AssignmentLock.commit); admission writes only new
+   articles and statuses, which the replica does not hold before a decision.
+2. Under the lock, before deciding, the replica reads the log from its own
+   entry on and applies every later entry in order, with Redis's semantics
+   for each command; a command it cannot apply exactly makes it forget that
+   record. So it holds what Redis holds, and nobody writes until it lets go.
+3. If its own entry is gone (trimmed: it fell too far behind) or carries
+   another token (the store was cleared, or Redis came back from an older
+   append-only file), it forgets everything and starts from the newest entry.
+   Forgetting is always safe: what is not held is read from Redis.
+4. Its own commits are applied from the entry they logged, after EXEC
+   succeeded: the same code path as another decider's.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .change_log import Entry
+from .keys import Keys
+from .records import CANDIDATE_FIELDS
+from .settings import Settings
+
+MISSING = object()  # not held: read it from Redis
+_U32_MAX = 2 ** 32 - 1
+_CANDIDATE = tuple(name.encode() for name in CANDIDATE_FIELDS)
+
+
+class Replica:
+    def __init__(self, keys: Keys, settings: Settings) -> None:
+        self.keys, self.settings = keys, settings
+        self.capacity = settings.replica_records
+        self.seq, self.token = 0, None
+        self.forgot = 0  # times it forgot everything (tests and the bench read it)
+        self.forget_all(counted=False)
+
+    def forget_all(self, counted: bool = True) -> None:
+        self.stories: dict[str, dict[str, bytes] | None] = {}
+        self.articles: dict[str, dict[bytes, bytes]] = {}
+        self.terms: dict[int, dict[str, float]] = {}
+        self._term_order: dict[int, list[tuple[float, bytes, str]]] = {}
+        self.bands: dict[tuple[str, bytes], str] = {}
+        self.fingerprints: dict[str, str | None] = {}
+        self.df_counts: np.ndarray | None = None
+        self.df_docs = self.df_version = 0
+        self.forgot += counted
+
+    # ------------------------------------------------------------------ the log
+    @property
+    def fresh(self) -> bool:
+        """Holds nothing and follows no entry yet: only the newest entry is needed."""
+        return self.token is None
+
+    def follow(self, tail: list[Entry]) -> None:
+        """Apply a log tail read from this replica's own entry on (or, when
+        fresh, the newest entry alone)."""
+        if self.fresh or not tail or tail[0].seq != self.seq or tail[0].token != self.token:
+            if not self.fresh:
+                self.forget_all()
+            if tail:
+                self.seq, self.token = tail[-1].seq, tail[-1].token
+            return
+        for entry in tail[1:]:
+            self.apply_entry(entry)
+
+    def apply_entry(self, entry: Entry) -> None:
+        """Apply the next entry (ours, just committed, or another's); a gap makes it forget everything."""
+        if entry.seq != self.seq + 1:
+            self.forget_all()
+        else:
+            self.apply(entry.commands)
+            self.bound()
+        self.seq, self.token = entry.seq, entry.token
+
+    def apply(self, commands: list[list[bytes]]) -> None:
+        for command in commands:
+            name = command[0]
+            if name == b"FORGETALL":
+                self.forget_all()
+                continue
+            if name == b"DFCHANGE":
+                self._df_change(command[1], int(command[2]))
+                continue
+            if name == b"DEL":
+                for key in command[1:]:
+                    self._delete(key)
+                continue
+            family, ident = self._parse(command[1])
+            if family is None:
+                continue
+            if not getattr(self, f"_{family}")(name, ident, command[2:]):
+                self._forget(family, ident)
+
+    # ------------------------------------------------------------------ lookups and fills
+    def story(self, story_id: str):
+        return self.stories.get(story_id, MISSING)
+
+    def fill_story(self, story_id: str, stored: dict) -> None:
+        self.stories[story_id] = {f.decode(): v for f, v in stored.items()} if stored else None
+
+    def article(self, article_id: str):
+        return self.articles.get(article_id, MISSING)
+
+    def fill_article(self, article_id: str, row: list) -> None:
+        if row[2] is not None:  # it exists (an article always has its published time): held
+            self.articles[article_id] = {f: v for f, v in zip(_CANDIDATE, row) if v is not None}
+
+    def band(self, slot: tuple[str, bytes]):
+        return self.bands.get(slot, MISSING)
+
+    def fill_band(self, slot: tuple[str, bytes], value: str) -> None:
+        self.bands[slot] = value
+
+    def fingerprint(self, fp: str):
+        return self.fingerprints.get(fp, MISSING)
+
+    def fill_fingerprint(self, fp: str, owner: str | None) -> None:
+        self.fingerprints[fp] = owner
+
+    def has_term(self, feature: int) -> bool:
+        return feature in self.terms
+
+    def fill_term(self, feature: int, flat: list) -> None:
+        self.terms[feature] = {flat[i].decode(): float(flat[i + 1]) for i in range(0, len(flat), 2)}
+        self._term_order.pop(feature, None)
+
+    def term_hits(self, feature: int, since: float, limit: int) -> list[tuple[str, float]]:
+        """As ZREVRANGEBYSCORE +inf since WITHSCORES LIMIT 0 limit: score, then member, both descending."""
+        order = self._term_order.get(feature)
+        if order is None:
+            order = self._term_order[feature] = sorted(
+                ((score, sid.encode(), sid) for sid, score in self.terms[feature].items()), reverse=True)
+        out = []
+        for score, _, sid in order:
+            if score < since or len(out) >= limit:
+                break
+            out.append((sid, score))
+        return out
+
+    def fill_df(self, raw: bytes | None, docs, version) -> None:
+        counts = np.zeros(self.settings.hash_features, dtype=np.int64)
+        if raw:
+            values = np.frombuffer(raw[: 4 * len(counts)], dtype=">u4", count=min(len(raw), 4 * len(counts)) // 4)
+            counts[: len(values)] = values
+        self.df_counts, self.df_docs, self.df_version = counts, int(docs or 0), int(version or 0)
+
+    # ------------------------------------------------------------------ applying commands, per kind
+    def _parse(self, key: bytes) -> tuple[str | None, object]:
+        rest = key[len(self.keys.prefix_bytes):]
+        head, _, tail = rest.partition(b":")
+        if head == b"story" and b":" not in tail:
+            return "story", tail.decode()
+        if head == b"article":
+            return "article", tail.decode()
+        if head == b"term":
+            return "term", int(tail)
+        if head == b"band":
+            return "band", key.decode()
+        if head == b"fingerprint":
+            return "fingerprint", tail.decode()
+        if rest in (b"df", b"df:docs", b"df:version"):
+            return "df", rest
+        return None, None
+
+    def _story(self, name: bytes, story_id: str, args: list[bytes]) -> bool:
+        held = self.stories.get(story_id, MISSING)
+        if held is MISSING:
+            return True  # not held: nothing to keep in step
+        if name == b"HSET":
+            held = {} if held is None else held
+            held.update(zip((f.decode() for f in args[0::2]), args[1::2]))
+            self.stories[story_id] = held
+            return True
+        if name == b"HDEL":
+            if held is not None:
+                for f in args:
+                    held.pop(f.decode(), None)
+                if not held:
+                    self.stories[story_id] = None  # Redis deletes an empty hash
+            return True
+        return False
+
+    def _article(self, name: bytes, article_id: str, args: list[bytes]) -> bool:
+        held = self.articles.get(article_id)
+        if held is None:
+            return True
+        if name == b"HSET":
+            held.update(zip(args[0::2], args[1::2]))
+            return True
+        if name == b"HDEL":
+            for f in args:
+                held.pop(f, None)
+            return True
+        return False
+
+    def _term(self, name: bytes, feature: int, args: list[bytes]) -> bool:
+        held = self.terms.get(feature)
+        if held is None:
+            return True
+        if name == b"ZADD" and len(args) == 2:
+            held[args[1].decode()] = float(args[0])
+        elif name == b"ZREM":
+            for member in args:
+                held.pop(member.decode(), None)
+        else:
+            return False
+        self._term_order.pop(feature, None)
+        return True
+
+    def _band(self, name: bytes, key: str, args: list[bytes]) -> bool:
+        if name == b"HSET" and len(args) == 2:
+            self.bands[(key, args[0])] = args[1].decode()
+            return True
+        if name == b"HDEL":
+            for field in args:
+                self.bands[(key, field)] = ""
+            return True
+        return False
+
+    def _fingerprint(self, name: bytes, fp: str, args: list[bytes]) -> bool:
+        if name != b"SET" or not args:
+            return False
+        options = [a.upper() for a in args[1:]]
+        if options == [b"XX"]:  # only if it exists: as held, or unknown
+            held = self.fingerprints.get(fp, MISSING)
+            if held is not MISSING and held is not None:
+                self.fingerprints[fp] = args[0].decode()
+            return True
+        if options:
+            return False
+        self.fingerprints[fp] = args[0].decode()
+        return True
+
+    def _df(self, name: bytes, which: bytes, args: list[bytes]) -> bool:
+        if self.df_counts is None:
+            return True
+        if which == b"df:docs" and name in (b"INCRBY", b"DECRBY"):
+            self.df_docs += int(args[0]) * (1 if name == b"INCRBY" else -1)
+            return True
+        if which == b"df:version" and name == b"INCR":
+            self.df_version += 1
+            return True
+        if which == b"df" and name == b"BITFIELD" and args[:2] == [b"OVERFLOW", b"SAT"] and len(args) % 4 == 2:
+            change = np.zeros(len(self.df_counts), dtype=np.int64)
+            for i in range(2, len(args), 4):
+                if args[i] != b"INCRBY" or args[i + 1] != b"u32" or not args[i + 2].startswith(b"#"):
+                    return False
+                change[int(args[i + 2][1:])] += int(args[i + 3])
+            self._count(change)
+            return True
+        return False
+
+    def _df_change(self, packed: bytes, docs_change: int) -> None:
+        if self.df_counts is None:
+            return
+        pairs = np.frombuffer(packed, dtype=[("feature", ">u4"), ("change", ">i4")])
+        change = np.zeros(len(self.df_counts), dtype=np.int64)
+        change[pairs["feature"].astype(np.int64)] = pairs["change"]
+        self._count(change)
+        self.df_docs += docs_change
+        self.df_version += 1
+
+    def _count(self, change: np.ndarray) -> None:
+        # Saturating u32 counters, as BITFIELD OVERFLOW SAT keeps them.
+        self.df_counts = np.clip(self.df_counts + change, 0, _U32_MAX)
+
+    def _delete(self, key: bytes) -> None:
+        family, ident = self._parse(key)
+        if family == "story":
+            self.stories[ident] = None
+        elif family == "term":
+            self.terms[ident] = {}
+            self._term_order.pop(ident, None)
+        elif family == "fingerprint":
+            self.fingerprints[ident] = None
+        elif family is not None:
+            self._forget(family, ident)
+
+    def _forget(self, family: str, ident) -> None:
+        if family == "band":
+            for slot in [s for s in self.bands if s[0] == ident]:
+                del self.bands[slot]
+        elif family == "df":
+            self.df_counts = None
+        elif family == "term":
+            self.terms.pop(ident, None)
+            self._term_order.pop(ident, None)
+        else:
+            {"story": self.stories, "article": self.articles, "fingerprint": self.fingerprints}[family].pop(ident, None)
+
+    def bound(self) -> None:
+        """Forget the oldest half of any kind of record past ``capacity`` (dicts keep insertion order)."""
+        for held in (self.stories, self.articles, self.terms, self.bands, self.fingerprints):
+            if len(held) > self.capacity:
+                for key in list(held)[: len(held) // 2]:
+                    del held[key]
+        if len(self._term_order) > len(self.terms):
+            self._term_order = {f: o for f, o in self._term_order.items() if f in self.terms}
