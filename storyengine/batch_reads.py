@@ -54,6 +54,43 @@ class BatchReads:
         """The article's TF-IDF vector, weighed by the stream's counts as this process holds them."""
         return tfidf(f.term_indices, f.term_counts, self.df.counts[f.term_indices].astype(np.float64), self.df.docs)
 
+    def prefetch(self, chunk: list) -> None:
+        """Before the lock: bring the state up to date with what this batch will
+        read (storyengine.replicated_state), so little is left to read under it."""
+        prefetch = getattr(self.state, "prefetch", None)
+        if prefetch is None:
+            return
+        s = self.settings
+        window = s.story_window_hours * 3600.0
+        lookups, features, fps, slot_list = self._wanted(chunk)
+        read = prefetch(fps, slot_list, features, min(f.published for _, _, f in chunk) - window)
+        batch = Batch(s)
+        batch.fingerprints = dict(zip(fps, read.owners))
+        batch.band_values = dict(zip(slot_list, read.band_values))
+        batch.term_hits = dict(zip(features, read.term_hits))
+        story_ids = set()
+        for article_id, _, f in chunk:
+            heaviest, weights = lookups[article_id]
+            story_ids |= batch.stories_for_terms(heaviest, f.published - window, weights, s.candidate_stories)
+        articles = set(batch.band_members(slot_list)) | {o for o in batch.fingerprints.values() if o}
+        self.state.prefetch_candidates(sorted(story_ids), sorted(articles))
+
+    def _wanted(self, chunk: list) -> tuple[dict, list[int], list[str], list]:
+        """What a batch looks up: each article's heaviest terms and their
+        weights, every term, fingerprint and band slot to read."""
+        s = self.settings
+        lookups = {}
+        features_set: set[int] = set()
+        for article_id, _, f in chunk:
+            # The batch's own articles shift the weights a little before each
+            # is decided, so look up a few more terms: fewer lookups later.
+            vector = self.vector(f)
+            heaviest = [int(x) for x in vector.heaviest(s.lookup_terms + 10)]
+            lookups[article_id] = (heaviest[:s.lookup_terms], vector.weights_of(heaviest[:s.lookup_terms]))
+            features_set.update(heaviest)
+        slot_list = list(dict.fromkeys(x for _, _, f in chunk for x in f.slots))
+        return lookups, sorted(features_set), sorted({f.fingerprint for _, _, f in chunk}), slot_list
+
     def read_batch(self, chunk: list) -> Batch:
         """Read what the batch will need: round trip 1 (statuses, fingerprints,
         band slots, the term index), then 2 (candidate stories and articles)."""
@@ -64,19 +101,8 @@ class BatchReads:
         since = min(published) - window
         batch.bucket_ids = list(range(bucket_index(min(published) - window, s),
                                       bucket_index(max(published) + window, s) + 1))
-        slot_list = list(dict.fromkeys(x for _, _, f in chunk for x in f.slots))
         for attempt in range(2):
-            lookups = {}
-            features_set: set[int] = set()
-            for article_id, _, f in chunk:
-                # The batch's own articles shift the weights a little before each
-                # is decided, so look up a few more terms: fewer lookups later.
-                vector = self.vector(f)
-                heaviest = [int(x) for x in vector.heaviest(s.lookup_terms + 10)]
-                lookups[article_id] = (heaviest[:s.lookup_terms], vector.weights_of(heaviest[:s.lookup_terms]))
-                features_set.update(heaviest)
-            features = sorted(features_set)
-            fps = sorted({f.fingerprint for _, _, f in chunk})
+            lookups, features, fps, slot_list = self._wanted(chunk)
             read = self.state.first_read([a for a, _, _ in chunk], fps, slot_list, features, since)
             if self.df.version is not None and read.df_version == self.df.version:
                 break

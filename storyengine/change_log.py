@@ -45,6 +45,35 @@ redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], seq .. '-0', 't', ARGV[2], '
 return seq
 """
 
+# What a replica at entry ARGV[1] with token ARGV[2] ('' when it follows
+# none yet) must apply, checked here so the entry it already has is not sent
+# again (entry 0 is an empty log's place: ARGV[1] = '0' asks for all of it):
+# {3, id, token, commands, ...} for the entries after its own; or, when
+# its entry is gone or holds another token, {2, newest id, newest token}
+# ({2} for an empty log): it forgets all and follows from the newest; or,
+# when it follows none yet, {1, newest id, newest token} ({1} for an empty log).
+FOLLOW = """
+local function newest(code)
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #last == 0 then return {code} end
+  return {code, last[1][1], last[1][2][2]}
+end
+if ARGV[2] == '' then return newest(1) end
+local rows, first
+if ARGV[1] == '0' then  -- it followed an empty log: every entry since is new to it
+  rows, first = redis.call('XRANGE', KEYS[1], '-', '+'), 1
+  if #rows > 0 and rows[1][1] ~= '1-0' then return newest(2) end
+else
+  rows, first = redis.call('XRANGE', KEYS[1], ARGV[1] .. '-0', '+'), 2
+  if #rows == 0 or rows[1][1] ~= ARGV[1] .. '-0' or rows[1][2][2] ~= ARGV[2] then return newest(2) end
+end
+local out = {3}
+for i = first, #rows do
+  out[#out + 1] = rows[i][1]; out[#out + 1] = rows[i][2][2]; out[#out + 1] = rows[i][2][4]
+end
+return out
+"""
+
 _encode = Encoder("utf-8", "strict", False).encode  # as redis-py sends a value, so as Redis stores it
 _CANDIDATE_FIELDS = frozenset(name.encode() for name in CANDIDATE_FIELDS)
 
@@ -57,8 +86,10 @@ class Entry:
     commands: list[list[bytes]]
 
 
-def kept_family(keys: Keys, key: bytes) -> str | None:
+def kept_family(keys: Keys, key: bytes | str) -> str | None:
     """Which kind of record a replica keeps ``key`` as, or None if it keeps none."""
+    if isinstance(key, str):
+        key = key.encode()
     prefix = keys.prefix_bytes
     if not key.startswith(prefix):
         return None
@@ -83,26 +114,31 @@ class Recorder:
 
     def record(self, stack: list) -> list[list[bytes]]:
         out: list[list[bytes]] = []
+        kept_family = self._kept_family
         for args, _options in stack:
-            args = [a if isinstance(a, bytes) else _encode(a) for a in args]
             name = args[0].upper()
-            if name == b"EVALSHA":
+            if name == "EVALSHA":
                 numkeys = int(args[2])
+                keys = args[3:3 + numkeys]
+                if not any(kept_family(k) for k in keys):
+                    continue  # checked before encoding: most of a commit is not kept
+                args = _encoded(args)
                 keys, argv = args[3:3 + numkeys], args[3 + numkeys:]
-                kept = [k for k in keys if kept_family(self.keys, k)]
-                if not kept:
-                    continue
                 translate = self._scripts.get(args[1])
-                out.extend(translate(keys, argv) if translate else [[b"FORGET", k] for k in kept])
-            elif name in (b"DEL", b"UNLINK"):
-                kept = [k for k in args[1:] if kept_family(self.keys, k)]
+                out.extend(translate(keys, argv) if translate else
+                           [[b"FORGET", k] for k in keys if kept_family(k)])
+            elif name in ("DEL", "UNLINK"):
+                kept = [k for k in _encoded(args[1:]) if kept_family(k)]
                 if kept:
                     out.append([b"DEL", *kept])
-            elif len(args) > 1 and kept_family(self.keys, args[1]):
-                command = self._command(name, args)
+            elif len(args) > 1 and kept_family(args[1]):
+                command = self._command(name.encode(), _encoded(args))
                 if command:
                     out.append(command)
         return out
+
+    def _kept_family(self, key) -> str | None:
+        return kept_family(self.keys, key)
 
     def _command(self, name: bytes, args: list[bytes]) -> list[bytes] | None:
         key = args[1]
@@ -131,8 +167,16 @@ class Recorder:
         return [[b"DFCHANGE", argv[0], argv[1]]]
 
 
+def _encoded(args) -> list[bytes]:
+    return [a if isinstance(a, bytes) else _encode(a) for a in args]
+
+
 def _sha(script: str) -> bytes:
     return hashlib.sha1(script.encode()).hexdigest().encode()
+
+
+# The token of "entry 0": where a replica that found the log empty follows from.
+EMPTY_LOG = b"0"
 
 
 def new_token() -> bytes:
@@ -147,10 +191,16 @@ def unpack(payload: bytes) -> list[list[bytes]]:
     return msgpack.unpackb(payload, raw=True)
 
 
-def entries(reply: list) -> list[Entry]:
-    """Entries from an XRANGE reply."""
-    out = []
-    for entry_id, fields in reply:
-        seq = int(entry_id.split(b"-")[0])
-        out.append(Entry(seq, fields[b"t"], unpack(fields[b"c"])))
-    return out
+def followed(reply: list) -> tuple[str, list[Entry]]:
+    """A FOLLOW reply: ("apply", the entries after the replica's own), ("lost",
+    [the newest, without commands]) or ("fresh", [the newest, without commands]);
+    no entry when the log is empty."""
+    code, rest = int(reply[0]), reply[1:]
+    kind = {1: "fresh", 2: "lost", 3: "apply"}[code]
+    if kind != "apply":
+        return kind, [Entry(_seq(rest[0]), rest[1], [])] if rest else []
+    return kind, [Entry(_seq(rest[i]), rest[i + 1], unpack(rest[i + 2])) for i in range(0, len(rest), 3)]
+
+
+def _seq(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-")[0])

@@ -114,6 +114,8 @@ class Decider:
             self._lap("featurise", began)
             for chunk in runs(pending, self.settings):
                 began = time.perf_counter()
+                self._prefetch(chunk)
+                began = self._lap("prefetch", began)
                 with AssignmentLock(self.redis, self.keys, self.settings.change_log_entries) as lock:
                     self._lock = lock
                     try:
@@ -148,6 +150,15 @@ class Decider:
             assigned = stream_time(clock, time.time(), self.settings.live_stream_hours)
             for f in undated:
                 f.published = assigned
+
+    def _prefetch(self, chunk: list) -> None:
+        try:
+            self.run_decider.reads.prefetch(chunk)
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            # Only a head start: what it did not read is read under the lock.
+            log.exception("prefetching a batch failed; deciding it without")
 
     def _decide_isolated(self, chunk: list) -> dict[str, Outcome]:
         """Decide a chunk; if that raises an error of ours (a bug, a script

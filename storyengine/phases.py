@@ -4,7 +4,7 @@ a batch goes through them, and that worker processes add up in the metrics
 (``engine_seconds:<phase>``, see :mod:`storyengine.metrics`). Its own module,
 so the API can name the phases without importing the engine's numerical code.
 
-"load" and "featurise" run outside the assignment lock; "lock" is the time spent
+"load", "featurise" and "prefetch" run outside the assignment lock; "lock" is the time spent
 taking it (waiting for other workers included) and giving it back, so it
 grows when workers contend for it.
 """
@@ -15,9 +15,10 @@ import time
 PHASES = {
     "load": "reading the articles by id (no lock held)",
     "featurise": "text, shingles, MinHash and term counts (no lock held)",
+    "prefetch": "bringing the in-memory replica up to date with what the batch will read (no lock held)",
     "lock": "taking the assignment lock (waiting for other workers included) and releasing it",
     "retention": "ageing out old stories when due",
-    "reads": "the batch's two read round trips and weighing its terms",
+    "reads": "following the change log, reading statuses and what the replica lacks, weighing the terms",
     "decide": "duplicate checks and story choice, with any reads they add",
     "commit": "writing the batch's decisions in one transaction",
 }

@@ -41,3 +41,15 @@ if #ops > 0 then redis.call('BITFIELD', KEYS[1], 'OVERFLOW', 'SAT', unpack(ops))
 redis.call('INCRBY', KEYS[2], ARGV[2])
 return redis.call('INCR', KEYS[3])
 """
+# Whole term-index sets, for a replica (storyengine.replica) that does not hold them yet.
+TERM_SETS = """
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('ZRANGE', KEYS[i], 0, -1, 'WITHSCORES') end
+return out
+"""
+# One field of each hash (articles' statuses), in one call.
+HASH_FIELD = """
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('HGET', KEYS[i], ARGV[1]) or '' end
+return out
+"""

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .change_log import Entry
+from .change_log import EMPTY_LOG, Entry
 from .keys import Keys
 from .records import CANDIDATE_FIELDS
 from .settings import Settings
@@ -47,6 +47,8 @@ class Replica:
         self.capacity = settings.replica_records
         self.seq, self.token = 0, None
         self.forgot = 0  # times it forgot everything (tests and the bench read it)
+        self._apply_to = {"story": self._story, "article": self._article, "term": self._term, "band": self._band,
+                          "fingerprint": self._fingerprint, "df": self._df}
         self.forget_all(counted=False)
 
     def forget_all(self, counted: bool = True) -> None:
@@ -61,22 +63,19 @@ class Replica:
         self.forgot += counted
 
     # ------------------------------------------------------------------ the log
-    @property
-    def fresh(self) -> bool:
-        """Holds nothing and follows no entry yet: only the newest entry is needed."""
-        return self.token is None
-
-    def follow(self, tail: list[Entry]) -> None:
-        """Apply a log tail read from this replica's own entry on (or, when
-        fresh, the newest entry alone)."""
-        if self.fresh or not tail or tail[0].seq != self.seq or tail[0].token != self.token:
-            if not self.fresh:
-                self.forget_all()
-            if tail:
-                self.seq, self.token = tail[-1].seq, tail[-1].token
+    def follow(self, kind: str, entries: list[Entry]) -> None:
+        """Apply what the log holds after this replica's own entry
+        (storyengine.change_log.FOLLOW): the entries after it, in order
+        ("apply"); or, when its entry is gone or holds another token ("lost"),
+        forget everything and follow from the newest; or, when it follows none
+        yet ("fresh"), follow from the newest (it holds nothing)."""
+        if kind == "apply":
+            for entry in entries:
+                self.apply_entry(entry)
             return
-        for entry in tail[1:]:
-            self.apply_entry(entry)
+        if kind == "lost":
+            self.forget_all()
+        self.seq, self.token = (entries[-1].seq, entries[-1].token) if entries else (0, EMPTY_LOG)
 
     def apply_entry(self, entry: Entry) -> None:
         """Apply the next entry (ours, just committed, or another's); a gap makes it forget everything."""
@@ -103,7 +102,7 @@ class Replica:
             family, ident = self._parse(command[1])
             if family is None:
                 continue
-            if not getattr(self, f"_{family}")(name, ident, command[2:]):
+            if not self._apply_to[family](name, ident, command[2:]):
                 self._forget(family, ident)
 
     # ------------------------------------------------------------------ lookups and fills

@@ -21,7 +21,8 @@ from .document_frequencies import DocumentFrequencies
 from .features import Features
 from .keys import Keys
 from .locking import AssignmentLock
-from .records import CANDIDATE_FIELDS, STORY_FIELDS, bucket_field, decode
+from .records import CANDIDATE_FIELDS, STORY_FIELDS, bucket_field
+from .redis_scripts import HASH_FIELD, TERM_SETS
 from .replica import MISSING, Replica
 from .settings import Settings
 from .state import FirstRead, RedisState, TermHits
@@ -32,6 +33,9 @@ class ReplicatedState:
         self.redis, self.keys, self.settings = redis_client, keys, settings
         self.writer = RedisState(redis_client, keys, settings)
         self.replica = Replica(keys, settings)
+        self._term_sets = redis_client.register_script(TERM_SETS)
+        self._follow = redis_client.register_script(change_log.FOLLOW)
+        self._hash_field = redis_client.register_script(HASH_FIELD)
         self.round_trips = 0  # under the lock, over this state's life (the bench reads it)
 
     # ------------------------------------------------------------------ reads
@@ -48,6 +52,20 @@ class ReplicatedState:
         r = self.replica
         return FirstRead(r.df_version, statuses, [r.fingerprint(fp) for fp in fingerprints],
                          [r.band(slot) for slot in slots], self._term_hits(features, since))
+
+    def prefetch(self, fingerprints, slots, features, since) -> FirstRead:
+        """Before the lock: follow the log and read what the replica lacks of
+        these, as one snapshot (MULTI/EXEC), then answer from the replica (no statuses)."""
+        self._read(fingerprints=fingerprints, slots=slots, features=features, df=True, sync=True, snapshot=True)
+        r = self.replica
+        return FirstRead(r.df_version, [], [r.fingerprints.get(fp) for fp in fingerprints],
+                         [r.bands.get(slot, "") for slot in slots],
+                         [self.replica.term_hits(x, since, self.settings.stories_per_term) if x in r.terms else []
+                          for x in features])
+
+    def prefetch_candidates(self, story_ids, article_ids) -> None:
+        """Before the lock: the candidate stories and articles the replica lacks, as one snapshot."""
+        self._read(story_ids=story_ids, candidate_ids=article_ids, sync=True, snapshot=True)
 
     def term_hits(self, features, since) -> list[TermHits]:
         self._read(features=features)
@@ -74,67 +92,62 @@ class ReplicatedState:
         return [self.replica.term_hits(x, since, limit) for x in features]
 
     def _read(self, article_ids=(), fingerprints=(), slots=(), features=(), story_ids=(), candidate_ids=(),
-              df: bool = False, sync: bool = False) -> list[bytes | None]:
+              df: bool = False, sync: bool = False, snapshot: bool = False) -> list[bytes | None]:
         """One round trip: the log tail (``sync``), statuses, and whatever of
         the rest the replica does not hold; the replica follows the tail, then
-        takes in the rest. Returns the statuses."""
+        takes in the rest. Under the lock no one writes meanwhile; without it
+        (``snapshot``), the round trip is a MULTI/EXEC, so the tail and the rest
+        are one moment of Redis. Returns the statuses."""
         r, k = self.replica, self.keys
-        fps = [fp for fp in dict.fromkeys(fingerprints) if r.fingerprint(fp) is MISSING]
-        slots = [slot for slot in dict.fromkeys(slots) if r.band(slot) is MISSING]
-        features = [x for x in dict.fromkeys(features) if not r.has_term(x)]
-        story_ids = [sid for sid in dict.fromkeys(story_ids) if r.story(sid) is MISSING]
-        candidate_ids = [aid for aid in dict.fromkeys(candidate_ids) if r.article(aid) is MISSING]
+        fps = [fp for fp in dict.fromkeys(fingerprints) if fp not in r.fingerprints]
+        slots = [slot for slot in dict.fromkeys(slots) if slot not in r.bands]
+        features = [x for x in dict.fromkeys(features) if x not in r.terms]
+        story_ids = [sid for sid in dict.fromkeys(story_ids) if sid not in r.stories]
+        candidate_ids = [aid for aid in dict.fromkeys(candidate_ids) if aid not in r.articles]
         df = df and r.df_counts is None
         if not (sync or article_ids or fps or slots or features or story_ids or candidate_ids or df):
             return []
-        with self.redis.pipeline(transaction=False) as pipe:
+        # Each kind in one command: a reply of thousands of small ones costs more to parse than to serve.
+        with self.redis.pipeline(transaction=snapshot) as pipe:
             if sync:
-                if r.fresh:
-                    pipe.xrevrange(k.changes, count=1)
-                else:
-                    pipe.xrange(k.changes, min=f"{r.seq}-0")
-            for aid in article_ids:
-                pipe.hget(k.article(aid), "status")
+                self._follow(keys=[k.changes], args=[r.seq, r.token or b""], client=pipe)
+            if article_ids:
+                self._hash_field(keys=[k.article(a) for a in article_ids], args=["status"], client=pipe)
             if df:
                 pipe.get(k.df)
                 pipe.get(k.df_docs)
                 pipe.get(k.df_version)
-            for fp in fps:
-                pipe.get(k.fingerprint(fp))
+            if fps:
+                pipe.mget([k.fingerprint(fp) for fp in fps])
             if slots:
                 self.writer.band_lookup(keys=[key for key, _ in slots], args=[f for _, f in slots], client=pipe)
-            for x in features:
-                pipe.zrange(k.term(x), 0, -1, withscores=True)
+            if features:
+                self._term_sets(keys=[k.term(x) for x in features], client=pipe)
             for sid in story_ids:
                 pipe.hgetall(k.story(sid))
             for aid in candidate_ids:
                 pipe.hmget(k.article(aid), CANDIDATE_FIELDS)
             replies = pipe.execute()
-        self.round_trips += 1
-        at = 0
+        self.round_trips += not snapshot
+        replies.reverse()  # taken in the order asked, from the end
         if sync:
-            r.follow(change_log.entries(replies[0]))
-            at = 1
-        statuses = replies[at:at + len(article_ids)]
-        at += len(article_ids)
+            r.follow(*change_log.followed(replies.pop()))
+        statuses = [s or None for s in replies.pop()] if article_ids else []
         if df:
-            r.fill_df(*replies[at:at + 3])
-            at += 3
-        for fp, owner in zip(fps, replies[at:at + len(fps)]):
-            r.fill_fingerprint(fp, decode(owner) if owner else None)
-        at += len(fps)
+            r.fill_df(replies.pop(), replies.pop(), replies.pop())
+        if fps:
+            for fp, owner in zip(fps, replies.pop()):
+                r.fill_fingerprint(fp, owner.decode() if owner else None)
         if slots:
-            for slot, value in zip(slots, replies[at]):
-                r.fill_band(slot, decode(value))
-            at += 1
-        for x, pairs in zip(features, replies[at:at + len(features)]):
-            r.fill_term(x, [v for member, score in pairs for v in (member, score)])
-        at += len(features)
-        for sid, stored in zip(story_ids, replies[at:at + len(story_ids)]):
-            r.fill_story(sid, stored)
-        at += len(story_ids)
-        for aid, row in zip(candidate_ids, replies[at:]):
-            r.fill_article(aid, row)
+            for slot, value in zip(slots, replies.pop()):
+                r.fill_band(slot, value.decode())
+        if features:
+            for x, flat in zip(features, replies.pop()):
+                r.fill_term(x, flat)
+        for sid in story_ids:
+            r.fill_story(sid, replies.pop())
+        for aid in candidate_ids:
+            r.fill_article(aid, replies.pop())
         r.bound()
         return statuses
 

@@ -186,9 +186,11 @@ class Settings:
     max_attempts: int = 3
 
     # --- the deciders' in-memory replicas (storyengine.replica, change_log)
-    # Entries the change log keeps (one per transaction under the lock): a
-    # decider that fell further behind than this reads its state afresh.
-    change_log_entries: int = 256
+    # Entries the change log keeps (one per transaction under the lock, about
+    # 6 KB an article decided): a decider that fell further behind than this
+    # forgets what it holds and reads it afresh. Workers take turns, so each is
+    # a few entries behind at most.
+    change_log_entries: int = 16
     # Records a replica holds of each kind (stories, candidate articles, term
     # index sets, band slots, fingerprints); past it the oldest half is
     # forgotten, and read again from Redis when next needed.

@@ -106,7 +106,7 @@ def test_deciders_taking_turns_decide_as_one_and_hold_what_redis_holds(stores, s
     decided, holds exactly what Redis holds."""
     records = dev(480, shuffled)
     expected = serially(stores("serial"), records)
-    store = stores("turns")
+    store = stores("turns", change_log_entries=256)  # long enough that no decider falls behind it
     ids = accept(store, records)
     deciders = [Decider(store) for _ in range(3)]
     turns = random.Random(3)
@@ -188,6 +188,23 @@ def test_a_store_cleared_under_a_decider_is_read_afresh(stores):
     assert stale.state.replica.forgot == 1
     assert decided(outcomes) == expected
     assert_replica_holds_what_redis_holds(stale)
+
+
+def test_a_replica_that_found_the_log_empty_applies_every_entry_after(stores):
+    """It read records while the log was empty; another decider then wrote
+    entries 1, 2, ...: it applies them all, not just starts from the newest."""
+    records = dev(200)
+    expected = serially(stores("serial"), records)
+    store = stores("empty")
+    ids = accept(store, records)
+    early, other = Decider(store), Decider(store)
+    early.state.prefetch_candidates([], ids[:RUN])  # the first run's articles, read before anything is decided
+    assert early.state.replica.token == change_log.EMPTY_LOG
+    outcomes = [o for s in range(0, len(ids) - RUN, RUN) for o in other.process_many(ids[s:s + RUN])]
+    outcomes += early.process_many(ids[-RUN:])
+    assert early.state.replica.forgot == 0
+    assert decided(outcomes) == expected
+    assert_replica_holds_what_redis_holds(early)
 
 
 # ---------------------------------------------------------------- killed mid-batch
