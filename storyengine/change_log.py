@@ -3,18 +3,20 @@ commands Redis ran, for the deciders' in-memory replicas (storyengine.replica).
 
 Every write to what a decision reads (stories, candidate articles, the term
 index, band slots, fingerprints, document frequencies) is made under the
-assignment lock, in one MULTI/EXEC through :meth:`AssignmentLock.commit
+assignment lock, through :meth:`AssignmentLock.commit
 <storyengine.locking.AssignmentLock.commit>`: a batch's commit, a promotion,
-retention's deletes, a repair merge. That one place hands the transaction's
-queued commands to :func:`record`, which keeps the ones touching those
-records, and appends them to ``{p}:changes`` (a stream) in the same
-transaction, as entry ``<seq>-0`` with a random token. So Redis applies a
-transaction's writes and logs them together or not at all, in the order they
-were made, and a replica that applies the log in order holds what Redis holds.
+retention's deletes, a repair merge. That one place turns the commands
+queued on a pipeline into bytes (:func:`wire`), keeps those a replica
+applies (:class:`Recorder`), and sends both to one script
+(storyengine.commit_script) that runs the commands and appends what was
+kept to ``{p}:changes`` (a stream) as entry ``<seq>-0`` with a random token.
+A script runs alone, so Redis applies a commit's writes and logs them
+together, in the order they were made, and a replica that applies the log
+in order holds what Redis holds.
 
-What ``record`` does not understand about a record it keeps (an unknown
-command or script on one of its keys) it logs as ``FORGET`` of that key: a
-replica drops it and reads it afresh. Forgetting is always safe.
+What the recorder does not understand about a record a replica keeps (an
+unknown command or script on one of its keys) it logs as ``FORGET`` of that
+key: a replica drops it and reads it afresh. Forgetting is always safe.
 
 The stream is capped (``change_log_entries``, trimmed approximately); a
 replica that finds the entry it last applied gone, or holding another token
@@ -34,16 +36,6 @@ from .keys import Keys
 from .records import CANDIDATE_FIELDS
 from .redis_scripts import BAND_WRITE, DF_CHANGE
 from .story_writer import INDEX_STORY
-
-# The next sequence number is one past the stream's newest entry (1 for an
-# empty or missing stream): no separate counter that could disagree with it.
-APPEND = """
-local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local seq = 1
-if #newest > 0 then seq = tonumber(string.match(newest[1][1], '^(%d+)')) + 1 end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], seq .. '-0', 't', ARGV[2], 'c', ARGV[3])
-return seq
-"""
 
 # What a replica at entry ARGV[1] with token ARGV[2] ('' when it follows
 # none yet) must apply, checked here so the entry it already has is not sent
@@ -86,10 +78,8 @@ class Entry:
     commands: list[list[bytes]]
 
 
-def kept_family(keys: Keys, key: bytes | str) -> str | None:
+def kept_family(keys: Keys, key: bytes) -> str | None:
     """Which kind of record a replica keeps ``key`` as, or None if it keeps none."""
-    if isinstance(key, str):
-        key = key.encode()
     prefix = keys.prefix_bytes
     if not key.startswith(prefix):
         return None
@@ -109,35 +99,34 @@ class Recorder:
 
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
-        self._scripts = {_sha(BAND_WRITE): self._band_write, _sha(INDEX_STORY): self._index_story,
-                         _sha(DF_CHANGE): self._df_change}
+        self._scripts = {sha(BAND_WRITE): self._band_write, sha(INDEX_STORY): self._index_story,
+                         sha(DF_CHANGE): self._df_change}
 
-    def record(self, stack: list) -> list[list[bytes]]:
+    def record(self, commands: list[list[bytes]]) -> list[list[bytes]]:
+        """The commands (as :func:`wire` makes them) a replica applies."""
         out: list[list[bytes]] = []
         kept_family = self._kept_family
-        for args, _options in stack:
+        for args in commands:
             name = args[0].upper()
-            if name == "EVALSHA":
+            if name == b"EVALSHA":
                 numkeys = int(args[2])
-                keys = args[3:3 + numkeys]
-                if not any(kept_family(k) for k in keys):
-                    continue  # checked before encoding: most of a commit is not kept
-                args = _encoded(args)
                 keys, argv = args[3:3 + numkeys], args[3 + numkeys:]
+                if not any(kept_family(k) for k in keys):
+                    continue
                 translate = self._scripts.get(args[1])
                 out.extend(translate(keys, argv) if translate else
                            [[b"FORGET", k] for k in keys if kept_family(k)])
-            elif name in ("DEL", "UNLINK"):
-                kept = [k for k in _encoded(args[1:]) if kept_family(k)]
+            elif name in (b"DEL", b"UNLINK"):
+                kept = [k for k in args[1:] if kept_family(k)]
                 if kept:
                     out.append([b"DEL", *kept])
             elif len(args) > 1 and kept_family(args[1]):
-                command = self._command(name.encode(), _encoded(args))
+                command = self._command(name, args)
                 if command:
                     out.append(command)
         return out
 
-    def _kept_family(self, key) -> str | None:
+    def _kept_family(self, key: bytes) -> str | None:
         return kept_family(self.keys, key)
 
     def _command(self, name: bytes, args: list[bytes]) -> list[bytes] | None:
@@ -167,11 +156,28 @@ class Recorder:
         return [[b"DFCHANGE", argv[0], argv[1]]]
 
 
-def _encoded(args) -> list[bytes]:
-    return [a if isinstance(a, bytes) else _encode(a) for a in args]
+def wire(stack: list) -> list[list[bytes]]:
+    """A pipeline's queued commands, every argument as the bytes redis-py
+    would send (so the commit script and the replicas see what Redis would)."""
+    out = []
+    for args, _options in stack:
+        command = []
+        for a in args:
+            kind = type(a)
+            if kind is bytes:
+                command.append(a)
+            elif kind is str:
+                command.append(a.encode())
+            elif kind is int or kind is float:
+                command.append(repr(a).encode())
+            else:
+                command.append(_encode(a))  # anything else exactly as redis-py encodes it
+        out.append(command)
+    return out
 
 
-def _sha(script: str) -> bytes:
+def sha(script: str) -> bytes:
+    """The SHA1 a script is called by (EVALSHA), as redis-py computes it."""
     return hashlib.sha1(script.encode()).hexdigest().encode()
 
 
@@ -184,7 +190,8 @@ def new_token() -> bytes:
 
 
 def pack(commands: list[list[bytes]]) -> bytes:
-    return msgpack.packb(commands, use_bin_type=True)
+    # Bytes as msgpack's raw strings: Redis's Lua (cmsgpack) reads no bin type.
+    return msgpack.packb(commands, use_bin_type=False)
 
 
 def unpack(payload: bytes) -> list[list[bytes]]:
@@ -204,3 +211,6 @@ def followed(reply: list) -> tuple[str, list[Entry]]:
 
 def _seq(entry_id: bytes) -> int:
     return int(entry_id.split(b"-")[0])
+
+
+FORGET_EVERYTHING = pack([[b"FORGETALL"]])  # the entry that makes every replica forget what it holds

@@ -1,16 +1,14 @@
 """The assignment lock: one writer of story and duplicate decisions at a time.
 
 Deciding reads shared state (bands, stories, term statistics) and then writes
-it, so it runs under one Redis lock: a one-second lease its holder renews. The writes go out in one
-MULTI/EXEC transaction that WATCHes the lock key and first checks that the
-lock still holds our token: if it expired and another process took it, the
-transaction aborts and the caller retries, so a slow process can never write
-a decision made on stale reads. Article processing and the repair pass both
-take this lock, so a merge never interleaves with an assignment.
-
-Every commit also appends what it wrote to the change log
-(storyengine.change_log), in the same transaction, for the deciders'
-in-memory replicas (storyengine.replica).
+it, so it runs under one Redis lock: a one-second lease its holder renews.
+The writes go out in one call of a script (storyengine.commit_script) that
+first checks the lock still holds our token: if it expired and another
+process took it, nothing is written and the caller retries, so a slow
+process can never write a decision made on stale reads. Article processing,
+retention and the repair pass all write through :meth:`AssignmentLock.commit`,
+so a merge never interleaves with an assignment, and every write is logged
+for the deciders' in-memory replicas (storyengine.change_log, replica).
 """
 from __future__ import annotations
 
@@ -19,6 +17,7 @@ import threading
 import redis
 
 from . import change_log
+from .commit_script import COMMIT
 from .errors import StoreUnavailable
 from .keys import Keys
 
@@ -31,9 +30,6 @@ LEASE_SECONDS = 1.0
 # loses it while the holder is alive.
 RENEW_EVERY_SECONDS = 0.25
 LOCK_WAIT_SECONDS = 60.0
-# A commit (one MULTI/EXEC, a large batch's writes) may take longer than a
-# lease while the renewer waits for it: its lease is extended to this first.
-COMMIT_BUDGET_SECONDS = 5.0
 
 
 class AssignmentConflict(StoreUnavailable):
@@ -48,7 +44,7 @@ class AssignmentLock:
         self.keys = keys
         self.log_entries = log_entries  # the change log's cap (settings.change_log_entries)
         self._recorder = change_log.Recorder(keys)
-        self._append = client.register_script(change_log.APPEND)
+        self._commit = client.register_script(COMMIT)
         self.lease = lease
         self.renew_every = renew_every
         # Poll often while waiting: a batch holds the lock for tens of milliseconds, and
@@ -58,8 +54,6 @@ class AssignmentLock:
         self._token: bytes | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
-        # Renewing touches the lock key, which the commit WATCHes: the two never overlap.
-        self._guard = threading.Lock()
 
     def __enter__(self) -> "AssignmentLock":
         if not self._lock.acquire():
@@ -73,9 +67,8 @@ class AssignmentLock:
     def _renew(self) -> None:
         while not self._stop.wait(self.renew_every):
             try:
-                with self._guard:
-                    if self._token is None or not self._lock.reacquire():
-                        return
+                if self._token is None or not self._lock.reacquire():
+                    return
             except redis.exceptions.LockError:
                 return  # lost: the WATCH in commit() refuses a decision made after it
             except redis.RedisError:
@@ -92,41 +85,28 @@ class AssignmentLock:
         except (redis.exceptions.LockError, redis.RedisError):
             pass  # expired, or Redis away: the WATCH in commit() already protected the writes
 
-    def _forget_everything(self) -> None:
-        try:
-            self._append(keys=[self.keys.changes],
-                         args=[self.log_entries, change_log.new_token(), change_log.pack([[b"FORGETALL"]])])
-        except redis.RedisError:
-            pass  # Redis away: the replicas' next sync fails too, and the log's gap (if any) tells them
-
     def commit(self, writes) -> change_log.Entry | None:
-        """Run ``writes(pipe)`` in one transaction, only if we still hold the
-        lock, and log what it wrote (storyengine.change_log) in the same
-        transaction. Returns the entry logged (None if nothing a replica keeps was written)."""
-        with self._guard, self.redis.pipeline(transaction=True) as pipe:
-            try:
-                # The renewer waits while we commit: give the commit a budget of its own.
-                if not self._lock.extend(COMMIT_BUDGET_SECONDS, replace_ttl=True):
-                    raise AssignmentConflict("the assignment lock expired before the decision was written")
-                pipe.watch(self.key)
-                if self._token is None or pipe.get(self.key) != self._token:
-                    raise AssignmentConflict("the assignment lock expired before the decision was written")
-                pipe.multi()
-                writes(pipe)
-                commands = self._recorder.record(pipe.command_stack)
-                if not commands:
-                    pipe.execute()
-                    return None
-                token = change_log.new_token()
-                self._append(keys=[self.keys.changes], args=[self.log_entries, token, change_log.pack(commands)],
-                             client=pipe)
-                try:
-                    seq = pipe.execute()[-1]
-                except redis.ResponseError:
-                    # A command failed inside EXEC (the rest ran, and the entry was logged as if all
-                    # had): every replica forgets what it holds.
-                    self._forget_everything()
-                    raise
-                return change_log.Entry(int(seq), token, commands)
-            except (redis.WatchError, redis.exceptions.LockError):
+        """Run ``writes(pipe)`` (commands queued on a pipeline) as one call of
+        storyengine.commit_script.COMMIT: only if we still hold the lock, all
+        at once, with what they wrote logged for the replicas
+        (storyengine.change_log). Returns the entry logged (None if nothing a
+        replica keeps was written)."""
+        if self._token is None:
+            raise AssignmentConflict("no assignment lock held")
+        with self.redis.pipeline(transaction=False) as pipe:
+            writes(pipe)  # only collected: sent below as one argument
+            commands = change_log.wire(pipe.command_stack)
+            pipe.reset()
+        if not commands:
+            return None
+        kept = self._recorder.record(commands)
+        token = change_log.new_token()
+        try:
+            seq = self._commit(keys=[self.key, self.keys.changes], args=[
+                self._token, self.log_entries, token, change_log.pack(commands),
+                change_log.pack(kept) if kept else b"", change_log.FORGET_EVERYTHING])
+        except redis.ResponseError as exc:
+            if str(exc).startswith("LOCKLOST"):
                 raise AssignmentConflict("the assignment lock expired before the decision was written") from None
+            raise
+        return change_log.Entry(int(seq), token, kept) if kept else None

@@ -17,12 +17,14 @@ import time
 
 import numpy as np
 import pytest
+import redis
 
 from evaluation.replay import record_of
 from evaluation.streams import read_stream
 from storyengine import change_log
 from storyengine.decider import Decider
 from storyengine.keys import Keys
+from storyengine.locking import AssignmentLock
 from storyengine.records import CANDIDATE_FIELDS
 from storyengine.repair import Repairer
 from storyengine.replica import Replica
@@ -207,6 +209,27 @@ def test_a_replica_that_found_the_log_empty_applies_every_entry_after(stores):
     assert_replica_holds_what_redis_holds(early)
 
 
+def test_a_commit_that_fails_midway_makes_every_replica_forget(stores):
+    """Redis does not roll a script back: what ran before the failing command
+    stays written, so the log tells every replica to forget what it holds."""
+    records = dev(80)
+    store = stores("midway")
+    ids = accept(store, records)
+    decider, other = Decider(store), Decider(store)
+    outcomes = decider.process_many(ids[:RUN])
+    story = outcomes[0].story_id
+    other.state.prefetch_candidates([story], [])  # holds the story as it is
+    k = store.keys
+    with AssignmentLock(store.redis, k, store.settings.change_log_entries) as lock:
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            lock.commit(lambda pipe: (pipe.hset(k.story(story), "headline", "written before the failure"),
+                                      pipe.lpush(k.story(story), "not a list")))
+    assert store.redis.hget(k.story(story), "headline") == b"written before the failure"
+    other.process_many(ids[RUN:])
+    assert other.state.replica.forgot == 1
+    assert_replica_holds_what_redis_holds(other)
+
+
 # ---------------------------------------------------------------- killed mid-batch
 def _decide_then_get_killed(url: str, prefix: str, ids: list[str]) -> None:
     store = RedisStore(connect(url), Settings(key_prefix=prefix))
@@ -251,7 +274,7 @@ def test_what_the_log_cannot_apply_exactly_is_forgotten():
              (("HSET", keys.article("a"), "story", "st_a", "title", "not kept"), {}),
              (("SET", keys.fingerprint("f"), "a", "XX"), {}),
              (("HSET", keys.metrics, "x", 1), {})]
-    commands = recorder.record(stack)
+    commands = recorder.record(change_log.wire(stack))
     assert commands == [[b"FORGET", b"{sw}:story:st_a"], [b"FORGET", b"{sw}:term:7"],
                         [b"HSET", b"{sw}:article:a", b"story", b"st_a"], [b"SET", b"{sw}:fingerprint:f", b"a", b"XX"]]
     replica = Replica(keys, settings)
