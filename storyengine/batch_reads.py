@@ -46,6 +46,7 @@ class BatchReads:
         self.state, self.settings = state, settings
         self.df = DocumentFrequencies(settings.hash_features)
         self.shingles = ShingleCache()
+        self._wanted_last: tuple | None = None  # (chunk's ids, df version) and what _wanted gave for them
 
     def refresh_df(self) -> None:
         self.state.read_df(self.df)
@@ -78,6 +79,9 @@ class BatchReads:
     def _wanted(self, chunk: list) -> tuple[dict, list[int], list[str], list]:
         """What a batch looks up: each article's heaviest terms and their
         weights, every term, fingerprint and band slot to read."""
+        key = (tuple(a for a, _, _ in chunk), self.df.version)
+        if self.df.version is not None and self._wanted_last is not None and self._wanted_last[0] == key:
+            return self._wanted_last[1]  # weighed before the lock, against the same counts
         s = self.settings
         lookups = {}
         features_set: set[int] = set()
@@ -89,7 +93,9 @@ class BatchReads:
             lookups[article_id] = (heaviest[:s.lookup_terms], vector.weights_of(heaviest[:s.lookup_terms]))
             features_set.update(heaviest)
         slot_list = list(dict.fromkeys(x for _, _, f in chunk for x in f.slots))
-        return lookups, sorted(features_set), sorted({f.fingerprint for _, _, f in chunk}), slot_list
+        wanted = lookups, sorted(features_set), sorted({f.fingerprint for _, _, f in chunk}), slot_list
+        self._wanted_last = (key, wanted)
+        return wanted
 
     def read_batch(self, chunk: list) -> Batch:
         """Read what the batch will need: round trip 1 (statuses, fingerprints,
