@@ -99,6 +99,14 @@ class Replica:
                 for key in command[1:]:
                     self._delete(key)
                 continue
+            if name == b"BANDS":
+                bands = self.bands
+                for i in range(1, len(command), 3):
+                    bands[(command[i].decode(), command[i + 1])] = command[i + 2].decode()
+                continue
+            if name == b"INDEX":
+                self._index(float(command[1]), command[2].decode(), int(command[3]), command[4:])
+                continue
             family, ident = self._parse(command[1])
             if family is None:
                 continue
@@ -220,6 +228,19 @@ class Replica:
             return False
         self._term_order.pop(feature, None)
         return True
+
+    def _index(self, score: float, story_id: str, leaving: int, keys: list[bytes]) -> None:
+        staying = len(keys) - leaving
+        for n, key in enumerate(keys):
+            feature = int(key[key.rindex(b":") + 1:])
+            held = self.terms.get(feature)
+            if held is None:
+                continue
+            if n < staying:
+                held[story_id] = score
+            else:
+                held.pop(story_id, None)
+            self._term_order.pop(feature, None)
 
     def _band(self, name: bytes, key: str, args: list[bytes]) -> bool:
         if name == b"HSET" and len(args) == 2:

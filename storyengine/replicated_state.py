@@ -88,8 +88,8 @@ class ReplicatedState:
         return stories, articles
 
     def _term_hits(self, features, since) -> list[TermHits]:
-        limit = self.settings.stories_per_term
-        return [self.replica.term_hits(x, since, limit) for x in features]
+        limit, terms, hits = self.settings.stories_per_term, self.replica.terms, self.replica.term_hits
+        return [hits(x, since, limit) if terms[x] else [] for x in features]  # most of a batch's terms index nothing
 
     def _read(self, article_ids=(), fingerprints=(), slots=(), features=(), story_ids=(), candidate_ids=(),
               df: bool = False, sync: bool = False, snapshot: bool = False) -> list[bytes | None]:
