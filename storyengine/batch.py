@@ -4,14 +4,15 @@ A worker decides articles in batches under one hold of the assignment lock
 (:mod:`storyengine.locking`). Everything a batch will read is fetched up front
 in two pipelined round trips (statuses, exact fingerprints, LSH bands and the
 term index, then the candidate stories and candidate articles), and
-everything it decides is written back in one MULTI/EXEC at the end.
+everything it decides is written back in one atomic commit at the end
+(storyengine.commit_script).
 
 Between the two, the batch is its own view of the store: an article decided
 early in the batch is seen by the ones after it exactly as if it had been
 written to Redis already (its bands, fingerprint, story and terms), so a
 batch decides the same way as one article at a time in the same order.
 The view is only valid under the lock it was read under: no one else writes
-decisions meanwhile, and the commit WATCHes the lock. Reads and the commit go
+decisions meanwhile, and the commit checks the lock's token. Reads and the commit go
 through the decision state (storyengine.state); the batch itself holds no
 connection.
 """

@@ -12,12 +12,16 @@ term counts) runs outside any lock. The decision itself (is it a copy of an
 article we hold, which story does it join) reads shared state and then writes
 it, so it runs under the assignment lock (storyengine.locking): two copies
 of one event arriving together are decided one after the other, and the
-second sees the story the first opened. A batch's writes go out in one
-MULTI/EXEC transaction that WATCHes the lock key: if the lock expired and
-another worker took it, the transaction aborts and the task retries, so a
-slow worker can never write a decision made on stale reads. Each article's
-status is set to ``processed`` in that same transaction, and the first read
-under the lock checks it, so a retried or redelivered task changes nothing.
+second sees the story the first opened. What it reads comes from the
+process's in-memory replica, kept exact by the change log
+(storyengine.replica, docs/architecture.md), brought up to date before the
+lock and again under it. A batch's writes go out in one atomic script call
+that first checks the lock's token (storyengine.commit_script): if the lock
+expired and another worker took it, nothing is written and the task
+retries, so a slow worker can never write a decision made on stale reads.
+Each article's status is set to ``processed`` in that same call, and the
+first read under the lock checks it, so a retried or redelivered task
+changes nothing.
 """
 from __future__ import annotations
 
@@ -95,6 +99,7 @@ class Decider:
             learnt = boilerplate.Boilerplate(self.keys, self.settings)
             learnt.read(self.redis, [(i, r) for i, r in zip(ids, loaded)
                                      if r is not None and r.get("status") not in ("processed", "failed")])
+            stripped = []
             for article_id, record in zip(ids, loaded):
                 if record is None:
                     outcomes[article_id] = failed(article_id, NotFound(f"no article with id {article_id!r}"))
@@ -105,12 +110,20 @@ class Decider:
                         f"already failed: {record.get('error') or 'no reason recorded'}"))
                 else:
                     try:
-                        features = self.featuriser.featurise_stripped(record, learnt.strip(article_id, record))
-                        pending.append((article_id, record, features))
-                    except InvalidArticle as exc:
-                        outcomes[article_id] = failed(article_id, exc)
+                        stripped.append((article_id, record, learnt.strip(article_id, record)))
                     except Exception as exc:  # noqa: BLE001 - a bug on one text fails that article alone
-                        outcomes[article_id] = failed(article_id, DecisionFailed.of(exc))
+                        stripped.append((article_id, record, exc))
+            # Featurised together (the array work of all at once); one that cannot be fails alone.
+            featurised = iter(self.featuriser.featurise_many(
+                [(r, s) for _, r, s in stripped if not isinstance(s, Exception)]))
+            for article_id, record, s in stripped:
+                features = s if isinstance(s, Exception) else next(featurised)
+                if isinstance(features, InvalidArticle):
+                    outcomes[article_id] = failed(article_id, features)
+                elif isinstance(features, Exception):
+                    outcomes[article_id] = failed(article_id, DecisionFailed.of(features))
+                else:
+                    pending.append((article_id, record, features))
             self._lap("featurise", began)
             for chunk in runs(pending, self.settings):
                 began = time.perf_counter()

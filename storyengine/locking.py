@@ -70,7 +70,7 @@ class AssignmentLock:
                 if self._token is None or not self._lock.reacquire():
                     return
             except redis.exceptions.LockError:
-                return  # lost: the WATCH in commit() refuses a decision made after it
+                return  # lost: commit() checks the token and refuses a decision made after it
             except redis.RedisError:
                 continue  # a blip: try again at the next tick, while the lease may still hold
 
@@ -83,7 +83,7 @@ class AssignmentLock:
         try:
             self._lock.release()
         except (redis.exceptions.LockError, redis.RedisError):
-            pass  # expired, or Redis away: the WATCH in commit() already protected the writes
+            pass  # expired, or Redis away: commit()'s token check already protected the writes
 
     def commit(self, writes) -> change_log.Entry | None:
         """Run ``writes(pipe)`` (commands queued on a pipeline) as one call of

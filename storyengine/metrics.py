@@ -21,7 +21,7 @@ while a scrape reaches one API process. So the counts live in one hash,
 
 Each article is counted in the very step that changes it, so the counters
 are exact: accepted in the accept script (and taken back if its task cannot
-be sent), decided in the commit's MULTI/EXEC that turns it ``processed``
+be sent), decided in the commit (one atomic script call) that turns it ``processed``
 (:func:`queue_decided`; a redelivery finds it processed and counts nothing),
 failed in the script that marks it failed (only from queued). The engine's
 seconds and the merges are counted after the work, best effort: a Redis
@@ -101,7 +101,7 @@ class MetricsSnapshot:
 
 def queue_decided(pipe, key: str, decided: Iterable[tuple[float | None, bool, bool]], now: float) -> None:
     """Queue the counts of decided articles on ``pipe``, the commit's own
-    MULTI/EXEC (storyengine.batch, promotion): each (received_ts, duplicate,
+    atomic commit (storyengine.commit_script; the batch's, a promotion's): each (received_ts, duplicate,
     opened_story) once, in the same step as its status turns ``processed``,
     so the counters are exact. Processed is ``now``, the commit's time."""
     increments: Counter = Counter()
@@ -126,7 +126,7 @@ def queue_decided(pipe, key: str, decided: Iterable[tuple[float | None, bool, bo
 class Metrics:
     """Adds what is not counted where it happens: the engine's seconds by
     phase and the repair pass's merges. Every method costs one round trip,
-    in one MULTI/EXEC. (Accepted, decided and failed articles are counted in
+    in one atomic step. (Accepted, decided and failed articles are counted in
     the very step that stores, decides or fails them: the store's scripts and
     the commit, with :func:`queue_decided`.)"""
 

@@ -21,7 +21,7 @@ are a fixed-size array, and IDF is the stream's history, not the window's.
 
 Runs under the assignment lock (the decider calls it before deciding a
 batch, on the clock that batch moves to, so a batch decides as its articles
-would one at a time), reads first, and writes in one WATCHed transaction,
+would one at a time), reads first, and writes in one atomic commit that checks the lock's token,
 like every other decision.
 """
 from __future__ import annotations

@@ -6,7 +6,8 @@ run_decider) reads and writes shared state only through a ``DecisionState``:
 
 - ``RedisState``, the store of record: a batch's reads in two pipelined round
   trips (and a third only when a decision needs what no one read), its writes
-  in one MULTI/EXEC under the assignment lock (storyengine.locking).
+  in one atomic script call under the assignment lock (storyengine.locking,
+  commit_script), which also logs them for the replicas (storyengine.change_log).
 - ``MemoryState`` (storyengine.memory_state), the same records in dicts,
   stored exactly as Redis stores them (redis-py's own encoding, the same
   parsing on the way back), so the engine's logic runs, and is tested, in a
@@ -197,7 +198,7 @@ class RedisState:
         self._write_bands(pipe, p.band_values)
 
     def _queue_writes(self, pipe, batch: Batch, now: float) -> None:
-        """Queue every write of the batch on ``pipe`` (a MULTI/EXEC)."""
+        """Queue every write of the batch on ``pipe`` (sent as one commit: storyengine.commit_script)."""
         k = self.keys
         joined: dict[str, tuple[dict[str, float], Counter]] = {}
         for article_id, fields, story_id, source, published in batch.article_writes:
