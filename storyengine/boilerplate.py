@@ -47,7 +47,7 @@ from typing import NamedTuple
 
 from .keys import Keys
 from .settings import Settings
-from .text import addresses_in, headline_segments, sentences, words
+from .text import addresses_in, headline_segments, sentences, texts_sentences, words
 
 # Set apart a headline segment's digest from a body line's with the same words.
 _HEADLINE_MARK = "\x00headline"
@@ -87,8 +87,9 @@ class Edges:
 
     __slots__ = ("sentences", "digests", "segments", "segment_digests")
 
-    def __init__(self, body: str, edge: int, max_words: int, title: str = "") -> None:
-        self.sentences = sentences(body)
+    def __init__(self, body: str, edge: int, max_words: int, title: str = "",
+                 body_sentences: list[str] | None = None) -> None:
+        self.sentences = sentences(body) if body_sentences is None else body_sentences
         n = len(self.sentences)
         positions = range(n) if n <= 2 * edge else [*range(edge), *range(n - edge, n)]
         self.digests: dict[int, bytes] = {}
@@ -133,8 +134,9 @@ class Boilerplate:
         """Read the counts of every edge sentence of ``records`` ((id, record)
         pairs), one HMGET per outlet, in one round trip."""
         wanted: dict[str, list[bytes]] = defaultdict(list)
-        for article_id, record in records:
-            edges = self._edges[article_id] = self._edges_of(record)
+        bodies = texts_sentences([record.get("body", "") for _, record in records])  # all at once
+        for (article_id, record), body_sentences in zip(records, bodies):
+            edges = self._edges[article_id] = self._edges_of(record, body_sentences)
             wanted[record.get("source", "")].extend(edges.distinct())
         asked = [(source, list(dict.fromkeys(ds))) for source, ds in wanted.items() if ds]
         if not asked:
@@ -146,11 +148,12 @@ class Boilerplate:
         for (source, digests), values in zip(asked, replies):
             self.counts[source].update((d, int(v)) for d, v in zip(digests, values) if v)
 
-    def _edges_of(self, record: dict) -> Edges:
+    def _edges_of(self, record: dict, body_sentences: list[str] | None = None) -> Edges:
         s = self.settings
         # An untitled item's headline is made from its body: its sentences are counted there.
         title = "" if record.get("title_derived") == "1" else record.get("title", "")
-        return Edges(record.get("body", ""), s.boilerplate_edge_sentences, s.boilerplate_max_words, title)
+        return Edges(record.get("body", ""), s.boilerplate_edge_sentences, s.boilerplate_max_words, title,
+                     body_sentences)
 
     def strip(self, article_id: str, record: dict) -> Stripped:
         """The item with its outlet's boilerplate left out of the story terms

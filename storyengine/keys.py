@@ -77,7 +77,8 @@ class Keys:
         return self._k("fingerprint", fp)
 
     def _band_tables(self, bands: int) -> list[dict[int, str]]:
-        self._bands.extend({} for _ in range(bands - len(self._bands)))
+        if len(self._bands) < bands:
+            self._bands.extend({} for _ in range(bands - len(self._bands)))
         return self._bands
 
     def band(self, index: int, bucket: int) -> str:
@@ -89,8 +90,12 @@ class Keys:
 
     def band_slots(self, slots: list[tuple[int, bytes]]) -> list[tuple[str, bytes]]:
         """(key, field) of each band's slot, from a text's (bucket, field) per band."""
-        return [(keys.get(bucket) or self.band(i, bucket), field)
-                for i, (keys, (bucket, field)) in enumerate(zip(self._band_tables(len(slots)), slots))]
+        tables = self._band_tables(len(slots))
+        try:
+            return [(keys[bucket], field) for keys, (bucket, field) in zip(tables, slots)]
+        except KeyError:  # a slot's key not made yet
+            return [(keys.get(bucket) or self.band(i, bucket), field)
+                    for i, (keys, (bucket, field)) in enumerate(zip(tables, slots))]
 
     def story(self, story_id: str) -> str:
         return self._k("story", story_id)

@@ -1,7 +1,9 @@
 """Exact fingerprints, word-shingle MinHash signatures and their LSH bands.
 
 datasketch does what it is good at here: the MinHash permutations and the
-choice of bands and rows for a Jaccard threshold. The bands are stored by
+choice of bands and rows for a Jaccard threshold. Its MinHash arithmetic is
+done here as arrays over a whole batch of texts (equal to its
+``MinHash.update_batch``, tests/storyengine/test_featurise_batch.py). The bands are stored by
 the decision state (:mod:`storyengine.state`) in a pipelined layout (one round trip per batch)
 instead of datasketch's own Redis storage (about 30 per insert-and-query).
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import numpy as np
@@ -64,7 +66,11 @@ _POWERS = _Powers()
 def token_hashes(tokens: list[str], joined: bytes | None = None) -> np.ndarray:
     """A 64-bit hash per token (equal tokens, equal hashes). Tokens hold no
     spaces; ``joined`` is ``" ".join(tokens).encode()`` if the caller has it."""
-    data = np.frombuffer(joined if joined is not None else " ".join(tokens).encode("utf-8"), dtype=np.uint8)
+    return _token_hashes(joined if joined is not None else " ".join(tokens).encode("utf-8"))
+
+
+def _token_hashes(joined: bytes) -> np.ndarray:
+    data = np.frombuffer(joined, dtype=np.uint8)
     n = len(data)
     up, down = _POWERS.upto(n)
     running = np.zeros(n + 1, dtype=np.uint64)
@@ -81,39 +87,138 @@ def token_hashes(tokens: list[str], joined: bytes | None = None) -> np.ndarray:
     return h
 
 
+# Texts are hashed together in runs of about this many bytes (a word's hash
+# is the same wherever it stands), so the powers stay as short as one long text needs.
+_JOINED_RUN = 1 << 18
+
+
+class Shingles(NamedTuple):
+    """The distinct shingle hashes of several texts, each text's sorted:
+    text i's are ``hashes[bounds[i]:bounds[i + 1]]``."""
+    hashes: np.ndarray  # uint32
+    bounds: np.ndarray  # int64, one more than there are texts
+
+    @classmethod
+    def of_one(cls, hashes: np.ndarray) -> "Shingles":
+        return cls(hashes, np.array([0, len(hashes)], dtype=np.int64))
+
+
 def shingle_hashes(tokens: list[str], k: int, joined: bytes | None = None) -> np.ndarray:
     """The distinct 32-bit hashes of the text's k-word shingles (one shingle
-    of all words when the text is shorter than k)."""
-    if not tokens:
-        return np.empty(0, dtype=np.uint32)
+    of all words when the text is shorter than k), sorted."""
     if k > len(_MIXERS):
         raise ValueError(f"shingle size at most {len(_MIXERS)}")
-    hashes = token_hashes(tokens, joined)
-    k = min(k, len(tokens))
-    n = len(tokens) - k + 1
-    mixed = np.zeros(n, dtype=np.uint64)
-    for j in range(k):  # wrapping uint64 arithmetic is the point here
-        mixed += hashes[j:j + n] * _MIXERS[j]
+    if not tokens:
+        return np.empty(0, dtype=np.uint32)
+    return texts_shingles([joined if joined is not None else " ".join(tokens).encode("utf-8")], [len(tokens)], k).hashes
+
+
+def texts_shingles(joined: list[bytes], counts: list[int], k: int) -> Shingles:
+    """:func:`shingle_hashes` of several texts at once: ``joined[i]`` is text
+    i's words joined by spaces (UTF-8), ``counts[i]`` how many words it has (at least one)."""
+    if k > len(_MIXERS):
+        raise ValueError(f"shingle size at most {len(_MIXERS)}")
+    counts = np.asarray(counts, dtype=np.int64)
+    runs, run, size = [], [], 0
+    for text in joined:
+        if run and size + len(text) > _JOINED_RUN:
+            runs.append(b" ".join(run))
+            run, size = [], 0
+        run.append(text)
+        size += len(text) + 1
+    runs.append(b" ".join(run))
+    hashes = np.concatenate([_token_hashes(r) for r in runs]) if len(runs) > 1 else _token_hashes(runs[0])
+    if len(hashes) != counts.sum():
+        raise ValueError("a text's word count does not match its joined words")
+    # Each text's windows: k words from every word with k - 1 after it in
+    # the text; a text shorter than k is one window of all its words.
+    width = np.minimum(counts, k)
+    windows = counts - width + 1
+    text_of = np.repeat(np.arange(len(counts), dtype=np.uint64), windows)
+    first = np.arange(int(windows.sum()), dtype=np.int64) + \
+        np.repeat(np.cumsum(counts) - counts - np.cumsum(windows) + windows, windows)  # each window's first word
+    # The k words from every word on, mixed (wrapping uint64 arithmetic is the point here); then each text's windows.
+    running = hashes * _MIXERS[0]
+    for j in range(1, min(k, len(hashes))):
+        running[:len(hashes) - j] += hashes[j:] * _MIXERS[j]
+    mixed = running[first]
+    short = np.flatnonzero(width < k)
+    if len(short):  # a text shorter than k: its one window stops at its last word
+        at = (np.cumsum(windows) - windows)[short]
+        mixed[at] = 0
+        for j in range(k - 1):
+            words = width[short] > j
+            mixed[at[words]] += hashes[first[at[words]] + j] * _MIXERS[j]
     folded = (mixed >> np.uint64(32)) ^ (mixed & np.uint64(0xFFFFFFFF))
-    return np.unique(folded.astype(np.uint32))
+    keys = _distinct((text_of << np.uint64(32)) | folded)  # sorted by text, then hash
+    return Shingles((keys & np.uint64(0xFFFFFFFF)).astype(np.uint32),
+                    _bounds(keys >> np.uint64(32), len(counts)))
 
 
-# Shingle hashes go into MinHash as they are (they are hashes already).
-_identity = int
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """np.unique of a 1-d array (a sort is many times faster than numpy 2's hashing unique here)."""
+    values = np.sort(values)
+    if len(values) < 2:
+        return values
+    keep = np.empty(len(values), dtype=bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+def _bounds(text_of: np.ndarray, texts: int) -> np.ndarray:
+    """Where each text's values begin (and the last ends) in values grouped by text."""
+    return np.searchsorted(text_of, np.arange(texts + 1, dtype=text_of.dtype))
 
 
 @lru_cache(maxsize=4)
-def _template(num_perm: int) -> MinHash:
-    # Generating permutations costs more than hashing an article; share them.
-    return MinHash(num_perm=num_perm, scheme=_SCHEME, hashfunc=_identity)
+def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    # datasketch's own permutations for the scheme: generating them costs
+    # more than hashing an article, so they are made once.
+    a, b = MinHash(num_perm=num_perm, scheme=_SCHEME).permutations
+    return a.astype(np.uint32)[:, None], b.astype(np.uint32)[:, None]
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    # datasketch's pre-mix for the affine32 scheme (murmur3's 32-bit finaliser).
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+# Shingles permuted at once, at most this many (128 x 8192 x 4 bytes = 4 MB).
+_MINHASH_RUN = 8192
 
 
 def minhash(hashes: np.ndarray, num_perm: int) -> np.ndarray:
-    """The MinHash signature (uint32[num_perm]) of a set of shingle hashes."""
-    template = _template(num_perm)
-    m = MinHash(num_perm=num_perm, scheme=_SCHEME, hashfunc=_identity, permutations=template.permutations)
-    m.update_batch(hashes.tolist())  # Python ints: datasketch calls hashfunc on each
-    return m.hashvalues.astype(np.uint32)
+    """The MinHash signature (uint32[num_perm]) of a set of shingle hashes,
+    as datasketch's MinHash (scheme affine32, the hashes as they are) gives it."""
+    return minhashes(Shingles.of_one(hashes), num_perm)[0]
+
+
+def minhashes(shingles: Shingles, num_perm: int) -> np.ndarray:
+    """:func:`minhash` of each text of ``shingles``: uint32[texts, num_perm].
+    Every permutation of every shingle of a batch in a few array operations
+    (permutations by shingles, so each minimum runs along memory)."""
+    a, b = _permutations(num_perm)
+    bounds = shingles.bounds
+    out = np.full((num_perm, len(bounds) - 1), 0xFFFFFFFF, dtype=np.uint32)  # an empty set's, as datasketch's
+    hashes = _fmix32(shingles.hashes.astype(np.uint32))
+    texts = np.flatnonzero(bounds[1:] > bounds[:-1])  # those with shingles, and where each one's begin
+    starts = bounds[texts]
+    work = np.empty((num_perm, min(_MINHASH_RUN, len(hashes))), dtype=np.uint32)
+    for lo in range(0, len(hashes), _MINHASH_RUN):
+        hi = min(lo + _MINHASH_RUN, len(hashes))
+        first, end = np.searchsorted(starts, lo, side="right") - 1, np.searchsorted(starts, hi)
+        permuted = work[:, :hi - lo]
+        np.multiply(a, hashes[lo:hi], out=permuted)  # wrapping uint32 arithmetic, as datasketch's
+        permuted += b
+        lows = np.minimum.reduceat(permuted, np.maximum(starts[first:end], lo) - lo, axis=1)
+        at = texts[first:end]  # a text's shingles may run on from the run before
+        out[:, at] = np.minimum(out[:, at], lows)
+    return np.ascontiguousarray(out.T)
 
 
 def signature_to_bytes(signature: np.ndarray) -> bytes:
@@ -122,6 +227,9 @@ def signature_to_bytes(signature: np.ndarray) -> bytes:
 
 def signature_from_bytes(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype="<u4")
+
+
+_SLOT_HASH = partial(hashlib.blake2b, digest_size=6)  # a band's slot: bucket and field (BandLayout.band_slots)
 
 
 @dataclass(frozen=True)
@@ -143,12 +251,18 @@ class BandLayout:
 
     def band_slots(self, signature: np.ndarray) -> list[tuple[int, bytes]]:
         """(bucket, field) per band: which small hash, and which 4-byte field in it."""
-        raw = signature.astype("<u4")
-        out = []
-        for i in range(self.bands):
-            digest = hashlib.blake2b(raw[i * self.rows:(i + 1) * self.rows].tobytes(), digest_size=6).digest()
-            out.append((int.from_bytes(digest[:2], "little") % self.SLOT_BUCKETS, digest[2:]))
-        return out
+        return self.texts_band_slots(signature.reshape(1, -1))[0]
+
+    def texts_band_slots(self, signatures: np.ndarray) -> list[list[tuple[int, bytes]]]:
+        """:meth:`band_slots` of each row of ``signatures`` (texts x num_perm)."""
+        width = 4 * self.rows
+        raw = np.ascontiguousarray(signatures[:, :self.bands * self.rows], dtype="<u4").tobytes()
+        digests = [h.digest() for h in map(_SLOT_HASH, [raw[at:at + width] for at in range(0, len(raw), width)])]
+        # The bucket is a digest's first two bytes (little-endian) modulo SLOT_BUCKETS, a power of two.
+        heads = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 6)[:, :2].astype(np.int64)
+        buckets = ((heads[:, 0] | (heads[:, 1] << 8)) % self.SLOT_BUCKETS).tolist()
+        slots = list(zip(buckets, [digest[2:] for digest in digests]))
+        return [slots[at:at + self.bands] for at in range(0, len(slots), self.bands)]
 
     @staticmethod
     def slots_to_bytes(slots: list[tuple[int, bytes]]) -> bytes:
@@ -172,7 +286,17 @@ def shingle_set(hashes: np.ndarray) -> np.ndarray:
     stored to measure containment exactly. Two bytes a shingle; a chance
     collision adds at most |B| / 65536 to a containment, well under 1 %
     for an article of a few hundred shingles."""
-    return np.unique((hashes & np.uint32(0xFFFF)).astype(np.uint16))
+    return shingle_sets(Shingles.of_one(hashes))[0]
+
+
+def shingle_sets(shingles: Shingles) -> list[np.ndarray]:
+    """:func:`shingle_set` of each text of ``shingles``."""
+    texts = len(shingles.bounds) - 1
+    text_of = np.repeat(np.arange(texts, dtype=np.uint64), np.diff(shingles.bounds))
+    keys = _distinct((text_of << np.uint64(16)) | (shingles.hashes & np.uint32(0xFFFF)).astype(np.uint64))
+    values = (keys & np.uint64(0xFFFF)).astype(np.uint16)
+    bounds = _bounds(keys >> np.uint64(16), texts).tolist()
+    return [values[lo:hi].copy() for lo, hi in zip(bounds, bounds[1:])]  # each its own: a view keeps the batch
 
 
 def shingle_set_to_bytes(shingles: np.ndarray) -> bytes:

@@ -17,6 +17,8 @@ import Stemmer
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+from .sentence_scan import Scan
+
 # A body is treated as HTML only when it holds something tag-shaped; plain text
 # with a stray "<" goes through untouched.
 _HTML_ELEMENTS = (
@@ -81,11 +83,20 @@ def addresses_in(text: str) -> tuple[int, int]:
     return found, len(tokens) - found
 
 
+# The tokens of an ASCII text that may be addresses, whole: every token
+# _address takes holds one of these (it strips and lower-cases, no more).
+# Only a token's start can begin a match, so the search is linear.
+_ADDRESS_LIKE = re.compile(rf"(?<!\S)\S*?(?:://|@|www\.|\.(?:{_TLDS})\b)\S*+", re.IGNORECASE)
+
+
 def without_addresses(text: str) -> str:
     """The text with URLs, e-mail addresses, @handles and bare domains
     (``aljazeera.com``) taken out, line breaks kept."""
     if not _may_hold_address(text):
         return text
+    if text.isascii():  # the few tokens that may be addresses judged, not every token
+        dropped = set(filter(_address, _ADDRESS_LIKE.findall(text))).__contains__
+        return "\n".join(" ".join(itertools.filterfalse(dropped, line.split())) for line in text.split("\n"))
     return "\n".join(" ".join(t for t in line.split() if not _address(t)) for line in text.split("\n"))
 
 
@@ -144,9 +155,8 @@ def fold(text: str) -> str:
 # ASCII text (most news) is split without a regex: every byte that is not a
 # letter or digit becomes a space, then str.split. For ASCII this gives what
 # the Unicode patterns give (letters and digits are [A-Za-z0-9] there), at a
-# third of the cost. The sentence mark \x01 survives the entity table.
+# third of the cost.
 _ASCII_ALNUM = bytes(c if chr(c).isalnum() else 32 for c in range(128)) + b" " * 128
-_ASCII_LETTERS = bytes(c if chr(c).isalpha() or c == 1 else 32 for c in range(128)) + b" " * 128
 
 
 def words(text: str, normalised: bool = False) -> list[str]:
@@ -171,14 +181,17 @@ class WordTest(dict):
         return value
 
 
-_CONTENT_WORD = WordTest(lambda w: len(w) > 1 and w not in STOPWORDS and not w.isdigit())
+def _content_word(w: str) -> bool:
+    return len(w) > 1 and w not in STOPWORDS and not w.isdigit()
 
 
 # Two write-ups of one event word it differently ("suspends", "suspending",
 # "to suspend"): content words are counted by their Snowball stem, so one
 # word is one term whatever its form. In a headline of eight words that is
 # the difference between sharing two terms and sharing none.
-_STEMMER = Stemmer.Stemmer("english")  # PyStemmer: Snowball's own C code, 2 us a word
+# PyStemmer: Snowball's own C code, 1 us a word; its own cache off (2 us a
+# word with it, on new words), as its callers remember what they need.
+_STEMMER = Stemmer.Stemmer("english", 0)
 
 
 _STEMS = WordTest(_STEMMER.stemWord)
@@ -188,17 +201,25 @@ def stem(word: str) -> str:
     return _STEMS[word]
 
 
-def _keep(ws: list[str]) -> list[str]:
-    return list(map(_STEMS.__getitem__, filter(_CONTENT_WORD.__getitem__, ws)))
+def word_stems(ws: list[str]) -> list[str]:
+    """Each word's stem, or "" for a word that is not a content word (one
+    call into Snowball for all of them; callers remember what they need)."""
+    content = list(map(_content_word, ws))
+    stems = iter(_STEMMER.stemWords(list(itertools.compress(ws, content))))
+    return [next(stems) if c else "" for c in content]
 
 
 def readable_forms(*word_lists: list[str]) -> dict[str, str]:
     """For each stem among these words, the first of their words with it (the
     headline's, when it has one): what a term is shown as ("suspends" for
     "suspends", "suspending" and "suspend")."""
-    kept = list(filter(_CONTENT_WORD.__getitem__, itertools.chain.from_iterable(word_lists)))
-    kept.reverse()  # later pairs overwrite earlier ones in a dict: the first word is written last
-    return dict(zip(map(_STEMS.__getitem__, kept), kept))
+    every = list(itertools.chain.from_iterable(word_lists))
+    stems = word_stems(every)
+    every.reverse()  # later pairs overwrite earlier ones in a dict: the first word is written last
+    stems.reverse()
+    forms = dict(zip(stems, every))
+    forms.pop("", None)  # the words that are not content words
+    return forms
 
 
 # Sentences end at . ! ? followed by white space, or at a line break; a word
@@ -217,7 +238,30 @@ _SENTENCE_BREAK = re.compile(
 def sentences(text: str) -> list[str]:
     """The text's sentences and lines, trimmed, empty ones left out (the
     break itself, a full stop or a line break, is not kept)."""
-    return [part.strip() for part in _SENTENCE_BREAK.split(text) if part.strip()]
+    return texts_sentences([text])[0]
+
+
+def _scanned(texts: list[str]) -> list[int]:
+    """Which of the texts to scan together (storyengine.sentence_scan): the
+    ASCII ones, when there is enough of them to outweigh the scan's fixed cost."""
+    plain = [i for i, t in enumerate(texts) if t.isascii()]
+    return plain if sum(len(texts[i]) for i in plain) >= _SCAN_FROM else []
+
+
+_SCAN_FROM = 8192  # characters: about where a scan of texts costs less than the pattern run on each
+
+
+def texts_sentences(texts: list[str]) -> list[list[str]]:
+    """:func:`sentences` of each text; the ASCII ones scanned together (storyengine.sentence_scan)."""
+    plain = _scanned(texts)
+    parts = [None] * len(texts)
+    if plain:
+        for i, split in zip(plain, Scan([texts[i] for i in plain], _TITLES).sentences()):
+            parts[i] = split
+    for i, text in enumerate(texts):
+        if parts[i] is None:
+            parts[i] = _SENTENCE_BREAK.split(text)
+    return [[part for part in map(str.strip, split) if part] for split in parts]
 
 
 def first_sentence(text: str) -> str:
@@ -246,27 +290,41 @@ _NOT_NAMES = frozenset(
     "monday tuesday wednesday thursday friday saturday sunday january february march april may june july "
     "august september october november december mr mrs ms dr st jr sr".split())
 ENTITY_PREFIX = "e:"
-_CAPITALISED = WordTest(lambda w: len(w) > 1 and w[0].isupper())
-_NAME = WordTest(lambda w: w not in STOPWORDS and w not in _NOT_NAMES)
+
+
+def _name_of(word: str) -> str:
+    if len(word) > 1 and word[0].isupper():
+        name = word.casefold()
+        if name not in STOPWORDS and name not in _NOT_NAMES:
+            return name
+    return ""
+
+
+_NAME_OF = WordTest(_name_of)  # a word as written -> the name it gives ("" for none)
 
 
 def entities(text: str, normalised: bool = False) -> list[str]:
     """Capitalised words that do not start a sentence: names of people,
     places and organisations, cheaply. Two outlets covering one event name
     the same ones; two similar events (two earthquakes) mostly do not."""
-    found = []
     # Typography first, so "Vasquez’s" and "Vasquez's" both give "vasquez".
-    text = text if normalised else normalise(text)
-    if text.isascii() and "\x01" not in text:
-        # Sentence breaks become \x01, everything but letters a space: each
-        # sentence's words are then one str.split (see words()).
-        marked = _SENTENCE_BREAK.sub("\x01", text).encode("ascii").translate(_ASCII_LETTERS).decode("ascii")
-        for sentence in marked.split("\x01"):
-            found += filter(_CAPITALISED.__getitem__, sentence.split()[1:])
-    else:
-        for sentence in _SENTENCE_BREAK.split(text):
-            found += filter(_CAPITALISED.__getitem__, _ENTITY_WORD.findall(sentence)[1:])
-    return list(filter(_NAME.__getitem__, map(str.casefold, found)))
+    return texts_entities([text if normalised else normalise(text)])[0]
+
+
+def texts_entities(texts: list[str]) -> list[list[str]]:
+    """:func:`entities` of each of several normalised texts; the ASCII ones
+    (most news) scanned together (storyengine.sentence_scan)."""
+    plain = _scanned(texts)
+    found = [None] * len(texts)
+    if plain:
+        for i, later in zip(plain, Scan([texts[i] for i in plain], _TITLES).later_capitalised()):
+            found[i] = later
+    for i, text in enumerate(texts):
+        if found[i] is None:
+            found[i] = later = []
+            for sentence in _SENTENCE_BREAK.split(text):
+                later += _ENTITY_WORD.findall(sentence)[1:]
+    return [list(filter(None, map(_NAME_OF.__getitem__, later))) for later in found]
 
 
 def content_terms(title: str, body: str, title_weight: int, entity_weight: int = 0,
@@ -276,10 +334,11 @@ def content_terms(title: str, body: str, title_weight: int, entity_weight: int =
     entity (see :func:`entities`) also counts ``entity_weight`` times as a
     feature of its own, prefixed ``e:``. ``title_words`` and ``body_words``
     are :func:`words` of the two, when the caller has them already;
-    ``normalised`` says the title and body went through :func:`normalise`."""
+    ``normalised`` says the title and body went through :func:`normalise`.
+    One article's, as defined; storyengine.batch_terms counts a batch's."""
     title_words = words(title) if title_words is None else title_words
     body_words = words(body) if body_words is None else body_words
-    terms = _keep(title_words) * title_weight + _keep(body_words)
+    terms = list(filter(None, word_stems(title_words))) * title_weight + list(filter(None, word_stems(body_words)))
     if entity_weight:
         names = [ENTITY_PREFIX + e for e in entities(f"{title}.\n{body}", normalised)]
         terms += names * entity_weight

@@ -109,6 +109,9 @@ WORST_CASES: dict[re.Pattern, tuple[str, dict[str, Callable[[int], str]]]] = {
         "hyphens and dots": repeat("-.-"),
         "a domain and a long path": repeat("a", "example.com/"),
     }),
+    text._ADDRESS_LIKE: ("findall", {"one long token": repeat("a"), "'.co' repeated": repeat(".co"),
+                                     "'w' repeated": repeat("w"), "short tokens": repeat("a.b "),
+                                     "'ww.' repeated": repeat("ww."), "':/' repeated": repeat(":/")}),
     text._DOMAIN_HINT: ("sub", {"'.co' repeated": repeat(".co"), "'.comx' repeated": repeat(".comx"),
                                       "dots": repeat(".")}),
     text._SENTENCE_BREAK: ("split", {

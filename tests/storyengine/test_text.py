@@ -225,8 +225,8 @@ def test_words_and_entities_of_ascii_text_equal_the_unicode_patterns():
         assert T.words(sample) == T._WORD.findall(T.fold(sample))
         by_regex = []
         for sentence in T._SENTENCE_BREAK.split(sample):
-            by_regex += filter(T._CAPITALISED.__getitem__, T._ENTITY_WORD.findall(sentence)[1:])
-        assert T.entities(sample) == list(filter(T._NAME.__getitem__, map(str.casefold, by_regex)))
+            by_regex += T._ENTITY_WORD.findall(sentence)[1:]
+        assert T.entities(sample) == list(filter(None, map(T._NAME_OF.__getitem__, by_regex)))
 
 
 def test_normalise_leaves_ascii_alone_and_folds_typography_elsewhere():
