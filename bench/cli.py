@@ -31,7 +31,14 @@ same stream. In the order it runs (progress goes to stderr):
    tombstones held. Bytes per article held (tombstones included), whether
    memory holds steady from the second window to the last, and what the
    tombstones cost once they expire (they expire by the wall clock, so none
-   does within the run). ``--only retention`` runs this part alone.
+   does within the run). ``--only retention`` runs this part alone;
+7. scale-out on a Redis Cluster (bench/cluster.py): a 3-shard Cluster and a
+   broker of its own on loopback (whatever REDIS_URL says); ``--cluster-articles`` (two copies of the stream, at most
+   ``--articles``) decided by one partition, then split by copy over two
+   partitions whose slots are on different shards, deciding at once:
+   in-process (one process per partition) and with Celery (one worker
+   process per partition, each on its own queue). ``--only cluster`` runs
+   this part alone.
 
 Then one table (figure, value, target, PASS or MISS) on stdout, where the
 time goes per article by phase (storyengine.phases: in-process from the
@@ -49,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -57,6 +65,7 @@ from pathlib import Path
 from evaluation.streams import DEFAULT_STREAM, read_stream
 from storyengine.settings import Settings
 
+from .cluster import cluster_bench
 from .console import log
 from .machine import machine_info
 from .redis_server import bench_redis
@@ -64,6 +73,7 @@ from .report import finite_or_none, print_report
 from .retention import retention_bench
 from .settings import retention_settings
 from .speed import speed_bench
+from .stream import build_stream
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,11 +98,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="articles per stream-day in the retention run (default 100)")
     parser.add_argument("--retention-windows", type=int, default=5,
                         help="retention windows of stream in the retention run (default 5)")
-    parser.add_argument("--only", choices=("retention",),
-                        help="run only this part (retention: the run over --retention-windows windows)")
+    parser.add_argument("--cluster-articles", type=int,
+                        help="articles in the Redis Cluster run (default: two copies of --stream, at most --articles)")
+    parser.add_argument("--only", choices=("retention", "cluster"),
+                        help="run only this part (retention: the run over --retention-windows windows; cluster: "
+                             "one partition against two on a 3-shard Redis Cluster)")
     args = parser.parse_args(argv)
-    for name in ("articles", "batch", "naive_articles", "naive_probe", "e2e_articles", "read_clients"):
-        if getattr(args, name) < 1:
+    for name in ("articles", "batch", "naive_articles", "naive_probe", "e2e_articles", "read_clients",
+                 "cluster_articles"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.rate <= 0 or args.read_seconds <= 0 or args.retention_rate <= 0:
         parser.error("--rate, --read-seconds and --retention-rate must be positive")
@@ -113,17 +127,24 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, object] = {"batch": args.batch}
     with bench_redis() as (redis_url, embedded):
         result.update(machine_info(redis_url, embedded))
-        if args.only != "retention":
+        if args.only is None:
             result.update(speed_bench(args, source_rows, end, redis_url, embedded, run_tag))
-        window_days = retention_settings("sw").retention_days
-        log(f"== retention, in-process: {args.retention_windows} windows of {window_days:g} days at "
-            f"{args.retention_rate:g} articles per day, posted and decided in batches of {args.batch}")
-        began = time.monotonic()
-        # Default settings (30-day window) and, on its own server, the default prefix, as a deployment has them.
-        result.update(retention_bench(source_rows, redis_url, Settings().key_prefix if embedded
-                                      else f"sw-bench-{run_tag}-retention", args.retention_rate,
-                                      args.retention_windows, args.batch, end))
-        result["retention_elapsed_s"] = time.monotonic() - began
+        if args.only in (None, "retention"):
+            window_days = retention_settings("sw").retention_days
+            log(f"== retention, in-process: {args.retention_windows} windows of {window_days:g} days at "
+                f"{args.retention_rate:g} articles per day, posted and decided in batches of {args.batch}")
+            began = time.monotonic()
+            # Default settings (30-day window) and, on its own server, the default prefix, as a deployment has them.
+            result.update(retention_bench(source_rows, redis_url, Settings().key_prefix if embedded
+                                          else f"sw-bench-{run_tag}-retention", args.retention_rate,
+                                          args.retention_windows, args.batch, end))
+            result["retention_elapsed_s"] = time.monotonic() - began
+    if args.only in (None, "cluster"):
+        articles = args.cluster_articles or min(2 * len(source_rows), args.articles)
+        log(f"== scale-out on a 3-shard Redis Cluster: {articles} articles by one partition, then by two at once")
+        with tempfile.TemporaryDirectory(prefix="storywire-bench-logs-") as logs:
+            result.update(cluster_bench(build_stream(source_rows, articles, args.rate, end), args.batch,
+                                        args.logs or Path(logs), args.e2e_timeout, run_tag))
 
     result["elapsed_s"] = time.monotonic() - started
     print_report(result)

@@ -18,6 +18,8 @@ REQUIRED_KEYS = (
     "reads_redis_round_trips_max", "redis_bytes_per_article", "cost_100k_vs_10k", "stored_articles",
     "retention_bytes_per_article", "retention_tombstone_share", "retention_memory_steady",
     "retention_tombstone_bound_bytes", "retention_clock_lag_hours", "retention_seconds",
+    "cluster_engine_articles_per_s_1_partition", "cluster_engine_articles_per_s_2_partitions", "cluster_engine_scaling",
+    "cluster_e2e_articles_per_s_1_partition", "cluster_e2e_articles_per_s_2_partitions", "cluster_e2e_scaling",
 )
 
 
@@ -37,7 +39,7 @@ def report_rows(r: dict) -> list[Row]:
     """The speed rows (sections 2 to 5, unless the run had only retention),
     with the retention rows beside the bytes per article."""
     if "engine_articles_per_s" not in r:
-        return retention_rows(r)
+        return retention_rows(r) + cluster_rows(r)
 
     def failed(run: str) -> str:
         count = r.get(f"e2e_failed_articles_{run}", 0)
@@ -62,6 +64,7 @@ def report_rows(r: dict) -> list[Row]:
             ok(e2, lambda v: v >= 800)),
         Row("  2 workers / 1 worker", f"{scaling:.2f}x", "> 1x", ok(scaling, lambda v: v > 1)),
         Row("  latency p50 / p99, 1 worker", f"{r['e2e_latency_p50_ms']:.0f} / {r['e2e_latency_p99_ms']:.0f} ms"),
+        *cluster_rows(r),
         *(Row(f"GET {path} {q}", f"{r[f'{key}_{q}_ms']:.2f} ms", f"<= {limit} ms",
               ok(r[f"{key}_{q}_ms"], lambda v, limit=limit: v <= limit))
           for path, key in (("/v1/stories", "get_stories"), ("/v1/stories/{id}", "get_story"))
@@ -74,6 +77,31 @@ def report_rows(r: dict) -> list[Row]:
         Row("cost per article, end / 10k stored", f"{r['cost_100k_vs_10k']:.2f}x "
             f"({r['cost_late_ms_per_article']:.2f} / {r['cost_early_ms_per_article']:.2f} ms)", "~1x (<= 1.25)",
             ok(r["cost_100k_vs_10k"], lambda v: v <= 1.25)),
+    ]
+
+
+def cluster_rows(r: dict) -> list[Row]:
+    """Scale-out on a Redis Cluster (bench/cluster.py): two partitions at once
+    against one, in-process and with Celery workers, with the cores each run
+    kept busy and those the rest of the machine took meanwhile."""
+    if "cluster_engine_scaling" not in r:
+        return []
+
+    def runs(how: str) -> str:
+        return " / ".join(f"{r[f'cluster_{how}_articles_per_s_{n}']:.0f}" for n in ("2_partitions", "1_partition"))
+
+    def cores(how: str) -> str:
+        return ", ".join(f"{r[f'cluster_{how}_cores_{n}']:.2f} ({r[f'cluster_{how}_other_cores_{n}']:.2f})"
+                         for n in ("1_partition", "2_partitions"))
+
+    return [
+        Row("Redis Cluster, 2 partitions / 1, in-process", f"{r['cluster_engine_scaling']:.2f}x "
+            f"({runs('engine')} articles/s)", ">= 1.6x", ok(r["cluster_engine_scaling"], lambda v: v >= 1.6)),
+        Row("  with Celery, a worker per partition", f"{r['cluster_e2e_scaling']:.2f}x ({runs('e2e')} articles/s)"),
+        Row("  cores busy, 1 / 2 partitions (others')", f"in-process {cores('engine')}; Celery {cores('e2e')}"),
+        Row("  shards (of 3) of 1 partition; of 2", f"{r['cluster_shard_single']}; {r['cluster_shard_a']} and "
+            f"{r['cluster_shard_b']} ({r['cluster_articles']} articles: {r['cluster_partition_articles_a']} + "
+            f"{r['cluster_partition_articles_b']})"),
     ]
 
 
@@ -165,7 +193,8 @@ def print_report(r: dict) -> None:
                                                        ("figure", "value", "target"))]
     line = f"{{:<{widths[0]}}}  {{:>{widths[1]}}}  {{:<{widths[2]}}}  {{}}"
     print()
-    stored = f"{r['stored_articles']} articles stored" if "stored_articles" in r else "retention run only"
+    stored = (f"{r['stored_articles']} articles stored" if "stored_articles" in r
+              else "retention run only" if "retention_bytes_per_article" in r else "Redis Cluster run only")
     print(f"Storywire bench: {stored}, {r['cpu_cores']} cores ({r['cpu_model']}), "
           f"Python {r['python_version']}, Redis {r['redis_version']}"
           f"{' (embedded)' if r['redis_embedded'] else ''}, {r['elapsed_s']:.0f} s")
@@ -177,6 +206,8 @@ def print_report(r: dict) -> None:
         print(f"warning: the engine failed {r['engine_failed_articles']} articles in-process; they are not stored")
     if r.get("retention_failed_articles"):
         print(f"warning: the retention run failed {r['retention_failed_articles']} articles")
+    if r.get("cluster_failed_articles"):
+        print(f"warning: the Redis Cluster runs failed {r['cluster_failed_articles']} articles")
     if "cost_ratio_windows" in r:
         print(f"cost windows: {r['cost_ratio_windows']}")
     for line in phase_lines(r) + retention_lines(r):

@@ -36,10 +36,12 @@ def free_port() -> int:
 
 class EmbeddedRedis:
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, appendonly: bool = True,
-                 own_session: bool = False) -> None:
+                 own_session: bool = False, extra_args: tuple[str, ...] = ()) -> None:
         """``own_session``: the server does not get the terminal's Ctrl-C; its
-        owner stops it, after what uses it (``make run`` stops Flower first)."""
+        owner stops it, after what uses it (``make run`` stops Flower first).
+        ``extra_args``: more redis-server options (a Cluster node's, embedded_redis/cluster.py)."""
         self.data_dir = Path(data_dir)
+        self.extra_args = tuple(extra_args)
         self.port = port or free_port()
         self.appendonly = appendonly
         self.own_session = own_session
@@ -61,7 +63,7 @@ class EmbeddedRedis:
             # halves their overhead (README: recommended for any Redis). Big
             # stories' vectors stay above it, so their frequent updates do not
             # rewrite one long compact blob each time.
-            "--hash-max-ziplist-value", "2048",
+            "--hash-max-ziplist-value", "2048", *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=self.own_session)

@@ -8,7 +8,8 @@ FLOWER_PORT (5555), WORKER_CONCURRENCY (1), API_WORKERS (2), STORYWIRE_DATA_DIR
 (var/, where the embedded Redis keeps its append-only file and beat its schedule),
 STORYWIRE_REPAIR_INTERVAL (60 seconds between repair passes), STORYWIRE_REQUEUE_INTERVAL
 (20 seconds between requeue passes), STORYWIRE_WORKER_NAME (the worker's node name;
-storywire-<random>@<host> by default), STORYWIRE_API_KEY
+storywire-<random>@<host> by default), STORYWIRE_QUEUE (the articles' queue,
+storywire by default: one per deployment sharing a broker), STORYWIRE_API_KEY
 (API keys; writes need one when set), FLOWER_BASIC_AUTH (user:password; required
 when Flower listens beyond localhost; without it, on localhost, Flower's HTTP
 API answers without a password, read-only).
@@ -29,7 +30,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from embedded_redis.server import EmbeddedRedis
-from workers.names import MAINTENANCE_QUEUE, QUEUE
+from storyengine.errors import ConfigError
+from workers.names import QUEUE, maintenance_queue, queue_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,6 +70,15 @@ def worker_name(env: dict[str, str]) -> str:
     return env.get("STORYWIRE_WORKER_NAME") or f"storywire-{secrets.token_hex(3)}@%h"
 
 
+def worker_queues(env: dict[str, str]) -> tuple[str, str]:
+    """The deployment's articles' queue (STORYWIRE_QUEUE, else "storywire") and its maintenance queue."""
+    try:
+        queue = queue_name(env.get("STORYWIRE_QUEUE") or QUEUE)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    return queue, maintenance_queue(queue)
+
+
 def role_command(role: str, env: dict[str, str]) -> list[str]:
     """The command for one role. The Dockerfile, `make run` and the tests all start roles through this."""
     py = sys.executable
@@ -81,7 +92,7 @@ def role_command(role: str, env: dict[str, str]) -> list[str]:
     if role == "worker":
         # The articles' queue and beat's passes' queue (workers/names.py), so a
         # pass never waits behind a backlog of articles.
-        return [py, "-m", "celery", "-A", "workers.main", "worker", "--queues", f"{QUEUE},{MAINTENANCE_QUEUE}",
+        return [py, "-m", "celery", "-A", "workers.main", "worker", "--queues", ",".join(worker_queues(env)),
                 "--concurrency", env.get("WORKER_CONCURRENCY", "1"), "--loglevel", env.get("LOG_LEVEL", "INFO"),
                 "--events", "--without-gossip", "--without-mingle", "--hostname", worker_name(env)]
     if role == "beat":
@@ -283,7 +294,7 @@ def supervise(processes: dict[str, subprocess.Popen], env: dict[str, str]) -> in
     flower = "http://{}:{}".format(*listen_address("flower", env))
     print(f"flower  {flower}  " + (f"(its API, read-only, without a password on this machine: {flower}/api/tasks)"
                                    if flower_api_open(env) else "(password from FLOWER_BASIC_AUTH)"), flush=True)
-    print(f"worker  1 Celery worker on queues '{QUEUE}' and '{MAINTENANCE_QUEUE}'; Ctrl-C stops everything",
+    print("worker  1 Celery worker on queues '{}' and '{}'; Ctrl-C stops everything".format(*worker_queues(env)),
           flush=True)
     print(f"beat    repair pass every {env.get('STORYWIRE_REPAIR_INTERVAL', '60')} s, requeue pass every "
           f"{env.get('STORYWIRE_REQUEUE_INTERVAL', '20')} s", flush=True)

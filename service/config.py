@@ -7,12 +7,14 @@ from collections.abc import Mapping
 
 from storyengine.errors import ConfigError
 from storyengine.settings import Settings
+from workers.names import QUEUE, queue_name
 
 from .auth import parse_keys
 
 DEFAULTS = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "CELERY_BROKER_URL": "",            # empty: the same server as REDIS_URL
+    "STORYWIRE_QUEUE": QUEUE,           # the articles' queue: one per deployment sharing a broker
     "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,   # bytes in one request body
     "MAX_BATCH_ARTICLES": 500,
     "MAX_BODY_CHARS": 200_000,          # characters in one article's body
@@ -52,6 +54,7 @@ def load_config(overrides: Mapping | None = None, environ: Mapping[str, str] | N
     config["ENGINE_SETTINGS"] = Settings.from_env(env)
     if overrides:
         config.update(overrides)
+    queue_name(config["STORYWIRE_QUEUE"])  # a ConfigError that says what a queue name may be
     public = str(config["STORYWIRE_PUBLIC_READS"]).strip().lower()
     if public not in ("true", "false", "1", "0", "yes", "no"):
         raise ConfigError("STORYWIRE_PUBLIC_READS must be true or false")

@@ -76,7 +76,7 @@ class StorywireCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         store = self.rt.store
-        queue_keys = broker_queue_keys()
+        queue_keys = broker_queue_keys(self.rt.queue)
         now = time.time()
         with store.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(store.keys.metrics)
@@ -137,7 +137,7 @@ class StorywireCollector(Collector):
             queue = GaugeMetricFamily("storywire_queue_messages",
                                       "Tasks waiting in the broker queue (one per post: a batch is one task).",
                                       labels=["queue"])
-            queue.add_metric([names.QUEUE], sum(lengths))
+            queue.add_metric([self.rt.queue], sum(lengths))
             yield queue
 
 

@@ -16,6 +16,7 @@ from .timing import CountingConnection
 class Runtime:
     store: RedisStore
     celery: Celery
+    queue: str = names.QUEUE   # the articles' queue (STORYWIRE_QUEUE)
 
     @classmethod
     def from_config(cls, config: dict) -> "Runtime":
@@ -26,20 +27,21 @@ class Runtime:
         broker = config["CELERY_BROKER_URL"] or config["REDIS_URL"]
         # A client only: it sends tasks by name and never imports the task code.
         celery = Celery("storywire-api", broker=broker, set_as_current=False)
-        celery.conf.update(task_default_queue=names.QUEUE, broker_connection_retry=False,
+        queue = config["STORYWIRE_QUEUE"]
+        celery.conf.update(task_default_queue=queue, broker_connection_retry=False,
                            broker_connection_max_retries=0,
                            broker_transport_options={"max_retries": 1, "interval_start": 0,
                                                      "interval_step": 0.2, "interval_max": 0.5},
                            task_send_sent_event=True)
-        return cls(store, celery)
+        return cls(store, celery, queue)
 
     def enqueue_process(self, article_ids: list[str]) -> str | None:
         """One task per post: a single article, or the articles of a batch together. The task's id."""
         if len(article_ids) == 1:
-            return self.celery.send_task(names.PROCESS_ARTICLE, args=[article_ids[0]], queue=names.QUEUE,
+            return self.celery.send_task(names.PROCESS_ARTICLE, args=[article_ids[0]], queue=self.queue,
                                          retry=False).id
         if article_ids:
-            return self.celery.send_task(names.PROCESS_ARTICLES, args=[article_ids], queue=names.QUEUE,
+            return self.celery.send_task(names.PROCESS_ARTICLES, args=[article_ids], queue=self.queue,
                                          retry=False).id
         return None
 

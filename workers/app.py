@@ -18,7 +18,7 @@ def create_celery(config: WorkerConfig | None = None) -> Celery:
     kombu_fixes.install()  # a worker survives Redis going away with a BRPOP in flight (workers/kombu_fixes.py)
     app = Celery("storywire", broker=config.broker, include=["workers.tasks"])
     app.conf.update(
-        task_default_queue=names.QUEUE,
+        task_default_queue=config.queue,
         task_ignore_result=True,          # state lives in the store, not in a result backend
         task_acks_late=True,              # tasks are idempotent (see storyengine.decider)
         task_reject_on_worker_lost=True,  # a killed worker's task goes back to the queue
@@ -51,12 +51,12 @@ def create_celery(config: WorkerConfig | None = None) -> Celery:
                 "schedule": float(config.repair_interval),
                 # A run that could not start before the next one is due is dropped,
                 # so stopped workers do not come back to a pile of repair runs.
-                "options": {"queue": names.MAINTENANCE_QUEUE, "expires": float(config.repair_interval)},
+                "options": {"queue": config.maintenance_queue, "expires": float(config.repair_interval)},
             },
             "requeue-stale": {
                 "task": names.REQUEUE_STALE,
                 "schedule": float(config.requeue_interval),
-                "options": {"queue": names.MAINTENANCE_QUEUE, "expires": float(config.requeue_interval)},
+                "options": {"queue": config.maintenance_queue, "expires": float(config.requeue_interval)},
             },
         },
     )

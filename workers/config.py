@@ -10,6 +10,8 @@ import redis
 from storyengine.errors import ConfigError
 from storyengine.settings import Settings
 
+from . import names
+
 
 # STORYWIRE_VISIBILITY_TIMEOUT's allowed range, in seconds (see WorkerConfig.visibility_timeout).
 VISIBILITY_TIMEOUT_RANGE = (10, 86400)
@@ -19,6 +21,9 @@ VISIBILITY_TIMEOUT_RANGE = (10, 86400)
 class WorkerConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str = ""
+    # The articles' queue (STORYWIRE_QUEUE): one per deployment on a shared
+    # broker, as partitions on a Redis Cluster have (docs/scaling.md, Step 3).
+    queue: str = names.QUEUE
     # Seconds a delivered, unacknowledged task (acks_late) may go unacknowledged
     # before the broker hands it to another worker: how soon the work of a
     # worker killed mid-task is decided again. A task decides one post, at most
@@ -51,6 +56,10 @@ class WorkerConfig:
         return self.broker_url or self.redis_url
 
     @property
+    def maintenance_queue(self) -> str:
+        return names.maintenance_queue(self.queue)
+
+    @property
     def broker_is_store(self) -> bool:
         """Whether the broker's queues live in the store's own Redis (server and database)."""
         return same_redis(self.broker, self.redis_url)
@@ -63,6 +72,8 @@ class WorkerConfig:
             values["redis_url"] = env["REDIS_URL"]
         if env.get("CELERY_BROKER_URL"):
             values["broker_url"] = env["CELERY_BROKER_URL"]
+        if env.get("STORYWIRE_QUEUE"):
+            values["queue"] = names.queue_name(env["STORYWIRE_QUEUE"])
         for name, var in (("visibility_timeout", "STORYWIRE_VISIBILITY_TIMEOUT"),
                           ("max_retries", "STORYWIRE_MAX_RETRIES"),
                           ("repair_interval", "STORYWIRE_REPAIR_INTERVAL"),

@@ -217,14 +217,14 @@ def requeue_pass(app, store: RedisStore) -> dict:
     config = app.conf.storywire
     requeued, bound = 0, WaitingBound(None, frozenset(), "none")
     try:
-        bound = waiting_bound(store, config.broker_is_store)
+        bound = waiting_bound(store, config.broker_is_store, config.queue)
         while requeued < config.requeue_max_per_run:
             ids = store.claim_stale_queued(config.requeue_after,
                                            min(REQUEUE_BATCH, config.requeue_max_per_run - requeued),
                                            sent_before=bound.sent_before, skip=bound.in_hand)
             if not ids:
                 break
-            app.send_task(names.PROCESS_ARTICLES, args=[ids], queue=names.QUEUE)
+            app.send_task(names.PROCESS_ARTICLES, args=[ids], queue=config.queue)
             requeued += len(ids)
     except Exception as exc:  # noqa: BLE001 - Redis away: what was claimed and not sent is stale again later
         log.warning("requeue pass %s: %s", "stopped" if requeued else "skipped", exc,
@@ -283,12 +283,12 @@ def message_article_ids(raw: bytes | str) -> list[str] | None:
     return [i for i in first if isinstance(i, str)] if isinstance(first, list) else []
 
 
-def waiting_bound(store: RedisStore, broker_is_store: bool) -> WaitingBound:
+def waiting_bound(store: RedisStore, broker_is_store: bool, queue: str = names.QUEUE) -> WaitingBound:
     """The requeue pass's bound (see requeue_stale), read from the broker's
     lists and unacknowledged set in the store's Redis: usually two round trips."""
     if not broker_is_store:
         return WaitingBound(None, frozenset(), "age")
-    lists = broker_lists()
+    lists = broker_lists(queue)
     with store.redis.pipeline(transaction=False) as pipe:
         for key in lists:
             pipe.lrange(key, -_PEEK_PAGE, -1)
