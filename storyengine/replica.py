@@ -44,7 +44,6 @@ _CANDIDATE = tuple(name.encode() for name in CANDIDATE_FIELDS)
 class Replica:
     def __init__(self, keys: Keys, settings: Settings) -> None:
         self.keys, self.settings = keys, settings
-        self.capacity = settings.replica_records
         self.seq, self.token = 0, None
         self.forgot = 0  # times it forgot everything (tests and the bench read it)
         self._apply_to = {"story": self._story, "article": self._article, "term": self._term, "band": self._band,
@@ -83,7 +82,6 @@ class Replica:
             self.forget_all()
         else:
             self.apply(entry.commands)
-            self.bound()
         self.seq, self.token = entry.seq, entry.token
 
     def apply(self, commands: list[list[bytes]]) -> None:
@@ -324,9 +322,14 @@ class Replica:
             {"story": self.stories, "article": self.articles, "fingerprint": self.fingerprints}[family].pop(ident, None)
 
     def bound(self) -> None:
-        """Forget the oldest half of any kind of record past ``capacity`` (dicts keep insertion order)."""
-        for held in (self.stories, self.articles, self.terms, self.bands, self.fingerprints):
-            if len(held) > self.capacity:
+        """Forget the oldest half of any kind of record past its capacity (dicts
+        keep insertion order). Only between batches: a batch's reads count on
+        what they found held staying held."""
+        s = self.settings
+        for held, capacity in ((self.stories, s.replica_stories), (self.articles, s.replica_stories),
+                               (self.terms, s.replica_records), (self.bands, s.replica_records),
+                               (self.fingerprints, s.replica_records)):
+            if len(held) > capacity:
                 for key in list(held)[: len(held) // 2]:
                     del held[key]
         if len(self._term_order) > len(self.terms):

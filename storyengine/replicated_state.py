@@ -46,6 +46,7 @@ class ReplicatedState:
         df.counts, df.docs, df.version = r.df_counts.copy(), r.df_docs, r.df_version
 
     def first_read(self, article_ids, fingerprints, slots, features, since) -> FirstRead:
+        self.replica.bound()  # a batch begins: the one moment to forget for room
         statuses = self._read(article_ids=article_ids, fingerprints=fingerprints, slots=slots, features=features,
                               df=True, sync=True)
         self._read(fingerprints=fingerprints, slots=slots, features=features, df=True)  # forgotten meanwhile
@@ -56,6 +57,7 @@ class ReplicatedState:
     def prefetch(self, fingerprints, slots, features, since) -> FirstRead:
         """Before the lock: follow the log and read what the replica lacks of
         these, as one snapshot (MULTI/EXEC), then answer from the replica (no statuses)."""
+        self.replica.bound()
         self._read(fingerprints=fingerprints, slots=slots, features=features, df=True, sync=True, snapshot=True)
         r = self.replica
         return FirstRead(r.df_version, [], [r.fingerprints.get(fp) for fp in fingerprints],
@@ -148,7 +150,6 @@ class ReplicatedState:
             r.fill_story(sid, replies.pop())
         for aid in candidate_ids:
             r.fill_article(aid, replies.pop())
-        r.bound()
         return statuses
 
     # ------------------------------------------------------------------ writes

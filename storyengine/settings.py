@@ -191,10 +191,13 @@ class Settings:
     # forgets what it holds and reads it afresh. Workers take turns, so each is
     # a few entries behind at most.
     change_log_entries: int = 16
-    # Records a replica holds of each kind (stories, candidate articles, term
-    # index sets, band slots, fingerprints); past it the oldest half is
-    # forgotten, and read again from Redis when next needed.
+    # Records a replica holds of each small kind (term-index sets, band slots,
+    # fingerprints, about 120 bytes each) and of each large one (stories with
+    # their vectors, a few KB each, and candidate articles with their shingle
+    # sets); past it the oldest half is forgotten, and read again from Redis
+    # when next needed. A story window holds far fewer stories than this.
     replica_records: int = 400_000
+    replica_stories: int = 10_000
 
     def __post_init__(self) -> None:
         problems = []

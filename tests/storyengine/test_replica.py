@@ -172,6 +172,21 @@ def test_a_decider_further_behind_than_the_log_forgets_and_still_decides_as_one(
     assert_replica_holds_what_redis_holds(idle)
 
 
+def test_a_replica_far_smaller_than_the_stream_forgets_for_room_and_decides_as_one(stores):
+    """Capacities of a few records: every batch forgets most of what it held."""
+    records = dev(240, shuffled=True)
+    expected = serially(stores("serial"), records)
+    store = stores("small", replica_records=60, replica_stories=4)
+    ids = accept(store, records)
+    deciders = [Decider(store), Decider(store)]
+    outcomes = []
+    for n, start in enumerate(range(0, len(ids), RUN)):
+        outcomes += deciders[n % 2].process_many(ids[start:start + RUN])
+        assert_replica_holds_what_redis_holds(deciders[n % 2])
+    assert decided(outcomes) == expected
+    assert len(deciders[0].state.replica.stories) <= 2 * RUN  # bounded between batches
+
+
 def test_a_store_cleared_under_a_decider_is_read_afresh(stores):
     """Cleared and refilled past the replica's own entry number: its entry holds
     another token, so it forgets what it held and decides as one decider."""
