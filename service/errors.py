@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from storyengine.errors import Gone, InvalidArticle, InvalidCursor, NotFound, QueueFull, StoreUnavailable
-from storyengine.store import out_of_memory
+from storyengine.store import CLUSTER_BUSY, SLOT_ELSEWHERE, out_of_memory
 
 log = logging.getLogger("storywire.api")
 
@@ -119,6 +119,34 @@ def register_error_handlers(app: Flask) -> None:
     def bad_cursor(exc):
         return error_response(ApiError(400, "invalid_cursor", f"{exc}. Use next_cursor exactly as a previous "
                                        "page returned it, or leave cursor out to start from the first page."))
+
+    # Redis Cluster: the node does not serve this deployment's slot (MOVED, or
+    # ASK while the slot migrates away), or the Cluster cannot serve it now
+    # (CLUSTERDOWN, MASTERDOWN, TRYAGAIN: a failover or resharding). Not a 500:
+    # nothing is wrong with the request, and a post stores in one atomic step,
+    # so a refused one stored nothing.
+    def slot_elsewhere(exc):
+        log.error("the store's node does not serve this deployment's slot (check REDIS_URL): %s %s",
+                  type(exc).__name__, exc)
+        return error_response(ApiError(503, "unavailable", "The store's Redis Cluster node does not serve this "
+                                       "deployment's keys: REDIS_URL names another shard, or the slot moved or is "
+                                       "moving. Retry after Retry-After seconds (sending the same articles again is "
+                                       "safe). Operators: point REDIS_URL at the shard that owns the hash tag of "
+                                       "STORYWIRE_KEY_PREFIX (python -m embedded_redis.cluster NODE_URL PREFIX "
+                                       "prints it; docs/scaling.md, Step 3) and restart the partition's processes.",
+                                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
+
+    def cluster_busy(exc):
+        log.warning("the store's cluster cannot serve now: %s %s", type(exc).__name__, exc)
+        return error_response(ApiError(503, "unavailable", "The store's Redis Cluster cannot serve this deployment's "
+                                       "keys now (down, failing over or resharding). Retry after Retry-After "
+                                       "seconds (sending the same articles again is safe).",
+                                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
+
+    for kind in SLOT_ELSEWHERE:
+        app.register_error_handler(kind, slot_elsewhere)
+    for kind in CLUSTER_BUSY:
+        app.register_error_handler(kind, cluster_busy)
 
     @app.errorhandler(StoreUnavailable)
     @app.errorhandler(redis.ConnectionError)

@@ -54,6 +54,21 @@ _COUNTER_HELP = {
     "articles_failed": "Articles marked failed (invalid, or an internal error while processing).",
 }
 
+# The waiting article with the lowest queued score (the longest since its task
+# was sent: the head of the backlog, or one whose task was lost), and its
+# receipt time: [score, received_ts or nil], or [] when nothing waits. A
+# script rather than SORT ... GET pattern, which Redis before 7.0 refuses on
+# a Cluster node; the article's key is built from the prefix (ARGV[1]), so it
+# is in the queued set's slot. HGET through pcall: a record that is not a
+# hash reads as no receipt time, as SORT's GET did.
+OLDEST_QUEUED = """
+local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #head == 0 then return {} end
+local received = redis.pcall('HGET', ARGV[1] .. head[1], 'received_ts')
+if type(received) ~= 'string' then received = false end
+return {head[2], received}
+"""
+
 
 def broker_queue_keys(queue: str = names.QUEUE) -> list[str]:
     """The Redis lists a Celery queue lives in on a Redis broker: kombu keeps
@@ -82,17 +97,12 @@ class StorywireCollector(Collector):
             pipe.hgetall(store.keys.metrics)
             pipe.zcard(store.keys.queued)
             pipe.zcount(store.keys.workers, now - self.worker_stale_seconds, "+inf")
-            # The waiting article with the lowest queued score (the longest since
-            # its task was sent: the head of the backlog, or one whose task was
-            # lost), with its receipt time, in one command: SORT BY nosort reads
-            # a sorted set in its order, and the pattern carries the hash tag.
-            pipe.sort(store.keys.queued, start=0, num=1, by="nosort",
-                      get=["#", store.keys.article("*") + "->received_ts"])
-            pipe.zrange(store.keys.queued, 0, 0, withscores=True)
+            # EVAL, not EVALSHA: a script in a pipeline would cost a SCRIPT EXISTS round trip per scrape.
+            pipe.eval(OLDEST_QUEUED, 1, store.keys.queued, store.keys.article(""))
             if self._same_server:
                 for key in queue_keys:
                     pipe.llen(key)
-            raw, queued, workers_seen, oldest, lowest, *lengths = pipe.execute()
+            raw, queued, workers_seen, oldest, *lengths = pipe.execute()
         if self._broker is not None:
             try:
                 with self._broker.pipeline(transaction=False) as pipe:
@@ -127,7 +137,7 @@ class StorywireCollector(Collector):
             "storywire_oldest_queued_age_seconds",
             "Seconds since the API received the article that has waited longest since its task was sent (the "
             "lowest score in the queued set); 0 when nothing waits. Growing: workers fall behind, or stopped.",
-            value=_oldest_age(oldest, lowest, now))
+            value=_oldest_age(oldest, now))
         yield GaugeMetricFamily(
             "storywire_workers_seen",
             f"Workers heard from (a heartbeat in Redis) within the last {self.worker_stale_seconds} s "
@@ -141,16 +151,17 @@ class StorywireCollector(Collector):
             yield queue
 
 
-def _oldest_age(oldest: list, lowest: list, now: float) -> float:
-    """Age of the oldest waiting article: by its receipt time, or by its queued
-    score if the record has none (read between its accept and a retention pass)."""
-    if not lowest:
+def _oldest_age(oldest: list, now: float) -> float:
+    """Age of the oldest waiting article (OLDEST_QUEUED's [score, received_ts]):
+    by its receipt time, or by its queued score if the record has none (read
+    between its accept and a retention pass)."""
+    if not oldest:
         return 0.0
-    received = oldest[1] if len(oldest) == 2 else None
+    score, received = oldest
     try:
-        since = float(received) if received else float(lowest[0][1])
+        since = float(received) if received else float(score)
     except (TypeError, ValueError):
-        since = float(lowest[0][1])
+        since = float(score)
     return max(0.0, now - since)
 
 

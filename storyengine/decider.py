@@ -43,7 +43,7 @@ from .run_decider import RunDecider, failed
 from .runs import runs
 from .settings import Settings
 from .replicated_state import ReplicatedState
-from .store import RedisStore, out_of_memory
+from .store import CLUSTER_BUSY, SLOT_ELSEWHERE, RedisStore, out_of_memory
 
 log = logging.getLogger("storywire.engine")
 
@@ -51,6 +51,10 @@ def _transient(exc: BaseException) -> bool:
     """An outage (Redis unreachable, out of memory, the lock lost): the whole
     call is retried later. Anything else is an error of ours about the articles at hand."""
     if isinstance(exc, (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)):
+        return True
+    # redis-py parses these (and drops the code from their text): a Cluster node that does not serve
+    # the slot or cannot now (storyengine.store), a replica (READONLY).
+    if isinstance(exc, SLOT_ELSEWHERE + CLUSTER_BUSY + (redis.exceptions.ReadOnlyError,)):
         return True
     # Redis names these at the start of its answer, or inside a script's error.
     return out_of_memory(exc) or (isinstance(exc, redis.ResponseError) and str(exc).startswith(

@@ -33,6 +33,14 @@ def out_of_memory(exc: BaseException) -> bool:
         isinstance(exc, redis.ResponseError) and "OOM command not allowed" in str(exc))
 
 
+# Redis Cluster's answers, as redis-py raises them: the node does not serve
+# this deployment's slot (MOVED is an AskError: REDIS_URL names another shard,
+# or the slot moved), or the Cluster cannot serve it now (CLUSTERDOWN and
+# MASTERDOWN are ClusterDownErrors; TRYAGAIN). Outages, not errors of ours.
+SLOT_ELSEWHERE = (redis.exceptions.AskError,)
+CLUSTER_BUSY = (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)
+
+
 def connect(url: str, **kwargs) -> redis.Redis:
     """A client with timeouts, so a dead Redis is an error rather than a hang."""
     options = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, "health_check_interval": 30}

@@ -8,6 +8,7 @@ back with prometheus_client's own parsers (text format and OpenMetrics).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 import pytest
@@ -245,3 +246,14 @@ def test_a_field_that_is_not_a_number_is_skipped_and_the_rest_served(client, sto
     assert families["storywire_processing_latency_seconds"][("storywire_processing_latency_seconds_count", ())] == 0
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert "duplicates" in warned and "latency:0.1" in warned
+
+
+def test_a_waiting_article_whose_record_is_not_a_hash_is_aged_by_its_queued_score(client, store):
+    """The oldest-article read (a script, cluster-safe) takes a record of the
+    wrong type (a hand-made mistake) as one without a receipt time."""
+    waiting = client.post("/v1/articles", json=article()).get_json()["id"]
+    store.redis.delete(store.keys.article(waiting))
+    store.redis.set(store.keys.article(waiting), "not a hash")
+    store.redis.zadd(store.keys.queued, {waiting: time.time() - 60})
+    families = scrape(client)
+    assert 59 <= families["storywire_oldest_queued_age_seconds"][("storywire_oldest_queued_age_seconds", ())] < 70
