@@ -31,10 +31,12 @@ def readable_terms(terms: list[str], limit: int) -> list[str]:
     they count, each word once."""
     out: list[str] = []
     for term in terms:
+        if len(out) >= limit:
+            break
         word = term[len(ENTITY_PREFIX):] if term.startswith(ENTITY_PREFIX) else term
         if word not in out:
             out.append(word)
-    return out[:limit]
+    return out
 
 
 class StoryAssigner:
@@ -121,7 +123,7 @@ class StoryAssigner:
             rep_vec = vector.top(REPRESENTATIVE_TERMS).stored()
             if record.get("title_derived") != "1" and rep_vec.cosine(centroid) > \
                     details["rep_vec"].cosine(centroid) + s.representative_margin:
-                details.update(headline=record["title"], representative=article_id, rep_vec=vector)
+                details.update(headline=record["title"], representative=article_id, rep_vec=rep_vec)
             story_report.update(action="joined", story=story_id)
             similarity = chosen.score
         details = story.details
@@ -134,10 +136,11 @@ class StoryAssigner:
         story.article_count += 1
         story.originals += 1
         story.canonicals = (story.canonicals + [article_id])[-s.story_duplicate_candidates:]
-        names = dict(details["names"])
-        names.update(f.term_names)
-        heaviest = [int(x) for x in centroid.heaviest(s.index_terms)]
-        details["names"] = {feature: names[feature] for feature in heaviest if feature in names}
+        heaviest = centroid.heaviest(s.index_terms).tolist()
+        # The names of the indexed terms: this article's, else those the story kept.
+        mine, kept = f.term_names, details["names"]
+        details["names"] = {feature: mine[feature] if feature in mine else kept[feature] for feature in heaviest
+                            if feature in mine or feature in kept}
         story.indexed = heaviest
         batch.touch(story)
         details["top_terms"] = readable_terms([details["names"][x] for x in heaviest if x in details["names"]],

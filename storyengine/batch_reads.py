@@ -128,8 +128,8 @@ class BatchReads:
 
     def fetch(self, batch: Batch, story_ids, article_ids) -> None:
         """Read stories and candidate articles the batch does not hold yet, in one round trip."""
-        story_ids = sorted(set(story_ids) - set(batch.stories))
-        article_ids = sorted(set(article_ids) - set(batch.articles))
+        story_ids = sorted({x for x in story_ids if x not in batch.stories})
+        article_ids = sorted({x for x in article_ids if x not in batch.articles})
         if not story_ids and not article_ids:
             return
         stories, articles = self.state.fetch(story_ids, article_ids, batch.bucket_ids)

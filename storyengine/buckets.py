@@ -7,6 +7,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+import numpy as np
+
 from .settings import Settings
 from .vectors import SparseVector
 
@@ -37,7 +39,8 @@ class Bucket:
 
     def stored(self) -> "Bucket":
         """This bucket as :meth:`from_bytes` reads back what :meth:`to_bytes` wrote."""
-        return Bucket(self.vector.stored(), self.count, self.time_sum)
+        vector = self.vector.stored()
+        return self if vector is self.vector else Bucket(vector, self.count, self.time_sum)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "Bucket":
@@ -57,3 +60,44 @@ def buckets_near(published: float, settings: Settings) -> list[int]:
     """The buckets that can hold members inside the window around ``published``."""
     window = settings.story_window_hours * HOUR
     return list(range(bucket_index(published - window, settings), bucket_index(published + window, settings) + 1))
+
+
+def bucket_dots(vector: SparseVector, buckets: list[SparseVector], owners: np.ndarray, stories: int,
+                groups: np.ndarray | None, norms: bool) -> tuple[np.ndarray, np.ndarray | None, list[int] | None]:
+    """Of each of ``buckets`` (their summed vectors): its dot with ``vector``
+    and (with ``norms``) its norm; and with ``groups`` (a word id per feature
+    of ``vector``), of each of the ``stories`` (``owners``: each bucket's, in
+    order) how many distinct words it shares with ``vector``. One vectorised
+    pass over all of them; each dot is summed over the bucket's terms in their
+    order (``np.add.reduceat``), as every decision so far was."""
+    lengths = np.array([len(b.indices) for b in buckets], dtype=np.int64)
+    flat_indices = np.concatenate([b.indices for b in buckets])
+    flat_values = np.concatenate([b.values for b in buckets])
+    starts = np.zeros(len(buckets), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    empty = lengths == 0
+    bucket_norms = None
+    if norms:
+        bucket_norms = np.zeros(len(buckets))
+        if len(flat_values):
+            bucket_norms = np.sqrt(np.add.reduceat(flat_values * flat_values, starts))
+            bucket_norms[empty] = 0.0  # reduceat gives the next value for an empty segment
+    if not len(vector.indices) or not len(flat_indices):
+        return np.zeros(len(buckets)), bucket_norms, ([0] * stories if groups is not None else None)
+    # The article's weight of each bucket term (0 for the terms it lacks).
+    places = vector.places_of(flat_indices)
+    dots = np.add.reduceat(np.concatenate(([0.0], vector.values)).take(places) * flat_values, starts)
+    dots[empty] = 0.0
+    if groups is None:
+        return dots, bucket_norms, None
+    shared = [0] * stories
+    found = np.flatnonzero(places > 0)
+    if len(found):
+        # Distinct (story, word) pairs among the bucket terms the article has, counted per story.
+        size = int(groups.max()) + 1
+        pairs = np.sort(np.repeat(owners, lengths).take(found) * size + groups.take(places.take(found) - 1))
+        first = np.empty(len(pairs), dtype=bool)
+        first[0] = True
+        np.not_equal(pairs[1:], pairs[:-1], out=first[1:])
+        shared = np.bincount(pairs[first] // size, minlength=stories).tolist()
+    return dots, bucket_norms, shared

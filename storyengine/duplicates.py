@@ -63,7 +63,8 @@ class Duplicates:
         # Candidates no one in this process has seen yet: one round trip for all of them.
         unseen = [c for c, (_, sid) in sources.items() if c not in batch.articles
                   and (sid is None or self.reads.shingles.get(c) is None)]
-        self.reads.fetch(batch, (), unseen)
+        if unseen:
+            self.reads.fetch(batch, (), unseen)
         candidates = {c: self.reads.candidate(batch, c, sid) for c, (_, sid) in sources.items()}
         return self._verify(f, {c: found_by for c, (found_by, _) in sources.items()}, candidates, exact_owner)
 
@@ -75,9 +76,10 @@ class Duplicates:
         overlaps = mask.overlaps([candidate.shingle_set for _, candidate in compared], s.duplicate_containment)
         # Light rows to sort; a record is only made for the reported and the verified ones.
         rows = []
+        size = len(f.shingle_set)
         for (c, candidate), (containment, jaccard, chance) in zip(compared, overlaps):
             exact = c == exact_owner
-            verified = is_copy(containment, chance, min(len(f.shingle_set), len(candidate.shingle_set)), exact, s)
+            verified = is_copy(containment, chance, min(size, len(candidate.shingle_set)), exact, s)
             rows.append((not exact, -round(containment, 4), candidate.published, c, candidate, jaccard, verified))
         rows.sort(key=itemgetter(0, 1, 2, 3))
 

@@ -44,10 +44,14 @@ def parse_candidate(row: list) -> dict:
 CANONICAL_ONLY_FIELDS = ("shingle_set", "bands", "terms")
 
 
+# json.dumps(separators=(",", ":")) makes this encoder anew for every call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def compact_decision(decision: dict) -> bytes:
     """A decision as stored: the parts that differ per article (the rule and
     method texts are the settings', added back when it is read), compressed."""
-    return zlib.compress(json.dumps(decision, separators=(",", ":")).encode("utf-8"), 6)
+    return zlib.compress(_COMPACT_JSON.encode(decision).encode("utf-8"), 6)
 
 
 def expand_decision(stored: bytes | None) -> dict | None:
@@ -110,7 +114,10 @@ def decided_article_fields(features, story_id: str, duplicate_of: str | None, si
 def compress_features(features: np.ndarray) -> bytes:
     """A canonical article's distinct term features (sorted), as stored: the
     gaps between them, compressed (about 2 bytes a term)."""
-    gaps = np.diff(np.asarray(features, dtype=np.int64), prepend=0).astype("<u4")
+    features = np.asarray(features, dtype=np.int64)
+    gaps = np.empty(len(features), dtype="<u4")
+    gaps[:1] = features[:1]
+    np.subtract(features[1:], features[:-1], out=gaps[1:], casting="unsafe")
     return zlib.compress(gaps.tobytes(), 6)
 
 

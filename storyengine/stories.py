@@ -32,11 +32,13 @@ product, and the kernel is applied at the bucket's mean time.
 from __future__ import annotations
 
 import math
+from operator import itemgetter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
-from .buckets import HOUR, Bucket
+from .buckets import HOUR, Bucket, bucket_dots
 from .settings import Settings
 from .vectors import SparseVector
 
@@ -59,8 +61,7 @@ class CandidateStory:
     buckets: dict[int, Bucket] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class StoryScore:
+class StoryScore(NamedTuple):  # a tuple: one is made per candidate story of every article
     story_id: str
     score: float     # time-weighted similarity to the members in the window (see rank_stories)
     members: int     # how many members that score is over
@@ -166,71 +167,61 @@ def rank_stories(vector: SparseVector, published: float, candidates: list[Candid
     feature sharing one) lets each score count the distinct words the article
     shares with the story's members in the window."""
     short = short_share(words, settings)
-    owners, weights, counts, indices, values = [], [], [], [], []
-    ranked = []
-    for position, story in enumerate(candidates):
-        if not in_window(published, story, settings.story_window_hours):
+    window = settings.story_window_hours * HOUR
+    spread = 2.0 * settings.time_sigma_hours ** 2
+    ranked: list[str] = []  # the ids of the stories in the window
+    counted: list[tuple[int, float, Bucket]] = []  # (its story's place in ranked, kernel, bucket)
+    # in_window and kernel inlined: this loop runs for every bucket of every candidate.
+    for story in candidates:
+        if not (story.last_updated >= published - window and story.first_seen <= published + window):
             continue
-        ranked.append(position)
+        owner = len(ranked)
+        ranked.append(story.story_id)
         for bucket in story.buckets.values():
-            weight = kernel(published - bucket.mean_time, settings)
-            if weight == 0.0 or bucket.count == 0:
+            gap = published - bucket.mean_time
+            if abs(gap) > window:
                 continue
-            owners.append(position)
-            weights.append(weight)
-            counts.append(bucket.count)
-            indices.append(bucket.vector.indices)
-            values.append(bucket.vector.values)
-    totals = np.zeros(len(candidates))
-    members = np.zeros(len(candidates), dtype=np.int64)
-    shared = np.zeros(len(candidates), dtype=np.int64)
-    centroid_totals = np.zeros(len(candidates))
-    weighted = np.zeros(len(candidates))  # members, each weighed by its bucket's kernel
-    nearest = np.zeros(len(candidates))   # the kernel of the story's bucket nearest in time
-    if owners:
-        lengths = np.fromiter((len(x) for x in indices), dtype=np.int64, count=len(indices))
-        flat_indices = np.concatenate(indices)
-        flat_values = np.concatenate(values)
-        # The article's weight of each bucket term: look the term up among the
-        # article's own (sorted) features; terms it lacks weigh 0.
-        at = np.searchsorted(vector.indices, flat_indices)
-        at[at == len(vector.indices)] = 0
-        found = vector.indices[at] == flat_indices if len(vector.indices) else np.zeros(len(flat_indices), bool)
-        mine = np.where(found, vector.values[at], 0.0) if len(vector.indices) else np.zeros(len(flat_indices))
-        products = mine * flat_values
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        nonempty = lengths > 0
-        dots = np.add.reduceat(products, starts) if len(products) else np.zeros(len(starts))
-        dots[~nonempty] = 0.0  # reduceat gives the next value for an empty segment
-        kernels = np.asarray(weights)
-        weighted_members = kernels * np.asarray(counts, dtype=np.float64)
-        np.add.at(totals, owners, (1.0 - short) * kernels * dots)
-        if short:  # its own total: it is averaged over the members' weights, not their count
-            norms = np.sqrt(np.add.reduceat(flat_values * flat_values, starts)) if len(products) else \
-                np.zeros(len(starts))
-            norms[~nonempty] = 0.0
+            hours = gap / HOUR
+            weight = math.exp(-(hours * hours) / spread)
+            if weight != 0.0 and bucket.count != 0:
+                counted.append((owner, weight, bucket))
+    score = np.zeros(len(ranked))
+    members = np.zeros(len(ranked), dtype=np.int64)
+    shared = [0] * len(ranked)
+    if counted:
+        owners, kernels, buckets = zip(*counted)
+        owners = np.array(owners, dtype=np.intp)
+        kernels = np.array(kernels)
+        counts = np.array([b.count for b in buckets], dtype=np.float64)
+        dots, norms, found_words = bucket_dots(vector, [b.vector for b in buckets], owners, len(ranked), groups,
+                                               short)
+        # Sums over each story's buckets in order (np.bincount adds one at a time).
+        counted_members = np.bincount(owners, counts, len(ranked))
+        members = counted_members.astype(np.int64)
+        # Full texts: the mean over the members' count (average link, diluted by
+        # the far members: the guard against chaining). Short texts: the mean over
+        # the members' kernel weights, times the nearest bucket's kernel, which does
+        # not sink as a story goes on for days (see the docstring above). A story
+        # with no member counted scores 0 (its sums are 0).
+        score = np.bincount(owners, (1.0 - short) * kernels * dots, len(ranked)) / np.maximum(counted_members, 1.0)
+        if short:
+            weighted_members = kernels * counts
             cosines = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
-            np.add.at(centroid_totals, owners, weighted_members * cosines)
-        np.add.at(members, owners, counts)
-        np.add.at(weighted, owners, weighted_members)
-        np.maximum.at(nearest, owners, kernels)
-        if groups is not None and found.any():
-            owner_of = np.repeat(np.asarray(owners, dtype=np.int64), lengths)
-            keys = np.unique(owner_of[found] * (int(groups.max()) + 1) + groups[at[found]])
-            np.add.at(shared, keys // (int(groups.max()) + 1), 1)
-    # Full texts: the mean over the members' count (average link, diluted by
-    # the far members: the guard against chaining). Short texts: the mean over
-    # the members' kernel weights, times the nearest bucket's kernel, which does
-    # not sink as a story goes on for days (see the docstring above).
-    score = np.divide(totals, members, out=np.zeros(len(candidates)), where=members > 0)
-    if short:
-        score += short * np.divide(centroid_totals * nearest, weighted, out=np.zeros(len(candidates)),
-                                   where=weighted > 0)
-    scores = [StoryScore(candidates[p].story_id, float(score[p]) if members[p] else 0.0, int(members[p]),
-                         int(shared[p]) if groups is not None else None)
-              for p in ranked]
-    scores.sort(key=lambda s: (-s.score, s.story_id))
+            centroids = np.bincount(owners, weighted_members * cosines, len(ranked))
+            weighted = np.bincount(owners, weighted_members, len(ranked))  # members, each weighed by its kernel
+            nearest = np.zeros(len(ranked))  # the kernel of the story's bucket nearest in time
+            np.maximum.at(nearest, owners, kernels)
+            score += short * np.divide(centroids * nearest, weighted, out=np.zeros(len(ranked)), where=weighted > 0)
+        if found_words is not None:
+            shared = found_words
+    scores = [StoryScore(story_id, s if m else 0.0, m, w if groups is not None else None)
+              for story_id, s, m, w in zip(ranked, score.tolist(), members.tolist(), shared)]
+    scores.sort(key=_STORY_ID)  # then by score, best first: ties stay in story id order
+    scores.sort(key=_SCORE, reverse=True)
     return scores
+
+
+_STORY_ID, _SCORE = itemgetter(0), itemgetter(1)
 
 
 def base_threshold(settings: Settings, words: int | None = None) -> float:

@@ -9,7 +9,7 @@ import pytest
 
 from storyengine.records import bucket_field
 from storyengine.settings import Settings
-from storyengine.buckets import HOUR, Bucket, bucket_index, buckets_near
+from storyengine.buckets import HOUR, Bucket, bucket_dots, bucket_index, buckets_near
 from storyengine.stories import (CandidateStory, StoryScore, average_link, base_threshold, choose_story, in_window,
                                  kernel, rank_stories, short_share, story_link, threshold_for, updated_centroid)
 from storyengine.vectors import SparseVector
@@ -336,3 +336,30 @@ def test_rank_stories_counts_the_distinct_words_shared_a_word_and_its_entity_onc
     groups = np.array([0, 0, 1])  # features 1 and 2 are one word (the word and its entity feature)
     st = story("s", T0, T0, members((sv({1: 1.0, 2: 1.0, 3: 1.0, 9: 1.0}), T0)))
     assert rank_stories(article, T0, [st], s, groups, words=3)[0].shared == 2
+
+
+def test_bucket_dots_equal_each_buckets_own_sum_and_count_each_storys_shared_words():
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        def vector(n: int) -> SparseVector:
+            indices = np.unique(rng.integers(0, 300, n)).astype(np.int64)  # a small space: many terms shared
+            return SparseVector(indices, rng.random(len(indices)))
+        article = vector(int(rng.integers(0, 80)))
+        groups = rng.integers(0, 40, len(article.indices))  # words: some features share one
+        buckets = [vector(int(rng.integers(1, 60))) for _ in range(int(rng.integers(1, 12)))]
+        if len(buckets) > 1 and rng.random() < 0.3:
+            buckets[0] = SparseVector.empty()  # no terms (never the last: reduceat cannot start a segment at the end)
+        owners = np.sort(rng.integers(0, 5, len(buckets)))
+        dots, norms, shared = bucket_dots(article, buckets, owners, 6, groups, True)
+        weight = dict(zip(article.indices.tolist(), article.values.tolist()))
+        group = dict(zip(article.indices.tolist(), groups.tolist()))
+        for b, dot, norm in zip(buckets, dots.tolist(), norms.tolist()):
+            mine = np.array([weight.get(i, 0.0) for i in b.indices.tolist()])
+            # Summed over the bucket's terms in order, as a bucket alone sums them.
+            assert dot == (float(np.add.reduceat(mine * b.values, [0])[0]) if len(b.indices) else 0.0)
+            assert norm == (float(np.sqrt(np.add.reduceat(b.values * b.values, [0])[0])) if len(b.indices) else 0.0)
+        words = [set() for _ in range(6)]
+        for b, owner in zip(buckets, owners.tolist()):
+            words[owner] |= {group[i] for i in b.indices.tolist() if i in group}
+        assert shared == [len(w) for w in words]
+        assert bucket_dots(article, buckets, owners, 6, None, False)[1:] == (None, None)

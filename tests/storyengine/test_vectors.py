@@ -188,3 +188,23 @@ def test_counted_names_each_feature_and_adds_up_terms_that_share_one():
     assert sorted(names) == indices.tolist()
     assert all(vec.feature_of(term) == feature for feature, term in names.items())
     assert vec.counted([])[2] == {}
+
+
+def test_places_of_gives_one_plus_each_features_place_and_zero_for_those_it_lacks():
+    v = sv({3: 0.5, 70_000: 0.25, 9: 1.0})
+    assert v.places_of(np.array([9, 4, 70_000, 3, 3], dtype=np.int64)).tolist() == [2, 0, 3, 1, 1]
+    # Beyond any feature seen so far (the table grows), and another vector's places after it.
+    far = sv({(1 << 24) - 1: 1.0})
+    assert far.places_of(np.array([(1 << 24) - 1, 9], dtype=np.int64)).tolist() == [1, 0]
+    assert sv({4: 1.0}).places_of(np.array([3, 9, 4, 70_000], dtype=np.int64)).tolist() == [0, 0, 1, 0]
+    assert SparseVector.empty().places_of(np.array([3], dtype=np.int64)).tolist() == [0]
+    assert v.places_of(np.empty(0, dtype=np.int64)).tolist() == []
+
+
+def test_stored_of_a_vector_at_stored_precision_is_itself():
+    v = sv({1: 1 / 3, 5: 1e6, 8: 0.1})
+    stored = v.stored()
+    assert stored.stored() is stored
+    assert SparseVector.from_bytes(v.to_bytes()).stored().values.tolist() == stored.values.tolist()
+    assert stored.top(2).stored().values.tolist() == v.top(2).stored().values.tolist()
+    assert stored.to_bytes() == v.to_bytes()
