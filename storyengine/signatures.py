@@ -353,7 +353,7 @@ class ShingleMask:
         if needed.any():
             # What binom.sf gives, without its argument checks (about 30 us a call): the counts are in its
             # support. _sf is scipy's own (private) method: scipy is pinned, and tests/storyengine compare
-            # the copy rule's answers, so an upgrade that changes it fails there.
+            # it with binom.sf (test_duplicates.py), so an upgrade that changes it fails there.
             chance[needed] = np.clip(binom._sf(common[needed] - 1, small[needed], rate[needed]), 0.0, 1.0)
         return list(map(Overlap, containment.tolist(), jaccard.tolist(), chance.tolist()))
 

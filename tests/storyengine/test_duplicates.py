@@ -70,3 +70,15 @@ def test_a_promotion_whose_lock_was_lost_writes_nothing(store, monkeypatch):
     outcome = decider.process("bridge")  # the retry takes over
     assert (outcome.duplicate_of, outcome.opened_story) == (None, False)
     assert store.get_article("bridge-syndicated")["duplicate_of"] == "bridge"
+
+
+def test_the_chance_of_an_overlap_uses_scipys_binomial_tail_exactly():
+    """signatures.ShingleMask.overlaps calls scipy's private ``binom._sf`` (without
+    the public sf's argument checks): it must give what ``binom.sf`` gives on
+    the counts it is called with, or a scipy upgrade changed it."""
+    import numpy as np
+    from scipy.stats import binom
+    common = np.array([1, 2, 5, 40, 300, 3, 17])
+    small = np.array([1, 3, 9, 50, 320, 300, 20])
+    rate = np.array([0.33, 0.01, 0.5, 0.2, 0.33, 1e-5, 0.9])
+    assert np.array_equal(np.clip(binom._sf(common - 1, small, rate), 0.0, 1.0), binom.sf(common - 1, small, rate))
