@@ -65,15 +65,7 @@ class BatchReads:
         window = s.story_window_hours * 3600.0
         lookups, features, fps, slot_list = self._wanted(chunk)
         read = prefetch(fps, slot_list, features, min(f.published for _, _, f in chunk) - window)
-        batch = Batch(s)
-        batch.fingerprints = dict(zip(fps, read.owners))
-        batch.band_values = dict(zip(slot_list, read.band_values))
-        batch.term_hits = dict(zip(features, read.term_hits))
-        story_ids = set()
-        for article_id, _, f in chunk:
-            heaviest, weights = lookups[article_id]
-            story_ids |= batch.stories_for_terms(heaviest, f.published - window, weights, s.candidate_stories)
-        articles = set(batch.band_members(slot_list)) | {o for o in batch.fingerprints.values() if o}
+        story_ids, articles = self._candidates(Batch(s), chunk, read, (lookups, features, fps, slot_list))
         self.state.prefetch_candidates(sorted(story_ids), sorted(articles))
 
     def _wanted(self, chunk: list) -> tuple[dict, list[int], list[str], list]:
@@ -115,6 +107,15 @@ class BatchReads:
             # Another process counted terms since: read the counts, then weigh again.
             self.refresh_df()
         batch.status = dict(zip((a for a, _, _ in chunk), read.statuses))
+        story_ids, articles = self._candidates(batch, chunk, read, (lookups, features, fps, slot_list))
+        self.fetch(batch, story_ids, articles)
+        return batch
+
+    def _candidates(self, batch: Batch, chunk: list, read, wanted: tuple) -> tuple[set[str], set[str]]:
+        """Take a first read into ``batch``; the candidate stories and articles it points to."""
+        s = self.settings
+        window = s.story_window_hours * 3600.0
+        lookups, features, fps, slot_list = wanted
         batch.fingerprints = dict(zip(fps, read.owners))
         batch.band_values = dict(zip(slot_list, read.band_values))
         batch.term_hits = dict(zip(features, read.term_hits))
@@ -122,9 +123,7 @@ class BatchReads:
         for article_id, _, f in chunk:
             heaviest, weights = lookups[article_id]
             story_ids |= batch.stories_for_terms(heaviest, f.published - window, weights, s.candidate_stories)
-        articles = set(batch.band_members(slot_list)) | {o for o in batch.fingerprints.values() if o}
-        self.fetch(batch, story_ids, articles)
-        return batch
+        return story_ids, set(batch.band_members(slot_list)) | {o for o in batch.fingerprints.values() if o}
 
     def fetch(self, batch: Batch, story_ids, article_ids) -> None:
         """Read stories and candidate articles the batch does not hold yet, in one round trip."""

@@ -60,6 +60,22 @@ def store(redis_client, settings):
 
 
 @pytest.fixture
+def fresh_store(redis_client, settings):
+    """Makes stores on further fresh prefixes of the same Redis, with settings
+    changed as asked (``fresh_store("tag", replica_records=60)``); cleared afterwards."""
+    made = []
+
+    def make(tag: str, **changes) -> RedisStore:
+        store = RedisStore(redis_client, Settings(key_prefix=f"{settings.key_prefix}-{tag}", **changes))
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.clear()
+
+
+@pytest.fixture
 def app(redis_url, settings):
     return build_app(redis_url, settings)
 

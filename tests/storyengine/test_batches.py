@@ -35,21 +35,6 @@ DEV_PREFIX = 400  # articles of the dev stream compared batch against one at a t
 
 
 # ---------------------------------------------------------------- helpers
-@pytest.fixture
-def fresh_store(redis_client, settings):
-    """Stores on further fresh prefixes of the same Redis (cleared afterwards)."""
-    made = []
-
-    def make(tag: str, **changes) -> RedisStore:
-        store = RedisStore(redis_client, Settings(key_prefix=f"{settings.key_prefix}-{tag}", **changes))
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        store.clear()
-
-
 def dev_records(limit: int) -> list[dict]:
     """The first ``limit`` articles of the dev stream as the service stores them
     (as scripts/evaluate.py run_engine builds them; the gold answers are dropped)."""

@@ -45,21 +45,6 @@ def dev(limit: int, shuffled: bool = False) -> list[dict]:
     return [record_of(row) for row in rows]
 
 
-@pytest.fixture
-def stores(redis_client, settings):
-    """Stores on fresh prefixes of the same Redis (cleared afterwards)."""
-    made = []
-
-    def make(tag: str, **changes) -> RedisStore:
-        store = RedisStore(redis_client, Settings(key_prefix=f"{settings.key_prefix}-{tag}", **changes))
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        store.clear()
-
-
 def decided(outcomes) -> list[tuple]:
     return [(o.article_id, o.story_id, o.duplicate_of, o.opened_story, type(o.error).__name__ if o.error else None)
             for o in outcomes]
@@ -102,13 +87,13 @@ def assert_replica_holds_what_redis_holds(decider: Decider) -> None:
 
 # ---------------------------------------------------------------- several deciders, one stream
 @pytest.mark.parametrize("shuffled", [False, True], ids=["in-order", "shuffled"])
-def test_deciders_taking_turns_decide_as_one_and_hold_what_redis_holds(stores, shuffled):
+def test_deciders_taking_turns_decide_as_one_and_hold_what_redis_holds(fresh_store, shuffled):
     """Three deciders (three workers) take runs in turn, in no fixed order:
     every decision equals one decider's, and each replica, when it has
     decided, holds exactly what Redis holds."""
     records = dev(480, shuffled)
-    expected = serially(stores("serial"), records)
-    store = stores("turns", change_log_entries=256)  # long enough that no decider falls behind it
+    expected = serially(fresh_store("serial"), records)
+    store = fresh_store("turns", change_log_entries=256)  # long enough that no decider falls behind it
     ids = accept(store, records)
     deciders = [Decider(store) for _ in range(3)]
     turns = random.Random(3)
@@ -125,10 +110,10 @@ def test_deciders_taking_turns_decide_as_one_and_hold_what_redis_holds(stores, s
         assert any(o.duplicate_of for o in outcomes)
 
 
-def test_deciders_taking_turns_with_repair_store_what_one_decider_stores(stores):
+def test_deciders_taking_turns_with_repair_store_what_one_decider_stores(fresh_store):
     """Repair passes between runs, on both sides: the same merges, the same bytes."""
     records = dev(360)
-    control, store = stores("serial"), stores("turns")
+    control, store = fresh_store("serial"), fresh_store("turns")
     ids_control, ids = accept(control, records), accept(store, records)
     one, several = Decider(control), [Decider(store), Decider(store)]
     for n, start in enumerate(range(0, len(ids), RUN)):
@@ -142,10 +127,10 @@ def test_deciders_taking_turns_with_repair_store_what_one_decider_stores(stores)
     assert [key for key in a if a[key] != b[key] and not key.startswith("metrics")] == []
 
 
-def test_a_decider_started_mid_stream_decides_as_one(stores):
+def test_a_decider_started_mid_stream_decides_as_one(fresh_store):
     records = dev(320)
-    expected = serially(stores("serial"), records)
-    store = stores("late")
+    expected = serially(fresh_store("serial"), records)
+    store = fresh_store("late")
     ids = accept(store, records)
     half = len(ids) // 2
     first = Decider(store)
@@ -156,10 +141,10 @@ def test_a_decider_started_mid_stream_decides_as_one(stores):
     assert_replica_holds_what_redis_holds(late)
 
 
-def test_a_decider_further_behind_than_the_log_forgets_and_still_decides_as_one(stores):
+def test_a_decider_further_behind_than_the_log_forgets_and_still_decides_as_one(fresh_store):
     records = dev(320)
-    expected = serially(stores("serial"), records)
-    store = stores("behind", change_log_entries=2)
+    expected = serially(fresh_store("serial"), records)
+    store = fresh_store("behind", change_log_entries=2)
     ids = accept(store, records)
     busy, idle = Decider(store), Decider(store)
     runs = [ids[s:s + RUN] for s in range(0, len(ids), RUN)]
@@ -172,11 +157,11 @@ def test_a_decider_further_behind_than_the_log_forgets_and_still_decides_as_one(
     assert_replica_holds_what_redis_holds(idle)
 
 
-def test_a_replica_far_smaller_than_the_stream_forgets_for_room_and_decides_as_one(stores):
+def test_a_replica_far_smaller_than_the_stream_forgets_for_room_and_decides_as_one(fresh_store):
     """Capacities of a few records: every batch forgets most of what it held."""
     records = dev(240, shuffled=True)
-    expected = serially(stores("serial"), records)
-    store = stores("small", replica_records=60, replica_stories=4)
+    expected = serially(fresh_store("serial"), records)
+    store = fresh_store("small", replica_records=60, replica_stories=4)
     ids = accept(store, records)
     deciders = [Decider(store), Decider(store)]
     outcomes = []
@@ -187,12 +172,12 @@ def test_a_replica_far_smaller_than_the_stream_forgets_for_room_and_decides_as_o
     assert len(deciders[0].state.replica.stories) <= 2 * RUN  # bounded between batches
 
 
-def test_a_store_cleared_under_a_decider_is_read_afresh(stores):
+def test_a_store_cleared_under_a_decider_is_read_afresh(fresh_store):
     """Cleared and refilled past the replica's own entry number: its entry holds
     another token, so it forgets what it held and decides as one decider."""
     records = dev(200)
-    expected = serially(stores("serial"), records)
-    store = stores("cleared")
+    expected = serially(fresh_store("serial"), records)
+    store = fresh_store("cleared")
     stale = Decider(store)
     stale.process_many(accept(store, records[:RUN]))
     held = stale.state.replica.seq
@@ -207,12 +192,12 @@ def test_a_store_cleared_under_a_decider_is_read_afresh(stores):
     assert_replica_holds_what_redis_holds(stale)
 
 
-def test_a_replica_that_found_the_log_empty_applies_every_entry_after(stores):
+def test_a_replica_that_found_the_log_empty_applies_every_entry_after(fresh_store):
     """It read records while the log was empty; another decider then wrote
     entries 1, 2, ...: it applies them all, not just starts from the newest."""
     records = dev(200)
-    expected = serially(stores("serial"), records)
-    store = stores("empty")
+    expected = serially(fresh_store("serial"), records)
+    store = fresh_store("empty")
     ids = accept(store, records)
     early, other = Decider(store), Decider(store)
     early.state.prefetch_candidates([], ids[:RUN])  # the first run's articles, read before anything is decided
@@ -224,11 +209,11 @@ def test_a_replica_that_found_the_log_empty_applies_every_entry_after(stores):
     assert_replica_holds_what_redis_holds(early)
 
 
-def test_a_commit_that_fails_midway_makes_every_replica_forget(stores):
+def test_a_commit_that_fails_midway_makes_every_replica_forget(fresh_store):
     """Redis does not roll a script back: what ran before the failing command
     stays written, so the log tells every replica to forget what it holds."""
     records = dev(80)
-    store = stores("midway")
+    store = fresh_store("midway")
     ids = accept(store, records)
     decider, other = Decider(store), Decider(store)
     outcomes = decider.process_many(ids[:RUN])
@@ -252,12 +237,12 @@ def _decide_then_get_killed(url: str, prefix: str, ids: list[str]) -> None:
 
 
 @pytest.mark.e2e
-def test_a_decider_killed_mid_batch_changes_nothing(stores, redis_url):
+def test_a_decider_killed_mid_batch_changes_nothing(fresh_store, redis_url):
     """Killed while it holds the lock: what it committed is whole runs, and
     another decider then decides the rest exactly as one decider alone."""
     records = dev(400)
-    expected = serially(stores("serial"), records)
-    store = stores("killed")
+    expected = serially(fresh_store("serial"), records)
+    store = fresh_store("killed")
     ids = accept(store, records)
     context = multiprocessing.get_context("spawn")
     doomed = context.Process(target=_decide_then_get_killed, args=(redis_url, store.settings.key_prefix, ids))
