@@ -36,7 +36,6 @@ class ReplicatedState:
         self._term_sets = redis_client.register_script(TERM_SETS)
         self._follow = redis_client.register_script(change_log.FOLLOW)
         self._hash_field = redis_client.register_script(HASH_FIELD)
-        self.round_trips = 0  # under the lock, over this state's life (the bench reads it)
 
     # ------------------------------------------------------------------ reads
     def read_df(self, df: DocumentFrequencies) -> None:
@@ -130,7 +129,6 @@ class ReplicatedState:
             for aid in candidate_ids:
                 pipe.hmget(k.article(aid), CANDIDATE_FIELDS)
             replies = pipe.execute()
-        self.round_trips += not snapshot
         replies.reverse()  # taken in the order asked, from the end
         if sync:
             r.follow(*change_log.followed(replies.pop()))
