@@ -89,7 +89,7 @@ def kept_family(keys: Keys, key: bytes) -> str | None:
         return "story" if b":" not in tail else None  # not :sources or :articles
     if head in (b"article", b"term", b"band", b"fingerprint"):
         return head.decode()
-    if rest in (b"df", b"df:docs", b"df:version"):
+    if rest in (b"df", b"df:deltas", b"df:docs", b"df:version"):
         return "df"
     return None
 
@@ -135,7 +135,7 @@ class Recorder:
             # Only what a candidate article is read for: the rest of its hash is never decided on.
             pairs = [(f, v) for f, v in zip(args[2::2], args[3::2]) if f in _CANDIDATE_FIELDS]
             return [b"HSET", key, *[x for pair in pairs for x in pair]] if pairs else None
-        if name in (b"HSET", b"HDEL", b"SET", b"ZADD", b"ZREM", b"BITFIELD", b"INCR", b"INCRBY", b"DECRBY"):
+        if name in (b"HSET", b"HDEL", b"SET", b"ZADD", b"ZREM", b"INCR", b"INCRBY", b"DECRBY"):
             return [name, *args[1:]]
         return [b"FORGET", key]
 
@@ -155,7 +155,8 @@ class Recorder:
 
     @staticmethod
     def _df_change(keys: list[bytes], argv: list[bytes]) -> list[list[bytes]]:
-        return [[b"DFCHANGE", argv[0], argv[1]]]
+        """DFCHANGE delta documents folded: the change, and whether the commit folded the deltas (b"1") or appended it."""
+        return [[b"DFCHANGE", argv[0], argv[1], b"1" if argv[2] else b"0"]]
 
 
 def wire(stack: list) -> list[list[bytes]]:

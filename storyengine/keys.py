@@ -32,9 +32,10 @@ prefix, over its shards: docs/scaling.md.)
     {p}:clock:seen               zset   outlet -> when it last advanced the clock (wall clock): idle outlets leave
     {p}:gone:{day}               hash   tombstones of what retention removed on that (UTC) day: id ->
                                         "kind deleted_at clock detail"; expires tombstone_days later
-    {p}:df                       string document frequency per hashed term (BITFIELD u32 counters)
-    {p}:df:docs                  string number of documents counted in {p}:df
-    {p}:df:version               string bumped by every write to {p}:df (workers cache it)
+    {p}:df                       string document frequency per hashed term (u32 counters), as last folded
+    {p}:df:deltas                list   changes since (storyengine.document_frequencies)
+    {p}:df:docs                  string number of documents counted
+    {p}:df:version               string bumped by every change to {p}:df or {p}:df:deltas
     {p}:assign-lock              string the story-assignment lock (storyengine.locking)
     {p}:changes                  stream every write made under the lock, for the deciders'
                                         in-memory replicas (storyengine.change_log), capped
@@ -149,6 +150,11 @@ class Keys:
     @property
     def df(self) -> str:
         return self._k("df")
+
+    @property
+    def df_deltas(self) -> str:
+        """Document-frequency changes not yet folded into {p}:df (storyengine.document_frequencies)."""
+        return self._k("df", "deltas")
 
     @property
     def df_version(self) -> str:

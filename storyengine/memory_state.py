@@ -140,5 +140,5 @@ class MemoryState:
                 self.bands.pop(slot, None)
 
     def _count(self, change: np.ndarray) -> None:
-        # Saturating u32 counters, as BITFIELD OVERFLOW SAT keeps them.
+        # Saturating u32 counters (storyengine.document_frequencies).
         self.df_counts = np.clip(self.df_counts + change, 0, _U32_MAX)

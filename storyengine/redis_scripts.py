@@ -1,6 +1,6 @@
 """The Lua scripts the decision state and retention run on Redis: one call
 each for the LSH band slots and the term index of a whole batch, and the
-document-frequency changes of a batch in one argument (a pipeline of
+document-frequency change of a batch (a pipeline of
 hundreds of small commands costs more in the client than the server spends
 answering them)."""
 
@@ -27,19 +27,20 @@ for i = 1, #KEYS do
 end
 return out
 """
-# Document-frequency changes for a whole batch in one argument: (feature
-# u32, change i32) pairs, big-endian, applied as saturating BITFIELD counters.
+# A commit's document-frequency change (storyengine.document_frequencies).
+# KEYS: {p}:df, {p}:df:deltas, {p}:df:docs, {p}:df:version. ARGV: the packed
+# delta, the change in documents, and either '' (append the delta) or the
+# folded counters with the version they were computed at: written only if
+# that is still the version, so a fold can never overwrite newer counts.
 DF_CHANGE = """
-local packed = ARGV[1]
-local ops = {}
-for pos = 1, #packed, 8 do
-  local feature, change = struct.unpack('>I4i4', packed, pos)
-  ops[#ops + 1] = 'INCRBY'; ops[#ops + 1] = 'u32'; ops[#ops + 1] = '#' .. feature; ops[#ops + 1] = change
-  if #ops >= 4000 then redis.call('BITFIELD', KEYS[1], 'OVERFLOW', 'SAT', unpack(ops)); ops = {} end
+if ARGV[3] ~= '' and (redis.call('GET', KEYS[4]) or '0') == ARGV[4] then
+  redis.call('SET', KEYS[1], ARGV[3])
+  redis.call('DEL', KEYS[2])
+elseif ARGV[1] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
 end
-if #ops > 0 then redis.call('BITFIELD', KEYS[1], 'OVERFLOW', 'SAT', unpack(ops)) end
-redis.call('INCRBY', KEYS[2], ARGV[2])
-return redis.call('INCR', KEYS[3])
+redis.call('INCRBY', KEYS[3], ARGV[2])
+return redis.call('INCR', KEYS[4])
 """
 # Whole term-index sets, for a replica (storyengine.replica) that does not hold them yet.
 TERM_SETS = """

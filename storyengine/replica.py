@@ -32,12 +32,12 @@ from __future__ import annotations
 import numpy as np
 
 from .change_log import EMPTY_LOG, Entry
+from .document_frequencies import apply_delta, fold
 from .keys import Keys
 from .records import CANDIDATE_FIELDS
 from .settings import Settings
 
 MISSING = object()  # not held: read it from Redis
-_U32_MAX = 2 ** 32 - 1
 _CANDIDATE = tuple(name.encode() for name in CANDIDATE_FIELDS)
 
 
@@ -59,6 +59,7 @@ class Replica:
         self.fingerprints: dict[str, str | None] = {}
         self.df_counts: np.ndarray | None = None
         self.df_docs = self.df_version = 0
+        self.df_delta_bytes = 0  # what {p}:df:deltas holds: when to fold them (storyengine.state)
         self.forgot += counted
 
     # ------------------------------------------------------------------ the log
@@ -91,7 +92,7 @@ class Replica:
                 self.forget_all()
                 continue
             if name == b"DFCHANGE":
-                self._df_change(command[1], int(command[2]))
+                self._df_change(command[1], int(command[2]), command[3] == b"1")
                 continue
             if name == b"DEL":
                 for key in command[1:]:
@@ -157,12 +158,10 @@ class Replica:
             out.append((sid, score))
         return out
 
-    def fill_df(self, raw: bytes | None, docs, version) -> None:
-        counts = np.zeros(self.settings.hash_features, dtype=np.int64)
-        if raw:
-            values = np.frombuffer(raw[: 4 * len(counts)], dtype=">u4", count=min(len(raw), 4 * len(counts)) // 4)
-            counts[: len(values)] = values
-        self.df_counts, self.df_docs, self.df_version = counts, int(docs or 0), int(version or 0)
+    def fill_df(self, base: bytes | None, deltas: list[bytes], docs, version) -> None:
+        self.df_counts = fold(base, deltas, self.settings.hash_features)
+        self.df_docs, self.df_version = int(docs or 0), int(version or 0)
+        self.df_delta_bytes = sum(len(d) for d in deltas)
 
     # ------------------------------------------------------------------ applying commands, per kind
     def _parse(self, key: bytes) -> tuple[str | None, object]:
@@ -178,7 +177,7 @@ class Replica:
             return "band", key.decode()
         if head == b"fingerprint":
             return "fingerprint", tail.decode()
-        if rest in (b"df", b"df:docs", b"df:version"):
+        if rest in (b"df", b"df:deltas", b"df:docs", b"df:version"):
             return "df", rest
         return None, None
 
@@ -265,37 +264,16 @@ class Replica:
         return True
 
     def _df(self, name: bytes, which: bytes, args: list[bytes]) -> bool:
-        if self.df_counts is None:
-            return True
-        if which == b"df:docs" and name in (b"INCRBY", b"DECRBY"):
-            self.df_docs += int(args[0]) * (1 if name == b"INCRBY" else -1)
-            return True
-        if which == b"df:version" and name == b"INCR":
-            self.df_version += 1
-            return True
-        if which == b"df" and name == b"BITFIELD" and args[:2] == [b"OVERFLOW", b"SAT"] and len(args) % 4 == 2:
-            change = np.zeros(len(self.df_counts), dtype=np.int64)
-            for i in range(2, len(args), 4):
-                if args[i] != b"INCRBY" or args[i + 1] != b"u32" or not args[i + 2].startswith(b"#"):
-                    return False
-                change[int(args[i + 2][1:])] += int(args[i + 3])
-            self._count(change)
-            return True
-        return False
+        # Every commit changes them with DF_CHANGE (logged as DFCHANGE); anything else, forget them.
+        return self.df_counts is None
 
-    def _df_change(self, packed: bytes, docs_change: int) -> None:
+    def _df_change(self, packed: bytes, docs_change: int, folded: bool) -> None:
         if self.df_counts is None:
             return
-        pairs = np.frombuffer(packed, dtype=[("feature", ">u4"), ("change", ">i4")])
-        change = np.zeros(len(self.df_counts), dtype=np.int64)
-        change[pairs["feature"].astype(np.int64)] = pairs["change"]
-        self._count(change)
+        apply_delta(self.df_counts, packed)
         self.df_docs += docs_change
         self.df_version += 1
-
-    def _count(self, change: np.ndarray) -> None:
-        # Saturating u32 counters, as BITFIELD OVERFLOW SAT keeps them.
-        self.df_counts = np.clip(self.df_counts + change, 0, _U32_MAX)
+        self.df_delta_bytes = 0 if folded else self.df_delta_bytes + len(packed)
 
     def _delete(self, key: bytes) -> None:
         family, ident = self._parse(key)

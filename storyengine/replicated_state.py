@@ -14,10 +14,12 @@ them), and the replica applies the entry its commit logged.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import change_log, records
 from .batch import Batch, Story
 from .decisions import Decision
-from .document_frequencies import DocumentFrequencies
+from .document_frequencies import DELTA, U32_MAX, DocumentFrequencies, as_base
 from .features import Features
 from .keys import Keys
 from .locking import AssignmentLock
@@ -25,7 +27,7 @@ from .records import CANDIDATE_FIELDS, STORY_FIELDS, bucket_field
 from .redis_scripts import HASH_FIELD, TERM_SETS
 from .replica import MISSING, Replica
 from .settings import Settings
-from .state import FirstRead, RedisState, TermHits
+from .state import DfFold, FirstRead, RedisState, TermHits
 
 
 class ReplicatedState:
@@ -116,6 +118,7 @@ class ReplicatedState:
                 self._hash_field(keys=[k.article(a) for a in article_ids], args=["status"], client=pipe)
             if df:
                 pipe.get(k.df)
+                pipe.lrange(k.df_deltas, 0, -1)
                 pipe.get(k.df_docs)
                 pipe.get(k.df_version)
             if fps:
@@ -134,7 +137,7 @@ class ReplicatedState:
             r.follow(*change_log.followed(replies.pop()))
         statuses = [s or None for s in replies.pop()] if article_ids else []
         if df:
-            r.fill_df(replies.pop(), replies.pop(), replies.pop())
+            r.fill_df(replies.pop(), replies.pop(), replies.pop(), replies.pop())
         if fps:
             for fp, owner in zip(fps, replies.pop()):
                 r.fill_fingerprint(fp, owner.decode() if owner else None)
@@ -152,10 +155,21 @@ class ReplicatedState:
 
     # ------------------------------------------------------------------ writes
     def commit(self, batch: Batch, lock: AssignmentLock | None) -> None:
-        self._applied(self.writer.commit(batch, lock))
+        self._applied(self.writer.commit(batch, lock, self._df_fold(batch)))
 
     def promote(self, decision: Decision, record: dict, f: Features, lock: AssignmentLock | None) -> None:
         self._applied(self.writer.promote(decision, record, f, lock))
+
+    def _df_fold(self, batch: Batch) -> DfFold | None:
+        """The document frequencies after ``batch``, once the deltas since the
+        last fold reach ``df_fold_bytes``: under the lock the replica holds
+        them exactly (and DF_CHANGE checks the version it read them at)."""
+        r, changes = self.replica, batch.df_changes
+        if r.df_counts is None or changes is None:
+            return None
+        if r.df_delta_bytes + DELTA.itemsize * np.count_nonzero(changes) < self.settings.df_fold_bytes:
+            return None
+        return as_base(np.clip(r.df_counts + changes, 0, U32_MAX)), r.df_version
 
     def _applied(self, entry: change_log.Entry | None) -> None:
         if entry is not None:

@@ -198,6 +198,12 @@ class Settings:
     # when next needed. A story window holds far fewer stories than this.
     replica_records: int = 400_000
     replica_stories: int = 10_000
+    # A commit appends its document-frequency changes to {p}:df:deltas (8
+    # bytes a changed feature); once they add up to this many bytes it writes
+    # the folded counters (4 bytes a feature, 1 MB by default) instead. This
+    # bounds what a reader folds, and what the deltas keep in memory; the
+    # append-only file then gets the counters once per this many delta bytes.
+    df_fold_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
         problems = []

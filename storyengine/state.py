@@ -33,7 +33,7 @@ import numpy as np
 from . import boilerplate, promotion, records
 from .batch import Batch, Story, scored_members
 from .change_log import Entry
-from .document_frequencies import DocumentFrequencies
+from .document_frequencies import DocumentFrequencies, pack_delta
 from .decisions import Decision, received_ts
 from .features import Features
 from .keys import Keys
@@ -46,6 +46,7 @@ from .settings import Settings
 
 Slot = tuple[str, bytes]  # (band key, field) of one LSH band slot
 TermHits = list[tuple[str, float]]  # (story, score in the term index), newest first
+DfFold = tuple[bytes, int]  # document frequencies folded (as {p}:df stores them), and the version they were read at
 
 
 @dataclass
@@ -96,10 +97,11 @@ class RedisState:
         k = self.keys
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(k.df)
+            pipe.lrange(k.df_deltas, 0, -1)
             pipe.get(k.df_docs)
             pipe.get(k.df_version)
-            raw, docs, version = pipe.execute()
-        df.load(raw, docs, version)
+            base, deltas, docs, version = pipe.execute()
+        df.load(base, deltas, docs, version)
 
     def first_read(self, article_ids, fingerprints, slots, features, since) -> FirstRead:
         k, s = self.keys, self.settings
@@ -137,11 +139,12 @@ class RedisState:
         return ([Story.from_row(sid, row, bucket_ids) for sid, row in zip(story_ids, rows)],
                 [records.parse_candidate(row) for row in rows[len(story_ids):]])
 
-    def commit(self, batch: Batch, lock: AssignmentLock | None) -> Entry | None:
-        """Write the batch under ``lock``; returns what it logged (storyengine.change_log)."""
+    def commit(self, batch: Batch, lock: AssignmentLock | None, df_fold: DfFold | None = None) -> Entry | None:
+        """Write the batch under ``lock``; returns what it logged (storyengine.change_log).
+        ``df_fold``: the document frequencies after it, to store folded instead of as one more delta."""
         if lock is None:
             raise AssignmentConflict("no assignment lock held")
-        return lock.commit(lambda pipe: self._queue_writes(pipe, batch, time.time()))
+        return lock.commit(lambda pipe: self._queue_writes(pipe, batch, time.time(), df_fold))
 
     def promote(self, decision: Decision, record: dict, f: Features, lock: AssignmentLock | None) -> Entry | None:
         if lock is None:
@@ -185,19 +188,14 @@ class RedisState:
             pipe.hset(k.article(copy), "duplicate_of", p.article_id)
             if fingerprint:  # a copy that was canonical once still owns its text's key: re-point it
                 pipe.set(k.fingerprint(fingerprint), p.article_id, xx=True)
+        change = np.zeros(self.settings.hash_features, dtype=np.int64)
         for features in p.uncounted:
-            if len(features):
-                counters = pipe.bitfield(k.df).overflow("SAT")
-                for feature in features:
-                    counters.incrby("u32", f"#{int(feature)}", -1)
-                counters.execute()  # queued in the transaction
-        if p.uncounted:
-            pipe.decrby(k.df_docs, len(p.uncounted))
-        pipe.incr(k.df_version)
+            change[features] -= 1  # a document's features are distinct
+        self._queue_df_change(pipe, change, -len(p.uncounted), None)
         pipe.set(k.fingerprint(p.fingerprint), p.article_id)
         self._write_bands(pipe, p.band_values)
 
-    def _queue_writes(self, pipe, batch: Batch, now: float) -> None:
+    def _queue_writes(self, pipe, batch: Batch, now: float, df_fold: DfFold | None) -> None:
         """Queue every write of the batch on ``pipe`` (sent as one commit: storyengine.commit_script)."""
         k = self.keys
         joined: dict[str, tuple[dict[str, float], Counter]] = {}
@@ -219,12 +217,14 @@ class RedisState:
             pipe.set(k.fingerprint(fp), owner)
         self._write_bands(pipe, batch.written_band_values())
         if batch.docs_change or (batch.df_changes is not None and batch.df_changes.any()):
-            changed = np.flatnonzero(batch.df_changes) if batch.df_changes is not None else np.empty(0, np.int64)
-            packed = np.zeros(len(changed), dtype=[("feature", ">u4"), ("change", ">i4")])
-            packed["feature"] = changed
-            packed["change"] = batch.df_changes[changed] if len(changed) else 0
-            self._df_change(keys=[k.df, k.df_docs, k.df_version], args=[packed.tobytes(), batch.docs_change],
-                                 client=pipe)
+            self._queue_df_change(pipe, batch.df_changes, batch.docs_change, df_fold)
+
+    def _queue_df_change(self, pipe, changes: np.ndarray | None, docs_change: int, fold: DfFold | None) -> None:
+        """One change of the document frequencies: appended as a delta, or with ``fold`` the counters after it."""
+        k = self.keys
+        delta = pack_delta(changes) if changes is not None else b""
+        self._df_change(keys=[k.df, k.df_deltas, k.df_docs, k.df_version],
+                        args=[delta, docs_change, *(fold or (b"", b""))], client=pipe)
 
     def _write_bands(self, pipe, values: dict[Slot, str]) -> None:
         """Band slots' new values, in one call ('' empties a slot)."""

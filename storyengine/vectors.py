@@ -3,7 +3,7 @@
 scikit-learn's ``HashingVectorizer`` turns terms into counts over a fixed
 hashed feature space, so no vocabulary has to be fitted in advance and every
 worker maps a term to the same feature. Document frequencies live in Redis as
-one string of u32 counters (``BITFIELD``); a worker reads exactly the counters
+u32 counters (storyengine.document_frequencies); a worker reads the counters
 of the article's own terms, under the assignment lock, so an article is only
 ever weighed against the articles that were processed before it (and itself).
 """

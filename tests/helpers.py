@@ -271,6 +271,8 @@ def snapshot(client: redis.Redis, prefix: str) -> dict:
             out[key] = client.zrange(key, 0, -1, withscores=True)
         elif kind == b"set":
             out[key] = client.smembers(key)
+        elif kind == b"list":  # document-frequency deltas
+            out[key] = client.lrange(key, 0, -1)
         elif kind == b"stream":  # the change log
             out[key] = client.xrange(key)
         else:

@@ -62,6 +62,7 @@ def assert_replica_holds_what_redis_holds(decider: Decider) -> None:
     with r.pipeline(transaction=False) as pipe:
         pipe.xrevrange(k.changes, count=1)
         pipe.get(k.df)
+        pipe.lrange(k.df_deltas, 0, -1)
         pipe.get(k.df_docs)
         pipe.get(k.df_version)
         newest, *df = pipe.execute()
@@ -82,7 +83,8 @@ def assert_replica_holds_what_redis_holds(decider: Decider) -> None:
         control = Replica(k, store.settings)
         control.fill_df(*df)
         assert np.array_equal(replica.df_counts, control.df_counts)
-        assert (replica.df_docs, replica.df_version) == (control.df_docs, control.df_version)
+        assert (replica.df_docs, replica.df_version, replica.df_delta_bytes) == \
+            (control.df_docs, control.df_version, control.df_delta_bytes)
 
 
 # ---------------------------------------------------------------- several deciders, one stream
@@ -90,10 +92,12 @@ def assert_replica_holds_what_redis_holds(decider: Decider) -> None:
 def test_deciders_taking_turns_decide_as_one_and_hold_what_redis_holds(fresh_store, shuffled):
     """Three deciders (three workers) take runs in turn, in no fixed order:
     every decision equals one decider's, and each replica, when it has
-    decided, holds exactly what Redis holds."""
+    decided, holds exactly what Redis holds. Their document frequencies are
+    folded every few runs (the control's never are): folded or not, the same."""
     records = dev(480, shuffled)
     expected = serially(fresh_store("serial"), records)
-    store = fresh_store("turns", change_log_entries=256)  # long enough that no decider falls behind it
+    # A log long enough that no decider falls behind it.
+    store = fresh_store("turns", change_log_entries=256, df_fold_bytes=16_000)
     ids = accept(store, records)
     deciders = [Decider(store) for _ in range(3)]
     turns = random.Random(3)
@@ -105,6 +109,8 @@ def test_deciders_taking_turns_decide_as_one_and_hold_what_redis_holds(fresh_sto
     assert decided(outcomes) == expected
     # They followed the log: none had to forget what it held.
     assert all(d.state.replica.forgot == 0 for d in deciders)
+    # Folded, and the deltas since stay under the bound.
+    assert store.redis.get(store.keys.df) and sum(map(len, store.redis.lrange(store.keys.df_deltas, 0, -1))) < 16_000
     assert sum(d.state.replica.seq > 0 for d in deciders) == 3
     if shuffled:
         assert any(o.duplicate_of for o in outcomes)

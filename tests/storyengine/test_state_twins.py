@@ -26,6 +26,7 @@ from storyengine.run_decider import RunDecider
 from storyengine.memory_state import MemoryState
 from storyengine.state import RedisState
 from tests.helpers import pairs
+from tests.storyengine.store_state import all_df_counts
 from tests.shared_data import DEV_STREAM, require_shared
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -96,8 +97,7 @@ def assert_same_decisions_and_records(records, store) -> list[tuple]:
         assert stored["status"] == memory.statuses[article_id] == b"processed"
     assert {(key, f): v.decode() for key in under("band:*") for f, v in r.hgetall(key).items()} == memory.bands
     assert {key[len(k.fingerprint("")):]: r.get(key).decode() for key in under("fingerprint:*")} == memory.owners
-    counts = np.frombuffer(r.get(k.df) or b"", dtype=">u4")
-    assert np.array_equal(memory.df_counts[:len(counts)], counts) and not memory.df_counts[len(counts):].any()
+    assert np.array_equal(memory.df_counts, all_df_counts(store))
     assert memory.df_docs == int(r.get(k.df_docs)) and memory.df_version == int(r.get(k.df_version))
     return memory_decisions
 
