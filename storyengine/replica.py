@@ -92,7 +92,7 @@ class Replica:
                 self.forget_all()
                 continue
             if name == b"DFCHANGE":
-                self._df_change(command[1], int(command[2]), command[3] == b"1")
+                self._df_change(command[1], int(command[2]), command[3:] == [b"1"])  # logged before folds: no flag
                 continue
             if name == b"DEL":
                 for key in command[1:]:
