@@ -47,6 +47,7 @@ class BatchReads:
         self.df = DocumentFrequencies(settings.hash_features)
         self.shingles = ShingleCache()
         self._wanted_last: tuple | None = None  # (chunk's ids, df version) and what _wanted gave for them
+        self._candidates_ahead: tuple[set[str], set[str]] | None = None  # what the read ahead found
 
     def refresh_df(self) -> None:
         self.state.read_df(self.df)
@@ -58,6 +59,7 @@ class BatchReads:
     def prefetch(self, chunk: list) -> None:
         """Before the lock: bring the state up to date with what this batch will
         read (storyengine.replicated_state), so little is left to read under it."""
+        self._candidates_ahead = None
         prefetch = getattr(self.state, "prefetch", None)
         if prefetch is None:
             return
@@ -66,6 +68,7 @@ class BatchReads:
         lookups, features, fps, slot_list = self._wanted(chunk)
         read = prefetch(fps, slot_list, features, min(f.published for _, _, f in chunk) - window)
         story_ids, articles = self._candidates(Batch(s), chunk, read, (lookups, features, fps, slot_list))
+        self._candidates_ahead = (story_ids, articles)
         self.state.prefetch_candidates(sorted(story_ids), sorted(articles))
 
     def _wanted(self, chunk: list) -> tuple[dict, list[int], list[str], list]:
@@ -107,18 +110,25 @@ class BatchReads:
             # Another process counted terms since: read the counts, then weigh again.
             self.refresh_df()
         batch.status = dict(zip((a for a, _, _ in chunk), read.statuses))
-        story_ids, articles = self._candidates(batch, chunk, read, (lookups, features, fps, slot_list))
+        ahead, self._candidates_ahead = self._candidates_ahead, None
+        # Answered by the read ahead: the candidates it found are still the candidates.
+        story_ids, articles = self._candidates(batch, chunk, read, (lookups, features, fps, slot_list),
+                                               ahead if read.ahead else None)
         self.fetch(batch, story_ids, articles)
         return batch
 
-    def _candidates(self, batch: Batch, chunk: list, read, wanted: tuple) -> tuple[set[str], set[str]]:
-        """Take a first read into ``batch``; the candidate stories and articles it points to."""
+    def _candidates(self, batch: Batch, chunk: list, read, wanted: tuple,
+                    known: tuple[set[str], set[str]] | None = None) -> tuple[set[str], set[str]]:
+        """Take a first read into ``batch``; the candidate stories and articles
+        it points to (``known``: already worked out from the same read)."""
         s = self.settings
         window = s.story_window_hours * 3600.0
         lookups, features, fps, slot_list = wanted
         batch.fingerprints = dict(zip(fps, read.owners))
         batch.band_values = dict(zip(slot_list, read.band_values))
         batch.term_hits = dict(zip(features, read.term_hits))
+        if known is not None:
+            return known
         story_ids = set()
         for article_id, _, f in chunk:
             heaviest, weights = lookups[article_id]

@@ -46,6 +46,10 @@ class Replica:
         self.keys, self.settings = keys, settings
         self.seq, self.token = 0, None
         self.forgot = 0  # times it forgot everything (tests and the bench read it)
+        # Bumped by whatever may change what it holds (an entry applied, anything
+        # forgotten); not by a fill, which adds what Redis holds at that moment.
+        # An answer computed at the same generation is still the answer.
+        self.generation = 0
         self._apply_to = {"story": self._story, "article": self._article, "term": self._term, "band": self._band,
                           "fingerprint": self._fingerprint, "df": self._df}
         self.forget_all(counted=False)
@@ -57,6 +61,7 @@ class Replica:
         self._term_order: dict[int, list[tuple[float, bytes, str]]] = {}
         self.bands: dict[tuple[str, bytes], str] = {}
         self.fingerprints: dict[str, str | None] = {}
+        self.generation += 1
         self.df_counts: np.ndarray | None = None
         self.df_docs = self.df_version = 0
         self.df_delta_bytes = 0  # what {p}:df:deltas holds: when to fold them (storyengine.state)
@@ -79,6 +84,7 @@ class Replica:
 
     def apply_entry(self, entry: Entry) -> None:
         """Apply the next entry (ours, just committed, or another's); a gap makes it forget everything."""
+        self.generation += 1
         if entry.seq != self.seq + 1:
             self.forget_all()
         else:
@@ -308,6 +314,7 @@ class Replica:
                                (self.terms, s.replica_records), (self.bands, s.replica_records),
                                (self.fingerprints, s.replica_records)):
             if len(held) > capacity:
+                self.generation += 1
                 for key in list(held)[: len(held) // 2]:
                     del held[key]
         if len(self._term_order) > len(self.terms):

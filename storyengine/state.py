@@ -57,6 +57,7 @@ class FirstRead:
     owners: list[str | None]  # of each fingerprint
     band_values: list[str]  # space-separated article ids per slot ('' when empty)
     term_hits: list[TermHits]
+    ahead: bool = False  # answered by the read ahead of the lock: nothing was logged since
 
 
 class DecisionState(Protocol):

@@ -147,6 +147,45 @@ def test_a_decider_started_mid_stream_decides_as_one(fresh_store):
     assert_replica_holds_what_redis_holds(late)
 
 
+@pytest.mark.parametrize("shuffled", [False, True], ids=["in-order", "shuffled"])
+def test_a_commit_between_the_read_ahead_and_the_lock_is_seen(fresh_store, shuffled):
+    """A decider reads a run ahead of the lock; before it takes the lock,
+    another decides the run before (the order of the stream is kept). The
+    read ahead is then out of date: deciding must see the other's commit.
+    Runs with nothing logged in between are answered by the read ahead."""
+    records = dev(400, shuffled)
+    expected = serially(fresh_store("serial"), records)
+    store = fresh_store("ahead")
+    ids = accept(store, records)
+    runs = [ids[s:s + RUN] for s in range(0, len(ids), RUN)]
+    early, other = Decider(store), Decider(store)
+    answered_ahead, first_read, read_ahead = [], early.state.first_read, early._prefetch
+
+    def noting_first_read(*args):
+        read = first_read(*args)
+        answered_ahead.append(read.ahead)
+        return read
+    early.state.first_read = noting_first_read
+    outcomes, n = [], 0
+    while n < len(runs):
+        if n + 1 < len(runs):
+            before = [runs[n]]
+
+            def the_other_decides_the_run_before(chunk):
+                read_ahead(chunk)
+                if before:
+                    outcomes.extend(other.process_many(before.pop()))
+            early._prefetch = the_other_decides_the_run_before
+            outcomes += early.process_many(runs[n + 1])
+            early._prefetch = read_ahead
+            n += 2
+        if n < len(runs):
+            outcomes += early.process_many(runs[n])  # nothing logged since its read ahead
+            n += 1
+    assert decided(outcomes) == expected
+    assert answered_ahead.count(True) >= 4 and answered_ahead.count(False) >= 3
+
+
 def test_a_decider_further_behind_than_the_log_forgets_and_still_decides_as_one(fresh_store):
     records = dev(320)
     expected = serially(fresh_store("serial"), records)
