@@ -63,6 +63,11 @@ class BatchReads:
         prefetch = getattr(self.state, "prefetch", None)
         if prefetch is None:
             return
+        # Weighed with the counts as they stand (another process may have
+        # changed them), or the answer would not stand under the lock.
+        self.state.catch_up()
+        if self.df.version is None or self.df.version != self.state.df_version():
+            self.refresh_df()
         s = self.settings
         window = s.story_window_hours * 3600.0
         lookups, features, fps, slot_list = self._wanted(chunk)
@@ -70,6 +75,12 @@ class BatchReads:
         story_ids, articles = self._candidates(Batch(s), chunk, read, (lookups, features, fps, slot_list))
         self._candidates_ahead = (story_ids, articles)
         self.state.prefetch_candidates(sorted(story_ids), sorted(articles))
+
+    def catch_up(self, chunk: list) -> None:
+        """While waiting for the lock: if the log moved since the read ahead, read ahead again."""
+        catch_up = getattr(self.state, "catch_up", None)
+        if catch_up is not None and catch_up():
+            self.prefetch(chunk)
 
     def _wanted(self, chunk: list) -> tuple[dict, list[int], list[str], list]:
         """What a batch looks up: each article's heaviest terms and their

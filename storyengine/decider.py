@@ -133,7 +133,8 @@ class Decider:
                 began = time.perf_counter()
                 self._prefetch(chunk)
                 began = self._lap("prefetch", began)
-                with AssignmentLock(self.redis, self.keys, self.settings.change_log_entries) as lock:
+                with AssignmentLock(self.redis, self.keys, self.settings.change_log_entries,
+                                    waiting=lambda chunk=chunk: self._catch_up(chunk)) as lock:
                     self._lock = lock
                     try:
                         began = self._lap("lock", began)
@@ -176,6 +177,15 @@ class Decider:
                 raise
             # Only a head start: what it did not read is read under the lock.
             log.exception("prefetching a batch failed; deciding it without")
+
+    def _catch_up(self, chunk: list) -> None:
+        """While another process holds the lock: take in what it commits, and read ahead again."""
+        try:
+            self.run_decider.reads.catch_up(chunk)
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            log.exception("catching up while waiting for the lock failed; deciding the batch without")
 
     def _decide_isolated(self, chunk: list) -> dict[str, Outcome]:
         """Decide a chunk; if that raises an error of ours (a bug, a script

@@ -13,6 +13,8 @@ for the deciders' in-memory replicas (storyengine.change_log, replica).
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 import redis
 
@@ -30,6 +32,7 @@ LEASE_SECONDS = 1.0
 # loses it while the holder is alive.
 RENEW_EVERY_SECONDS = 0.25
 LOCK_WAIT_SECONDS = 60.0
+POLL_SECONDS = 0.002
 
 
 class AssignmentConflict(StoreUnavailable):
@@ -38,7 +41,8 @@ class AssignmentConflict(StoreUnavailable):
 
 class AssignmentLock:
     def __init__(self, client: redis.Redis, keys: Keys, log_entries: int, lease: float = LEASE_SECONDS,
-                 wait: float = LOCK_WAIT_SECONDS, renew_every: float = RENEW_EVERY_SECONDS) -> None:
+                 wait: float = LOCK_WAIT_SECONDS, renew_every: float = RENEW_EVERY_SECONDS,
+                 waiting: Callable[[], None] | None = None) -> None:
         self.redis = client
         self.key = key = keys.assign_lock
         self.keys = keys
@@ -47,17 +51,26 @@ class AssignmentLock:
         self._commit = client.register_script(COMMIT)
         self.lease = lease
         self.renew_every = renew_every
-        # Poll often while waiting: a batch holds the lock for tens of milliseconds, and
-        # redis-py's default (every 100 ms) would leave a waiting worker idle most of that time.
+        self.wait = wait
+        self.waiting = waiting  # called between tries while another process holds the lock
         # Not thread-local: the renewing thread extends the lease with the holder's token.
-        self._lock = client.lock(key, timeout=lease, blocking_timeout=wait, sleep=0.002, thread_local=False)
+        self._lock = client.lock(key, timeout=lease, thread_local=False)
         self._token: bytes | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
     def __enter__(self) -> "AssignmentLock":
-        if not self._lock.acquire():
-            raise AssignmentConflict("timed out waiting for the assignment lock")
+        # Tried often: a batch holds the lock for tens of milliseconds, and
+        # redis-py's default (every 100 ms) would leave a waiting worker idle
+        # most of that time. Between tries, ``waiting`` takes in what the
+        # holder commits, so that work is not left for under the lock.
+        deadline = time.monotonic() + self.wait
+        while not self._lock.acquire(blocking=False):
+            if time.monotonic() > deadline:
+                raise AssignmentConflict("timed out waiting for the assignment lock")
+            if self.waiting is not None:
+                self.waiting()
+            time.sleep(POLL_SECONDS)
         self._token = self._lock.local.token
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew, name="assignment-lock-lease", daemon=True)

@@ -81,6 +81,16 @@ class ReplicatedState:
         self._ahead = (r.generation, (fingerprints, slots, features, since), read)
         return read
 
+    def df_version(self) -> int | None:
+        """The version of the document frequencies the replica holds (None: it holds none)."""
+        return self.replica.df_version if self.replica.df_counts is not None else None
+
+    def catch_up(self) -> bool:
+        """Follow the log (one small round trip); whether that changed what the replica holds."""
+        before = self.replica.generation
+        self._read(sync=True)
+        return self.replica.generation != before
+
     def prefetch_candidates(self, story_ids, article_ids) -> None:
         """Before the lock: the candidate stories and articles the replica lacks, as one snapshot."""
         self._read(story_ids=story_ids, candidate_ids=article_ids, sync=True, snapshot=True)

@@ -186,6 +186,46 @@ def test_a_commit_between_the_read_ahead_and_the_lock_is_seen(fresh_store, shuff
     assert answered_ahead.count(True) >= 4 and answered_ahead.count(False) >= 3
 
 
+def test_a_decider_waiting_for_the_lock_takes_in_what_the_holder_commits(fresh_store):
+    """While another process holds the lock and commits, a waiting decider
+    follows the log and reads ahead again, so under the lock its read ahead
+    still stands; it decides exactly as one decider does."""
+    records = dev(240, shuffled=True)
+    expected = serially(fresh_store("serial"), records)
+    store = fresh_store("waiting")
+    ids = accept(store, records)
+    runs = [ids[s:s + RUN] for s in range(0, len(ids), RUN)]
+    waiter, holder = Decider(store), Decider(store)
+    lock_key, catch_up, first_read = store.keys.assign_lock, waiter._catch_up, waiter.state.first_read
+    answered_ahead, outcomes, before = [], [], []
+
+    def noting_first_read(*args):
+        read = first_read(*args)
+        answered_ahead.append(read.ahead)
+        return read
+
+    def someone_else_holds_the_lock():
+        store.redis.set(lock_key, "another-process", px=5000)
+
+    def waiting(chunk):
+        if before:  # the holder commits the run before while this one waits
+            store.redis.delete(lock_key)
+            outcomes.extend(holder.process_many(before.pop()))
+            someone_else_holds_the_lock()
+        catch_up(chunk)
+        store.redis.delete(lock_key)  # let go: the waiter takes it at its next try
+    waiter.state.first_read, waiter._catch_up = noting_first_read, waiting
+    first_of_each_run = []
+    for n in range(0, len(runs), 2):
+        before.append(runs[n])
+        someone_else_holds_the_lock()
+        answered_ahead.clear()
+        outcomes += waiter.process_many(runs[n + 1])
+        first_of_each_run.append(answered_ahead[0])  # (a promotion mid-run reads afresh after it)
+    assert decided(outcomes) == expected
+    assert first_of_each_run == [True] * (len(runs) // 2)
+
+
 def test_a_decider_further_behind_than_the_log_forgets_and_still_decides_as_one(fresh_store):
     records = dev(320)
     expected = serially(fresh_store("serial"), records)
