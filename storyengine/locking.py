@@ -98,12 +98,13 @@ class AssignmentLock:
         except (redis.exceptions.LockError, redis.RedisError):
             pass  # expired, or Redis away: commit()'s token check already protected the writes
 
-    def commit(self, writes) -> change_log.Entry | None:
+    def commit(self, writes, meanwhile: Callable[[bytes, list], None] | None = None) -> change_log.Entry | None:
         """Run ``writes(pipe)`` (commands queued on a pipeline) as one call of
         storyengine.commit_script.COMMIT: only if we still hold the lock, all
         at once, with what they wrote logged for the replicas
         (storyengine.change_log). Returns the entry logged (None if nothing a
-        replica keeps was written)."""
+        replica keeps was written). ``meanwhile(token, commands)`` runs while
+        Redis runs the script, when there is an entry: a replica applies it then."""
         if self._token is None:
             raise AssignmentConflict("no assignment lock held")
         with self.redis.pipeline(transaction=False) as pipe:
@@ -115,11 +116,38 @@ class AssignmentLock:
         kept = self._recorder.record(commands)
         token = change_log.new_token()
         try:
-            seq = self._commit(keys=[self.key, self.keys.changes], args=[
+            seq = self._run_commit([self.key, self.keys.changes], [
                 self._token, self.log_entries, token, change_log.pack(commands),
-                change_log.pack(kept) if kept else b"", change_log.FORGET_EVERYTHING])
+                change_log.pack(kept) if kept else b"", change_log.FORGET_EVERYTHING],
+                (lambda: meanwhile(token, kept)) if meanwhile is not None and kept else None)
         except redis.ResponseError as exc:
             if str(exc).startswith("LOCKLOST"):
                 raise AssignmentConflict("the assignment lock expired before the decision was written") from None
             raise
         return change_log.Entry(int(seq), token, kept) if kept else None
+
+    def _run_commit(self, keys: list, args: list, meanwhile: Callable[[], None] | None):
+        """EVALSHA COMMIT: sent, then ``meanwhile``, then the reply read. Never
+        sent twice over a broken connection (redis-py would retry): a second
+        run of a commit the first may have made would count it twice."""
+        pool = self.redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_command("EVALSHA", self._commit.sha, len(keys), *keys, *args)
+            if meanwhile is not None:
+                try:
+                    meanwhile()
+                except BaseException:
+                    conn.disconnect()  # its reply unread: the connection cannot be used again
+                    raise
+            try:
+                return self.redis.parse_response(conn, "EVALSHA")
+            except redis.exceptions.NoScriptError:  # Redis restarted or flushed its scripts: not run, so run it now
+                self._commit.sha = self.redis.script_load(COMMIT)
+                conn.send_command("EVALSHA", self._commit.sha, len(keys), *keys, *args)
+                return self.redis.parse_response(conn, "EVALSHA")
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)

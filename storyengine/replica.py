@@ -24,8 +24,10 @@ Why it is never stale when it decides:
    another token (the store was cleared, or Redis came back from an older
    append-only file), it forgets everything and starts from the newest entry.
    Forgetting is always safe: what is not held is read from Redis.
-4. Its own commits are applied from the entry they logged, after EXEC
-   succeeded: the same code path as another decider's.
+4. Its own commits are applied from the entry they log, while Redis runs
+   the commit, as the entry after its own: the same code path as another
+   decider's. If the commit fails, or Redis logged it elsewhere, it forgets
+   everything (storyengine.replicated_state).
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ them), and the replica applies the entry its commit logged.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -30,6 +31,8 @@ from .redis_scripts import HASH_FIELD, TERM_SETS
 from .replica import MISSING, Replica
 from .settings import Settings
 from .state import DfFold, FirstRead, RedisState, TermHits
+
+log = logging.getLogger("storywire.engine")
 
 
 class ReplicatedState:
@@ -180,10 +183,32 @@ class ReplicatedState:
 
     # ------------------------------------------------------------------ writes
     def commit(self, batch: Batch, lock: AssignmentLock | None) -> None:
-        self._applied(self.writer.commit(batch, lock, self._df_fold(batch)))
+        self._write(lambda meanwhile: self.writer.commit(batch, lock, self._df_fold(batch), meanwhile))
 
     def promote(self, decision: Decision, record: dict, f: Features, lock: AssignmentLock | None) -> None:
-        self._applied(self.writer.promote(decision, record, f, lock))
+        self._write(lambda meanwhile: self.writer.promote(decision, record, f, lock, meanwhile))
+
+    def _write(self, commit) -> None:
+        """Commit; the replica applies the entry while Redis runs it, as the
+        entry after its own (under the lock, the next in the log), and keeps
+        it if Redis logged it so; otherwise it forgets everything."""
+        r, applied = self.replica, []
+
+        def meanwhile(token: bytes, commands: list) -> None:
+            try:
+                r.apply_entry(change_log.Entry(r.seq + 1, token, commands))
+                applied.append(r.seq)
+            except Exception:  # noqa: BLE001 - a replica that cannot apply forgets, and is read afresh
+                log.exception("the replica could not apply its own commit; it forgets what it holds")
+                r.forget_all()
+        try:
+            entry = commit(meanwhile)
+        except BaseException:
+            if applied:
+                r.forget_all()  # applied what may not have been written
+            raise
+        if entry is not None and applied != [entry.seq]:
+            r.apply_entry(entry)  # not applied meanwhile, or not where the log put it: a gap, so it forgets
 
     def _df_fold(self, batch: Batch) -> DfFold | None:
         """The document frequencies after ``batch``, once the deltas since the
@@ -196,9 +221,6 @@ class ReplicatedState:
             return None
         return as_base(np.clip(r.df_counts + changes, 0, U32_MAX)), r.df_version
 
-    def _applied(self, entry: change_log.Entry | None) -> None:
-        if entry is not None:
-            self.replica.apply_entry(entry)
 
 
 _CANDIDATE = tuple(name.encode() for name in CANDIDATE_FIELDS)

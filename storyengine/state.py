@@ -140,14 +140,17 @@ class RedisState:
         return ([Story.from_row(sid, row, bucket_ids) for sid, row in zip(story_ids, rows)],
                 [records.parse_candidate(row) for row in rows[len(story_ids):]])
 
-    def commit(self, batch: Batch, lock: AssignmentLock | None, df_fold: DfFold | None = None) -> Entry | None:
+    def commit(self, batch: Batch, lock: AssignmentLock | None, df_fold: DfFold | None = None,
+               meanwhile=None) -> Entry | None:
         """Write the batch under ``lock``; returns what it logged (storyengine.change_log).
-        ``df_fold``: the document frequencies after it, to store folded instead of as one more delta."""
+        ``df_fold``: the document frequencies after it, to store folded instead of as one more delta;
+        ``meanwhile``: as AssignmentLock.commit takes it."""
         if lock is None:
             raise AssignmentConflict("no assignment lock held")
-        return lock.commit(lambda pipe: self._queue_writes(pipe, batch, time.time(), df_fold))
+        return lock.commit(lambda pipe: self._queue_writes(pipe, batch, time.time(), df_fold), meanwhile)
 
-    def promote(self, decision: Decision, record: dict, f: Features, lock: AssignmentLock | None) -> Entry | None:
+    def promote(self, decision: Decision, record: dict, f: Features, lock: AssignmentLock | None,
+                meanwhile=None) -> Entry | None:
         if lock is None:
             raise AssignmentConflict("no assignment lock held")
         k = self.keys
@@ -168,7 +171,8 @@ class RedisState:
             *read.member_rows, band_values = pipe.execute()
         read.band_values = [decode(v) for v in band_values]
         planned = promotion.plan(decision, record, f, read, slots, self.settings)
-        return lock.commit(lambda pipe: self._queue_promotion(pipe, planned, received_ts(record), time.time()))
+        return lock.commit(lambda pipe: self._queue_promotion(pipe, planned, received_ts(record), time.time()),
+                           meanwhile)
 
     def _queue_promotion(self, pipe, p: promotion.PromotionPlan, received: float | None, now: float) -> None:
         k = self.keys

@@ -55,10 +55,10 @@ def test_a_promotion_whose_lock_was_lost_writes_nothing(store, monkeypatch):
     decider.process("bridge-syndicated")
     promote = RedisState.promote
 
-    def promote_after_losing_the_lock(self, decision, record, f, lock):
+    def promote_after_losing_the_lock(self, decision, record, f, lock, meanwhile=None):
         assert decision.kind == "promoted" and [o["article"] for o in decision.takes_over] == ["bridge-syndicated"]
         store.redis.set(store.keys.assign_lock, b"someone-else")  # another worker took it meanwhile
-        return promote(self, decision, record, f, lock)
+        return promote(self, decision, record, f, lock, meanwhile)
 
     monkeypatch.setattr(RedisState, "promote", promote_after_losing_the_lock)
     with pytest.raises(AssignmentConflict):
