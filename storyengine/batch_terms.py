@@ -3,15 +3,17 @@
 storyengine.text.content_terms and readable_forms, Vectorizer.counted and
 features.word_groups.
 
-Each word is looked up once, in a :class:`Vocabulary` that numbers it; what
-the terms need of a word (its stem's term, that term's feature) are arrays
-indexed by its number. Weighing, counting, sorting and finding first uses
-are then a few array operations over all the batch's words, instead of
-dictionaries and small arrays per article.
+Each distinct word of an article's headline and of its body is looked up
+once (storyengine.features tallies them), in a :class:`Vocabulary` that
+numbers it; what the terms need of a word (its stem's term, that term's
+feature) are arrays indexed by its number. Weighing, counting, sorting and
+finding first uses are then a few array operations over all the batch's
+words, instead of dictionaries and small arrays per article.
 """
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from typing import NamedTuple
 
 import numpy as np
@@ -21,12 +23,15 @@ from .vectors import Vectorizer
 
 
 class ArticleWords(NamedTuple):
-    """What one article's terms come from (storyengine.features)."""
-    title_words: list[str]        # the headline's words: the first of a stem's words names its term
-    body_words: list[str]
-    terms_title_words: list[str]  # the headline's words the terms count (boilerplate left out)
-    names_text: str               # the normalised "headline.\nbody" its names are found in (text.entities)
-    fallback: list[str]           # its terms when it has no content terms and no names
+    """What one article's terms come from (storyengine.features). Its counted
+    words as tallies: each distinct word, in the order it first comes, and how
+    many times it comes, so that a word is looked up once an article."""
+    title_words: list[str]  # the headline's words: the first of a stem's words names its term
+    headline: Counter       # the headline's words the terms count (boilerplate left out), tallied
+    body: Counter           # the body's words, tallied
+    headline_stripped: bool  # whether ``headline`` leaves a part of the headline out (not ``title_words``)
+    names_text: str         # the normalised "headline.\nbody" its names are found in (text.entities)
+    fallback: list[str]     # its terms when it has no content terms and no names
 
 
 class Terms(NamedTuple):
@@ -81,15 +86,17 @@ class Vocabulary:
     def numbers(self, texts: list[list[str]]) -> np.ndarray:
         """The numbers of the words of ``texts``, one list after another;
         those not seen yet are learnt together."""
-        words = itertools.chain.from_iterable
-        size = sum(map(len, texts))
-        try:
-            return np.fromiter(map(self.numbered.__getitem__, words(texts)), dtype=np.int64, count=size)
-        except KeyError:
-            new = sorted(set().union(*texts).difference(self.numbered))  # sorted: numbered the same every run
+        every = list(itertools.chain.from_iterable(texts))
+        numbers = np.fromiter(map(self.numbered.get, every, itertools.repeat(-1)), dtype=np.int64, count=len(every))
+        unknown = np.flatnonzero(numbers < 0)
+        if len(unknown):  # looked up once more, those alone
+            unknown_words = list(map(every.__getitem__, unknown.tolist()))
+            new = sorted(set(unknown_words))  # sorted: numbered the same every run
             self._learn([w for w in new if not w.startswith(ENTITY_PREFIX)],
                         [w for w in new if w.startswith(ENTITY_PREFIX)])
-            return np.fromiter(map(self.numbered.__getitem__, words(texts)), dtype=np.int64, count=size)
+            numbers[unknown] = np.fromiter(map(self.numbered.__getitem__, unknown_words), dtype=np.int64,
+                                           count=len(unknown_words))
+        return numbers
 
     def _learn(self, words: list[str], names: list[str]) -> None:
         stems = word_stems(words)
@@ -138,13 +145,25 @@ def batch_terms(vocabulary: Vocabulary, articles: list[ArticleWords], title_weig
     vocabulary.bound()
     n = len(articles)
     found = texts_entities([a.names_text for a in articles]) if entity_weight else [[]] * n
-    names = [[ENTITY_PREFIX + name for name in names] for names in found]
-    # The counted words of every article, in order: headline, body, names.
-    counted = [part for a, m in zip(articles, names) for part in (a.terms_title_words, a.body_words, m)]
-    word_numbers = vocabulary.numbers(counted)
+    # The counted parts of every article, in order (headline, body, names),
+    # each as its distinct words in the order they first come and how many
+    # times each comes: a term's first word comes first among these as among
+    # all the words.
+    distinct, times, sizes = [], [], []
+    for a, names in zip(articles, found):
+        for part in (a.headline, a.body):
+            distinct += part
+            times += part.values()
+            sizes.append(len(part))
+        part = Counter(names)
+        distinct += map(ENTITY_PREFIX.__add__, part)
+        times += part.values()
+        sizes.append(len(part))
+    all_numbers = word_numbers = vocabulary.numbers([distinct])
     terms = vocabulary.words.columns["term"][word_numbers]
-    lengths = np.fromiter(map(len, counted), dtype=np.int64, count=len(counted))
-    weights = np.repeat(np.tile(np.array([title_weight, 1, entity_weight], dtype=np.int64), n), lengths)
+    lengths = np.array(sizes, dtype=np.int64)
+    weights = np.repeat(np.tile(np.array([title_weight, 1, entity_weight], dtype=np.int64), n), lengths) * \
+        np.array(times, dtype=np.int64)
     article = np.repeat(np.arange(n, dtype=np.int64), lengths.reshape(n, 3).sum(axis=1))
     keep = (terms >= 0) & (weights > 0)
     terms, weights, article, word_numbers = terms[keep], weights[keep], article[keep], word_numbers[keep]
@@ -152,11 +171,11 @@ def batch_terms(vocabulary: Vocabulary, articles: list[ArticleWords], title_weig
     bare = np.flatnonzero(np.bincount(article, minlength=n) == 0).tolist()
     if bare:
         extra = [np.array(vocabulary.terms_of(articles[i].fallback), dtype=np.int64) for i in bare]
-        sizes = list(map(len, extra))
+        extra_sizes = list(map(len, extra))
         terms = np.concatenate([terms, *extra])
-        weights = np.concatenate([weights, np.ones(sum(sizes), dtype=np.int64)])
-        article = np.concatenate([article, np.repeat(np.array(bare, dtype=np.int64), sizes)])
-        word_numbers = np.concatenate([word_numbers, np.zeros(sum(sizes), dtype=np.int64)])  # named below
+        weights = np.concatenate([weights, np.ones(sum(extra_sizes), dtype=np.int64)])
+        article = np.concatenate([article, np.repeat(np.array(bare, dtype=np.int64), extra_sizes)])
+        word_numbers = np.concatenate([word_numbers, np.zeros(sum(extra_sizes), dtype=np.int64)])  # named below
     # Each article's distinct terms: how many times each counts, and where it first came.
     order, starts = _groups((article << 32) | terms)
     d_article, d_term = article[order[starts]], terms[order[starts]]
@@ -175,24 +194,54 @@ def batch_terms(vocabulary: Vocabulary, articles: list[ArticleWords], title_weig
     stem_feature = vocabulary.terms.columns["stem_feature"][g_term]
     g_group = np.where(stem_feature >= 0, stem_feature, g_feature)
     groups = np.sort((g_article << 32) | g_group)
-    distinct = np.bincount(groups[np.concatenate(([True], groups[1:] != groups[:-1]))] >> 32, minlength=n).tolist()
-    # A term is shown as the article's first headline or body word with its
-    # stem: the word where it first came, when its headline is the one
-    # counted (a name shows its "e:" term); the others' below.
-    shown_as = vocabulary.words.columns["text"][word_numbers[g_last]]
+    distinct_words = np.bincount(groups[np.concatenate(([True], groups[1:] != groups[:-1]))] >> 32,
+                                 minlength=n).tolist()
     bounds = np.searchsorted(g_article, np.arange(n + 1)).tolist()
-    # Names in the order their terms first came.
+    # Names in the order their terms first came. A term is shown as the
+    # article's first headline or body word with its stem: the word where it
+    # first came, when its headline is the one counted (a name shows its "e:"
+    # term); the others' below.
     by_place = np.argsort((g_article << 32) | g_place)
-    name_features, name_texts = g_feature[by_place].tolist(), shown_as[by_place].tolist()
-    others = sorted({*bare, *(i for i, a in enumerate(articles) if a.terms_title_words is not a.title_words)})
-    for i in others:
-        words = articles[i].title_words + articles[i].body_words
-        stems = vocabulary.words.columns["term"][vocabulary.numbers([words])].tolist()
-        forms = dict(zip(reversed(stems), reversed(words)))  # a stem's term -> its first word (the last written)
-        term_numbers = g_term[by_place[bounds[i]:bounds[i + 1]]].tolist()
-        name_texts[bounds[i]:bounds[i + 1]] = [forms.get(t, text) for t, text in zip(
-            term_numbers, vocabulary.terms.columns["text"][term_numbers].tolist())]
+    shown_as = vocabulary.words.columns["text"][word_numbers[g_last[by_place]]]
+    others = sorted({*bare, *(i for i, a in enumerate(articles) if a.headline_stripped)})
+    if others:
+        part_starts = np.concatenate(([0], np.cumsum(lengths))).tolist()
+        bodies = [all_numbers[part_starts[3 * i + 1]:part_starts[3 * i + 2]] for i in others]
+        at = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in others])
+        shown_as[at] = _first_words(vocabulary, [articles[i].title_words for i in others], bodies,
+                                    np.repeat(np.arange(len(others)), [bounds[i + 1] - bounds[i] for i in others]),
+                                    g_term[by_place[at]])
+    name_features, name_texts = g_feature[by_place].tolist(), shown_as.tolist()
     return [Terms(indices, counts, dict(zip(name_features[lo:hi], name_texts[lo:hi])), group, d)
             for indices, counts, group, d, lo, hi in zip(
-                _split(g_feature, bounds), _split(g_count, bounds), _split(g_group, bounds), distinct,
+                _split(g_feature, bounds), _split(g_count, bounds), _split(g_group, bounds), distinct_words,
                 bounds, bounds[1:])]
+
+
+def _first_words(vocabulary: Vocabulary, headlines: list[list[str]], bodies: list[np.ndarray],
+                 owners: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """How each term of ``wanted`` is shown in the article ``owners`` says:
+    its first word among that article's headline words and then its body's
+    distinct words (numbered, in the order they first come), or the term
+    itself when none has it (text.readable_forms)."""
+    heads = [list(dict.fromkeys(words)) for words in headlines]  # a word's first use is all that counts
+    head_numbers = vocabulary.numbers(heads)
+    sizes = list(map(len, heads))
+    head_parts = np.split(head_numbers, np.cumsum(sizes)[:-1].tolist())
+    numbers = np.concatenate([x for pair in zip(head_parts, bodies) for x in pair])
+    owner = np.repeat(np.arange(len(heads), dtype=np.int64), [h + len(b) for h, b in zip(sizes, bodies)])
+    terms = vocabulary.words.columns["term"][numbers]
+    content = terms >= 0
+    keys, numbers = (owner[content] << 32) | terms[content], numbers[content]
+    order = np.argsort(keys, kind="stable")  # stable: a term's first word first
+    keys, numbers = keys[order], numbers[order]
+    first = np.ones(len(keys), dtype=bool)
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    keys = np.append(keys[first], np.iinfo(np.int64).max)  # a last key past every one: none is out of range
+    numbers = numbers[first]
+    wanted_keys = (owners.astype(np.int64) << 32) | wanted
+    at = np.searchsorted(keys, wanted_keys)
+    has = keys[at] == wanted_keys
+    shown = vocabulary.terms.columns["text"][wanted]
+    shown[has] = vocabulary.words.columns["text"][numbers[at[has]]]
+    return shown

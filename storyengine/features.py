@@ -5,6 +5,7 @@ counts. Pure computation, so it runs outside the assignment lock and needs no Re
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -176,5 +177,5 @@ class Featuriser:
             raise InvalidArticle("the article has no valid published time") from None
         joined = " ".join(tokens).encode("utf-8")
         return _Text(joined, len(tokens), signatures.exact_fingerprint(tokens, joined), published, dated,
-                     ArticleWords(title_words, body_words, terms_title_words, f"{terms_title}.\n{body}",
-                                  title_words + body_words or tokens))
+                     ArticleWords(title_words, Counter(terms_title_words), Counter(body_words), headline_stripped,
+                                  f"{terms_title}.\n{body}", title_words + body_words or tokens))

@@ -155,6 +155,24 @@ def test_features_do_not_depend_on_the_batch_or_the_settings():
         check_batch(items[2:3], settings)
 
 
+def test_terms_are_named_from_the_whole_headline_when_its_furniture_is_left_out():
+    # Items of one outlet under one headline prefix: from the third on, the
+    # prefix is furniture the terms leave out, yet a term is still shown as its
+    # first word in the whole headline ("Running" for the body's "runs"), in a
+    # batch of several such items, bare ones and others together.
+    settings = Settings()
+    records = [article(f"velmora-{i}", f"Running Velmora Wire: Storm {word} item {i}",
+                       f"Kestrel Council runs shelters. Storm {word} runs on in Velmora.", hours=i,
+                       source="velmora-wire")
+               for i, word in enumerate(["hits", "hit", "hitting", "lingers", "lingered"])]
+    bare = [dict(article(f"bare-{i}", "The", "is 42 of it", hours=i), id=f"bare-{i}") for i in range(2)]
+    items = stripped(records[:3] + bare[:1] + records[3:] + bare[1:], settings)
+    assert sum(s.segments_dropped > 0 for _, s in items) >= 2
+    batch = check_batch(items, settings)
+    named = batch[-2].term_names.values()
+    assert "running" in named and "velmora" in named
+
+
 def test_an_article_that_cannot_be_featurised_fails_alone():
     settings = Settings()
     broken = dict(article(**BANK), id="broken", title=None)  # an error of ours, not the article's: it fails alone

@@ -234,3 +234,20 @@ def test_normalise_leaves_ascii_alone_and_folds_typography_elsewhere():
 
     assert normalise("Plain 'ASCII' - text...") == "Plain 'ASCII' - text..."
     assert normalise("\u201cIt\u2019s\u201d \u2014 done\u2026\u00a0\ufb01n") == '"It\'s" - done... fin'
+
+
+def test_the_address_hint_finds_www_in_any_case_without_lower_casing_the_text():
+    # One pattern anchored on ".": the same texts as "www." in the lower-cased
+    # text, or a "." and a top-level domain, would say may hold an address.
+    import random
+    import re
+
+    from storyengine import text as T
+
+    domain = re.compile(rf"\.(?:{T._TLDS})\b", re.IGNORECASE)
+    rng = random.Random(7)
+    alphabet = list("wW. x:/@") + ["www.", "WWW.", "wWw.", "ww.", ".com", ".Co", ".co.uk", ".comx", "\u0130", "\u212a"]
+    for _ in range(5000):
+        sample = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        expected = "://" in sample or "@" in sample or "www." in sample.lower() or domain.search(sample) is not None
+        assert T._may_hold_address(sample) == expected, sample
