@@ -72,8 +72,10 @@ class StoryAssigner:
         return Decision("copy", article_id, story_id, duplicate_of=match["article"])
 
     def assign(self, batch: Batch, article_id: str, record: dict, f: Features, vector: SparseVector,
-               stories: dict[str, Story], scores: list[StoryScore], dup_report: dict) -> Decision:
-        """An original joins the story ``choose_story`` picks from ``scores``, or opens one."""
+               stories: dict[str, Story], scores: list[StoryScore], dup_report: dict,
+               canonical: dict | None = None) -> Decision:
+        """An original joins the story ``choose_story`` picks from ``scores``, or opens one
+        (``canonical``: its records.canonical_article_fields, if made already)."""
         s = self.settings
         chosen = choose_story(scores, s, f.distinct_words)
         story_report = {"candidates": [sc.as_dict() for sc in scores[:3]]}
@@ -149,7 +151,7 @@ class StoryAssigner:
         decision = with_text_report({"duplicate": dup_report, "story": story_report}, f)
         batch.count_sentences(record["source"], f.sentences)
         batch.article_writes.append((article_id, records.decided_article_fields(f, story_id, None, similarity,
-                                                                                decision),
+                                                                                decision, canonical),
                                      story_id, record["source"], f.published))
         batch.articles[article_id] = {"story": story_id, "duplicate_of": None, "published": f.published,
                                       "shingles": f.shingle_set}

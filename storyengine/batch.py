@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 
@@ -128,7 +129,12 @@ class Batch:
         self.term_hits: dict[int, list[tuple[str, float]]] = {}
         self.stories: dict[str, Story | None] = {}
         self.touched: dict[str, Story] = {}  # the stories this batch changed (see touch)
+        self._touched_by_term: dict[int, set[str]] = {}  # feature -> the touched stories it indexes now
+        self._touched_terms: dict[str, list[int]] = {}  # touched story -> what it was indexed under when touched
         self.articles: dict[str, dict] = {}  # candidate articles read: story, duplicate_of, published, shingles
+        # (article, story it was found by or None) -> what BatchReads.candidate made of it: within a
+        # batch a canonical article stays one (only a promotion changes that, and it ends the batch).
+        self.candidates: dict[tuple[str, str | None], Candidate | None] = {}
         self.bucket_ids: list[int] = []
         self.df_changes: np.ndarray | None = None  # change per feature, when this batch counts any
         self.docs_change = 0
@@ -141,12 +147,8 @@ class Batch:
 
     # ------------------------------------------------------------------ band slots
     def band_members(self, slots: list[tuple[str, bytes]]) -> set[str]:
-        found: set[str] = set()
-        for slot in slots:
-            value = self.band_values.get(slot)
-            if value:
-                found.update(value.split(" "))
-        return found
+        joined = " ".join(filter(None, map(self.band_values.get, slots)))  # each slot's ids, space-separated
+        return set(joined.split(" ")) if joined else set()
 
     def count_sentences(self, source: str, digests: list[bytes]) -> None:
         """A decided item's edge sentences, counted at the commit (storyengine.boilerplate)."""
@@ -157,7 +159,17 @@ class Batch:
     def touch(self, story: Story) -> None:
         """Mark a story as changed by this batch: it is written at the commit,
         and found by what it is indexed under now, not by what was read."""
-        self.touched[story.story_id] = story
+        sid = story.story_id
+        self.touched[sid] = story
+        before = self._touched_terms.get(sid)
+        if before is story.indexed:
+            return
+        by_term = self._touched_by_term
+        for feature in before or ():
+            by_term[feature].discard(sid)
+        for feature in story.indexed:
+            by_term.setdefault(feature, set()).add(sid)
+        self._touched_terms[sid] = story.indexed
 
     def stories_for_terms(self, features: list[int], since: float, weights: list[float] | None = None,
                           limit: int | None = None) -> set[str]:
@@ -175,14 +187,15 @@ class Batch:
                 if score >= since:
                     found[sid] = found.get(sid, 0.0) + w
         wanted = set(features)
-        for sid, story in self.touched.items():
-            if story.last_updated >= since:
-                shared = wanted.intersection(story.indexed)
-                if shared:
-                    found[sid] = sum(weight_of.get(x, 1.0) for x in shared)
-        if limit is not None and len(found) > limit:
-            return set(sorted(found, key=lambda sid: (-found[sid], sid))[:limit])
-        return set(found)
+        by_term = self._touched_by_term
+        touched = [sid for sid in set().union(*(by_term.get(x, ()) for x in wanted))
+                   if self.touched[sid].last_updated >= since]
+        if limit is None or len(found) + len(touched) <= limit:
+            return set(found).union(touched)  # all of them: what each shares does not matter
+        for sid in touched:
+            # Summed over the same set in its own order, so the sum is the same to the last bit.
+            found[sid] = sum(map(weight_of.get, wanted.intersection(self.touched[sid].indexed), repeat(1.0)))
+        return set(sorted(found, key=lambda sid: (-found[sid], sid))[:limit])
 
     # ------------------------------------------------------------------ what the commit writes
     def story_updates(self) -> list[StoryUpdate]:
@@ -217,10 +230,15 @@ class Batch:
         """Make a new canonical article findable, in this batch and once committed."""
         self.fingerprints[fingerprint] = article_id
         self._written_fps.add(fingerprint)
+        values = self.band_values
         for slot in slots:
-            ids = [i for i in (self.band_values.get(slot) or "").split(" ") if i and i != article_id]
-            self.band_values[slot] = " ".join((ids + [article_id])[-BAND_SLOT_IDS:])
-            self._written_slots.add(slot)
+            value = values.get(slot)
+            if value:
+                ids = [i for i in value.split(" ") if i and i != article_id]
+                values[slot] = " ".join((ids + [article_id])[-BAND_SLOT_IDS:])
+            else:  # most slots: no other text has this band
+                values[slot] = article_id
+        self._written_slots.update(slots)
 
     def count_terms(self, features: np.ndarray, change: int) -> None:
         if self.df_changes is None:

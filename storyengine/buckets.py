@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -70,24 +71,26 @@ def bucket_dots(vector: SparseVector, buckets: list[SparseVector], owners: np.nd
     order) how many distinct words it shares with ``vector``. One vectorised
     pass over all of them; each dot is summed over the bucket's terms in their
     order (``np.add.reduceat``), as every decision so far was."""
-    lengths = np.array([len(b.indices) for b in buckets], dtype=np.int64)
+    # A few buckets a call: their lengths and where each begins as Python numbers.
+    lengths = [len(b.indices) for b in buckets]
     flat_indices = np.concatenate([b.indices for b in buckets])
     flat_values = np.concatenate([b.values for b in buckets])
-    starts = np.zeros(len(buckets), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    empty = lengths == 0
+    starts = np.fromiter(accumulate(lengths[:-1], initial=0), dtype=np.intp, count=len(lengths))
+    empty = np.array(lengths) == 0 if 0 in lengths else None  # reduceat gives the next value for an empty segment
     bucket_norms = None
     if norms:
         bucket_norms = np.zeros(len(buckets))
         if len(flat_values):
             bucket_norms = np.sqrt(np.add.reduceat(flat_values * flat_values, starts))
-            bucket_norms[empty] = 0.0  # reduceat gives the next value for an empty segment
+            if empty is not None:
+                bucket_norms[empty] = 0.0
     if not len(vector.indices) or not len(flat_indices):
         return np.zeros(len(buckets)), bucket_norms, ([0] * stories if groups is not None else None)
     # The article's weight of each bucket term (0 for the terms it lacks).
     places = vector.places_of(flat_indices)
     dots = np.add.reduceat(np.concatenate(([0.0], vector.values)).take(places) * flat_values, starts)
-    dots[empty] = 0.0
+    if empty is not None:
+        dots[empty] = 0.0
     if groups is None:
         return dots, bucket_norms, None
     shared = [0] * stories

@@ -131,6 +131,8 @@ class Decider:
             self._lap("featurise", began)
             for chunk in runs(pending, self.settings):
                 began = time.perf_counter()
+                self.run_decider.prepare(chunk)  # what depends on each article alone, before the lock
+                began = self._lap("featurise", began)
                 self._prefetch(chunk)
                 began = self._lap("prefetch", began)
                 with AssignmentLock(self.redis, self.keys, self.settings.change_log_entries,

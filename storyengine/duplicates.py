@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from operator import itemgetter
 
+import numpy as np
+
 from . import signatures
 from .batch import Batch, Candidate
 from .batch_reads import BatchReads
@@ -16,12 +18,16 @@ from .features import Features
 from .settings import Settings
 from .stories import StoryScore
 
+# How many of the candidates compared a decision report lists, best first.
+REPORTED = 5
+
 
 def is_copy(containment: float, chance: float, smaller: int, exact: bool, s: Settings) -> bool:
     """The rule: identical text, or enough of the smaller text's shingles (it
-    having ``smaller`` of them) in the other, and by accident unlikely."""
-    return exact or (containment >= s.duplicate_containment and chance < s.duplicate_chance_limit
-                     and smaller >= s.containment_min_shingles)
+    having ``smaller`` of them) in the other, and by accident unlikely.
+    Elementwise when given arrays (one entry per candidate)."""
+    return exact | ((containment >= s.duplicate_containment) & (chance < s.duplicate_chance_limit)
+                    & (smaller >= s.containment_min_shingles))
 
 
 def duplicate_rule(s: Settings) -> str:
@@ -60,28 +66,45 @@ class Duplicates:
             exact_owner = info.get("duplicate_of") or exact_owner
             sources[exact_owner] = ("exact", None)
         sources.pop(article_id, None)
+        # What this batch made of a candidate already stands for the rest of it (Batch.candidates).
+        known = batch.candidates
         # Candidates no one in this process has seen yet: one round trip for all of them.
-        unseen = [c for c, (_, sid) in sources.items() if c not in batch.articles
+        unseen = [c for c, (_, sid) in sources.items() if (c, sid) not in known and c not in batch.articles
                   and (sid is None or self.reads.shingles.get(c) is None)]
         if unseen:
             self.reads.fetch(batch, (), unseen)
-        candidates = {c: self.reads.candidate(batch, c, sid) for c, (_, sid) in sources.items()}
+        candidates = {}
+        for c, (_, sid) in sources.items():
+            if (c, sid) not in known:
+                known[c, sid] = self.reads.candidate(batch, c, sid)
+            candidates[c] = known[c, sid]
         return self._verify(f, {c: found_by for c, (found_by, _) in sources.items()}, candidates, exact_owner)
 
     def _verify(self, f: Features, sources: dict[str, str], candidates: dict[str, Candidate | None],
                 exact_owner: str | None) -> tuple[dict, list[dict]]:
         s = self.settings
-        mask = signatures.ShingleMask(f.shingle_set)
         compared = [(c, candidates[c]) for c in sorted(sources) if candidates.get(c) is not None]
-        overlaps = mask.overlaps([candidate.shingle_set for _, candidate in compared], s.duplicate_containment)
-        # Light rows to sort; a record is only made for the reported and the verified ones.
         rows = []
-        size = len(f.shingle_set)
-        for (c, candidate), (containment, jaccard, chance) in zip(compared, overlaps):
-            exact = c == exact_owner
-            verified = is_copy(containment, chance, min(size, len(candidate.shingle_set)), exact, s)
-            rows.append((not exact, -round(containment, 4), candidate.published, c, candidate, jaccard, verified))
-        rows.sort(key=itemgetter(0, 1, 2, 3))
+        if compared:
+            figures = signatures.ShingleMask(f.shingle_set).overlap_arrays(
+                [candidate.shingle_set for _, candidate in compared], s.duplicate_containment)
+            exact = np.array([c == exact_owner for c, _ in compared])
+            verified = is_copy(figures.containment, figures.chance, figures.smaller, exact, s)
+            # Rows (their containment rounded by Python's round, as reported) are made only for the
+            # verified and those that may be among the REPORTED first in report order: one whose
+            # containment is below the REPORTED-th largest by more than rounding can close (5e-5) is not.
+            made = verified | exact
+            if len(compared) > REPORTED:
+                made |= ~(figures.containment < -np.partition(-figures.containment, REPORTED - 1)[REPORTED - 1] - 1e-3)
+            else:
+                made[:] = True
+            containments, jaccards = figures.containment.tolist(), figures.jaccard.tolist()
+            exact, verified = exact.tolist(), verified.tolist()
+            for i in np.flatnonzero(made).tolist():
+                c, candidate = compared[i]
+                rows.append((not exact[i], -round(containments[i], 4), candidate.published, c, candidate,
+                             jaccards[i], verified[i]))
+            rows.sort(key=itemgetter(0, 1, 2, 3))
 
         def record(row) -> dict:
             inexact, containment, published, c, candidate, jaccard, verified = row
@@ -93,8 +116,8 @@ class Duplicates:
         match = min(verified, key=lambda r: (r["published"], r["article"])) if verified else None
         report = {
             "candidates": [{k: r[k] for k in ("article", "found_by", "containment", "jaccard", "exact", "duplicate")}
-                           for r in map(record, rows[:5])],
-            "compared": len(rows),
+                           for r in map(record, rows[:REPORTED])],
+            "compared": len(compared),
             "matched": match["article"] if match else None,
         }
         return report, verified

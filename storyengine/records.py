@@ -44,8 +44,9 @@ def parse_candidate(row: list) -> dict:
 CANONICAL_ONLY_FIELDS = ("shingle_set", "bands", "terms")
 
 
-# json.dumps(separators=(",", ":")) makes this encoder anew for every call.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+# json.dumps(separators=(",", ":")) makes this encoder anew for every call. A
+# decision is a tree of fresh dicts and lists, so no check for cycles is needed.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
 def compact_decision(decision: dict) -> bytes:
@@ -91,9 +92,10 @@ def article_record(raw: dict) -> dict:
 
 
 def decided_article_fields(features, story_id: str, duplicate_of: str | None, similarity: float | None,
-                           decision: dict) -> dict:
+                           decision: dict, canonical: dict | None = None) -> dict:
     """The fields a decision writes into an article's hash (``features``: the
-    article's storyengine Features)."""
+    article's storyengine Features; ``canonical``: its
+    :func:`canonical_article_fields`, if made already)."""
     fields = {"status": "processed", "story": story_id, "duplicate_of": duplicate_of or "",
               # None when nothing was compared (it opened its story, or took over as the canonical article)
               "similarity": "" if similarity is None else round(float(similarity), 4),
@@ -102,13 +104,19 @@ def decided_article_fields(features, story_id: str, duplicate_of: str | None, si
     if not features.dated:
         fields["published_ts"] = features.published  # the stream's time, given under the lock
     if not duplicate_of:  # only canonical articles are ever compared with newcomers
-        # The body itself is not kept once decided: what is needed later is
-        # what the text counted for (its terms, if an earlier copy takes over)
-        # and its shingles and band slots (to compare and to age out).
-        fields.update(shingle_set=signatures.shingle_set_to_bytes(features.shingle_set),
-                      bands=signatures.BandLayout.slots_to_bytes(features.bands),
-                      terms=compress_features(features.term_indices))
+        fields.update(canonical_article_fields(features) if canonical is None else canonical)
     return fields
+
+
+def canonical_article_fields(features) -> dict:
+    """``CANONICAL_ONLY_FIELDS`` as stored. The body itself is not kept once
+    decided: what is needed later is what the text counted for (its terms, if
+    an earlier copy takes over) and its shingles and band slots (to compare and
+    to age out). They depend on the text alone, so the decider encodes them
+    before it takes the lock (storyengine.run_decider.RunDecider.prepare)."""
+    return {"shingle_set": signatures.shingle_set_to_bytes(features.shingle_set),
+            "bands": signatures.BandLayout.slots_to_bytes(features.bands),
+            "terms": compress_features(features.term_indices)}
 
 
 def compress_features(features: np.ndarray) -> bytes:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from typing import NamedTuple
 
+from . import records
 from .assignment import StoryAssigner
 from .batch import Batch
 from .batch_reads import BatchReads
@@ -31,6 +33,12 @@ def failed(article_id: str, error: Exception) -> Outcome:
     return Outcome(article_id, "", None, opened_story=False, error=error)
 
 
+class Prepared(NamedTuple):
+    """What RunDecider.prepare made of an article before the lock."""
+    features: Features  # what it was made from: used only for these same features
+    canonical_fields: dict  # storyengine.records.canonical_article_fields
+
+
 class RunDecider:
     """One per deciding process: it keeps the caches of what never changes
     (storyengine.batch_reads) across runs."""
@@ -41,6 +49,18 @@ class RunDecider:
         self.reads = BatchReads(state, settings)
         self._duplicates = Duplicates(self.reads, settings)
         self._assigner = StoryAssigner(self.reads, settings)
+        self._prepared: dict[str, Prepared] = {}
+
+    def prepare(self, items: list) -> None:
+        """Before the lock: what deciding each of ``items`` (article id, record,
+        Features) needs that depends on the article alone, so the lock is held
+        for less. Deciding an article not prepared makes it then."""
+        self._prepared = {article_id: Prepared(f, records.canonical_article_fields(f)) for article_id, _, f in items}
+
+    def _canonical_fields(self, article_id: str, f: Features) -> dict:
+        prepared = self._prepared.get(article_id)
+        return (prepared.canonical_fields if prepared is not None and prepared.features is f
+                else records.canonical_article_fields(f))
 
     def decide(self, chunk: list, lock: AssignmentLock | None) -> dict[str, Outcome]:
         """The outcome of each article of ``chunk``, decided in order and written under ``lock``."""
@@ -111,7 +131,7 @@ class RunDecider:
         # Weighed again, not taken from the batch read: each original decided
         # before it in this batch moved the document frequencies it weighs against.
         vector = self.reads.vector(f)
-        heaviest = [int(x) for x in vector.heaviest(s.lookup_terms)]
+        heaviest = vector.heaviest(s.lookup_terms).tolist()
         self.reads.ensure_terms(batch, heaviest, f.published - window)
         story_ids = batch.stories_for_terms(heaviest, f.published - window, vector.weights_of(heaviest),
                                             s.candidate_stories)
@@ -129,7 +149,8 @@ class RunDecider:
                 return Decision("promoted", article_id, best["story"], duplicate_report=duplicate_report,
                                 takes_over=[r for r in verified if r["story"] == best["story"]])
             return self._assigner.follow_canonical(batch, article_id, record, f, earliest, duplicate_report)
-        return self._assigner.assign(batch, article_id, record, f, vector, stories, scores, duplicate_report)
+        return self._assigner.assign(batch, article_id, record, f, vector, stories, scores, duplicate_report,
+                                     self._canonical_fields(article_id, f))
 
     def _commit(self, batch: Batch, lock: AssignmentLock | None) -> None:
         if not batch.article_writes:

@@ -332,11 +332,17 @@ class ShingleMask:
         them, the figures worked out as arrays."""
         if not others:
             return []
+        figures = self.overlap_arrays(others, min_containment)
+        return list(map(Overlap, figures.containment.tolist(), figures.jaccard.tolist(), figures.chance.tolist()))
+
+    def overlap_arrays(self, others: list[np.ndarray], min_containment: float = 0.0) -> "Overlaps":
+        """:meth:`overlaps` as arrays, one entry per one of ``others`` (at least one)."""
         size = len(self.shingles)
         lengths = np.fromiter(map(len, others), dtype=np.int64, count=len(others))
         # Each one's values in this set, summed segment by segment (reduceat over
-        # the non-empty ones: an empty one has none); take() gathers faster than [].
-        hits = self.mask.take(np.concatenate(others)).view(np.uint8)
+        # the non-empty ones: an empty one has none); take() gathers faster than
+        # [], and faster still given the indices as intp than converting them itself.
+        hits = self.mask.take(np.concatenate(others, dtype=np.intp)).view(np.uint8)
         common = np.zeros(len(others), dtype=np.int64)
         nonempty = lengths > 0
         if len(hits):
@@ -346,8 +352,9 @@ class ShingleMask:
         with np.errstate(divide="ignore", invalid="ignore"):  # an empty set: 0 below
             containment = np.maximum(0.0, (common / small - rate) / (1.0 - rate))
             jaccard = common / (size + lengths - common)
-        empty = small == 0
-        containment[empty] = jaccard[empty] = 0.0
+        if not size or not nonempty.all():
+            empty = small == 0
+            containment[empty] = jaccard[empty] = 0.0
         chance = np.ones(len(others))
         needed = (common > 0) & (containment >= min_containment)
         if needed.any():
@@ -355,7 +362,15 @@ class ShingleMask:
             # support. _sf is scipy's own (private) method: scipy is pinned, and tests/storyengine compare
             # it with binom.sf (test_duplicates.py), so an upgrade that changes it fails there.
             chance[needed] = np.clip(binom._sf(common[needed] - 1, small[needed], rate[needed]), 0.0, 1.0)
-        return list(map(Overlap, containment.tolist(), jaccard.tolist(), chance.tolist()))
+        return Overlaps(containment, jaccard, chance, small)
+
+
+class Overlaps(NamedTuple):
+    """:class:`Overlap` figures of several sets as arrays, and each pair's smaller set size."""
+    containment: np.ndarray
+    jaccard: np.ndarray
+    chance: np.ndarray
+    smaller: np.ndarray
 
 
 def overlap(a: np.ndarray, b: np.ndarray) -> Overlap:

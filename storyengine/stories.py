@@ -185,37 +185,39 @@ def rank_stories(vector: SparseVector, published: float, candidates: list[Candid
             weight = math.exp(-(hours * hours) / spread)
             if weight != 0.0 and bucket.count != 0:
                 counted.append((owner, weight, bucket))
-    score = np.zeros(len(ranked))
-    members = np.zeros(len(ranked), dtype=np.int64)
-    shared = [0] * len(ranked)
+    # Sums over each story's buckets, one at a time in order, in plain Python:
+    # a candidate has a few buckets, too few for array operations to pay.
+    stories = len(ranked)
+    score, members, shared = [0.0] * stories, [0] * stories, [0] * stories
     if counted:
         owners, kernels, buckets = zip(*counted)
-        owners = np.array(owners, dtype=np.intp)
-        kernels = np.array(kernels)
-        counts = np.array([b.count for b in buckets], dtype=np.float64)
-        dots, norms, found_words = bucket_dots(vector, [b.vector for b in buckets], owners, len(ranked), groups,
-                                               short)
-        # Sums over each story's buckets in order (np.bincount adds one at a time).
-        counted_members = np.bincount(owners, counts, len(ranked))
-        members = counted_members.astype(np.int64)
+        dots, norms, found_words = bucket_dots(vector, [b.vector for b in buckets], np.array(owners, dtype=np.intp),
+                                               stories, groups, short)
         # Full texts: the mean over the members' count (average link, diluted by
         # the far members: the guard against chaining). Short texts: the mean over
         # the members' kernel weights, times the nearest bucket's kernel, which does
         # not sink as a story goes on for days (see the docstring above). A story
         # with no member counted scores 0 (its sums are 0).
-        score = np.bincount(owners, (1.0 - short) * kernels * dots, len(ranked)) / np.maximum(counted_members, 1.0)
+        counted_members, linked = [0.0] * stories, [0.0] * stories
+        for owner, weight, bucket, dot in zip(owners, kernels, buckets, dots.tolist()):
+            counted_members[owner] += bucket.count
+            linked[owner] += (1.0 - short) * weight * dot
+        score = [total / max(count, 1.0) for total, count in zip(linked, counted_members)]
+        members = [int(count) for count in counted_members]
         if short:
-            weighted_members = kernels * counts
-            cosines = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
-            centroids = np.bincount(owners, weighted_members * cosines, len(ranked))
-            weighted = np.bincount(owners, weighted_members, len(ranked))  # members, each weighed by its kernel
-            nearest = np.zeros(len(ranked))  # the kernel of the story's bucket nearest in time
-            np.maximum.at(nearest, owners, kernels)
-            score += short * np.divide(centroids * nearest, weighted, out=np.zeros(len(ranked)), where=weighted > 0)
+            centroids, weighted = [0.0] * stories, [0.0] * stories  # weighted: members, each weighed by its kernel
+            nearest = [0.0] * stories  # the kernel of the story's bucket nearest in time
+            for owner, weight, bucket, dot, norm in zip(owners, kernels, buckets, dots.tolist(), norms.tolist()):
+                weighted_members = weight * bucket.count
+                centroids[owner] += weighted_members * (dot / norm if norm > 0 else 0.0)
+                weighted[owner] += weighted_members
+                nearest[owner] = max(nearest[owner], weight)
+            score = [total + short * (centroid * near / members_weight if members_weight > 0 else 0.0)
+                     for total, centroid, near, members_weight in zip(score, centroids, nearest, weighted)]
         if found_words is not None:
             shared = found_words
     scores = [StoryScore(story_id, s if m else 0.0, m, w if groups is not None else None)
-              for story_id, s, m, w in zip(ranked, score.tolist(), members.tolist(), shared)]
+              for story_id, s, m, w in zip(ranked, score, members, shared)]
     scores.sort(key=_STORY_ID)  # then by score, best first: ties stay in story id order
     scores.sort(key=_SCORE, reverse=True)
     return scores

@@ -172,9 +172,14 @@ class SparseVector:
         return self.values[np.searchsorted(self.indices, features)].tolist() if features else []
 
     def heaviest(self, k: int) -> np.ndarray:
-        """Indices of the k heaviest features, heaviest first."""
-        order = np.argsort(-self.values, kind="stable")[:k]
-        return self.indices[order]
+        """Indices of the k heaviest features, heaviest first (equal weights in index order)."""
+        negated = -self.values
+        if len(negated) > k > 0:
+            # Only the weights at or above the k-th heaviest are sorted: in index
+            # order, so a stable sort of them breaks ties as one of all would.
+            near = np.flatnonzero(negated <= np.partition(negated, k - 1)[k - 1])
+            return self.indices[near[np.argsort(negated[near], kind="stable")[:k]]]
+        return self.indices[np.argsort(negated, kind="stable")[:k]]
 
     # Stored as 3-byte feature indices (hash_features is at most 2**24) and
     # half-precision weights: 5 bytes a term. Weights are sums of unit-vector
@@ -194,7 +199,7 @@ class SparseVector:
     def _half_values(self) -> np.ndarray:
         # Clipped to what half precision holds (a term weighing 65,504 is already
         # far beyond any other: a sum over that many articles).
-        return self.values.clip(-65504.0, 65504.0).astype("<f2")
+        return np.minimum(np.maximum(self.values, -65504.0), 65504.0).astype("<f2")  # a clip, without its wrapper
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "SparseVector":

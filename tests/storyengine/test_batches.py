@@ -20,7 +20,9 @@ import pytest
 from evaluation.streams import read_stream, without_gold
 from storyengine import signatures
 from storyengine.articles import new_article_record
-from storyengine.records import decompress_features
+from storyengine.batch import Batch, Story
+from storyengine.features import Featuriser
+from storyengine.records import canonical_article_fields, decided_article_fields, decompress_features
 from storyengine.errors import InvalidArticle, NotFound
 from storyengine.decider import Decider
 from storyengine.decisions import Outcome
@@ -402,3 +404,32 @@ def test_a_batch_accounts_for_its_time_by_phase(store, case):
     # A second call adds to the same counters.
     decider.process_many(ids)
     assert decider.phase_seconds["load"] > seconds["load"]
+
+
+def test_stories_for_terms_finds_a_touched_story_by_what_it_is_indexed_under_now():
+    batch = Batch(Settings())
+    now = T0.timestamp()
+    one = Story("s1", now, now, 1, 1, {}, indexed=[1, 2, 3])
+    batch.touch(one)
+    assert batch.stories_for_terms([2], now - 1) == {"s1"}
+    one.indexed = [7, 8]
+    batch.touch(one)
+    assert batch.stories_for_terms([2], now - 1) == set()
+    assert batch.stories_for_terms([8, 9], now - 1) == {"s1"}
+    assert batch.stories_for_terms([8], now + 1) == set()  # its newest article is before ``since``
+    # Over the limit, those sharing the most weight (a touched story by what it is indexed under
+    # now, not by the index it was read with), ties by id.
+    batch.term_hits = {8: [("s2", now), ("s1", now)], 9: [("s3", now)], 7: [("s3", now)]}
+    assert batch.stories_for_terms([8, 9, 7], now - 1, [0.5, 0.3, 0.1], limit=2) == {"s1", "s2"}
+    assert batch.stories_for_terms([8, 9, 7], now - 1, [0.5, 0.3, 0.1], limit=3) == {"s1", "s2", "s3"}
+
+
+def test_what_only_a_canonical_keeps_is_the_same_made_before_the_lock():
+    """RunDecider.prepare encodes a canonical article's shingles, bands and terms before the
+    lock; the fields a decision writes are the same, in the same order, as made under it."""
+    f = Featuriser(Settings()).featurise({"id": "a1", "title": BRIDGE_TITLE, "body": BRIDGE_BODY,
+                                          "published_ts": "1700000000"})
+    decision = {"duplicate": {"candidates": [], "compared": 0, "matched": None}, "story": {"action": "opened"}}
+    made_before = decided_article_fields(f, "st_1", None, None, decision, canonical_article_fields(f))
+    assert list(made_before.items()) == list(decided_article_fields(f, "st_1", None, None, decision).items())
+    assert set(canonical_article_fields(f)) <= set(made_before)

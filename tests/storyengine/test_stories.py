@@ -363,3 +363,54 @@ def test_bucket_dots_equal_each_buckets_own_sum_and_count_each_storys_shared_wor
             words[owner] |= {group[i] for i in b.indices.tolist() if i in group}
         assert shared == [len(w) for w in words]
         assert bucket_dots(article, buckets, owners, 6, None, False)[1:] == (None, None)
+
+
+def _scores_summed_as_arrays(vector, published, candidates, settings, groups, words):
+    """rank_stories' scores with each story's sums taken by np.bincount (one at a time, in order):
+    what its sums in plain Python must equal to the last bit."""
+    short = short_share(words, settings)
+    ranked, counted = [], []
+    for st in candidates:
+        if not in_window(published, st, settings.story_window_hours):
+            continue
+        ranked.append(st.story_id)
+        counted += [(len(ranked) - 1, kernel(published - b.mean_time, settings), b) for b in st.buckets.values()
+                    if kernel(published - b.mean_time, settings) != 0.0 and b.count]
+    if not counted:
+        return {sid: (0.0, 0) for sid in ranked}
+    owners = np.array([o for o, _, _ in counted], dtype=np.intp)
+    kernels = np.array([k for _, k, _ in counted])
+    counts = np.array([b.count for _, _, b in counted], dtype=np.float64)
+    dots, norms, _ = bucket_dots(vector, [b.vector for _, _, b in counted], owners, len(ranked), groups, short)
+    counted_members = np.bincount(owners, counts, len(ranked))
+    score = np.bincount(owners, (1.0 - short) * kernels * dots, len(ranked)) / np.maximum(counted_members, 1.0)
+    if short:
+        cosines = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+        centroids = np.bincount(owners, kernels * counts * cosines, len(ranked))
+        weighted = np.bincount(owners, kernels * counts, len(ranked))
+        nearest = np.zeros(len(ranked))
+        np.maximum.at(nearest, owners, kernels)
+        score += short * np.divide(centroids * nearest, weighted, out=np.zeros(len(ranked)), where=weighted > 0)
+    return {sid: (s, int(m)) for sid, s, m in zip(ranked, score.tolist(), counted_members.tolist())}
+
+
+def test_rank_stories_sums_as_the_array_sums_did_to_the_last_bit():
+    rng = np.random.default_rng(11)
+    settings = Settings()
+    for _ in range(150):
+        def vector(n: int) -> SparseVector:
+            indices = np.unique(rng.integers(0, 300, n)).astype(np.int64)
+            return SparseVector(indices, rng.random(len(indices))).normalised()
+        article = vector(int(rng.integers(1, 80)))
+        groups = rng.integers(0, 40, len(article.indices))
+        candidates = []
+        for s in range(int(rng.integers(1, 6))):
+            items = [(vector(int(rng.integers(1, 60))), T0 + float(rng.uniform(-5, 2)) * DAY)
+                     for _ in range(int(rng.integers(1, 8)))]
+            times = [t for _, t in items]
+            candidates.append(story(f"s{s}", min(times), max(times), members(*items, settings=settings)))
+        for words in (3, 30, 300):
+            expected = _scores_summed_as_arrays(article, T0, candidates, settings, groups, words)
+            got = rank_stories(article, T0, candidates, settings, groups, words)
+            assert {sc.story_id: (sc.score, sc.members) for sc in got} == \
+                {sid: (s if m else 0.0, m) for sid, (s, m) in expected.items()}

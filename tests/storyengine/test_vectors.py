@@ -72,6 +72,17 @@ def test_heaviest_returns_indices_heaviest_first():
     assert v.heaviest(99).tolist() == [4, 8, 6, 10, 2]
 
 
+def test_heaviest_equals_a_stable_sort_of_all_weights_ties_in_index_order():
+    """heaviest sorts only the weights at or above the k-th: the same as sorting all of them."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n = int(rng.integers(1, 600))
+        values = rng.choice([0.1, 0.2, 0.3], n) if rng.random() < 0.3 else rng.random(n)  # ties, or none
+        v = SparseVector(np.sort(rng.choice(1 << 18, n, replace=False)).astype(np.int64), values)
+        for k in (1, 20, 30, n, n + 5):
+            assert v.heaviest(k).tolist() == v.indices[np.argsort(-v.values, kind="stable")[:k]].tolist()
+
+
 def test_bytes_round_trip_keeps_indices_exactly_and_values_at_half_precision():
     v = sv({0: 0.125, 17: -2.5, 262143: 1 / 3, (1 << 24) - 1: 7.0})
     raw = v.to_bytes()
