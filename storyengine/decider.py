@@ -182,12 +182,17 @@ class Decider:
 
     def _catch_up(self, chunk: list) -> None:
         """While another process holds the lock: take in what it commits, and read ahead again."""
+        began = time.perf_counter()
         try:
             self.run_decider.reads.catch_up(chunk)
         except Exception as exc:
             if _transient(exc):
                 raise
             log.exception("catching up while waiting for the lock failed; deciding the batch without")
+        finally:  # reading ahead while it waits, not waiting: counted as such
+            spent = time.perf_counter() - began
+            self.phase_seconds["prefetch"] += spent
+            self.phase_seconds["lock"] -= spent
 
     def _decide_isolated(self, chunk: list) -> dict[str, Outcome]:
         """Decide a chunk; if that raises an error of ours (a bug, a script

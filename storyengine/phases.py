@@ -6,7 +6,8 @@ so the API can name the phases without importing the engine's numerical code.
 
 "load", "featurise" and "prefetch" run outside the assignment lock; "lock" is the time spent
 taking it (waiting for other workers included) and giving it back, so it
-grows when workers contend for it.
+grows when workers contend for it. A worker that reads ahead again while it
+waits (storyengine.locking.AssignmentLock's ``waiting``) counts that as "prefetch".
 """
 from __future__ import annotations
 
