@@ -1,15 +1,23 @@
 """Races between deciders on a real Redis: out-of-order copies, simultaneous
-copies of one event, and a decision whose lock expired before its commit."""
+copies of one event, a decision whose lock expired before its commit, and a
+commit whose reply was lost."""
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from storyengine.articles import new_article_record
+from storyengine.change_log import sha
+from storyengine.commit_script import COMMIT
 from storyengine.decider import Decider
-from storyengine.locking import AssignmentConflict
+from storyengine.locking import AssignmentConflict, AssignmentLock
 from storyengine.store import RedisStore, connect
 from tests.helpers import article_answer, story_answer
 
@@ -114,3 +122,68 @@ def test_a_decision_whose_lock_expired_is_not_written(store, monkeypatch):
     store.redis.delete(store.keys.assign_lock)
     monkeypatch.undo()
     assert decider.process("slow").opened_story  # the retry goes through
+
+
+class CuttingProxy:
+    """A TCP proxy to Redis that, once armed, passes on the next request
+    containing ``marker`` and then cuts the connection before the reply."""
+
+    def __init__(self, upstream: tuple[str, int], marker: bytes) -> None:
+        self.upstream, self.marker, self.armed, self.cutting = upstream, marker, False, False
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, requests: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                cut = requests and self.armed and self.marker in data
+                if cut:
+                    self.armed, self.cutting = False, True
+                if not (self.cutting and not requests):  # the reply to it is never passed on
+                    target.sendall(data)
+                if cut:
+                    time.sleep(0.2)  # Redis has run it: now the connection breaks
+                    for s in (source, target):
+                        s.shutdown(socket.SHUT_RDWR)
+                    self.cutting = False
+                    return
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_commit_whose_reply_was_lost_is_not_sent_again(redis_url, settings):
+    """The connection breaks after Redis got the commit: the caller hears of
+    it, and the commit ran once (sent again, it would count twice)."""
+    direct = connect(redis_url)
+    host, port = direct.connection_pool.connection_kwargs["host"], direct.connection_pool.connection_kwargs["port"]
+    direct.script_load(COMMIT)  # so the commit is run on its first sending
+    proxy = CuttingProxy((host, port), sha(COMMIT))
+    # A client that retries what failed on a broken connection (redis-py's own default for a client made
+    # without a URL): a commit must still not be sent twice.
+    retrying = connect(f"redis://127.0.0.1:{proxy.port}/{direct.connection_pool.connection_kwargs['db']}",
+                       retry=Retry(NoBackoff(), 3), retry_on_error=[redis.ConnectionError])
+    store = RedisStore(retrying, settings)
+    try:
+        with AssignmentLock(store.redis, store.keys, settings.change_log_entries) as lock:
+            proxy.armed = True
+            with pytest.raises(redis.ConnectionError):
+                lock.commit(lambda pipe: pipe.hincrby(store.keys.story("st_once"), "article_count", 1))
+        assert direct.hget(store.keys.story("st_once"), "article_count") == b"1"
+        assert len(direct.xrange(store.keys.changes)) == 1
+    finally:
+        proxy.close()
+        store.clear()
