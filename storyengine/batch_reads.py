@@ -74,7 +74,7 @@ class BatchReads:
         read = prefetch(fps, slot_list, features, min(f.published for _, _, f in chunk) - window)
         story_ids, articles = self._candidates(Batch(s), chunk, read, (lookups, features, fps, slot_list))
         self._candidates_ahead = (story_ids, articles)
-        self.state.prefetch_candidates(sorted(story_ids), sorted(articles))
+        self.state.prefetch_candidates(sorted(story_ids), sorted(articles), self._bucket_ids(chunk))
 
     def catch_up(self, chunk: list) -> None:
         """While waiting for the lock: if the log moved since the read ahead, read ahead again."""
@@ -109,10 +109,8 @@ class BatchReads:
         s = self.settings
         batch = Batch(s)
         window = s.story_window_hours * 3600.0
-        published = [f.published for _, _, f in chunk]
-        since = min(published) - window
-        batch.bucket_ids = list(range(bucket_index(min(published) - window, s),
-                                      bucket_index(max(published) + window, s) + 1))
+        since = min(f.published for _, _, f in chunk) - window
+        batch.bucket_ids = self._bucket_ids(chunk)
         for attempt in range(2):
             lookups, features, fps, slot_list = self._wanted(chunk)
             read = self.state.first_read([a for a, _, _ in chunk], fps, slot_list, features, since)
@@ -127,6 +125,13 @@ class BatchReads:
                                                ahead if read.ahead else None)
         self.fetch(batch, story_ids, articles)
         return batch
+
+    def _bucket_ids(self, chunk: list) -> list[int]:
+        """The day buckets a batch reads of its candidate stories: those its articles' windows reach."""
+        s = self.settings
+        window = s.story_window_hours * 3600.0
+        published = [f.published for _, _, f in chunk]
+        return list(range(bucket_index(min(published) - window, s), bucket_index(max(published) + window, s) + 1))
 
     def _candidates(self, batch: Batch, chunk: list, read, wanted: tuple,
                     known: tuple[set[str], set[str]] | None = None) -> tuple[set[str], set[str]]:

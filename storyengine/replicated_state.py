@@ -94,9 +94,14 @@ class ReplicatedState:
         self._read(sync=True)
         return self.replica.generation != before
 
-    def prefetch_candidates(self, story_ids, article_ids) -> None:
-        """Before the lock: the candidate stories and articles the replica lacks, as one snapshot."""
+    def prefetch_candidates(self, story_ids, article_ids, bucket_ids=()) -> None:
+        """Before the lock: the candidate stories and articles the replica lacks, as one snapshot;
+        then the stories parsed as a batch reading ``bucket_ids`` reads them (storyengine.batch.Story.parsed
+        keeps them), so under the lock each is only copied, unless it changed meanwhile."""
         self._read(story_ids=story_ids, candidate_ids=article_ids, sync=True, snapshot=True)
+        if bucket_ids:
+            self._stories([sid for sid in story_ids if self.replica.story(sid) is not MISSING], bucket_ids,
+                          Story.parsed)
 
     def term_hits(self, features, since) -> list[TermHits]:
         self._read(features=features)
@@ -105,18 +110,22 @@ class ReplicatedState:
     def fetch(self, story_ids, article_ids, bucket_ids):
         self._read(story_ids=story_ids, candidate_ids=article_ids)
         r = self.replica
-        story_fields = STORY_FIELDS + tuple(bucket_field(i) for i in bucket_ids)
-        stories = []
-        for sid in story_ids:
-            held = r.story(sid)
-            stories.append(None if held is None else Story.from_row(sid, [held.get(f) for f in story_fields],
-                                                                     bucket_ids))
+        stories = self._stories(story_ids, bucket_ids)
         articles = []
         for aid in article_ids:
             held = r.article(aid)
             articles.append(records.parse_candidate([held.get(f) for f in _CANDIDATE]) if held is not MISSING
                             else records.parse_candidate([None] * len(_CANDIDATE)))
         return stories, articles
+
+    def _stories(self, story_ids, bucket_ids, parse=Story.from_row) -> list[Story | None]:
+        """``story_ids`` (held) as a batch reading ``bucket_ids`` reads them (None: no such story)."""
+        story_fields = STORY_FIELDS + tuple(bucket_field(i) for i in bucket_ids)
+        stories = []
+        for sid in story_ids:
+            held = self.replica.story(sid)
+            stories.append(None if held is None else parse(sid, [held.get(f) for f in story_fields], bucket_ids))
+        return stories
 
     def _term_hits(self, features, since) -> list[TermHits]:
         limit, terms, hits = self.settings.stories_per_term, self.replica.terms, self.replica.term_hits

@@ -21,13 +21,16 @@ from evaluation.streams import read_stream, without_gold
 from storyengine import signatures
 from storyengine.articles import new_article_record
 from storyengine.batch import Batch, Story
+from storyengine.buckets import Bucket
 from storyengine.features import Featuriser
-from storyengine.records import canonical_article_fields, decided_article_fields, decompress_features
+from storyengine.records import (STORY_FIELDS, bucket_field, canonical_article_fields, decided_article_fields,
+                                 decompress_features, encode_story_fields)
 from storyengine.errors import InvalidArticle, NotFound
 from storyengine.decider import Decider
 from storyengine.decisions import Outcome
 from storyengine.settings import Settings
 from storyengine.store import RedisStore, connect
+from storyengine.vectors import SparseVector
 from tests.articles import (BANK, BRIDGE, BRIDGE_BODY, BRIDGE_BRIEF, BRIDGE_TITLE, BRIDGE_WIRE, COURIER,
                             FIRE_COURIER_BODY, FOOTBALL, HALVIK, REPRINT, T0, VALLEY, article, shout)
 from tests.helpers import accept, article_answer, story_answer
@@ -433,3 +436,33 @@ def test_what_only_a_canonical_keeps_is_the_same_made_before_the_lock():
     made_before = decided_article_fields(f, "st_1", None, None, decision, canonical_article_fields(f))
     assert list(made_before.items()) == list(decided_article_fields(f, "st_1", None, None, decision).items())
     assert set(canonical_article_fields(f)) <= set(made_before)
+
+
+def test_a_story_read_again_unchanged_is_a_fresh_copy_equal_to_a_first_parse():
+    """Story.from_row keeps what it parsed (the same stored bytes are the same story); each read
+    is the story as stored, whatever a batch did to one read before it."""
+    vector = SparseVector(np.array([3, 9]), np.array([0.6, 0.8])).stored()
+    stored = encode_story_fields(first_seen=1.5, last_updated=2.5, article_count=3, originals=2, indexed=[9, 3],
+                                 canonicals=["a1", "a2"], headline="h", representative="a1", centroid=vector,
+                                 rep_vec=vector, term_names={"9": "bridge"}, buckets={7: Bucket.of(vector, 2.0)})
+    encoded = {name: str(value).encode() if not isinstance(value, bytes) else value for name, value in stored.items()}
+    row = [encoded.get(name) for name in STORY_FIELDS + (bucket_field(7), bucket_field(8))]
+    first = Story.from_row("s_cached", list(row), [7, 8])
+    fields = (first.first_seen, first.last_updated, first.article_count, first.originals, list(first.indexed),
+              list(first.indexed_at_start), list(first.canonicals), dict(first.buckets),
+              first.load_details()["headline"])
+    assert fields[:7] == (1.5, 2.5, 3, 2, [9, 3], [9, 3], ["a1", "a2"]) and list(fields[7]) == [7]
+    # What a batch does to a story it read: in place, and by replacing its parts.
+    first.first_seen = 0.0
+    first.buckets[8] = Bucket.of(vector, 2.0)
+    first.indexed.append(1)
+    first.canonicals.append("a3")
+    first.indexed_at_start.clear()
+    first.load_details()["headline"] = "changed"
+    first.dirty_buckets.add(8)
+    again = Story.from_row("s_cached", list(row), [7, 8])
+    assert again is not first
+    assert (again.first_seen, again.last_updated, again.article_count, again.originals, again.indexed,
+            again.indexed_at_start, again.canonicals, dict(again.buckets), again.load_details()["headline"]) == fields
+    assert again.dirty_buckets == set() and not again.details_changed
+    assert Story.from_row("s_cached", [None] * len(row), [7, 8]) is None

@@ -25,7 +25,7 @@ from storyengine import change_log
 from storyengine.decider import Decider
 from storyengine.keys import Keys
 from storyengine.locking import AssignmentLock
-from storyengine.records import CANDIDATE_FIELDS
+from storyengine.records import BUCKET_PREFIX, CANDIDATE_FIELDS
 from storyengine.repair import Repairer
 from storyengine.replica import Replica
 from storyengine.settings import Settings
@@ -370,3 +370,26 @@ def test_what_the_log_cannot_apply_exactly_is_forgotten():
     assert "st_a" not in replica.stories and 7 not in replica.terms
     assert "f" not in replica.fingerprints  # unknown before, SET XX: still unknown
     assert replica.fingerprints["g"] is None  # known to have no owner, SET XX: still none
+
+
+def test_a_story_parsed_ahead_and_changed_meanwhile_is_read_as_it_is_now(fresh_store):
+    """The read ahead parses the candidate stories (storyengine.batch.Story.parsed keeps them by
+    their stored bytes); another decider's commit changes one: it is read as Redis holds it now."""
+    records = dev(80)
+    store = fresh_store("parsed_ahead")
+    ids = accept(store, records)
+    decider, other = Decider(store), Decider(store)
+    story = decider.process_many(ids[:RUN])[0].story_id
+    buckets = sorted(int(name[len(BUCKET_PREFIX):]) for name in map(bytes.decode, store.redis.hkeys(
+        store.keys.story(story))) if name.startswith(BUCKET_PREFIX))
+    other.state.prefetch_candidates([story], [], buckets)
+    ahead = other.state.fetch([story], [], buckets)[0][0]
+    with AssignmentLock(store.redis, store.keys, store.settings.change_log_entries) as lock:
+        lock.commit(lambda pipe: pipe.hset(store.keys.story(story), mapping={
+            "article_count": 999, "canonicals": '["a_new"]'}))
+    other.state.catch_up()
+    now = other.state.fetch([story], [], buckets)[0][0]
+    assert (now.article_count, now.canonicals) == (999, ["a_new"]) != (ahead.article_count, ahead.canonicals)
+    assert (now.first_seen, now.last_updated, now.originals, now.indexed, now.buckets) == \
+        (ahead.first_seen, ahead.last_updated, ahead.originals, ahead.indexed, ahead.buckets)
+    assert_replica_holds_what_redis_holds(other)
