@@ -63,15 +63,17 @@ class BatchReads:
         prefetch = getattr(self.state, "prefetch", None)
         if prefetch is None:
             return
-        # Weighed with the counts as they stand (another process may have
-        # changed them), or the answer would not stand under the lock.
-        self.state.catch_up()
-        if self.df.version is None or self.df.version != self.state.df_version():
-            self.refresh_df()
         s = self.settings
-        window = s.story_window_hours * 3600.0
-        lookups, features, fps, slot_list = self._wanted(chunk)
-        read = prefetch(fps, slot_list, features, min(f.published for _, _, f in chunk) - window)
+        since = min(f.published for _, _, f in chunk) - s.story_window_hours * 3600.0
+        for attempt in range(2):
+            # Weighed with the counts the replica holds, or the answer would not stand under the lock.
+            if self.df.version is None or self.df.version != self.state.df_version():
+                self.refresh_df()
+            lookups, features, fps, slot_list = self._wanted(chunk)
+            read = prefetch(fps, slot_list, features, since)
+            if read.df_version == self.df.version:
+                break
+            # The log it followed held another process's counts: weigh again.
         story_ids, articles = self._candidates(Batch(s), chunk, read, (lookups, features, fps, slot_list))
         self._candidates_ahead = (story_ids, articles)
         self.state.prefetch_candidates(sorted(story_ids), sorted(articles), self._bucket_ids(chunk))

@@ -172,27 +172,27 @@ class Decider:
                 f.published = assigned
 
     def _prefetch(self, chunk: list) -> None:
-        try:
-            self.run_decider.reads.prefetch(chunk)
-        except Exception as exc:
-            if _transient(exc):
-                raise
-            # Only a head start: what it did not read is read under the lock.
-            log.exception("prefetching a batch failed; deciding it without")
+        self._read_ahead(self.run_decider.reads.prefetch, chunk)
 
     def _catch_up(self, chunk: list) -> None:
         """While another process holds the lock: take in what it commits, and read ahead again."""
         began = time.perf_counter()
         try:
-            self.run_decider.reads.catch_up(chunk)
-        except Exception as exc:
-            if _transient(exc):
-                raise
-            log.exception("catching up while waiting for the lock failed; deciding the batch without")
+            self._read_ahead(self.run_decider.reads.catch_up, chunk)
         finally:  # reading ahead while it waits, not waiting: counted as such
             spent = time.perf_counter() - began
             self.phase_seconds["prefetch"] += spent
             self.phase_seconds["lock"] -= spent
+
+    @staticmethod
+    def _read_ahead(read, chunk: list) -> None:
+        try:
+            read(chunk)
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            # Only a head start: what it did not read is read under the lock.
+            log.exception("reading ahead of the lock failed (%s); deciding the batch without", read.__name__)
 
     def _decide_isolated(self, chunk: list) -> dict[str, Outcome]:
         """Decide a chunk; if that raises an error of ours (a bug, a script

@@ -128,8 +128,8 @@ class AssignmentLock:
 
     def _run_commit(self, keys: list, args: list, meanwhile: Callable[[], None] | None):
         """EVALSHA COMMIT: sent, then ``meanwhile``, then the reply read. Never
-        sent twice over a broken connection (redis-py would retry): a second
-        run of a commit the first may have made would count it twice."""
+        sent twice over a broken connection, whatever the client's retries: a
+        second run of a commit the first may have made would count it twice."""
         pool = self.redis.connection_pool
         conn = pool.get_connection()
         try:

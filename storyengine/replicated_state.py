@@ -48,14 +48,15 @@ class ReplicatedState:
     # ------------------------------------------------------------------ reads
     def read_df(self, df: DocumentFrequencies) -> None:
         if self.replica.df_counts is None:
-            self._read(df=True)
+            self._read(df=True, sync=True)  # with the log's tail: counts read ahead of it would be counted twice
         r = self.replica
         df.counts, df.docs, df.version = r.df_counts.copy(), r.df_docs, r.df_version
 
     def first_read(self, article_ids, fingerprints, slots, features, since) -> FirstRead:
         ahead, self._ahead = self._ahead, None
         self.replica.bound()  # a batch begins: the one moment to forget for room
-        if ahead is not None and ahead[0] == self.replica.generation and ahead[1] == (fingerprints, slots, features, since):
+        asked = (fingerprints, slots, features, since)
+        if ahead is not None and ahead[0] == self.replica.generation and ahead[1] == asked:
             # Read ahead for these: if the log has nothing newer, that answer stands.
             statuses = self._read(article_ids=article_ids, sync=True)
             if ahead[0] == self.replica.generation:
@@ -209,7 +210,6 @@ class ReplicatedState:
                 applied.append(r.seq)
             except Exception:  # noqa: BLE001 - a replica that cannot apply forgets, and is read afresh
                 log.exception("the replica could not apply its own commit; it forgets what it holds")
-                r.forget_all()
         try:
             entry = commit(meanwhile)
         except BaseException:
@@ -217,7 +217,7 @@ class ReplicatedState:
                 r.forget_all()  # applied what may not have been written
             raise
         if entry is not None and applied != [entry.seq]:
-            r.apply_entry(entry)  # not applied meanwhile, or not where the log put it: a gap, so it forgets
+            r.follow("lost", [entry])  # not applied, or not where the log put it: forget, follow from it
 
     def _df_fold(self, batch: Batch) -> DfFold | None:
         """The document frequencies after ``batch``, once the deltas since the
@@ -229,7 +229,6 @@ class ReplicatedState:
         if r.df_delta_bytes + DELTA.itemsize * np.count_nonzero(changes) < self.settings.df_fold_bytes:
             return None
         return as_base(np.clip(r.df_counts + changes, 0, U32_MAX)), r.df_version
-
 
 
 _CANDIDATE = tuple(name.encode() for name in CANDIDATE_FIELDS)

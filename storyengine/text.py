@@ -242,11 +242,16 @@ def sentences(text: str) -> list[str]:
     return texts_sentences([text])[0]
 
 
-def _scanned(texts: list[str]) -> list[int]:
-    """Which of the texts to scan together (storyengine.sentence_scan): the
-    ASCII ones, when there is enough of them to outweigh the scan's fixed cost."""
+def _scanned_together(texts: list[str], what) -> list:
+    """``what`` (a method of storyengine.sentence_scan.Scan) of each text
+    scanned together, None for the rest: the ASCII ones, when there is
+    enough of them to outweigh the scan's fixed cost."""
+    out = [None] * len(texts)
     plain = [i for i, t in enumerate(texts) if t.isascii()]
-    return plain if sum(len(texts[i]) for i in plain) >= _SCAN_FROM else []
+    if plain and sum(len(texts[i]) for i in plain) >= _SCAN_FROM:
+        for i, result in zip(plain, what(Scan([texts[i] for i in plain], _TITLES))):
+            out[i] = result
+    return out
 
 
 _SCAN_FROM = 8192  # characters: about where a scan of texts costs less than the pattern run on each
@@ -254,11 +259,7 @@ _SCAN_FROM = 8192  # characters: about where a scan of texts costs less than the
 
 def texts_sentences(texts: list[str]) -> list[list[str]]:
     """:func:`sentences` of each text; the ASCII ones scanned together (storyengine.sentence_scan)."""
-    plain = _scanned(texts)
-    parts = [None] * len(texts)
-    if plain:
-        for i, split in zip(plain, Scan([texts[i] for i in plain], _TITLES).sentences()):
-            parts[i] = split
+    parts = _scanned_together(texts, Scan.sentences)
     for i, text in enumerate(texts):
         if parts[i] is None:
             parts[i] = _SENTENCE_BREAK.split(text)
@@ -315,11 +316,7 @@ def entities(text: str, normalised: bool = False) -> list[str]:
 def texts_entities(texts: list[str]) -> list[list[str]]:
     """:func:`entities` of each of several normalised texts; the ASCII ones
     (most news) scanned together (storyengine.sentence_scan)."""
-    plain = _scanned(texts)
-    found = [None] * len(texts)
-    if plain:
-        for i, later in zip(plain, Scan([texts[i] for i in plain], _TITLES).later_capitalised()):
-            found[i] = later
+    found = _scanned_together(texts, Scan.later_capitalised)
     for i, text in enumerate(texts):
         if found[i] is None:
             found[i] = later = []
