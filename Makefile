@@ -19,7 +19,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 run: $(VENV)/.installed
 	$(PY) scripts/run.py
 
+# Chromium and docker-compose (Debian's) for the browser and compose-file tests, when root or
+# password-less sudo can install them; without them those tests are skipped, saying how to get them.
 test: $(VENV)/.installed
+	@bash .ci/install-browser || echo "make test: no Chromium: the browser tests will be skipped"
+	@bash .ci/install-compose || echo "make test: no docker-compose: the compose-file tests will be skipped"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # make eval [STREAM=path.jsonl] [OUT=pred.jsonl] [API=http://127.0.0.1:8000] [ARGS="--headlines-only ..."]
