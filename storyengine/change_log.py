@@ -34,7 +34,7 @@ from redis.connection import Encoder
 
 from .keys import Keys
 from .records import CANDIDATE_FIELDS
-from .redis_scripts import BAND_WRITE, DF_CHANGE
+from .redis_scripts import BAND_WRITE, DF_CHANGE, DROP_TEXT
 from .story_writer import INDEX_STORY
 
 # What a replica at entry ARGV[1] with token ARGV[2] ('' when it follows
@@ -100,7 +100,7 @@ class Recorder:
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
         self._scripts = {sha(BAND_WRITE): self._band_write, sha(INDEX_STORY): self._index_story,
-                         sha(DF_CHANGE): self._df_change}
+                         sha(DF_CHANGE): self._df_change, sha(DROP_TEXT): self._drop_text}
 
     def record(self, commands: list[list[bytes]]) -> list[list[bytes]]:
         """The commands (as :func:`wire` makes them) a replica applies."""
@@ -152,6 +152,11 @@ class Recorder:
         """INDEX score story leaving key ...: the story gets the score in each
         term key but the last ``leaving``, and leaves those."""
         return [[b"INDEX", argv[0], argv[1], argv[2], *keys]]
+
+    @staticmethod
+    def _drop_text(keys: list[bytes], argv: list[bytes]) -> list[list[bytes]]:
+        """Nothing: an article's text is not a field a replica keeps (records.CANDIDATE_FIELDS)."""
+        return []
 
     @staticmethod
     def _df_change(keys: list[bytes], argv: list[bytes]) -> list[list[bytes]]:

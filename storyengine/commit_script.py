@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from . import boilerplate
 from .change_log import sha
-from .redis_scripts import BAND_WRITE, DF_CHANGE
+from .redis_scripts import BAND_WRITE, DF_CHANGE, DROP_TEXT
 from .story_writer import INDEX_STORY
 
 # Every script a commit may call (storyengine.state, retention, story_writer, boilerplate).
-CALLABLE = (BAND_WRITE, INDEX_STORY, DF_CHANGE, boilerplate.COUNT)
+CALLABLE = (BAND_WRITE, INDEX_STORY, DF_CHANGE, DROP_TEXT, boilerplate.COUNT)
 
 _COMMIT = """
 local scripts = {}

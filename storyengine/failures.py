@@ -13,17 +13,18 @@ from redis import Redis
 
 from .keys import Keys
 from .records import decode
+from .redis_scripts import DROP_TEXT_FUNCTION
 
 # Marking an article failed never overwrites a success: a redelivered task can
 # fail after another delivery of it already processed the article. A failure
 # is filed by the stream's time when it failed (the clock; before any clock,
 # its own date, never ahead of now), so retention keeps its reason as long as
 # it would keep an article decided then, however far ahead it was dated.
-_MARK_FAILED = """
+_MARK_FAILED = DROP_TEXT_FUNCTION + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2], 'failed_ts', ARGV[3])
-redis.call('HDEL', KEYS[1], 'body')  -- never decided now: the text is not needed
+drop_text(KEYS[1])  -- never decided now: the text is not needed
 redis.call('ZREM', KEYS[2], ARGV[1])
 local at = tonumber(redis.call('GET', KEYS[4]) or '')
 if not at then  -- no clock yet: its own time (never ahead of now), else now

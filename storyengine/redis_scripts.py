@@ -42,6 +42,26 @@ end
 redis.call('INCRBY', KEYS[3], ARGV[2])
 return redis.call('INCR', KEYS[4])
 """
+# An article's text, dropped once it is not needed (decided, or failed for
+# good). A hash that held a long text stays in Redis's large encoding after
+# the field goes (Redis never converts a hash back), at about twice the
+# memory of the compact one: such a hash is written again, whole (its expiry
+# kept), so Redis stores it compactly if what is left is small.
+# DROP_TEXT_FUNCTION is the function for scripts that drop one text among
+# other steps (storyengine.failures); DROP_TEXT drops the texts of KEYS.
+DROP_TEXT_FUNCTION = """
+local function drop_text(key)
+  if redis.call('HDEL', key, 'body') == 0 or redis.call('OBJECT', 'ENCODING', key) ~= 'hashtable' then return end
+  local fields, ttl = redis.call('HGETALL', key), redis.call('PTTL', key)
+  redis.call('DEL', key)
+  redis.call('HSET', key, unpack(fields))
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+end
+"""
+DROP_TEXT = DROP_TEXT_FUNCTION + """
+for i = 1, #KEYS do drop_text(KEYS[i]) end
+return #KEYS
+"""
 # Whole term-index sets, for a replica (storyengine.replica) that does not hold them yet.
 TERM_SETS = """
 local out = {}

@@ -41,7 +41,7 @@ from .locking import AssignmentConflict, AssignmentLock
 from .metrics import queue_decided
 from .records import CANDIDATE_FIELDS, STORY_FIELDS, bucket_field, decode
 from .story_writer import StoryWriter
-from .redis_scripts import BAND_LOOKUP, BAND_WRITE, DF_CHANGE, TERM_LOOKUP
+from .redis_scripts import BAND_LOOKUP, BAND_WRITE, DF_CHANGE, DROP_TEXT, TERM_LOOKUP
 from .settings import Settings
 
 Slot = tuple[str, bytes]  # (band key, field) of one LSH band slot
@@ -91,6 +91,7 @@ class RedisState:
         self.band_write = redis_client.register_script(BAND_WRITE)
         self._term_lookup = redis_client.register_script(TERM_LOOKUP)
         self._df_change = redis_client.register_script(DF_CHANGE)
+        self._drop_text = redis_client.register_script(DROP_TEXT)
         self._boilerplate_count = redis_client.register_script(boilerplate.COUNT)
         self.story_writer = StoryWriter(redis_client, keys)
 
@@ -179,7 +180,7 @@ class RedisState:
         fields = dict(p.article_fields, processed_ts=round(now, 3))
         queue_decided(pipe, k.metrics, [(received, False, False)], round(now, 3))
         pipe.hset(k.article(p.article_id), mapping=fields)
-        pipe.hdel(k.article(p.article_id), "body")
+        self._drop_text(keys=[k.article(p.article_id)], client=pipe)
         pipe.zrem(k.queued, p.article_id)
         self.story_writer.write(pipe, [p.story])
         self.story_writer.add_members(pipe, p.story_id, {p.article_id: p.published}, {p.source: 1})
@@ -207,13 +208,14 @@ class RedisState:
         for article_id, fields, story_id, source, published in batch.article_writes:
             fields["processed_ts"] = round(now, 3)
             pipe.hset(k.article(article_id), mapping=fields)
-            pipe.hdel(k.article(article_id), "body")  # decided: the text is not needed any more
             members, sources = joined.setdefault(story_id, ({}, Counter()))
             members[article_id] = published
             sources[source] += 1
         for story_id, (members, sources) in joined.items():
             self.story_writer.add_members(pipe, story_id, members, sources)
         if batch.article_writes:
+            # Decided: the texts are not needed any more.
+            self._drop_text(keys=[k.article(a) for a, *_ in batch.article_writes], client=pipe)
             pipe.zrem(k.queued, *[a for a, *_ in batch.article_writes])
             queue_decided(pipe, k.metrics, batch.decided, round(now, 3))  # counted in the same step: exact
         self.story_writer.write(pipe, batch.story_updates())

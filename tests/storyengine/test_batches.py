@@ -306,6 +306,38 @@ def test_processed_articles_keep_no_body_and_only_canonicals_keep_what_comparing
         assert "body" not in loaded and loaded["title"] == record["title"]
 
 
+def assert_stored_as_if_written_afresh(store: RedisStore, key: str) -> None:
+    """The hash at ``key`` takes what the same fields written anew under it take."""
+    r = store.redis
+    encoding, used, fields = r.object("encoding", key), r.memory_usage(key, samples=0), r.hgetall(key)
+    r.delete(key)
+    r.hset(key, mapping=fields)
+    assert r.object("encoding", key) != b"hashtable"  # small enough to be compact at all
+    assert (encoding, used) == (r.object("encoding", key), r.memory_usage(key, samples=0))
+
+
+def test_an_article_that_held_a_long_text_is_stored_compactly_once_decided_or_failed(store):
+    """A hash that held a long text (over the server's compact-hash value
+    limit) stays in Redis's large encoding when that field goes: Redis never
+    converts a hash back. A decided or failed article's hash is written
+    again without its text, so it takes what its fields take (about half)."""
+    limit = int(store.redis.config_get("hash-max-*-value").popitem()[1])
+    long_body = " ".join([BANK["body"]] * (limit // len(BANK["body"]) + 2))
+    decided = article(**dict(BANK, body=long_body))
+    failed = article(**dict(VALLEY, client_id="valley-failed", body=long_body))
+    accept(store, [decided, failed])
+    for article_id in ("bank", "valley-failed"):
+        assert store.redis.object("encoding", store.keys.article(article_id)) == b"hashtable"
+    [outcome] = Decider(store).process_many(["bank"])
+    assert outcome.story_id and store.mark_failed("valley-failed", "a test's failure")
+    for article_id in ("bank", "valley-failed"):
+        key = store.keys.article(article_id)
+        assert not store.redis.hexists(key, "body")
+        assert_stored_as_if_written_afresh(store, key)
+    assert store.load_article("bank")["status"] == "processed"
+    assert store.load_article("valley-failed")["status"] == "failed"
+
+
 def test_promoted_over_canonicals_drop_what_only_canonicals_keep(store):
     """When an earlier copy takes over, the old canonical articles become copies
     and lose their shingles, band slots and term features (and leave the band slots)."""
