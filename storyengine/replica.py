@@ -193,17 +193,20 @@ class Replica:
         held = self.stories.get(story_id, MISSING)
         if held is MISSING:
             return True  # not held: nothing to keep in step
+        # A story that changes is held as a new dict, never changed in place:
+        # what was parsed of the one before stands for it while it is the one
+        # held (storyengine.replicated_state).
         if name == b"HSET":
-            held = {} if held is None else held
+            held = {} if held is None else dict(held)
             held.update(zip((f.decode() for f in args[0::2]), args[1::2]))
             self.stories[story_id] = held
             return True
         if name == b"HDEL":
             if held is not None:
+                held = dict(held)
                 for f in args:
                     held.pop(f.decode(), None)
-                if not held:
-                    self.stories[story_id] = None  # Redis deletes an empty hash
+                self.stories[story_id] = held or None  # Redis deletes an empty hash
             return True
         return False
 

@@ -44,6 +44,7 @@ class ReplicatedState:
         self._follow = redis_client.register_script(change_log.FOLLOW)
         self._hash_field = redis_client.register_script(HASH_FIELD)
         self._ahead: tuple[int, tuple, FirstRead] | None = None  # the read ahead: (generation, what was asked, answer)
+        self._parsed: dict[str, tuple[dict, tuple, Story | None]] = {}  # story -> (held dict, buckets, parsed)
 
     # ------------------------------------------------------------------ reads
     def read_df(self, df: DocumentFrequencies) -> None:
@@ -102,7 +103,7 @@ class ReplicatedState:
         self._read(story_ids=story_ids, candidate_ids=article_ids, sync=True, snapshot=True)
         if bucket_ids:
             self._stories([sid for sid in story_ids if self.replica.story(sid) is not MISSING], bucket_ids,
-                          Story.parsed)
+                          copy=False)
 
     def term_hits(self, features, since) -> list[TermHits]:
         self._read(features=features)
@@ -119,13 +120,28 @@ class ReplicatedState:
                             else records.parse_candidate([None] * len(_CANDIDATE)))
         return stories, articles
 
-    def _stories(self, story_ids, bucket_ids, parse=Story.from_row) -> list[Story | None]:
-        """``story_ids`` (held) as a batch reading ``bucket_ids`` reads them (None: no such story)."""
+    def _stories(self, story_ids, bucket_ids, copy: bool = True) -> list[Story | None]:
+        """``story_ids`` (held) as a batch reading ``bucket_ids`` reads them (None: no such story); with
+        ``copy``, each a copy of its own for the batch to change. A story is parsed once while the
+        replica holds the same dict for it (a change is a new dict) and batches read the same buckets."""
         story_fields = STORY_FIELDS + tuple(bucket_field(i) for i in bucket_ids)
+        buckets, parsed = tuple(bucket_ids), self._parsed
         stories = []
         for sid in story_ids:
             held = self.replica.story(sid)
-            stories.append(None if held is None else parse(sid, [held.get(f) for f in story_fields], bucket_ids))
+            if held is None:
+                stories.append(None)
+                continue
+            known = parsed.get(sid)
+            if known is not None and known[0] is held and known[1] == buckets:
+                story = known[2]
+            else:
+                story = Story.parsed(sid, [held.get(f) for f in story_fields], bucket_ids)
+                if len(parsed) >= self.settings.replica_stories:
+                    for old in list(parsed)[:len(parsed) // 2]:  # the oldest half
+                        del parsed[old]
+                parsed[sid] = (held, buckets, story)  # ``held`` kept: its identity is what is checked
+            stories.append(story.copy() if copy and story is not None else story)
         return stories
 
     def _term_hits(self, features, since) -> list[TermHits]:

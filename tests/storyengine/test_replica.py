@@ -373,8 +373,9 @@ def test_what_the_log_cannot_apply_exactly_is_forgotten():
 
 
 def test_a_story_parsed_ahead_and_changed_meanwhile_is_read_as_it_is_now(fresh_store):
-    """The read ahead parses the candidate stories (storyengine.batch.Story.parsed keeps them by
-    their stored bytes); another decider's commit changes one: it is read as Redis holds it now."""
+    """The read ahead parses the candidate stories (kept while the replica holds them unchanged, and
+    by their stored bytes); another decider's commit changes one (a field set, then one removed):
+    it is read as Redis holds it now."""
     records = dev(80)
     store = fresh_store("parsed_ahead")
     ids = accept(store, records)
@@ -392,4 +393,11 @@ def test_a_story_parsed_ahead_and_changed_meanwhile_is_read_as_it_is_now(fresh_s
     assert (now.article_count, now.canonicals) == (999, ["a_new"]) != (ahead.article_count, ahead.canonicals)
     assert (now.first_seen, now.last_updated, now.originals, now.indexed, now.buckets) == \
         (ahead.first_seen, ahead.last_updated, ahead.originals, ahead.indexed, ahead.buckets)
+    again = other.state.fetch([story], [], buckets)[0][0]  # unchanged since: the same, a copy of its own
+    assert again is not now and (again.article_count, again.canonicals, again.buckets) == \
+        (now.article_count, now.canonicals, now.buckets)
+    with AssignmentLock(store.redis, store.keys, store.settings.change_log_entries) as lock:
+        lock.commit(lambda pipe: pipe.hdel(store.keys.story(story), "canonicals"))
+    other.state.catch_up()
+    assert other.state.fetch([story], [], buckets)[0][0].canonicals == []
     assert_replica_holds_what_redis_holds(other)
