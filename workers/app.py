@@ -10,6 +10,8 @@ from .config import WorkerConfig
 
 # Seconds between two sweeps of kombu's unacknowledged messages (see create_celery).
 UNACKED_RESTORE_INTERVAL = 5
+# Seconds a sweep's mutex lasts if whoever took it never lets go (see create_celery).
+UNACKED_MUTEX_EXPIRE = 10
 
 
 def create_celery(config: WorkerConfig | None = None) -> Celery:
@@ -37,6 +39,12 @@ def create_celery(config: WorkerConfig | None = None) -> Celery:
             # visibility_timeout + 5 s. A sweep is one ZRANGE under a mutex.
             "unacked_restore_interval": UNACKED_RESTORE_INTERVAL,
             "unacked_restore_throttle": 1,
+            # A sweep holds a mutex in Redis for its few milliseconds. A worker
+            # killed mid-sweep, or a sweep cut off by a Redis outage, leaves it
+            # held until it expires, and no worker sweeps meanwhile: kombu's
+            # 300 s would hold back every stranded task for 5 minutes. 10 s
+            # expires before the visibility timeout does.
+            "unacked_mutex_expire": UNACKED_MUTEX_EXPIRE,
         },
         broker_connection_retry_on_startup=True,
         worker_send_task_events=True,     # Flower shows task states

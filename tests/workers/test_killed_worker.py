@@ -6,8 +6,9 @@ one-hour timeout).
 
 A real worker process, started with the command `make run` uses, takes a
 batch of 500 articles posted through the API and is killed with SIGKILL (the
-main process and its pool child at once) before acknowledging it; a worker
-started again gets the same task back from kombu and decides every article.
+main process and its pool child at once) before acknowledging it, as if in
+the middle of a sweep (the sweep's mutex left held); a worker started again
+gets the same task back from kombu and decides every article.
 Nothing is overridden: no STORYWIRE_VISIBILITY_TIMEOUT, no requeue pass (no
 beat runs), so only the broker's redelivery can bring the work back.
 """
@@ -41,10 +42,13 @@ def test_the_shipped_settings_redeliver_within_a_minute():
     assert config.visibility_timeout == 40
     conf = create_celery(config).conf
     options = conf.broker_transport_options
-    assert options == {"visibility_timeout": 40, "unacked_restore_interval": 5, "unacked_restore_throttle": 1}
+    assert options == {"visibility_timeout": 40, "unacked_restore_interval": 5, "unacked_restore_throttle": 1,
+                       "unacked_mutex_expire": 10}
     assert conf.worker_prefetch_multiplier == 1 and conf.task_acks_late and conf.task_reject_on_worker_lost
     # The longest a killed worker's message waits: the timeout, then up to one sweep.
     assert options["visibility_timeout"] + UNACKED_RESTORE_INTERVAL * options["unacked_restore_throttle"] < WITHIN
+    # A sweep's mutex left held (its holder killed mid-sweep) is gone before any task is due back.
+    assert options["unacked_mutex_expire"] < options["visibility_timeout"]
 
 
 @pytest.mark.parametrize("value", ["9", "0", "-40", "86401", "forty"])
@@ -91,6 +95,11 @@ def test_a_killed_workers_batch_is_decided_again_within_a_minute(tmp_path):
             assert left, "the batch was decided before the kill landed; post a longer one"
             assert store.redis.hlen("unacked") == 1 and store.redis.llen("storywire") == 0
             [taken] = received_task_ids(first.log_text()) or [None]
+            # As if the kill had also landed mid-sweep: kombu's sweep mutex left
+            # held, with the expiry the shipped settings give it.
+            expire = create_celery(WorkerConfig.from_env({})).conf.broker_transport_options.get(
+                "unacked_mutex_expire", 300)  # kombu's own default
+            store.redis.set("unacked_mutex", "a killed sweep", px=int(expire * 1000))
 
             # A worker started again (as a container's restart policy does).
             second = RunningProcess(role_command("worker", env), env, tmp_path / "second.log", own_session=True)
