@@ -83,37 +83,19 @@ class Story:
     @classmethod
     def from_row(cls, story_id: str, row: list, bucket_ids: list[int]) -> "Story | None":
         """From a row of ``STORY_FIELDS`` then the ``bucket_ids``' fields, as read by HMGET."""
-        parsed = cls.parsed(story_id, row, bucket_ids)
-        return None if parsed is None else parsed.copy()
-
-    @classmethod
-    def parsed(cls, story_id: str, row: list, bucket_ids: list[int]) -> "Story | None":
-        """:meth:`from_row`'s story, parsed once per process and shared (not to be changed): most
-        candidate stories did not change since the last batch read them, and the same bytes give the same story."""
         if row[0] is None:
             return None
-        key = (story_id, tuple(bucket_ids), tuple(row))
-        parsed = _PARSED_STORIES.get(key)
-        if parsed is None:
-            if len(_PARSED_STORIES) >= 1_000:  # a few batches' candidates: what the next batch reads again
-                for old in list(_PARSED_STORIES)[:500]:  # the oldest half
-                    del _PARSED_STORIES[old]
-            raw = dict(zip(STORY_FIELDS, row))
-            buckets = {i: parsed_bucket(b) for i, b in zip(bucket_ids, row[len(STORY_FIELDS):]) if b}
-            parsed = _PARSED_STORIES[key] = cls(
-                story_id, float(raw["first_seen"]), float(raw["last_updated"]), int(raw["article_count"]),
-                int(raw["originals"]), buckets, raw, json_field(raw["indexed"], []),
-                canonicals=json_field(raw["canonicals"], []))
-        return parsed
+        raw = dict(zip(STORY_FIELDS, row))
+        buckets = {i: parsed_bucket(b) for i, b in zip(bucket_ids, row[len(STORY_FIELDS):]) if b}
+        indexed = json_field(raw["indexed"], [])
+        return cls(story_id, float(raw["first_seen"]), float(raw["last_updated"]), int(raw["article_count"]),
+                   int(raw["originals"]), buckets, raw, indexed, list(indexed), json_field(raw["canonicals"], []))
 
     def copy(self) -> "Story":
         """A story of its own as read (a batch updates it in place): its containers
         copied; buckets and the stored fields are only replaced, never changed."""
         return Story(self.story_id, self.first_seen, self.last_updated, self.article_count, self.originals,
                      dict(self.buckets), self.raw, list(self.indexed), list(self.indexed), list(self.canonicals))
-
-
-_PARSED_STORIES: dict[tuple, Story] = {}  # (id, bucket ids, stored row) -> Story.parsed
 
 
 _PARSED_BUCKETS: dict[bytes, Bucket] = {}

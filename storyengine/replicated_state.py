@@ -98,8 +98,8 @@ class ReplicatedState:
 
     def prefetch_candidates(self, story_ids, article_ids, bucket_ids=()) -> None:
         """Before the lock: the candidate stories and articles the replica lacks, as one snapshot;
-        then the stories parsed as a batch reading ``bucket_ids`` reads them (storyengine.batch.Story.parsed
-        keeps them), so under the lock each is only copied, unless it changed meanwhile."""
+        then the stories parsed as a batch reading ``bucket_ids`` reads them (kept by :meth:`_stories`),
+        so under the lock each is only copied, unless it changed meanwhile."""
         self._read(story_ids=story_ids, candidate_ids=article_ids, sync=True, snapshot=True)
         if bucket_ids:
             self._stories([sid for sid in story_ids if self.replica.story(sid) is not MISSING], bucket_ids,
@@ -136,7 +136,7 @@ class ReplicatedState:
             if known is not None and known[0] is held and known[1] == buckets:
                 story = known[2]
             else:
-                story = Story.parsed(sid, [held.get(f) for f in story_fields], bucket_ids)
+                story = Story.from_row(sid, [held.get(f) for f in story_fields], bucket_ids)
                 if len(parsed) >= self.settings.replica_stories:
                     for old in list(parsed)[:len(parsed) // 2]:  # the oldest half
                         del parsed[old]

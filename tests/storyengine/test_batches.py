@@ -471,15 +471,16 @@ def test_what_only_a_canonical_keeps_is_the_same_made_before_the_lock():
 
 
 def test_a_story_read_again_unchanged_is_a_fresh_copy_equal_to_a_first_parse():
-    """Story.from_row keeps what it parsed (the same stored bytes are the same story); each read
-    is the story as stored, whatever a batch did to one read before it."""
+    """A story parsed once is kept and each batch given a copy (replicated_state's reads): each copy
+    is the story as stored, whatever a batch did to one given before it."""
     vector = SparseVector(np.array([3, 9]), np.array([0.6, 0.8])).stored()
     stored = encode_story_fields(first_seen=1.5, last_updated=2.5, article_count=3, originals=2, indexed=[9, 3],
                                  canonicals=["a1", "a2"], headline="h", representative="a1", centroid=vector,
                                  rep_vec=vector, term_names={"9": "bridge"}, buckets={7: Bucket.of(vector, 2.0)})
     encoded = {name: str(value).encode() if not isinstance(value, bytes) else value for name, value in stored.items()}
     row = [encoded.get(name) for name in STORY_FIELDS + (bucket_field(7), bucket_field(8))]
-    first = Story.from_row("s_cached", list(row), [7, 8])
+    kept = Story.from_row("s_cached", list(row), [7, 8])
+    first = kept.copy()
     fields = (first.first_seen, first.last_updated, first.article_count, first.originals, list(first.indexed),
               list(first.indexed_at_start), list(first.canonicals), dict(first.buckets),
               first.load_details()["headline"])
@@ -492,7 +493,7 @@ def test_a_story_read_again_unchanged_is_a_fresh_copy_equal_to_a_first_parse():
     first.indexed_at_start.clear()
     first.load_details()["headline"] = "changed"
     first.dirty_buckets.add(8)
-    again = Story.from_row("s_cached", list(row), [7, 8])
+    again = kept.copy()
     assert again is not first
     assert (again.first_seen, again.last_updated, again.article_count, again.originals, again.indexed,
             again.indexed_at_start, again.canonicals, dict(again.buckets), again.load_details()["headline"]) == fields
