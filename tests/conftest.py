@@ -27,6 +27,10 @@ def redis_base_url(tmp_path_factory):
     STORYWIRE_TEST_REDIS_URL (only databases 0 and 1 of it are used)."""
     given = os.environ.get("STORYWIRE_TEST_REDIS_URL")
     if given:
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            # Test processes would share its queues and its end-to-end worker's keys.
+            pytest.fail("STORYWIRE_TEST_REDIS_URL is one server for every test process: run the tests in one "
+                        "(make test sets TEST_PROCESSES=0 with it; with pytest alone, add -n 0)", pytrace=False)
         yield given.rstrip("/")  # redis://host:port, without a database number
         return
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False).start()
