@@ -19,12 +19,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 run: $(VENV)/.installed
 	$(PY) scripts/run.py
 
-# Chromium and docker-compose (Debian's) for the browser and compose-file tests, when root or
-# password-less sudo can install them; without them those tests are skipped, saying how to get them.
 # The tests run in TEST_PROCESSES processes (pytest-xdist), a test file to each in turn
 # (its module fixtures' servers started once); one process (0) when STORYWIRE_TEST_REDIS_URL
 # shares one server between them.
 TEST_PROCESSES ?= $(if $(STORYWIRE_TEST_REDIS_URL),0,2)
+# Chromium and docker-compose (Debian's) for the browser and compose-file tests, when root or
+# password-less sudo can install them; without them those tests are skipped, saying how to get them.
 test: $(VENV)/.installed
 	@bash .ci/install-browser || echo "make test: no Chromium: the browser tests will be skipped"
 	@bash .ci/install-compose || echo "make test: no docker-compose: the compose-file tests will be skipped"
